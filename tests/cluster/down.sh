@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Stop and delete the dchat test cluster started by up.sh.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bin="$("$here/build.sh")"
+name="${DCHAT_CLUSTER_NAME:-dchat-test}"
+export KWOK_WORKDIR="${DCHAT_CLUSTER_DIR:-${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters}"
+"$bin/kwokctl" delete cluster --name "$name"
+rm -f "$KWOK_WORKDIR/$name.kubeconfig"

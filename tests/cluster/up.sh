@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Start the dchat test cluster (idempotent) and print `export KUBECONFIG=...`.
+#
+# A real control plane: etcd, kube-apiserver (admission and RBAC on, so Pod Security and
+# CEL rules are enforced), kube-controller-manager and kube-scheduler, run by kwokctl's
+# binary runtime from the binaries build.sh made, bound to 127.0.0.1; kwok stands in for
+# the kubelets of $DCHAT_CLUSTER_NODES (default 3) fake nodes.
+#
+# If KUBECONFIG names a reachable cluster and DCHAT_USE_KUBECONFIG=1, nothing is built or
+# started: that cluster is used as it is.
+#
+# Stages: kwokctl drops ALL default stages once the config has any Stage, so this script
+# includes the defaults (node-initialize, node heartbeat with lease, pod ready/complete/
+# delete, from the kwok module) plus kwok's node-not-ready chaos stage and our
+# dchat-pod-never-ready stage (stages/dchat-faults.yaml).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ "${DCHAT_USE_KUBECONFIG:-0}" == 1 && -n "${KUBECONFIG:-}" ]]; then
+    kubectl --kubeconfig "$KUBECONFIG" version >/dev/null
+    echo "export KUBECONFIG=$KUBECONFIG"
+    exit 0
+fi
+
+bin="$("$here/build.sh")"
+stages="$(dirname "$bin")/stages"
+name="${DCHAT_CLUSTER_NAME:-dchat-test}"
+nodes="${DCHAT_CLUSTER_NODES:-3}"
+export KWOK_WORKDIR="${DCHAT_CLUSTER_DIR:-${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters}"
+kubeconfig="$KWOK_WORKDIR/$name.kubeconfig"
+kubectl="$bin/kubectl"
+kwokctl="$bin/kwokctl"
+mkdir -p "$KWOK_WORKDIR"
+
+log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+if [[ -s "$kubeconfig" ]] && "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
+    log "cluster $name already running"
+    echo "export KUBECONFIG=$kubeconfig"
+    exit 0
+fi
+# A stale cluster (machine rebooted, processes gone): remove it and start over.
+"$kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
+
+fault_expr='((.metadata.labels["dchat.dev/fault"] // "") == "never-ready") or ([.spec.containers[].image | contains("never-ready")] | any)'
+config="$KWOK_WORKDIR/$name.kwokctl.yaml"
+{
+    cat <<YAML
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  securePort: true
+  kubeAuthorization: true
+  kubeAdmission: true
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+  kwokControllerBinary: $bin/kwok
+  nodeLeaseDurationSeconds: 40
+  # kwokctl's default is 200 s; node-loss tests need a node to be marked NotReady quickly.
+  kubeControllerManagerNodeMonitorGracePeriodMilliseconds: ${DCHAT_NODE_GRACE_MS:-20000}
+YAML
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+             pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml node/chaos/node-not-ready.yaml; do
+        echo "---"
+        cat "$stages/$f"
+    done
+    echo "---"
+    # kwok's pod-ready, minus the pods our fault stage owns.
+    awk -v expr="$fault_expr" '
+        { print }
+        /^    matchExpressions:/ && !done {
+            print "    - key: '\''" expr "'\''"
+            print "      operator: '\''NotIn'\''"
+            print "      values:"
+            print "      - '\''true'\''"
+            done = 1
+        }' "$stages/pod/fast/pod-ready.yaml"
+    echo "---"
+    sed "s|@FAULT_EXPR@|$(printf '%s' "$fault_expr" | sed 's/[&|]/\\&/g')|" "$here/stages/dchat-faults.yaml"
+} >"$config"
+
+t0=$SECONDS
+log "creating cluster $name (workdir $KWOK_WORKDIR)"
+"$kwokctl" create cluster --name "$name" --config "$config" --kubeconfig "" --wait 2m >&2
+"$kwokctl" get kubeconfig --name "$name" >"$kubeconfig"
+"$kwokctl" scale node --name "$name" --replicas "$nodes" >&2
+"$kubectl" --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=60s >&2
+log "cluster $name up with $nodes nodes in $((SECONDS - t0)) s"
+echo "export KUBECONFIG=$kubeconfig"

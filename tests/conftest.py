@@ -1,0 +1,80 @@
+"""Shared fixtures: real PostgreSQL, a real S3 server, the real Kubernetes test cluster.
+
+Session-scoped services start on first use and stop at the end of the run, so a test
+run that needs none of them starts none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.cluster import KubeCluster
+from tests.harness.postgres import PostgresServer
+from tests.harness.s3 import S3Server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under pytest's tmp dir: that is private to the user, and when the tests run as
+    # root the server runs as `nobody`, which must be able to reach its data directory.
+    base = Path(tempfile.mkdtemp(prefix="dchat-pg-"))
+    server = PostgresServer.start(base)
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the harness server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    return s3_server.create_bucket(f"dchat-test-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> KubeCluster:
+    return KubeCluster.ensure()
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A fresh namespace with Pod Security `restricted` enforced; deleted afterwards."""
+    with kube_cluster.namespace("t") as name:
+        yield name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test must carry exactly one of the markers unit, integration, e2e."""
+    kinds = {"unit", "integration", "e2e"}
+    missing = [i.nodeid for i in items if not kinds & {m.name for m in i.iter_markers()}]
+    if missing and not os.environ.get("DCHAT_ALLOW_UNMARKED"):
+        raise pytest.UsageError(
+            "tests without a unit/integration/e2e marker:\n  " + "\n  ".join(missing)
+        )
