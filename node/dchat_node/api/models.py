@@ -1,0 +1,150 @@
+"""Pydantic models of the API: every request body and query string is validated with these
+(through quart-schema), and they generate ``/openapi.json``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dchat_node.storage.base import ChannelRecord, MessageRecord
+
+MAX_ID = 2**63 - 1
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def encode_cursor(last_id: int | None) -> str | None:
+    if last_id is None:
+        return None
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor returned by this API") from None
+    prefix, _, number = raw.partition(":")
+    if prefix != "id" or not number.isdigit() or int(number) > MAX_ID:
+        raise ValueError("not a cursor returned by this API")
+    return int(number)
+
+
+class PageQuery(_In):
+    limit: int = Field(50, ge=1, le=200, description="Items per page.")
+    cursor: str | None = Field(
+        None, max_length=64, description="next_cursor from the previous page."
+    )
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+    def after_id(self) -> int:
+        return 0 if self.cursor is None else decode_cursor(self.cursor)
+
+
+class CreateChannel(_In):
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Lowercase letters, digits, - and _.",
+    )
+    topic: str = Field("", max_length=256)
+
+
+class PostMessage(_In):
+    body: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+def _ts(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+class Channel(_Out):
+    id: int
+    name: str
+    topic: str
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, rec: ChannelRecord) -> Channel:
+        return cls(
+            id=rec.id,
+            name=rec.name,
+            topic=rec.topic,
+            created_by=rec.created_by,
+            created_at=_ts(rec.created_at_us),
+        )
+
+
+class Message(_Out):
+    id: int
+    channel_id: int
+    author: str
+    body: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, rec: MessageRecord) -> Message:
+        return cls(
+            id=rec.id,
+            channel_id=rec.channel_id,
+            author=rec.author,
+            body=rec.body,
+            created_at=_ts(rec.created_at_us),
+        )
+
+
+class ChannelPage(_Out):
+    items: list[Channel]
+    next_cursor: str | None
+
+
+class MessagePage(_Out):
+    items: list[Message]
+    next_cursor: str | None
+
+
+class Version(_Out):
+    name: str
+    version: str
+    api: str
+    storage_engine: str
+    schema_version: int
+
+
+class FieldError(_Out):
+    field: str
+    message: str
+
+
+class ErrorDetail(_Out):
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorBody(_Out):
+    error: ErrorDetail

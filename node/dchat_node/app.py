@@ -1,0 +1,325 @@
+"""App factories: the user-facing API app and the ops app (two Quart apps, two ports).
+
+Design:
+- ``create_api_app(services)``: blueprints per domain (``api/``), quart-schema (pydantic
+  validation of every body and query string, ``/openapi.json``), JWT auth on mutating routes,
+  CORS, rate limiting, body cap (``server.max_request_body_bytes`` -> 413), per-request
+  timeout (``server.request_timeout_secs`` -> 504), JSON errors everywhere (404/405/413/422/
+  429/5xx), request metrics by route template, and a server span per request when tracing
+  is on. All of that lives in ``NodeQuart.handle_request`` and error handlers, not in views.
+- ``create_ops_app(services, state)``: ``/health`` (alive + loop responsive), ``/ready``
+  (not draining, database reachable, migrations applied), ``/metrics`` (Prometheus text),
+  ``/health/<component>`` (``/health/bridge``: the bridge component's real state, or 503
+  ``disabled`` while no bridge is registered).
+- Error bodies never carry exception text, tokens, keys or connection strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from pydantic import ValidationError
+from quart import Quart, Response, jsonify, request
+from quart.wrappers import Request
+from quart_schema import HttpSecurityScheme, Info, QuartSchema, RequestSchemaValidationError
+from quart_schema.openapi import OpenAPIProvider
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing.converters import BaseConverter, IntegerConverter
+
+from dchat_node import __version__
+from dchat_node.api import EXTENSION_KEY
+from dchat_node.lifecycle import NodeState, heartbeat
+from dchat_node.security.auth import AuthError
+from dchat_node.security.cors import apply_cors
+from dchat_node.security.ratelimit import apply_rate_limit
+from dchat_node.services import Services
+from dchat_node.services.errors import DomainError
+from dchat_node.storage import StorageError, StorageUnavailable
+
+log = logging.getLogger("dchat_node.app")
+
+UNMATCHED_ROUTE = "<unmatched>"
+OPTIONAL_COMPONENTS = frozenset({"bridge", "relay", "marketplace", "accessibility"})
+_HEADERS_KEPT = ("Retry-After", "Allow", "WWW-Authenticate")
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    fields: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"code": code or _HTTP_CODES.get(status, "error"), "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    resp = jsonify({"error": body})
+    resp.status_code = status
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def _validation_fields(exc: BaseException | None) -> list[dict[str, str]]:
+    if isinstance(exc, ValidationError):
+        return [
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or "<body>",
+                "message": str(err["msg"]),
+            }
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+    return [{"field": "<body>", "message": "body must be a JSON object matching the schema"}]
+
+
+class NodeQuart(Quart):
+    """Quart with the node's per-request envelope: timeout, metrics, tracing."""
+
+    services: Services
+    tracer: trace.Tracer | None = None
+
+    async def handle_request(self, request: Request) -> Any:
+        start = time.perf_counter()
+        metrics = self.services.metrics
+        metrics.http_in_flight.inc()
+        span_cm = None
+        if self.tracer is not None:
+            ctx = propagate.extract(dict(request.headers))
+            span_cm = self.tracer.start_as_current_span(
+                f"{request.method}", context=ctx, kind=trace.SpanKind.SERVER
+            )
+            span = span_cm.__enter__()
+        try:
+            try:
+                async with asyncio.timeout(self.services.config.server.request_timeout_secs):
+                    response = await super().handle_request(request)
+            except TimeoutError:
+                response = error_response(504, "the request took too long and was abandoned")
+            status = getattr(response, "status_code", 500)
+            rule = request.url_rule
+            route = rule.rule if rule is not None else UNMATCHED_ROUTE
+            metrics.observe_request(request.method, route, status, time.perf_counter() - start)
+            if span_cm is not None:
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.request.method", request.method)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+            return response
+        finally:
+            metrics.http_in_flight.dec()
+            if span_cm is not None:
+                span_cm.__exit__(None, None, None)
+
+
+class _Provider(OpenAPIProvider):
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        obj = super().build_path_parameter(name, converter)
+        if isinstance(converter, IntegerConverter):
+            obj["schema"] = {"type": "integer", "minimum": 0}
+            if converter.max is not None:
+                obj["schema"]["maximum"] = converter.max
+        return obj
+
+
+def _register_api_errors(app: Quart) -> None:
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _invalid(exc: RequestSchemaValidationError) -> Response:
+        return error_response(
+            422,
+            "the request does not match the schema",
+            fields=_validation_fields(exc.validation_error),
+        )
+
+    @app.errorhandler(AuthError)
+    async def _auth(exc: AuthError) -> Response:
+        return error_response(exc.status, exc.message, code=exc.code, headers=exc.headers())
+
+    @app.errorhandler(DomainError)
+    async def _domain(exc: DomainError) -> Response:
+        return error_response(exc.status, exc.message, code=exc.code)
+
+    @app.errorhandler(StorageUnavailable)
+    async def _db_down(exc: StorageUnavailable) -> Response:
+        log.error("database unavailable: %s", exc)
+        app.services.metrics.errors.labels(component="storage").inc()  # type: ignore[attr-defined]
+        return error_response(503, "the database is unavailable", headers={"Retry-After": "5"})
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = {k: v for k, v in exc.get_headers() if k in _HEADERS_KEPT}
+        message = {
+            404: "no such resource",
+            405: f"method {request.method} is not allowed here",
+            413: "request body too large",
+            429: "too many requests, slow down",
+        }.get(status, exc.name)
+        if status == 400 and exc.description:
+            message = "malformed request: " + str(exc.description)[:200]
+        return error_response(status, message, headers=headers)
+
+    @app.errorhandler(Exception)
+    async def _unhandled(exc: Exception) -> Response:
+        request_id = uuid.uuid4().hex
+        component = "storage" if isinstance(exc, StorageError) else "api"
+        if component == "storage":
+            app.services.metrics.errors.labels(component="storage").inc()  # type: ignore[attr-defined]
+        log.error(
+            "unhandled error in %s %s",
+            request.method,
+            request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE,
+            exc_info=exc,
+            extra={"request_id": request_id},
+        )
+        return error_response(500, f"internal error (request id {request_id})")
+
+
+def create_api_app(services: Services, tracer_provider: TracerProvider | None = None) -> Quart:
+    """The user-facing app (port ``server.api_port``)."""
+    cfg = services.config
+    app = NodeQuart("dchat_node.api")
+    app.services = services
+    app.tracer = tracer_provider.get_tracer("dchat_node") if tracer_provider else None
+    app.extensions[EXTENSION_KEY] = services
+    app.config.update(
+        MAX_CONTENT_LENGTH=cfg.server.max_request_body_bytes,
+        BODY_TIMEOUT=cfg.server.request_timeout_secs,
+        RESPONSE_TIMEOUT=cfg.server.request_timeout_secs,
+        PROVIDE_AUTOMATIC_OPTIONS=True,
+    )
+    QuartSchema(
+        app,
+        info=Info(title="dchat node API", version=__version__),
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        security_schemes={"bearerAuth": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
+        openapi_provider_class=_Provider,
+    )
+    from dchat_node.api.chat import bp as chat_bp
+    from dchat_node.api.meta import bp as meta_bp
+
+    app.register_blueprint(meta_bp)
+    app.register_blueprint(chat_bp)
+    _register_api_errors(app)
+    apply_rate_limit(app, cfg.security)
+    apply_cors(app, cfg.security)
+    return app
+
+
+def create_ops_app(services: Services, state: NodeState) -> Quart:
+    """The ops app (port ``server.metrics_port``): health, readiness, metrics."""
+    app = Quart("dchat_node.ops")
+    app.extensions[EXTENSION_KEY] = services
+    beat: dict[str, asyncio.Task[None]] = {}
+
+    @app.before_serving
+    async def _start() -> None:
+        beat["task"] = asyncio.get_running_loop().create_task(heartbeat(state))
+
+    @app.after_serving
+    async def _stop() -> None:
+        task = beat.pop("task", None)
+        if task is not None:
+            task.cancel()
+
+    @app.get("/health")
+    async def health() -> tuple[dict[str, Any], int]:
+        ok = state.loop_responsive()
+        return (
+            {
+                "status": "ok" if ok else "unresponsive",
+                "loop_lag_seconds": round(state.loop_lag, 4),
+                "uptime_seconds": round(time.time() - state.started_at, 1),
+                "version": __version__,
+            },
+            200 if ok else 503,
+        )
+
+    @app.get("/ready")
+    async def ready() -> tuple[dict[str, Any], int]:
+        checks: dict[str, str] = {}
+        if state.draining:
+            checks["draining"] = "node is shutting down"
+        try:
+            await asyncio.wait_for(services.storage.ping(), timeout=2)
+            checks_db = "ok"
+        except (StorageError, TimeoutError, OSError) as exc:
+            checks_db = f"unreachable ({type(exc).__name__})"
+            checks["database"] = checks_db
+        if checks_db == "ok" and not state.migrations_checked:
+            try:
+                pending = await services.storage.pending_migrations()
+            except StorageError as exc:
+                checks["migrations"] = f"cannot read schema version ({type(exc).__name__})"
+            else:
+                if pending:
+                    checks["migrations"] = f"{len(pending)} pending (run `dchat migrate`)"
+                else:
+                    state.migrations_checked = True
+        if checks:
+            return {"status": "not_ready", "problems": checks}, 503
+        return {"status": "ready", "storage_engine": services.storage.engine}, 200
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = services.metrics.render()
+        return Response(body, status=200, content_type=content_type)
+
+    @app.get("/health/<name>")
+    async def component_health(name: str) -> tuple[dict[str, Any], int]:
+        component = services.components.get(name)
+        if component is None:
+            if name in OPTIONAL_COMPONENTS:
+                return {
+                    "status": "disabled",
+                    "component": name,
+                    "message": f"{name} disabled: no {name} component runs in this node",
+                }, 503
+            return {"error": {"code": "not_found", "message": "no such component"}}, 404
+        try:
+            st = await asyncio.wait_for(component.status(), timeout=5)
+        except Exception as exc:
+            services.metrics.errors.labels(component=name).inc()
+            return {"status": "error", "component": name, "message": type(exc).__name__}, 503
+        return (
+            {
+                "status": st.state,
+                "component": name,
+                "healthy": st.healthy,
+                "details": dict(st.details),
+            },
+            200 if st.healthy else 503,
+        )
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.name)
+
+    return app

@@ -1,0 +1,172 @@
+"""Prometheus metrics of one node process.
+
+Design:
+- One ``CollectorRegistry`` per node (``NodeMetrics``), not the global default registry, so
+  tests can build many apps in one process. One process per pod: no multiprocess mode.
+- Names are fixed by the alert rules of the deployment guide (5.2). The platform owns
+  ``dchat_errors_total``, ``observability_errors_total`` and ``database_connections_active``;
+  each domain registers its own family through ``register_*`` functions below (called from
+  ``NodeMetrics`` so every series exists from the first scrape, which ``increase()`` and
+  ``rate()`` need).
+- HTTP: ``dchat_http_requests_total{method,route,status}`` and
+  ``dchat_http_request_duration_seconds{method,route,status}``, ``route`` being the URL rule
+  template (``/api/v1/channels/<int:channel_id>/messages``), never the raw path, so the label
+  set stays bounded. Error ratio = ``sum(rate(..._total{status=~"5.."}[5m])) /
+  sum(rate(..._total[5m]))``; p99 = ``histogram_quantile(0.99, sum by (le)
+  (rate(..._duration_seconds_bucket[5m])))``.
+- ``_ms`` histograms use explicit millisecond buckets (the default buckets are seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from dchat_node.storage.base import PoolStats
+
+MS_BUCKETS: tuple[float, ...] = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
+
+# The names the alert rules use (guide 5.2); tests assert every one is exposed.
+ALERT_METRIC_NAMES: tuple[str, ...] = (
+    "dchat_errors_total",
+    "observability_errors_total",
+    "database_connections_active",
+    "marketplace_purchase_latency_ms",
+    "bridge_finality_proof_timeout_total",
+    "accessibility_validation_failures_total",
+)
+
+
+@dataclass(frozen=True)
+class MarketplaceMetrics:
+    purchase_latency_ms: Histogram
+
+
+@dataclass(frozen=True)
+class BridgeMetrics:
+    finality_proof_timeout_total: Counter
+
+
+@dataclass(frozen=True)
+class AccessibilityMetrics:
+    validation_failures_total: Counter
+
+
+def register_marketplace(registry: CollectorRegistry) -> MarketplaceMetrics:
+    return MarketplaceMetrics(
+        Histogram(
+            "marketplace_purchase_latency_ms",
+            "Latency of a marketplace purchase, milliseconds.",
+            buckets=MS_BUCKETS,
+            registry=registry,
+        )
+    )
+
+
+def register_bridge(registry: CollectorRegistry) -> BridgeMetrics:
+    # prometheus_client appends _total to counters; the exposed name is the alert's name.
+    return BridgeMetrics(
+        Counter(
+            "bridge_finality_proof_timeout",
+            "Bridge transactions whose finality proof was not gathered in time.",
+            registry=registry,
+        )
+    )
+
+
+def register_accessibility(registry: CollectorRegistry) -> AccessibilityMetrics:
+    return AccessibilityMetrics(
+        Counter(
+            "accessibility_validation_failures",
+            "UI elements that failed WCAG / keyboard validation.",
+            registry=registry,
+        )
+    )
+
+
+class NodeMetrics:
+    """Every metric of the node, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.errors = Counter(
+            "dchat_errors",
+            "Errors by component (5xx responses, unhandled exceptions, failed background work).",
+            ["component"],
+            registry=r,
+        )
+        self.observability_errors = Counter(
+            "observability_errors",
+            "Failures of the observability pipeline itself (trace export, metrics push, logs).",
+            ["kind"],
+            registry=r,
+        )
+        self.db_connections_active = Gauge(
+            "database_connections_active",
+            "Database connections in use (checked out of the pool).",
+            registry=r,
+        )
+        self.db_connections_open = Gauge(
+            "database_connections_open", "Database connections open.", registry=r
+        )
+        self.db_connections_max = Gauge(
+            "database_connections_max", "Database pool capacity.", registry=r
+        )
+        self.http_requests = Counter(
+            "dchat_http_requests",
+            "HTTP requests served by the API, by route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "dchat_http_request_duration_seconds",
+            "HTTP request latency by route template and status, seconds.",
+            ["method", "route", "status"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "dchat_http_requests_in_flight", "API requests being handled now.", registry=r
+        )
+        self.draining = Gauge(
+            "dchat_draining", "1 while the node drains after SIGTERM.", registry=r
+        )
+        self.marketplace = register_marketplace(r)
+        self.bridge = register_bridge(r)
+        self.accessibility = register_accessibility(r)
+        self._pool_source: Callable[[], PoolStats] | None = None
+        # Pre-create the label sets the SLO queries divide by.
+        self.errors.labels(component="api")
+
+    def track_pool(self, source: Callable[[], PoolStats]) -> None:
+        self._pool_source = source
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        code = str(status)
+        self.http_requests.labels(method, route, code).inc()
+        self.http_duration.labels(method, route, code).observe(seconds)
+        if status >= 500:
+            self.errors.labels(component="api").inc()
+
+    def refresh(self) -> None:
+        """Update gauges read from other components (called before each scrape/push)."""
+        if self._pool_source is not None:
+            try:
+                stats = self._pool_source()
+            except Exception:
+                self.observability_errors.labels(kind="pool_stats").inc()
+            else:
+                self.db_connections_active.set(stats.active)
+                self.db_connections_open.set(stats.size)
+                self.db_connections_max.set(stats.max_size)
+
+    def render(self) -> tuple[bytes, str]:
+        self.refresh()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

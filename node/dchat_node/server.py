@@ -1,0 +1,212 @@
+"""The node process: two hypercorn servers in one asyncio loop, signals, graceful drain.
+
+Design:
+- ``run_node(config)``: preflight (TLS files, JWT key) -> open storage -> apply migrations
+  (unless told not to) -> build services and the two apps -> serve the API app on
+  ``server.host:api_port`` (TLS when enabled) and the ops app on ``metrics_port`` with
+  ``hypercorn.asyncio.serve`` -> on SIGTERM/SIGINT drain -> close background tasks, storage
+  and the tracer.
+- Drain, in order: ``/ready`` answers 503 at once (``NodeState.draining``); the API
+  server's shutdown trigger fires, so hypercorn closes its listener (new connections are
+  refused) and waits up to ``server.shutdown_grace_secs`` for in-flight requests to
+  finish; only then does the ops server stop (so probes can watch the drain), then
+  background tasks are cancelled and the pool is closed. A second signal skips the wait.
+  ``shutdown_grace_secs`` must stay below the pod's terminationGracePeriodSeconds (30 s).
+- One process per pod: one Prometheus registry, one P2P identity later. Blocking helpers
+  (``asyncio.to_thread``) use a pool of ``server.worker_threads`` threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HyperConfig
+from quart import Quart
+
+from dchat_node.app import create_api_app, create_ops_app
+from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
+from dchat_node.lifecycle import NodeState
+from dchat_node.observability.metrics import NodeMetrics
+from dchat_node.observability.push import push_loop
+from dchat_node.observability.tracing import setup_tracing
+from dchat_node.security.auth import check_keys
+from dchat_node.security.tls import check_tls
+from dchat_node.services import Services, build_services
+from dchat_node.storage import Storage, StorageError, create_storage
+
+log = logging.getLogger("dchat_node.server")
+
+AppHook = Callable[[Quart, Quart, Services], None]
+OPS_GRACE_SECS = 2.0
+
+
+def preflight(config: NodeConfig) -> list[ConfigProblem]:
+    """Checks that need the filesystem (not just the config model)."""
+    return check_tls(config.security) + check_keys(config.security)
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def hypercorn_config(config: NodeConfig, *, api: bool) -> HyperConfig:
+    s = config.server
+    hc = HyperConfig()
+    hc.bind = [_bind(s.host, s.api_port if api else s.metrics_port)]
+    hc.graceful_timeout = s.shutdown_grace_secs if api else OPS_GRACE_SECS
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.include_server_header = False
+    hc.keep_alive_timeout = 5
+    if api and config.security.tls_enabled:
+        hc.certfile = config.security.tls_cert_path
+        hc.keyfile = config.security.tls_key_path
+    return hc
+
+
+async def _health_loop(services: Services, interval: float) -> None:
+    """Background dependency check: a failing database is logged and counted."""
+    failing = False
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.wait_for(services.storage.ping(), timeout=min(interval, 10))
+        except (StorageError, TimeoutError, OSError) as exc:
+            services.metrics.errors.labels(component="storage").inc()
+            if not failing:
+                log.error("database health check failed: %s", type(exc).__name__)
+            failing = True
+        else:
+            if failing:
+                log.info("database health check recovered")
+            failing = False
+
+
+async def prepare_storage(config: NodeConfig, *, migrate: bool) -> Storage:
+    storage = create_storage(config.database)
+    await storage.open()
+    try:
+        if migrate:
+            applied = await storage.migrate()
+            if applied:
+                log.info(
+                    "applied migrations %s",
+                    [m.version for m in applied],
+                    extra={"event": "migrate"},
+                )
+        else:
+            pending = await storage.pending_migrations()
+            if pending:
+                log.warning(
+                    "%d migrations pending and --no-migrate given: /ready stays 503 until "
+                    "`dchat migrate` runs",
+                    len(pending),
+                )
+    except BaseException:
+        await storage.close()
+        raise
+    return storage
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    migrate: bool = True,
+    app_hook: AppHook | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. Raises ConfigError / StorageError on
+    startup failure and OSError when a port cannot be bound."""
+    problems = preflight(config)
+    if problems:
+        raise ConfigError(problems)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.server.worker_threads))
+    metrics = NodeMetrics()
+    provider = setup_tracing(config.observability, metrics.observability_errors)
+    storage = await prepare_storage(config, migrate=migrate)
+    services = build_services(config, storage, metrics=metrics)
+    state = NodeState()
+    api = create_api_app(services, provider)
+    ops = create_ops_app(services, state)
+    if app_hook is not None:
+        app_hook(api, ops, services)
+
+    api_stop = asyncio.Event()
+    ops_stop = asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        if not state.draining:
+            log.info(
+                "%s received: draining (grace %.1f s)",
+                name,
+                config.server.shutdown_grace_secs,
+                extra={"event": "drain_start"},
+            )
+            state.begin_drain()
+            metrics.draining.set(1)
+            api_stop.set()
+        else:
+            log.warning("%s received again: stopping now", name)
+            api_stop.set()
+            ops_stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    background: list[asyncio.Task[None]] = [
+        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs))
+    ]
+    obs = config.observability
+    if obs.prometheus_pushgateway:
+        background.append(
+            loop.create_task(
+                push_loop(metrics, obs.prometheus_pushgateway, obs.prometheus_push_interval_secs)
+            )
+        )
+
+    async def api_server() -> None:
+        try:
+            await serve(api, hypercorn_config(config, api=True), shutdown_trigger=api_stop.wait)
+        finally:
+            state.begin_drain()
+            ops_stop.set()
+
+    async def ops_server() -> None:
+        try:
+            await serve(ops, hypercorn_config(config, api=False), shutdown_trigger=ops_stop.wait)
+        finally:
+            state.begin_drain()
+            api_stop.set()
+
+    log.info(
+        "dchat node starting: api %s, ops %s, storage %s",
+        _bind(config.server.host, config.server.api_port),
+        _bind(config.server.host, config.server.metrics_port),
+        storage.engine,
+        extra={"event": "start"},
+    )
+    try:
+        results = await asyncio.gather(api_server(), ops_server(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        for task in background:
+            task.cancel()
+        for task in background:
+            with suppress(asyncio.CancelledError):
+                await task
+        await storage.close()
+        if provider is not None:
+            await asyncio.to_thread(provider.shutdown)
+        log.info("dchat node stopped", extra={"event": "stopped"})

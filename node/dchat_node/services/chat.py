@@ -1,0 +1,70 @@
+"""Chat domain: channels and messages (the first domain; later ones follow its pattern).
+
+A service holds the domain rules and talks only to the ``Storage`` interface; it returns
+storage records and raises ``services.errors`` (never HTTP concepts). The API blueprint
+(``api/chat.py``) validates input with pydantic models and renders records as responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from dchat_node.services.errors import AlreadyExists, NotFound
+from dchat_node.storage import Conflict, ReferenceMissing, Storage
+from dchat_node.storage.base import ChannelRecord, MessageRecord
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    last_id: int | None  # id to continue after, None when there are no more
+
+
+class ChatService:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def create_channel(self, user: str, name: str, topic: str) -> ChannelRecord:
+        await self._storage.ensure_user(user)
+        try:
+            return await self._storage.create_channel(name, topic, user)
+        except Conflict:
+            raise AlreadyExists(f"a channel named {name!r} already exists") from None
+
+    async def get_channel(self, channel_id: int) -> ChannelRecord:
+        channel = await self._storage.get_channel(channel_id)
+        if channel is None:
+            raise NotFound(f"channel {channel_id} does not exist")
+        return channel
+
+    async def list_channels(self, after_id: int, limit: int) -> Page[ChannelRecord]:
+        rows = await self._storage.list_channels(after_id, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id if more and rows else None)
+
+    async def post_message(self, user: str, channel_id: int, body: str) -> MessageRecord:
+        await self._storage.ensure_user(user)
+        try:
+            return await self._storage.create_message(channel_id, user, body)
+        except ReferenceMissing:
+            raise NotFound(f"channel {channel_id} does not exist") from None
+
+    async def get_message(self, channel_id: int, message_id: int) -> MessageRecord:
+        message = await self._storage.get_message(channel_id, message_id)
+        if message is None:
+            raise NotFound(f"message {message_id} does not exist in channel {channel_id}")
+        return message
+
+    async def list_messages(
+        self, channel_id: int, after_id: int, limit: int
+    ) -> Page[MessageRecord]:
+        rows = await self._storage.list_messages(channel_id, after_id, limit + 1)
+        if not rows and await self._storage.get_channel(channel_id) is None:
+            raise NotFound(f"channel {channel_id} does not exist")
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id if more and rows else None)

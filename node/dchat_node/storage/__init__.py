@@ -1,0 +1,42 @@
+"""Storage: one interface (``Storage``), two engines chosen by the URL scheme.
+
+``open_storage(config)`` returns an opened SQLite (``sqlite://``) or PostgreSQL
+(``postgresql://``) implementation; see ``base`` for the design.
+"""
+
+from __future__ import annotations
+
+from dchat_node.config import DatabaseConfig
+from dchat_node.storage.base import ChannelRecord, MessageRecord, PoolStats, Storage
+from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
+
+
+def create_storage(config: DatabaseConfig) -> Storage:
+    """An unopened storage for ``config.url``."""
+    if config.engine == "sqlite":
+        from dchat_node.storage.sqlite import SqliteStorage
+
+        return SqliteStorage(config)
+    from dchat_node.storage.postgres import PostgresStorage
+
+    return PostgresStorage(config)
+
+
+async def open_storage(config: DatabaseConfig) -> Storage:
+    storage = create_storage(config)
+    await storage.open()
+    return storage
+
+
+__all__ = [
+    "ChannelRecord",
+    "Conflict",
+    "MessageRecord",
+    "PoolStats",
+    "ReferenceMissing",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "create_storage",
+    "open_storage",
+]

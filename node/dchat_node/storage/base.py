@@ -1,0 +1,221 @@
+"""The storage interface and the engine-neutral part of its SQL implementation.
+
+Design:
+- ``Storage`` is the one interface services use (a Protocol). Records crossing it are frozen
+  dataclasses; engine exceptions are mapped to ``storage.errors``.
+- ``SqlStorage`` holds every domain query once, written with ``?`` placeholders; each engine
+  supplies four primitives (``_fetch``, ``_fetchrow``, ``_execute``, ``_run_migration``) and
+  translates placeholders if its driver needs it (asyncpg: ``$1``). A later domain adds its
+  queries here (or in a mixin) and its tables as a new migration, and both engines get them.
+- Timestamps are stored as BIGINT microseconds since the Unix epoch (same type in both
+  engines); ids are engine-generated 64-bit integers, so message ids give a stable order for
+  cursor pagination.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dchat_node.storage.migrations import (
+    AppliedMigration,
+    Engine,
+    Migration,
+    check_applied,
+    load_migrations,
+)
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    id: int
+    name: str
+    topic: str
+    created_by: str
+    created_at_us: int
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    id: int
+    channel_id: int
+    author: str
+    body: str
+    created_at_us: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    size: int  # connections open
+    active: int  # connections in use
+    max_size: int
+
+
+class Storage(Protocol):
+    """What services and the server need from a database."""
+
+    engine: Engine
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    def pool_stats(self) -> PoolStats: ...
+
+    async def migrate(self) -> list[Migration]: ...
+    async def schema_version(self) -> int: ...
+    async def pending_migrations(self) -> list[Migration]: ...
+    async def verify(self) -> list[str]: ...
+
+    async def ensure_user(self, user_id: str) -> None: ...
+    async def create_channel(self, name: str, topic: str, created_by: str) -> ChannelRecord: ...
+    async def get_channel(self, channel_id: int) -> ChannelRecord | None: ...
+    async def list_channels(self, after_id: int, limit: int) -> list[ChannelRecord]: ...
+    async def create_message(self, channel_id: int, author: str, body: str) -> MessageRecord: ...
+    async def get_message(self, channel_id: int, message_id: int) -> MessageRecord | None: ...
+    async def list_messages(
+        self, channel_id: int, after_id: int, limit: int
+    ) -> list[MessageRecord]: ...
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _channel(row: Row) -> ChannelRecord:
+    return ChannelRecord(int(row[0]), row[1], row[2], row[3], int(row[4]))
+
+
+def _message(row: Row) -> MessageRecord:
+    return MessageRecord(int(row[0]), int(row[1]), row[2], row[3], int(row[4]))
+
+
+class SqlStorage(ABC):
+    """Domain queries shared by the SQLite and PostgreSQL engines."""
+
+    engine: Engine
+
+    # -- engine primitives -------------------------------------------------------------
+    @abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abstractmethod
+    async def _fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    @abstractmethod
+    async def _execute(self, sql: str, *args: Any) -> None: ...
+
+    @abstractmethod
+    async def _bootstrap(self) -> None:
+        """Create schema_migrations if it does not exist."""
+
+    @abstractmethod
+    async def _run_migrations(self, migrations: list[Migration]) -> list[Migration]:
+        """Apply the not-yet-applied ones of ``migrations`` (each in a transaction, under a
+        lock so concurrent starters do not race); return those applied."""
+
+    # -- migrations --------------------------------------------------------------------
+    def migrations(self) -> list[Migration]:
+        return load_migrations(self.engine)
+
+    async def applied_migrations(self) -> list[AppliedMigration]:
+        await self._bootstrap()
+        rows = await self._fetch(
+            "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+        )
+        return [AppliedMigration(int(r[0]), r[1], r[2]) for r in rows]
+
+    async def migrate(self) -> list[Migration]:
+        await self._bootstrap()
+        return await self._run_migrations(self.migrations())
+
+    async def schema_version(self) -> int:
+        applied = await self.applied_migrations()
+        return max((m.version for m in applied), default=0)
+
+    async def pending_migrations(self) -> list[Migration]:
+        done = {m.version for m in await self.applied_migrations()}
+        return [m for m in self.migrations() if m.version not in done]
+
+    async def _verify_schema(self) -> list[str]:
+        known = self.migrations()
+        applied = await self.applied_migrations()
+        problems = check_applied(known, applied)
+        pending = [m.version for m in known if m.version not in {a.version for a in applied}]
+        if pending:
+            problems.append(f"migrations not applied: {pending} (run `dchat migrate`)")
+        return problems
+
+    # -- chat domain ---------------------------------------------------------------------
+    async def ensure_user(self, user_id: str) -> None:
+        await self._execute(
+            "INSERT INTO users (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            user_id,
+            now_us(),
+        )
+
+    async def create_channel(self, name: str, topic: str, created_by: str) -> ChannelRecord:
+        row = await self._fetchrow(
+            "INSERT INTO channels (name, topic, created_by, created_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id, name, topic, created_by, created_at",
+            name,
+            topic,
+            created_by,
+            now_us(),
+        )
+        assert row is not None  # RETURNING always yields the row
+        return _channel(row)
+
+    async def get_channel(self, channel_id: int) -> ChannelRecord | None:
+        row = await self._fetchrow(
+            "SELECT id, name, topic, created_by, created_at FROM channels WHERE id = ?",
+            channel_id,
+        )
+        return None if row is None else _channel(row)
+
+    async def list_channels(self, after_id: int, limit: int) -> list[ChannelRecord]:
+        rows = await self._fetch(
+            "SELECT id, name, topic, created_by, created_at FROM channels "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            after_id,
+            limit,
+        )
+        return [_channel(r) for r in rows]
+
+    async def create_message(self, channel_id: int, author: str, body: str) -> MessageRecord:
+        row = await self._fetchrow(
+            "INSERT INTO messages (channel_id, author, body, created_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id, channel_id, author, body, created_at",
+            channel_id,
+            author,
+            body,
+            now_us(),
+        )
+        assert row is not None
+        return _message(row)
+
+    async def get_message(self, channel_id: int, message_id: int) -> MessageRecord | None:
+        row = await self._fetchrow(
+            "SELECT id, channel_id, author, body, created_at FROM messages "
+            "WHERE channel_id = ? AND id = ?",
+            channel_id,
+            message_id,
+        )
+        return None if row is None else _message(row)
+
+    async def list_messages(
+        self, channel_id: int, after_id: int, limit: int
+    ) -> list[MessageRecord]:
+        rows = await self._fetch(
+            "SELECT id, channel_id, author, body, created_at FROM messages "
+            "WHERE channel_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            channel_id,
+            after_id,
+            limit,
+        )
+        return [_message(r) for r in rows]

@@ -1,0 +1,19 @@
+"""Storage errors, engine-neutral: services never see sqlite3 or asyncpg exceptions."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of storage failures."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or opened."""
+
+
+class Conflict(StorageError):
+    """A uniqueness constraint was violated (e.g. channel name taken)."""
+
+
+class ReferenceMissing(StorageError):
+    """A referenced row does not exist (foreign key)."""

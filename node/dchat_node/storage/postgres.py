@@ -1,0 +1,168 @@
+"""PostgreSQL engine: an asyncpg pool.
+
+Design:
+- Pool sized by ``database.max_connections`` (min 1), ``statement_cache_size`` per
+  connection, ``connection_timeout_secs`` for connecting and for waiting on a pooled
+  connection, ``idle_timeout_secs`` as asyncpg's ``max_inactive_connection_lifetime``.
+- Queries are written once with ``?`` placeholders (see ``SqlStorage``) and translated to
+  ``$1..$n`` here (cached).
+- Migrations: each in its own transaction holding ``pg_advisory_xact_lock``, re-reading the
+  applied set inside it, so replicas starting together apply each migration exactly once.
+- ``pool_stats().active`` = connections checked out of the pool (what the
+  ``DatabaseConnectionPoolExhausted`` alert watches through ``database_connections_active``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+
+from dchat_node.config import DatabaseConfig
+from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
+from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
+from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
+
+_MIGRATION_LOCK_KEY = 0x64636861  # "dcha"
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def to_dollar_params(sql: str) -> str:
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+
+
+def _map_error(exc: BaseException) -> StorageError:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Conflict(str(exc))
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return ReferenceMissing(str(exc))
+    if isinstance(exc, asyncpg.PostgresError):
+        return StorageError(f"{type(exc).__name__}: {exc}")
+    # connection-level failures: keep the message free of the DSN
+    return StorageUnavailable(f"database unavailable: {type(exc).__name__}")
+
+
+class PostgresStorage(SqlStorage):
+    engine: Engine = "postgresql"
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._config = config
+        self._pool: asyncpg.Pool | None = None
+        self._sql_cache: dict[str, str] = {}
+
+    async def open(self) -> None:
+        c = self._config
+        dsn = c.url.replace("postgresql://", "postgres://", 1)
+        try:
+            self._pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=c.max_connections,
+                statement_cache_size=c.statement_cache_size,
+                timeout=c.connection_timeout_secs,
+                max_inactive_connection_lifetime=c.idle_timeout_secs,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL: {type(exc).__name__}: {_safe(exc, c.url)}"
+            ) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageUnavailable("storage is not open")
+        return self._pool
+
+    def pool_stats(self) -> PoolStats:
+        if self._pool is None:
+            return PoolStats(0, 0, self._config.max_connections)
+        size = self._pool.get_size()
+        return PoolStats(size, size - self._pool.get_idle_size(), self._pool.get_max_size())
+
+    def _sql(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = self._sql_cache[sql] = to_dollar_params(sql)
+        return out
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
+                return list(await conn.fetch(self._sql(sql), *args))
+        except StorageError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _map_error(exc) from exc
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await self._fetch(sql, *args)
+
+    async def _bootstrap(self) -> None:
+        pool = self._p()
+        async with (
+            pool.acquire(timeout=self._config.connection_timeout_secs) as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+            await conn.execute(BOOTSTRAP_SQL)
+
+    async def _run_migrations(self, migrations: list[Migration]) -> list[Migration]:
+        applied: list[Migration] = []
+        async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
+            for mig in migrations:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+                    done = await conn.fetchval(
+                        "SELECT count(*) FROM schema_migrations WHERE version = $1", mig.version
+                    )
+                    if done:
+                        continue
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                        "VALUES ($1, $2, $3, $4)",
+                        mig.version,
+                        mig.name,
+                        mig.checksum,
+                        now_us(),
+                    )
+                applied.append(mig)
+        return applied
+
+    async def verify(self) -> list[str]:
+        problems: list[str] = []
+        for r in await self._fetch(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+        ):
+            problems.append(f"invalid index: {r[0]}")
+        for r in await self._fetch(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+            "WHERE contype = 'f' AND NOT convalidated"
+        ):
+            problems.append(f"foreign key not validated: {r[0]}.{r[1]}")
+        problems.extend(await self._verify_schema())
+        return problems
+
+
+def _safe(exc: BaseException, url: str) -> str:
+    """The exception text with any password from ``url`` removed."""
+    text = str(exc)
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    return text

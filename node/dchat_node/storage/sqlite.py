@@ -1,0 +1,179 @@
+"""SQLite engine (the default): one aiosqlite connection in WAL mode.
+
+Design:
+- One connection (aiosqlite runs it on its own thread), autocommit mode
+  (``isolation_level=None``); every domain operation is a single statement, so no
+  application-level transaction can interleave with another coroutine's statements. SQLite
+  allows one writer at a time anyway; WAL lets readers (other processes such as
+  ``dchat verify`` or a backup) proceed during writes.
+- PRAGMAs on open: ``journal_mode=WAL``, ``foreign_keys=ON``, ``synchronous=NORMAL`` (durable
+  in WAL mode except for the last transactions on power loss), ``busy_timeout`` from
+  ``database.connection_timeout_secs``.
+- Migrations run under ``BEGIN IMMEDIATE`` (the database write lock), re-reading the applied
+  set inside the transaction, so two processes migrating at once do not race.
+- The parent directory of the database file is created if missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from dchat_node.config import DatabaseConfig
+from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
+from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
+from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:////abs/x.db`` -> ``/abs/x.db``; ``sqlite:///rel/x.db`` -> ``rel/x.db``."""
+    if not url.startswith("sqlite://"):
+        raise ValueError("not a sqlite:// URL")
+    rest = url[len("sqlite://") :]
+    if rest.startswith("/"):
+        rest = rest[1:]
+    path = rest.split("?", 1)[0]
+    if not path:
+        raise ValueError("sqlite URL has no path")
+    return path
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (uses SQLite's own completeness check)."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            stmt = buf.strip()
+            if stmt.rstrip(";").strip() and not _only_comments(stmt):
+                out.append(stmt)
+            buf = ""
+    if buf.strip() and not _only_comments(buf):
+        out.append(buf.strip())
+    return out
+
+
+def _only_comments(stmt: str) -> bool:
+    return all(not ln.strip() or ln.strip().startswith("--") for ln in stmt.splitlines())
+
+
+def _map_error(exc: sqlite3.Error) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "UNIQUE" in text:
+            return Conflict(text)
+        if "FOREIGN KEY" in text:
+            return ReferenceMissing(text)
+    return StorageError(text)
+
+
+class SqliteStorage(SqlStorage):
+    engine: Engine = "sqlite"
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._config = config
+        self.path = sqlite_path(config.url)
+        self._conn: aiosqlite.Connection | None = None
+        self._inflight = 0
+        self._migrate_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(
+                self.path, timeout=self._config.connection_timeout_secs, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        busy_ms = int(self._config.connection_timeout_secs * 1000)
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA busy_timeout={busy_ms}",
+        ):
+            await conn.execute(pragma)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    def _c(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageUnavailable("storage is not open")
+        return self._conn
+
+    def pool_stats(self) -> PoolStats:
+        open_ = 1 if self._conn is not None else 0
+        return PoolStats(size=open_, active=min(self._inflight, open_), max_size=1)
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        conn = self._c()
+        self._inflight += 1
+        try:
+            return list(await conn.execute_fetchall(sql, args))
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+        finally:
+            self._inflight -= 1
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await self._fetch(sql, *args)
+
+    async def _bootstrap(self) -> None:
+        await self._execute(BOOTSTRAP_SQL)
+
+    async def _run_migrations(self, migrations: list[Migration]) -> list[Migration]:
+        conn = self._c()
+        applied: list[Migration] = []
+        async with self._migrate_lock:
+            for mig in migrations:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = await conn.execute_fetchall(
+                        "SELECT 1 FROM schema_migrations WHERE version = ?", (mig.version,)
+                    )
+                    if list(rows):
+                        await conn.execute("COMMIT")
+                        continue
+                    for stmt in split_statements(mig.sql):
+                        await conn.execute(stmt)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (mig.version, mig.name, mig.checksum, now_us()),
+                    )
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+                applied.append(mig)
+        return applied
+
+    async def verify(self) -> list[str]:
+        problems: list[str] = []
+        rows = await self._fetch("PRAGMA integrity_check")
+        results = [str(r[0]) for r in rows]
+        if results != ["ok"]:
+            problems.extend(f"integrity_check: {r}" for r in results)
+        for r in await self._fetch("PRAGMA foreign_key_check"):
+            problems.append(
+                f"foreign_key_check: table {r[0]} rowid {r[1]} references missing {r[2]}"
+            )
+        problems.extend(await self._verify_schema())
+        return problems
