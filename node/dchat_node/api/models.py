@@ -17,6 +17,14 @@ MAX_ID = 2**63 - 1
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # PostgreSQL text cannot hold NUL; refuse it for both engines alike.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)

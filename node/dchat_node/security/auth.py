@@ -152,7 +152,7 @@ class Authenticator:
         except jwt.InvalidTokenError:
             raise AuthError(401, "invalid_token", "the token is invalid") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 128:
+        if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
             raise AuthError(401, "invalid_subject", "the token's sub claim must be a short string")
         raw_scope = claims.get("scope", claims.get("scp", ""))
         scopes = raw_scope.split() if isinstance(raw_scope, str) else list(raw_scope or [])

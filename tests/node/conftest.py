@@ -1,0 +1,205 @@
+"""Fixtures for the node tests: a config on a temp SQLite file, opened storage, the two
+apps with their Quart test clients, JWT helpers, and a launcher for real node processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from dchat_node.app import create_api_app, create_ops_app
+from dchat_node.config import NodeConfig, parse_config
+from dchat_node.lifecycle import NodeState
+from dchat_node.services import Services, build_services
+from dchat_node.storage import Storage, open_storage
+from tests.harness.net import free_port
+
+JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ISSUER = "dchat"
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+DCHAT = str(Path(PYTHON).parent / "dchat")
+
+
+def make_token(
+    sub: str = "alice",
+    *,
+    scope: str | None = "chat:write",
+    secret: str = JWT_SECRET,
+    issuer: str | None = ISSUER,
+    expires_in: float = 300,
+    algorithm: str = "HS256",
+    key: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    claims: dict[str, Any] = {"sub": sub, "exp": int(time.time() + expires_in)}
+    if issuer is not None:
+        claims["iss"] = issuer
+    if scope is not None:
+        claims["scope"] = scope
+    claims.update(extra or {})
+    return jwt.encode(claims, key if key is not None else secret, algorithm=algorithm)
+
+
+def bearer(token: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token or make_token()}"}
+
+
+def config_for(tmp_path: Path, **sections: dict[str, Any]) -> NodeConfig:
+    data: dict[str, Any] = {
+        "env": "test",
+        "database": {"url": f"sqlite:///{tmp_path}/db/dchat.db"},
+        "security": {"jwt_secret": JWT_SECRET, "cors_allowed_origins": ["https://app.example"]},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return parse_config(data, environ={})
+
+
+@pytest.fixture
+def node_config(tmp_path: Path) -> NodeConfig:
+    return config_for(tmp_path)
+
+
+@pytest.fixture
+async def storage(node_config: NodeConfig) -> AsyncIterator[Storage]:
+    st = await open_storage(node_config.database)
+    await st.migrate()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+@pytest.fixture
+def services(node_config: NodeConfig, storage: Storage) -> Services:
+    return build_services(node_config, storage)
+
+
+@pytest.fixture
+def api_app(services: Services) -> Quart:
+    return create_api_app(services)
+
+
+@pytest.fixture
+def client(api_app: Quart) -> TestClientProtocol:
+    return api_app.test_client()
+
+
+@pytest.fixture
+def node_state() -> NodeState:
+    return NodeState()
+
+
+@pytest.fixture
+async def ops_client(services: Services, node_state: NodeState) -> AsyncIterator[Any]:
+    app = create_ops_app(services, node_state)
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
+
+
+# -- real node processes ---------------------------------------------------------------
+
+
+@dataclass
+class NodeProcess:
+    proc: subprocess.Popen[bytes]
+    api_port: int
+    ops_port: int
+    log_path: Path
+    scheme: str = "http"
+
+    @property
+    def api(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
+
+    @property
+    def ops(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                r = httpx.get(f"{self.ops}/ready", timeout=2)
+                if r.status_code == 200:
+                    body: dict[str, Any] = r.json()
+                    return body
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise AssertionError(f"node not ready after {timeout} s: {last}\n{self.log()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[Any]:
+    """start_node(argv_prefix=None, env=None, config=None) -> NodeProcess on free ports."""
+    started: list[NodeProcess] = []
+
+    def start(
+        *,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        argv: list[str] | None = None,
+        scheme: str = "http",
+    ) -> NodeProcess:
+        api_port, ops_port = free_port(), free_port()
+        n = len(started)
+        log_path = tmp_path / f"node{n}.log"
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))
+        }
+        full_env.update(
+            {
+                "DCHAT_HOST": "127.0.0.1",
+                "DCHAT_API_PORT": str(api_port),
+                "DCHAT_METRICS_PORT": str(ops_port),
+                "DCHAT_P2P_PORT": str(free_port()),
+                "DATABASE_URL": f"sqlite:///{tmp_path}/node{n}/dchat.db",
+                "JWT_SECRET": JWT_SECRET,
+            }
+        )
+        full_env.update(env or {})
+        cmd = argv or [DCHAT]
+        if config is not None:
+            cmd = [*cmd, "--config", str(config)]
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
+        node = NodeProcess(proc, api_port, ops_port, log_path, scheme)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

@@ -1,0 +1,149 @@
+"""The storage contract, run against both engines: SQLite (temp file) and PostgreSQL (the
+harness's real server, a fresh database per test)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dchat_node.config import DatabaseConfig
+from dchat_node.storage import Conflict, ReferenceMissing, Storage, StorageUnavailable, create_storage
+from dchat_node.storage.migrations import load_migrations
+
+ENGINES = [
+    pytest.param("sqlite", marks=pytest.mark.unit),
+    pytest.param("postgresql", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def db_config(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseConfig:
+    if request.param == "sqlite":
+        return DatabaseConfig(url=f"sqlite:///{tmp_path}/sub/dir/dchat.db")
+    url = request.getfixturevalue("postgres_url")
+    return DatabaseConfig(url=url, max_connections=5, statement_cache_size=10)
+
+
+@pytest.fixture
+async def fresh(db_config: DatabaseConfig) -> AsyncIterator[Storage]:
+    st = create_storage(db_config)
+    await st.open()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+@pytest.fixture
+async def db(fresh: Storage) -> Storage:
+    await fresh.migrate()
+    return fresh
+
+
+async def test_migrate_applies_all_once(fresh: Storage) -> None:
+    expected = load_migrations(fresh.engine)
+    assert await fresh.schema_version() == 0
+    assert [m.version for m in await fresh.pending_migrations()] == [m.version for m in expected]
+    applied = await fresh.migrate()
+    assert [m.version for m in applied] == [m.version for m in expected]
+    assert await fresh.schema_version() == len(expected)
+    assert await fresh.pending_migrations() == []
+    assert await fresh.migrate() == []  # idempotent
+
+
+async def test_concurrent_migrations_apply_each_version_once(
+    db_config: DatabaseConfig, fresh: Storage
+) -> None:
+    others = [create_storage(db_config) for _ in range(2)]
+    for o in others:
+        await o.open()
+    try:
+        results = await asyncio.gather(fresh.migrate(), *(o.migrate() for o in others))
+    finally:
+        for o in others:
+            await o.close()
+    applied = sorted(m.version for r in results for m in r)
+    assert applied == [m.version for m in load_migrations(fresh.engine)]
+    assert await fresh.verify() == []
+
+
+async def test_verify_clean_then_detects_edited_migration(db: Storage) -> None:
+    assert await db.verify() == []
+    # simulate a migration file edited after it was applied
+    from dchat_node.storage.base import SqlStorage
+
+    assert isinstance(db, SqlStorage)
+    await db._execute("UPDATE schema_migrations SET checksum = ? WHERE version = ?", "x", 1)
+    await db._execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+        99,
+        "from_the_future",
+        "y",
+        0,
+    )
+    problems = await db.verify()
+    assert any("changed after it was applied" in p for p in problems)
+    assert any("newer than the code" in p for p in problems)
+
+
+async def test_verify_reports_pending(fresh: Storage) -> None:
+    problems = await fresh.verify()
+    assert any("not applied" in p for p in problems)
+
+
+async def test_channels(db: Storage) -> None:
+    await db.ensure_user("alice")
+    await db.ensure_user("alice")  # idempotent
+    ch = await db.create_channel("general", "talk", "alice")
+    assert ch.id > 0 and ch.name == "general" and ch.topic == "talk" and ch.created_by == "alice"
+    assert await db.get_channel(ch.id) == ch
+    assert await db.get_channel(ch.id + 1000) is None
+    with pytest.raises(Conflict):
+        await db.create_channel("general", "", "alice")
+    with pytest.raises(ReferenceMissing):
+        await db.create_channel("orphan", "", "nobody")
+    second = await db.create_channel("random", "", "alice")
+    assert [c.id for c in await db.list_channels(0, 10)] == [ch.id, second.id]
+    assert [c.id for c in await db.list_channels(ch.id, 10)] == [second.id]
+
+
+async def test_messages_order_and_pagination(db: Storage) -> None:
+    await db.ensure_user("bob")
+    ch = await db.create_channel("c1", "", "bob")
+    other = await db.create_channel("c2", "", "bob")
+    posted = [await db.create_message(ch.id, "bob", f"m{i}") for i in range(7)]
+    await db.create_message(other.id, "bob", "elsewhere")
+    assert [m.body for m in posted] == [f"m{i}" for i in range(7)]
+    assert posted[0].created_at_us <= posted[-1].created_at_us
+    page1 = await db.list_messages(ch.id, 0, 3)
+    page2 = await db.list_messages(ch.id, page1[-1].id, 3)
+    page3 = await db.list_messages(ch.id, page2[-1].id, 3)
+    assert [m.body for m in page1 + page2 + page3] == [f"m{i}" for i in range(7)]
+    assert await db.get_message(ch.id, posted[2].id) == posted[2]
+    assert await db.get_message(other.id, posted[2].id) is None
+    with pytest.raises(ReferenceMissing):
+        await db.create_message(999_999, "bob", "nowhere")
+
+
+async def test_unicode_and_large_ids(db: Storage) -> None:
+    await db.ensure_user("ünï")
+    ch = await db.create_channel("emoji", "🎉 topic", "ünï")
+    m = await db.create_message(ch.id, "ünï", "héllo 👋 ünïcødé")
+    assert (await db.get_message(ch.id, m.id)) == m
+    assert await db.get_channel(2**63 - 1) is None
+
+
+async def test_pool_stats_and_ping(db: Storage) -> None:
+    await db.ping()
+    stats = db.pool_stats()
+    assert stats.size >= 1 and stats.max_size >= 1 and 0 <= stats.active <= stats.size
+
+
+async def test_closed_storage_is_unavailable(db_config: DatabaseConfig) -> None:
+    st = create_storage(db_config)
+    with pytest.raises(StorageUnavailable):
+        await st.ping()
+    assert st.pool_stats().active == 0
