@@ -1,0 +1,79 @@
+# dchat — the two commands:  `make up` (the main job) and `make test` (all tests).
+# Everything they need is installed by scripts/bootstrap.sh and tests/cluster/build.sh.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+export DCHAT_CACHE ?= $(HOME)/.cache/dchat
+
+.PHONY: help deps venv bins cluster cluster-down check lint typecheck imports test test-unit \
+        test-integration test-e2e up down crds lock
+
+help:
+	@echo "make up     bring up the local cluster, install dchat, apply a sample DchatCluster"
+	@echo "make test   install what is missing, run checks, unit, integration and e2e tests"
+	@echo "make check  ruff, ruff format --check, mypy --strict, import-linter, hadolint"
+	@echo "make down   stop the operator and the local cluster"
+
+deps:
+	@scripts/bootstrap.sh deps
+
+venv:
+	@scripts/bootstrap.sh venv
+
+bins: deps
+	@tests/cluster/build.sh >/dev/null
+
+cluster: bins
+	@tests/cluster/up.sh
+
+cluster-down:
+	@tests/cluster/down.sh
+
+lint: venv
+	$(VENV)/bin/ruff check operator node tests bench
+	$(VENV)/bin/ruff format --check operator node tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+imports: venv
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/lint-dockerfiles.sh
+
+test-unit: venv
+	$(PYTEST) -m unit
+
+test-integration: deps venv
+	$(PYTEST) -m integration
+
+test-e2e: bins venv
+	$(PYTEST) -m e2e
+
+# One pytest run for integration + e2e keeps one set of session services.
+# pytest exits 5 when it collects nothing: that fails the target, as it should.
+test: deps venv bins
+	@start=$$SECONDS; \
+	$(MAKE) --no-print-directory check; \
+	$(PYTEST) -m unit; \
+	$(PYTEST) -m "integration or e2e"; \
+	echo "make test: all green in $$((SECONDS - start)) s"
+
+up: bins venv
+	@scripts/up.sh
+
+down:
+	@scripts/up.sh --down
+
+crds: venv
+	$(VENV)/bin/dchat-operator crd > crds/dchat.dev_dchatclusters.yaml
+
+lock:
+	$(PY) -m pip install -q "uv==0.13.8"
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	@scripts/bootstrap.sh venv

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install what the project needs on this machine, skipping what is already there.
+#
+#   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool) when absent
+#   scripts/bootstrap.sh venv   .venv from requirements.lock (uv), project installed editable
+#
+# The venv step is keyed by the hash of requirements.lock + pyproject.toml, so a warm run
+# costs one hash. Go (>= 1.26) must already be on PATH: Debian's is too old.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+UV_VERSION=0.13.8
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+deps() {
+    local missing=()
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if ((${#missing[@]})); then
+        if [[ $(id -u) != 0 ]]; then
+            log "missing Debian packages: ${missing[*]} (run as root or: sudo apt-get install ${missing[*]})"
+            exit 1
+        fi
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Debian's postgresql package starts a system cluster; the tests start their own.
+        if command -v pg_lsclusters >/dev/null; then
+            pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+                pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+            done
+        fi
+    fi
+    command -v go >/dev/null || { log "Go >= 1.26 is required on PATH"; exit 1; }
+    local gov
+    gov="$(go env GOVERSION)"; gov="${gov#go}"
+    if [[ "$(printf '%s\n1.26\n' "$gov" | sort -V | head -1)" != 1.26 ]]; then
+        log "Go >= 1.26 is required (found $gov)"; exit 1
+    fi
+}
+
+venv() {
+    local stamp=.venv/.dchat-lock-hash want
+    want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+    if [[ -x .venv/bin/python && -f $stamp && "$(cat $stamp)" == "$want" ]]; then
+        return 0
+    fi
+    log "creating .venv from requirements.lock"
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+    .venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+    .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+    echo "$want" >$stamp
+}
+
+for step in "$@"; do "$step"; done
