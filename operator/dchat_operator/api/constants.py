@@ -1,0 +1,47 @@
+"""Names shared by every layer: API coordinates, labels, annotations, ports, paths.
+
+Design: plain constants only (no logic, no I/O), so builders, clients and tests agree on one
+spelling of every name.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "dchat.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DchatCluster"
+PLURAL: Final = "dchatclusters"
+SINGULAR: Final = "dchatcluster"
+SHORT_NAMES: Final = ("dchat",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+FIELD_MANAGER: Final = "dchat-operator"
+"""Field manager of every server-side apply the operator makes."""
+
+APP_NAME: Final = "dchat"
+COMPONENT: Final = "node"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_VERSION: Final = "app.kubernetes.io/version"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+MANAGED_BY: Final = "dchat-operator"
+
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+"""SHA-256 of the desired object as the operator built it (changes when the CR changes)."""
+ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/config-checksum"
+"""On the pod template: checksum of config.toml and the Secret references; a change rolls pods."""
+
+CONTAINER_NAME: Final = "dchat"
+CONFIG_DIR: Final = "/etc/dchat"
+CONFIG_FILE: Final = "config.toml"
+DATA_DIR: Final = "/data"
+SQLITE_URL: Final = "sqlite:////data/dchat.db"
+POSTGRES_URL_PLACEHOLDER: Final = "postgresql://set-by-DATABASE_URL"
+JWT_DIR: Final = "/etc/dchat/secrets/jwt"
+JWT_FILE: Final = "jwt-secret"
+TLS_DIR: Final = "/etc/tls/certs"
+NODE_UID: Final = 1000

@@ -1,0 +1,242 @@
+"""Generate the DchatCluster CustomResourceDefinition from the pydantic models.
+
+Design: pydantic's JSON Schema is turned into a Kubernetes *structural* OpenAPI v3 schema by
+one recursive pass (``structural``): ``$ref`` inlined, ``Optional[X]`` becomes ``X`` (absent
+means unset), ``int | str`` becomes ``x-kubernetes-int-or-string``, free-form objects get
+``x-kubernetes-preserve-unknown-fields``, numeric exclusive bounds get the OpenAPI 3.0 boolean
+form, ``title``/``additionalProperties: false`` are dropped (unknown fields are rejected by the
+apiserver's strict field validation), and every object-typed property gets ``default: {}`` so
+nested defaults apply when a section is omitted. The CEL rules declared on the models travel
+through ``json_schema_extra``. ``render_crd_yaml`` is what ``crds/`` holds; a unit test
+fails when that file is stale.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from dchat_operator.api import constants as c
+from dchat_operator.api.models import DchatClusterSpec, DchatClusterStatus
+
+JSON = dict[str, Any]
+
+_DROP = {"title", "additionalProperties", "$defs"}
+
+
+def _resolve(node: JSON, defs: JSON) -> JSON:
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return node
+
+
+def structural(node: JSON, defs: JSON) -> JSON:
+    """Convert one pydantic JSON Schema node (and its children) to a structural schema."""
+    node = _resolve(node, defs)
+    if "allOf" in node and len(node["allOf"]) == 1:
+        inner = _resolve(node["allOf"][0], defs)
+        node = {**inner, **{k: v for k, v in node.items() if k != "allOf"}}
+    if "anyOf" in node:
+        branches = [_resolve(b, defs) for b in node["anyOf"]]
+        non_null = [b for b in branches if b.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        types = sorted(b.get("type", "") for b in non_null)
+        if types == ["integer", "string"]:
+            out: JSON = {"x-kubernetes-int-or-string": True}
+            for key in ("description", "default"):
+                if key in rest:
+                    out[key] = rest[key]
+            return out
+        if len(non_null) != 1:
+            raise ValueError(f"unsupported union in CRD schema: {node}")
+        merged = {**non_null[0], **rest}
+        if merged.get("default", 0) is None:
+            del merged["default"]
+        return structural(merged, defs)
+
+    out = {k: v for k, v in node.items() if k not in _DROP and k != "properties"}
+    if out.get("default", 0) is None:
+        del out["default"]
+    for bound, key in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in out and not isinstance(out[bound], bool):
+            out[key] = out.pop(bound)
+            out[bound] = True
+
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        out["type"] = "object"
+        if "properties" in node:
+            props: JSON = {}
+            for name, child in node["properties"].items():
+                converted = structural(child, defs)
+                if (
+                    converted.get("type") == "object"
+                    and "default" not in converted
+                    and "properties" in converted
+                    and not converted.get("required")
+                ):
+                    converted["default"] = {}
+                props[name] = converted
+            out["properties"] = props
+        else:
+            extra = node.get("additionalProperties")
+            if isinstance(extra, dict) and extra:
+                out["additionalProperties"] = structural(extra, defs)
+            else:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["items"] = structural(node.get("items", {}), defs)
+    return out
+
+
+def spec_schema() -> JSON:
+    raw = DchatClusterSpec.model_json_schema(by_alias=True, mode="validation")
+    return structural(raw, raw.get("$defs", {}))
+
+
+def status_schema() -> JSON:
+    raw = DchatClusterStatus.model_json_schema(by_alias=True, mode="validation")
+    schema = structural(raw, raw.get("$defs", {}))
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    schema.pop("default", None)
+    return schema
+
+
+def crd() -> JSON:
+    """The CustomResourceDefinition as a dict."""
+    spec = spec_schema()
+    spec["default"] = {}
+    root: JSON = {
+        "type": "object",
+        "description": (
+            "DchatCluster runs a dchat deployment: node pods, their config, services, "
+            "ingress, storage, disruption budget, network policy and monitoring, kept in "
+            "the desired state by dchat-operator."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {
+                "type": "string",
+                "description": "APIVersion defines the versioned schema of this object.",
+            },
+            "kind": {"type": "string", "description": "Kind is the type of this object."},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status_schema(),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.metadata.name.size() <= 52",
+                "message": (
+                    "metadata.name must be at most 52 characters (child objects append "
+                    "suffixes such as -metrics)"
+                ),
+            }
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": c.CRD_NAME,
+            "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_PART_OF: c.APP_NAME},
+        },
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": c.KIND,
+                "listKind": f"{c.KIND}List",
+                "plural": c.PLURAL,
+                "singular": c.SINGULAR,
+                "shortNames": list(c.SHORT_NAMES),
+                "categories": ["dchat", "all"],
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {
+                            "name": "Version",
+                            "type": "string",
+                            "jsonPath": ".status.currentVersion",
+                            "description": "Version all pods run.",
+                        },
+                        {
+                            "name": "Replicas",
+                            "type": "integer",
+                            "jsonPath": ".spec.replicas",
+                            "description": "Desired pods.",
+                        },
+                        {
+                            "name": "Ready",
+                            "type": "integer",
+                            "jsonPath": ".status.readyReplicas",
+                            "description": "Ready pods.",
+                        },
+                        {
+                            "name": "Phase",
+                            "type": "string",
+                            "jsonPath": ".status.phase",
+                            "description": "Pending, Progressing, Ready or Degraded.",
+                        },
+                        {
+                            "name": "Last Backup",
+                            "type": "date",
+                            "jsonPath": ".status.lastBackup.time",
+                            "description": "When the last backup completed.",
+                        },
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                }
+            ],
+        },
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def to_yaml(obj: Any) -> str:
+    """YAML the way this project writes it: key order kept, block style, wide lines."""
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+
+
+def render_crd_yaml() -> str:
+    """The text of crds/dchat.dev_dchatclusters.yaml."""
+    header = (
+        "# Generated by `dchat-operator crd` from dchat_operator.api.models. Do not edit:\n"
+        "# change the models and regenerate (a unit test fails when this file is stale).\n"
+    )
+    return header + to_yaml(crd())

@@ -1,0 +1,129 @@
+"""``dchat-operator``: run the operator, render a CR's children, print the CRD.
+
+Design: the one entry point. ``dchat-operator [run] ...`` wraps ``kopf.run`` with the settings
+this operator needs (standalone, namespaces or cluster-wide, liveness endpoint, JSON logs,
+metrics port); ``render -f cluster.yaml`` prints the objects the builders make for each
+DchatCluster in the file as a YAML stream (for review and checkov); ``crd`` prints the
+generated CustomResourceDefinition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from dchat_operator.api import constants as c
+from dchat_operator.api.crd import render_crd_yaml, to_yaml
+from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders.children import Capabilities, desired_children
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dchat-operator", description="The dchat Kubernetes operator."
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the operator (the default)")
+    _run_flags(run)
+    _run_flags(parser)
+
+    render = sub.add_parser("render", help="print the children of the DchatClusters in a file")
+    render.add_argument("-f", "--filename", required=True, help="YAML file ('-' for stdin)")
+    render.add_argument(
+        "--with-monitoring",
+        action="store_true",
+        help="also build ServiceMonitor/PrometheusRule (as if their CRDs exist)",
+    )
+    sub.add_parser("crd", help="print the DchatCluster CustomResourceDefinition")
+    return parser
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; globs allowed)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)"
+    )
+    parser.add_argument("--liveness-port", type=int, default=8080, help="0 disables /healthz")
+    parser.add_argument("--metrics-port", type=int, default=8081, help="0 disables /metrics")
+    parser.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="interval of the periodic resync"
+    )
+    parser.add_argument(
+        "--watch-timeout", type=float, default=300.0, help="server-side watch timeout (s)"
+    )
+    parser.add_argument("--log-format", choices=["json", "text"], default="json")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from dchat_operator import handlers  # noqa: F401  (registers the handlers)
+    from dchat_operator.handlers.options import Options
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    options = Options(
+        resync_seconds=args.resync_seconds,
+        metrics_port=args.metrics_port or None,
+        watch_server_timeout=args.watch_timeout,
+    )
+    namespaces = list(args.namespace)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=(
+            f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+        ),
+        memo=kopf.Memo(options=options),
+    )
+    return 0
+
+
+def render(filename: str, with_monitoring: bool) -> int:
+    text = sys.stdin.read() if filename == "-" else Path(filename).read_text(encoding="utf-8")
+    caps = Capabilities(monitoring_crds=with_monitoring)
+    out: list[str] = []
+    for doc in yaml.safe_load_all(text):
+        if not isinstance(doc, dict) or doc.get("kind") != c.KIND:
+            continue
+        doc.setdefault("metadata", {}).setdefault("namespace", "default")
+        try:
+            cluster = DchatCluster.parse(doc)
+        except ValidationError as exc:
+            name = doc["metadata"].get("name", "?")
+            print(f"{filename}: DchatCluster {name} is invalid:\n{exc}", file=sys.stderr)
+            return 1
+        out.extend(to_yaml(obj) for obj in desired_children(cluster, caps))
+    sys.stdout.write("---\n" + "---\n".join(out) if out else "")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "crd":
+        sys.stdout.write(render_crd_yaml())
+        return 0
+    if args.command == "render":
+        return render(args.filename, args.with_monitoring)
+    return run_operator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reconcile logic: desired (builders) vs live (clients), apply, status, events."""

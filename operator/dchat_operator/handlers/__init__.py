@@ -1,0 +1,9 @@
+"""Thin kopf handlers: route watch events and timers to the controllers.
+
+Importing ``dchat_operator.handlers`` registers them (``kopf run -m dchat_operator.handlers``
+works as well as the ``dchat-operator`` console script).
+"""
+
+from dchat_operator.handlers import cluster as cluster
+
+__all__ = ["cluster"]
