@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 
-.PHONY: help deps venv bins cluster cluster-down check lint typecheck imports test test-unit \
+.PHONY: help deps venv cluster cluster-down check lint typecheck imports test test-unit \
         test-integration test-e2e up down crds lock
 
 help:
@@ -24,10 +24,9 @@ deps:
 venv:
 	@scripts/bootstrap.sh venv
 
-bins: deps
-	@tests/cluster/build.sh >/dev/null
-
-cluster: bins
+# Builds the control-plane binaries if not cached and starts the local cluster, unless
+# KUBECONFIG names a reachable cluster (then nothing is built).
+cluster: deps
 	@tests/cluster/up.sh
 
 cluster-down:
@@ -52,19 +51,19 @@ test-unit: venv
 test-integration: deps venv
 	$(PYTEST) -m integration
 
-test-e2e: bins venv
+test-e2e: cluster venv
 	$(PYTEST) -m e2e
 
 # One pytest run for integration + e2e keeps one set of session services.
 # pytest exits 5 when it collects nothing: that fails the target, as it should.
-test: deps venv bins
+test: deps venv cluster
 	@start=$$SECONDS; \
 	$(MAKE) --no-print-directory check; \
 	$(PYTEST) -m unit; \
 	$(PYTEST) -m "integration or e2e"; \
 	echo "make test: all green in $$((SECONDS - start)) s"
 
-up: bins venv
+up: deps venv
 	@scripts/up.sh
 
 down:

@@ -4,8 +4,8 @@
 #   scripts/up.sh          bring everything up (idempotent) and print how to watch it
 #   scripts/up.sh --down   stop the operator and delete the local cluster
 #
-# With DCHAT_USE_KUBECONFIG=1 and KUBECONFIG set, the cluster it names is used instead of
-# the local one. The operator runs here as a process (logs in $state/operator.log), not as
+# When KUBECONFIG names a reachable cluster, that cluster is used instead of the local one
+# (DCHAT_USE_KUBECONFIG=0 forces the local one). The operator runs here as a process (logs in $state/operator.log), not as
 # a pod: on kwok's fake nodes no container really runs. To install it in a real cluster,
 # use `kubectl apply -k manifests/base` (docs/packaging.md).
 set -euo pipefail
@@ -27,7 +27,7 @@ stop_operator() {
 
 if [[ "${1:-}" == "--down" ]]; then
     stop_operator
-    [[ "${DCHAT_USE_KUBECONFIG:-0}" == 1 ]] || tests/cluster/down.sh
+    tests/cluster/down.sh  # only ever deletes the local kwok cluster
     exit 0
 fi
 

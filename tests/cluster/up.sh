@@ -6,8 +6,9 @@
 # binary runtime from the binaries build.sh made, bound to 127.0.0.1; kwok stands in for
 # the kubelets of $DCHAT_CLUSTER_NODES (default 3) fake nodes.
 #
-# If KUBECONFIG names a reachable cluster and DCHAT_USE_KUBECONFIG=1, nothing is built or
-# started: that cluster is used as it is.
+# If KUBECONFIG names a reachable cluster (kind, k3d, a real one), nothing is built or
+# started: that cluster is used as it is. DCHAT_USE_KUBECONFIG=0 forces the local cluster;
+# =1 makes an unreachable KUBECONFIG an error instead of a fallback.
 #
 # Stages: kwokctl drops ALL default stages once the config has any Stage, so this script
 # includes the defaults (node-initialize, node heartbeat with lease, pod ready/complete/
@@ -16,10 +17,20 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-if [[ "${DCHAT_USE_KUBECONFIG:-0}" == 1 && -n "${KUBECONFIG:-}" ]]; then
-    kubectl --kubeconfig "$KUBECONFIG" version >/dev/null
-    echo "export KUBECONFIG=$KUBECONFIG"
-    exit 0
+# An existing cluster named by KUBECONFIG wins (unless DCHAT_USE_KUBECONFIG=0): build nothing.
+if [[ "${DCHAT_USE_KUBECONFIG:-auto}" != 0 && -n "${KUBECONFIG:-}" ]]; then
+    any_kubectl="$(ls "${DCHAT_CACHE:-$HOME/.cache/dchat}"/k8s-*/bin/kubectl 2>/dev/null | tail -1)"
+    any_kubectl="${any_kubectl:-$(command -v kubectl || true)}"
+    if [[ -n "$any_kubectl" ]] && "$any_kubectl" --kubeconfig "$KUBECONFIG" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+        printf '[cluster] using the cluster KUBECONFIG names (%s)\n' "$KUBECONFIG" >&2
+        echo "export KUBECONFIG=$KUBECONFIG"
+        exit 0
+    fi
+    if [[ "${DCHAT_USE_KUBECONFIG:-auto}" == 1 ]]; then
+        echo "up.sh: DCHAT_USE_KUBECONFIG=1 but the cluster in $KUBECONFIG is not reachable" >&2
+        exit 1
+    fi
+    printf '[cluster] KUBECONFIG=%s is not reachable; starting the local test cluster\n' "$KUBECONFIG" >&2
 fi
 
 bin="$("$here/build.sh")"

@@ -3,8 +3,8 @@
 ``KubeCluster.ensure()`` runs tests/cluster/up.sh (which builds the binaries once, cached
 by version, and starts kwokctl's binary runtime on 127.0.0.1, or reuses a running
 cluster) and returns the kubeconfig and the bin directory with a kubectl that matches the
-apiserver. With ``DCHAT_USE_KUBECONFIG=1`` and ``KUBECONFIG`` set, the cluster it names is
-used instead and nothing is built. Tests never touch ~/.kube/config.
+apiserver. When ``KUBECONFIG`` names a reachable cluster, that cluster is used and nothing
+is built (``DCHAT_USE_KUBECONFIG=0`` forces the local one). Tests never touch ~/.kube/config.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class KubeCluster:
         kubeconfig = Path(line.split("=", 1)[1])
         cache = os.environ.get("DCHAT_CACHE", str(Path.home() / ".cache" / "dchat"))
         bins = sorted(Path(cache).glob("k8s-*/bin/kubectl"))
-        if os.environ.get("DCHAT_USE_KUBECONFIG") == "1" and not bins:
+        if not bins:  # an external cluster, nothing built: use the kubectl on PATH
             found = shutil.which("kubectl")
             if not found:
                 raise RuntimeError("kubectl not found on PATH")
