@@ -17,6 +17,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, request
 from quart.wrappers import Request
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, RequestSchemaValidationError
 from quart_schema.openapi import OpenAPIProvider
@@ -76,8 +77,7 @@ def error_response(
     body: dict[str, Any] = {"code": code or _HTTP_CODES.get(status, "error"), "message": message}
     if fields is not None:
         body["fields"] = fields
-    resp = jsonify({"error": body})
-    resp.status_code = status
+    resp = Response(json.dumps({"error": body}), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         resp.headers[name] = value
     return resp

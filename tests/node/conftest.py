@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 from quart import Quart
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.config import NodeConfig, parse_config
@@ -94,7 +94,7 @@ def api_app(services: Services) -> Quart:
 
 
 @pytest.fixture
-def client(api_app: Quart) -> TestClientProtocol:
+def client(api_app: Quart) -> Client:
     return api_app.test_client()
 
 

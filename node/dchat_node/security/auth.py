@@ -34,6 +34,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SCOPE_CHAT_WRITE = "chat:write"
+MIN_HS256_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ def load_public_key(path: str) -> Any:
 def check_keys(config: SecurityConfig) -> list[ConfigProblem]:
     """Startup validation of the configured verification keys."""
     problems: list[ConfigProblem] = []
+    secret = config.jwt_secret.get_secret_value() if config.jwt_secret is not None else ""
+    if secret and len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+        problems.append(
+            ConfigProblem(
+                "security.jwt_secret",
+                f"too short: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 3.2)",
+                "JWT_SECRET",
+            )
+        )
     if config.jwt_public_key_path:
         try:
             load_public_key(config.jwt_public_key_path)

@@ -1,0 +1,192 @@
+"""The API app in-process: chat routes, validation errors, JSON errors, OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from dchat_node.api.models import encode_cursor
+from dchat_node.app import create_api_app
+from dchat_node.services import build_services
+from dchat_node.storage import open_storage
+from tests.node.conftest import bearer, config_for, make_token
+
+pytestmark = pytest.mark.unit
+
+
+async def create_channel(client: Client, name: str = "general") -> dict[str, Any]:
+    r = await client.post(
+        "/api/v1/channels", json={"name": name, "topic": "t"}, headers=bearer()
+    )
+    assert r.status_code == 201, await r.get_data(as_text=True)
+    body: dict[str, Any] = await r.get_json()
+    return body
+
+
+async def test_version(client: Client) -> None:
+    r = await client.get("/api/v1/version")
+    assert r.status_code == 200
+    body = await r.get_json()
+    assert body["api"] == "v1" and body["storage_engine"] == "sqlite"
+    assert body["schema_version"] == 2
+
+
+async def test_channel_lifecycle(client: Client) -> None:
+    ch = await create_channel(client)
+    assert ch["name"] == "general" and ch["created_by"] == "alice"
+    r = await client.get(f"/api/v1/channels/{ch['id']}")
+    assert r.status_code == 200 and (await r.get_json()) == ch
+    r = await client.post("/api/v1/channels", json={"name": "general"}, headers=bearer())
+    assert r.status_code == 409
+    assert (await r.get_json())["error"]["code"] == "conflict"
+    r = await client.get("/api/v1/channels")
+    assert [c["name"] for c in (await r.get_json())["items"]] == ["general"]
+
+
+async def test_messages_post_get_and_cursor_pagination(client: Client) -> None:
+    ch = await create_channel(client)
+    base = f"/api/v1/channels/{ch['id']}/messages"
+    ids = []
+    for i in range(5):
+        r = await client.post(base, json={"body": f"hello {i}"}, headers=bearer(make_token("bob")))
+        assert r.status_code == 201
+        msg = await r.get_json()
+        assert msg["author"] == "bob" and msg["channel_id"] == ch["id"]
+        ids.append(msg["id"])
+    r = await client.get(f"{base}/{ids[3]}")
+    assert r.status_code == 200 and (await r.get_json())["body"] == "hello 3"
+    seen: list[str] = []
+    url = f"{base}?limit=2"
+    pages = 0
+    while url:
+        page = await (await client.get(url)).get_json()
+        seen += [m["body"] for m in page["items"]]
+        pages += 1
+        url = f"{base}?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+    assert seen == [f"hello {i}" for i in range(5)] and pages == 3
+
+
+async def test_missing_things_are_404_json(client: Client) -> None:
+    for path in (
+        "/api/v1/channels/424242",
+        "/api/v1/channels/424242/messages",
+        "/api/v1/channels/1/messages/5",
+        "/no/such/route",
+        "/api/v1/channels/not-a-number",
+    ):
+        r = await client.get(path)
+        assert r.status_code == 404, path
+        assert (await r.get_json())["error"]["code"] == "not_found"
+    r = await client.post(
+        "/api/v1/channels/424242/messages", json={"body": "x"}, headers=bearer()
+    )
+    assert r.status_code == 404
+
+
+async def test_method_not_allowed_is_json(client: Client) -> None:
+    r = await client.delete("/api/v1/version")
+    assert r.status_code == 405
+    assert "GET" in r.headers["Allow"]
+    assert (await r.get_json())["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "Has Spaces"}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"name": "ok", "topic": 5}, "topic"),
+        ({"name": "ok", "extra": 1}, "extra"),
+        ({"name": "nul\x00"}, "name"),
+        ([1, 2], "<body>"),
+    ],
+)
+async def test_bad_bodies_say_which_field(
+    client: Client, payload: Any, field: str
+) -> None:
+    r = await client.post("/api/v1/channels", json=payload, headers=bearer())
+    assert r.status_code == 422
+    body = await r.get_json()
+    assert body["error"]["code"] == "validation_failed"
+    assert field in [f["field"] for f in body["error"]["fields"]], body
+
+
+async def test_bad_query_strings(client: Client) -> None:
+    ch = await create_channel(client)
+    base = f"/api/v1/channels/{ch['id']}/messages"
+    for qs, field in (("limit=0", "limit"), ("limit=abc", "limit"), ("cursor=%%%", "cursor")):
+        r = await client.get(f"{base}?{qs}")
+        assert r.status_code == 422, qs
+        assert field in [f["field"] for f in (await r.get_json())["error"]["fields"]]
+    forged = encode_cursor(2**64)
+    r = await client.get(f"{base}?cursor={forged}")
+    assert r.status_code == 422
+
+
+async def test_malformed_json_is_400(client: Client) -> None:
+    r = await client.post(
+        "/api/v1/channels",
+        data=b"{not json",
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+    assert r.status_code in (400, 422)
+    assert "error" in await r.get_json()
+
+
+async def test_body_cap_is_413(client: Client, node_config: Any) -> None:
+    ch = await create_channel(client)
+    big = "x" * (node_config.server.max_request_body_bytes + 10)
+    r = await client.post(
+        f"/api/v1/channels/{ch['id']}/messages", json={"body": big}, headers=bearer()
+    )
+    assert r.status_code == 413
+    assert (await r.get_json())["error"]["code"] == "payload_too_large"
+
+
+async def test_openapi_documents_every_route_with_models(client: Client) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    doc = await r.get_json()
+    paths = doc["paths"]
+    assert set(paths) >= {
+        "/api/v1/version",
+        "/api/v1/channels",
+        "/api/v1/channels/{channel_id}",
+        "/api/v1/channels/{channel_id}/messages",
+        "/api/v1/channels/{channel_id}/messages/{message_id}",
+    }
+    create = paths["/api/v1/channels"]["post"]
+    assert "requestBody" in create and create["security"] == [{"bearerAuth": []}]
+    post_msg = paths["/api/v1/channels/{channel_id}/messages"]["post"]
+    assert "requestBody" in post_msg
+    listing = paths["/api/v1/channels/{channel_id}/messages"]["get"]
+    names = {p["name"] for p in listing["parameters"]}
+    assert {"channel_id", "limit", "cursor"} <= names
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+async def test_request_timeout_is_504(tmp_path: Path) -> None:
+    cfg = config_for(tmp_path, server={"request_timeout_secs": 0.2})
+    storage = await open_storage(cfg.database)
+    try:
+        app = create_api_app(build_services(cfg, storage))
+
+        @app.get("/api/v1/_test_slow")
+        async def slow() -> str:
+            await asyncio.sleep(5)
+            return "late"
+
+        started = time.monotonic()
+        r = await app.test_client().get("/api/v1/_test_slow")
+        assert r.status_code == 504
+        assert time.monotonic() - started < 2
+        assert (await r.get_json())["error"]["code"] == "timeout"
+    finally:
+        await storage.close()
