@@ -1,0 +1,299 @@
+"""Builders: the objects each child builder makes, checked on their output."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from dchat_node.config import parse_config
+from dchat_operator.api import constants as c
+from dchat_operator.builders import monitoring, network, workload
+from dchat_operator.builders.children import Capabilities, desired_children, prunable
+from dchat_operator.builders.common import selector_labels
+from dchat_operator.builders.config import config_checksum, config_map, config_toml
+from tests.operator.unit.conftest import cluster, sample
+
+pytestmark = pytest.mark.unit
+
+PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
+
+
+def _container(dep: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = dep["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+@pytest.mark.parametrize("name", ["sqlite.yaml", "postgres.yaml"])
+def test_every_child_is_a_valid_kubernetes_object(name: str) -> None:
+    for obj in desired_children(sample(name), Capabilities()):
+        kubernetes_validate.validate(obj, "1.36.0", strict=True)
+
+
+def test_children_kinds_sqlite() -> None:
+    kinds = [
+        (o["kind"], o["metadata"]["name"])
+        for o in desired_children(sample("sqlite.yaml"), Capabilities())
+    ]
+    assert kinds == [
+        ("ServiceAccount", "dchat-sqlite"),
+        ("ConfigMap", "dchat-sqlite-config"),
+        ("PersistentVolumeClaim", "dchat-sqlite-data"),
+        ("Service", "dchat-sqlite-api"),
+        ("Service", "dchat-sqlite-metrics"),
+        ("Service", "dchat-sqlite-p2p"),
+        ("Deployment", "dchat-sqlite"),
+        ("NetworkPolicy", "dchat-sqlite"),
+    ]
+
+
+def test_children_kinds_postgres_with_monitoring() -> None:
+    objs = desired_children(sample("postgres.yaml"), Capabilities(monitoring_crds=True))
+    kinds = {o["kind"] for o in objs}
+    assert kinds == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Ingress",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
+    assert "PersistentVolumeClaim" not in kinds
+    without = {o["kind"] for o in desired_children(sample("postgres.yaml"), Capabilities())}
+    assert "ServiceMonitor" not in without
+    assert "PrometheusRule" not in without
+
+
+def test_owner_references_everywhere_except_retained_pvc() -> None:
+    for obj in desired_children(sample("sqlite.yaml"), Capabilities(monitoring_crds=True)):
+        refs = obj["metadata"].get("ownerReferences")
+        if obj["kind"] == "PersistentVolumeClaim":
+            assert refs is None
+        else:
+            assert refs == [
+                {
+                    "apiVersion": "dchat.dev/v1alpha1",
+                    "kind": "DchatCluster",
+                    "name": "dchat-sqlite",
+                    "uid": "u-123",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        assert obj["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]
+    pvc = workload.persistent_volume_claim(
+        sample("sqlite.yaml", database={"sqlite": {"retainOnDelete": False}})
+    )
+    assert pvc is not None
+    assert pvc["metadata"]["ownerReferences"][0]["uid"] == "u-123"
+
+
+def test_service_account_has_no_token() -> None:
+    assert workload.service_account(cluster())["automountServiceAccountToken"] is False
+    dep = workload.deployment(cluster())
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_deployment_is_pod_security_restricted() -> None:
+    dep = workload.deployment(sample("postgres.yaml"))
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    sc = _container(dep)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    allowed = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected"}
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= allowed
+    mounts = {m["mountPath"]: m for m in _container(dep)["volumeMounts"]}
+    assert "/tmp" in mounts
+    assert "/var/log/dchat" not in mounts
+
+
+def test_log_file_output_gets_a_writable_volume() -> None:
+    dep = workload.deployment(
+        cluster(logging={"output": "file", "filePath": "/var/log/dchat/d.log"})
+    )
+    mounts = {m["mountPath"] for m in _container(dep)["volumeMounts"]}
+    assert "/var/log/dchat" in mounts
+
+
+def test_probes_ports_resources_follow_the_guide() -> None:
+    dep = workload.deployment(sample("postgres.yaml"))
+    container = _container(dep)
+    assert container["livenessProbe"] == {
+        "httpGet": {"path": "/health", "port": "metrics", "scheme": "HTTP"},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert (
+        container["readinessProbe"]["periodSeconds"],
+        container["readinessProbe"]["failureThreshold"],
+    ) == (5, 2)
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [
+        ("api", 9000),
+        ("metrics", 9001),
+        ("p2p", 7000),
+    ]
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
+    assert container["image"] == "ghcr.io/dchat-dev/dchat:0.1.0"
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9001"
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == selector_labels(sample("postgres.yaml"))
+
+
+def test_strategy_recreate_for_sqlite_rolling_for_postgres() -> None:
+    assert workload.deployment(sample("sqlite.yaml"))["spec"]["strategy"] == {"type": "Recreate"}
+    assert workload.deployment(sample("postgres.yaml"))["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_secrets_reach_the_pod_only_through_secret_refs() -> None:
+    pg = sample("postgres.yaml")
+    container = _container(workload.deployment(pg))
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"] == {
+        "name": "DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "dchat-postgres", "key": "url"}},
+    }
+    assert env["JWT_SECRET_FILE"]["value"] == "/etc/dchat/secrets/jwt/jwt-secret"
+    toml = config_map(pg)["data"]["config.toml"]
+    assert "CHANGE-ME" not in toml
+    assert "password" not in toml
+    assert "jwt_secret" not in tomllib.loads(toml)["security"]
+    for obj in desired_children(pg, Capabilities(monitoring_crds=True)):
+        assert "configMapKeyRef" not in str(obj)
+
+
+def test_config_toml_parses_with_the_nodes_own_model() -> None:
+    pg = sample("postgres.yaml")
+    data = tomllib.loads(config_toml(pg))
+    parsed = parse_config(data, environ={"DATABASE_URL": "postgresql://u:p@db:5432/dchat"})
+    assert parsed.relay.bootstrap_nodes[2] == "/dns/relay3.dchat.dev/tcp/7000"
+    assert parsed.database.url == "postgresql://u:p@db:5432/dchat"
+    assert parsed.server.api_port == 9000
+    assert parse_config(tomllib.loads(config_toml(sample("sqlite.yaml")))).database.url == (
+        "sqlite:////data/dchat.db"
+    )
+
+
+def test_config_change_changes_pod_template_checksum() -> None:
+    a, b = cluster(), cluster(marketplace={"cacheSize": 5})
+    assert config_checksum(a) != config_checksum(b)
+    ann = c.ANNOTATION_CONFIG_CHECKSUM
+
+    def checksum(x: Any) -> str:
+        return str(workload.deployment(x)["spec"]["template"]["metadata"]["annotations"][ann])
+
+    assert checksum(a) != checksum(b)
+    assert checksum(a) == checksum(cluster())
+
+
+def test_services_and_p2p_exposure() -> None:
+    x = cluster()
+    assert network.api_service(x)["spec"]["ports"][0]["port"] == 9000
+    assert network.metrics_service(x)["spec"]["ports"][0]["port"] == 9001
+    p2p = network.p2p_service(x)
+    assert p2p is not None
+    assert p2p["spec"]["ports"][0]["port"] == 7000
+    assert p2p["spec"]["type"] == "ClusterIP"
+    lb = network.p2p_service(cluster(p2p={"serviceType": "LoadBalancer"}))
+    assert lb is not None
+    assert lb["spec"]["type"] == "LoadBalancer"
+    assert network.p2p_service(cluster(p2p={"serviceType": "None"})) is None
+
+
+def test_ingress_with_tls_and_cert_manager() -> None:
+    ing = network.ingress(sample("postgres.yaml"))
+    assert ing is not None
+    assert ing["spec"]["tls"] == [{"hosts": ["api.dchat.dev"], "secretName": "dchat-tls"}]
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "dchat-prod-api", "port": {"name": "api"}}
+    assert network.ingress(cluster()) is None
+
+
+def test_network_policy_default_deny_plus_needed_flows() -> None:
+    pol = network.network_policy(sample("postgres.yaml"))
+    assert pol is not None
+    spec = pol["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {9000, 9001, 7000}
+    egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+    # DNS, P2P, chain RPC over https, PostgreSQL, OTLP (mapped from Jaeger 6831), push gateway
+    assert {
+        (53, "UDP"),
+        (53, "TCP"),
+        (7000, "TCP"),
+        (443, "TCP"),
+        (5432, "TCP"),
+        (4318, "TCP"),
+        (9091, "TCP"),
+    } <= egress_ports
+    assert (6831, "TCP") not in egress_ports
+    assert network.network_policy(cluster(networkPolicy={"enabled": False})) is None
+
+
+def test_pdb_only_with_several_replicas() -> None:
+    assert workload.pod_disruption_budget(cluster()) is None
+    pdb = workload.pod_disruption_budget(cluster(replicas=3, database=PG))
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_prunable_lists_unwanted_optional_children() -> None:
+    names = {(k.kind, n) for k, n in prunable(cluster(p2p={"serviceType": "None"}), Capabilities())}
+    assert ("Service", "c1-p2p") in names
+    assert ("PodDisruptionBudget", "c1") in names
+    assert ("Ingress", "c1") in names
+    assert all(k != "PersistentVolumeClaim" for k, _ in names)
+
+
+def test_alert_rules_are_corrected() -> None:
+    rules = monitoring.alert_rules(sample("postgres.yaml"))
+    names = [r["alert"] for r in rules]
+    assert all(" " not in n for n in names)
+    assert "BridgeFinalityProofTimeout" in names
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert "rate(marketplace_purchase_latency_ms_bucket{" in exprs["MarketplacePurchaseLatencyHigh"]
+    assert " / " in exprs["HighErrorRate"]
+    assert exprs["DatabaseConnectionPoolExhausted"].endswith(">= 18")
+
+
+def test_spec_hash_is_stable_and_changes_with_spec() -> None:
+    def hashes(x: Any) -> dict[str, str]:
+        return {
+            o["kind"] + o["metadata"]["name"]: o["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]
+            for o in desired_children(x, Capabilities())
+        }
+
+    assert hashes(cluster()) == hashes(cluster())
+    changed = hashes(cluster(version="0.2.0"))
+    assert changed["Deploymentc1"] != hashes(cluster())["Deploymentc1"]

@@ -1,0 +1,64 @@
+"""The console scripts: crd, render, and the kubectl plugin placeholder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dchat_operator.api.crd import render_crd_yaml
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+
+def test_crd_command_prints_the_generated_crd() -> None:
+    out = subprocess.run(
+        [str(BIN / "dchat-operator"), "crd"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == render_crd_yaml()
+
+
+def test_render_prints_children_as_a_yaml_stream() -> None:
+    out = subprocess.run(
+        [
+            str(BIN / "dchat-operator"),
+            "render",
+            "-f",
+            str(REPO / "manifests/samples/postgres.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds.count("Service") == 3
+    assert {"Deployment", "ConfigMap", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= set(
+        kinds
+    )
+    assert all(d["metadata"]["namespace"] == "default" for d in docs)
+
+
+def test_render_reports_invalid_cr(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: dchat.dev/v1alpha1\nkind: DchatCluster\nmetadata: {name: x}\n"
+        "spec: {replicas: 2}\n"
+    )
+    out = subprocess.run(
+        [str(BIN / "dchat-operator"), "render", "-f", str(bad)], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "SQLite mode allows at most 1 replica" in out.stderr
+
+
+def test_kubectl_plugin_is_a_clear_placeholder() -> None:
+    out = subprocess.run([str(BIN / "kubectl-dchat")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "not yet implemented; available subcommands: none" in out.stderr
