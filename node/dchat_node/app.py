@@ -107,7 +107,7 @@ class NodeQuart(Quart):
         metrics.http_in_flight.inc()
         span_cm = None
         if self.tracer is not None:
-            ctx = propagate.extract(dict(request.headers))
+            ctx = propagate.extract(request.headers)
             span_cm = self.tracer.start_as_current_span(
                 f"{request.method}", context=ctx, kind=trace.SpanKind.SERVER
             )

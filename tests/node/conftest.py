@@ -31,6 +31,7 @@ ISSUER = "dchat"
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 DCHAT = str(Path(PYTHON).parent / "dchat")
+SLOW_NODE = [PYTHON, str(Path(__file__).with_name("slow_node.py"))]
 
 
 def make_token(
@@ -171,6 +172,7 @@ def start_node(tmp_path: Path) -> Iterator[Any]:
         env: Mapping[str, str] | None = None,
         argv: list[str] | None = None,
         scheme: str = "http",
+        own_database: bool = True,
     ) -> NodeProcess:
         api_port, ops_port = free_port(), free_port()
         n = len(started)
@@ -184,10 +186,11 @@ def start_node(tmp_path: Path) -> Iterator[Any]:
                 "DCHAT_API_PORT": str(api_port),
                 "DCHAT_METRICS_PORT": str(ops_port),
                 "DCHAT_P2P_PORT": str(free_port()),
-                "DATABASE_URL": f"sqlite:///{tmp_path}/node{n}/dchat.db",
                 "JWT_SECRET": JWT_SECRET,
             }
         )
+        if own_database:
+            full_env["DATABASE_URL"] = f"sqlite:///{tmp_path}/node{n}/dchat.db"
         full_env.update(env or {})
         cmd = argv or [DCHAT]
         if config is not None:
