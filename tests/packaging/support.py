@@ -63,9 +63,16 @@ def operator_render_available() -> bool:
     return result.returncode == 0
 
 
+def cluster_samples() -> list[Path]:
+    """The sample files that hold a DchatCluster (others are e.g. example Secrets)."""
+    return sorted(
+        p for p in SAMPLES.glob("*.yaml") if re.search(r"^kind: DchatCluster", p.read_text(), re.M)
+    )
+
+
 def operator_render(sample: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [str(OPERATOR), "render", "-f", str(sample)],
+        [str(OPERATOR), "render", "--with-monitoring", "-f", str(sample)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -28,7 +28,7 @@ OPERATOR = REPO / "Dockerfile.operator"
 # image → (uid, HEALTHCHECK URL, ports)
 EXPECTED = {
     NODE: (1000, "http://127.0.0.1:9001/health", {"9000/tcp", "9001/tcp", "7000/tcp"}),
-    OPERATOR: (65532, "http://127.0.0.1:8080/healthz", {"8080/tcp"}),
+    OPERATOR: (65532, "http://127.0.0.1:8080/healthz", {"8080/tcp", "8081/tcp"}),
 }
 BOTH = pytest.mark.parametrize("dockerfile", [NODE, OPERATOR], ids=["node", "operator"])
 
@@ -118,17 +118,21 @@ def test_runs_as_numeric_non_root_user(dockerfile: Path) -> None:
 @BOTH
 def test_entrypoint_and_cmd_are_exec_form(dockerfile: Path) -> None:
     runtime = final_stage(dockerfile_instructions(dockerfile))
-    cmds = [i for i in runtime if i.keyword in {"CMD", "ENTRYPOINT"}]
-    assert cmds
-    argv: list[str] = []
-    for instruction in cmds:
-        argv += exec_form(instruction.args)
+    entrypoint = [exec_form(i.args) for i in runtime if i.keyword == "ENTRYPOINT"]
+    cmd = [exec_form(i.args) for i in runtime if i.keyword == "CMD"]
+    assert len(entrypoint) == 1, "the program is the ENTRYPOINT: pod `args` replace only CMD"
+    assert len(cmd) == 1
+    argv = entrypoint[0] + cmd[0]
     if dockerfile == NODE:
         assert argv == ["dchat", "--config", "/etc/dchat/config.toml"]
     else:
-        assert argv[:2] == ["dchat-operator", "run"]
-        assert "--standalone" in argv
-        assert "--liveness=http://0.0.0.0:8080/healthz" in argv
+        assert argv == [
+            "dchat-operator",
+            "run",
+            "--all-namespaces",
+            "--liveness-port=8080",
+            "--metrics-port=8081",
+        ]
 
 
 @BOTH

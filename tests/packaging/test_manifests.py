@@ -225,9 +225,13 @@ def test_operator_deployment(base: list[dict[str, Any]]) -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert container["image"] == "dchat-operator:0.1.0"
-    assert container["args"][:2] == ["run", "--standalone"]
-    assert "--all-namespaces" in container["args"]
+    assert container["image"] == "ghcr.io/dchat-dev/dchat-operator:0.1.0"
+    assert container["args"] == [
+        "run",
+        "--all-namespaces",
+        "--liveness-port=8080",
+        "--metrics-port=8081",
+    ]
     resources = container["resources"]
     for kind in ("requests", "limits"):
         assert set(resources[kind]) == {"cpu", "memory"}
@@ -235,7 +239,6 @@ def test_operator_deployment(base: list[dict[str, Any]]) -> None:
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert ports[probe["port"]] == 8080
-    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     annotations = spec["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
