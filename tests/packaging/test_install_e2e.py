@@ -1,0 +1,274 @@
+"""The install bundle against the real test cluster: the apiserver accepts it (server-side
+apply), Pod Security "restricted" admits the operator's pod, and the operator's
+ServiceAccount can do exactly what it needs (kubectl auth can-i)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.harness.cluster import KubeCluster
+from tests.packaging.support import OPERATOR_NAMESPACE, OPERATOR_SA, REPO, kustomize
+
+pytestmark = pytest.mark.e2e
+
+BASE = REPO / "manifests" / "base"
+AS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
+TENANT_NS = "default"  # any namespace: the ClusterRole applies everywhere
+
+CRUD = ("get", "list", "watch", "create", "patch", "update", "delete")
+READ = ("get", "list", "watch")
+# (resource as kubectl names it, subresource, verbs)
+ALLOWED: list[tuple[str, str, tuple[str, ...]]] = [
+    ("dchatclusters.dchat.dev", "", (*READ, "patch", "update")),
+    ("dchatclusters.dchat.dev", "status", ("get", "patch", "update")),
+    ("dchatbackups.dchat.dev", "", (*READ, "patch", "update")),
+    ("dchatrestores.dchat.dev", "", (*READ, "patch", "update")),
+    ("configmaps", "", CRUD),
+    ("services", "", CRUD),
+    ("serviceaccounts", "", CRUD),
+    ("persistentvolumeclaims", "", CRUD),
+    ("secrets", "", READ),
+    ("pods", "", READ),
+    ("events", "", ("create", "patch")),
+    ("events.events.k8s.io", "", ("create", "patch")),
+    ("deployments.apps", "", CRUD),
+    ("replicasets.apps", "", READ),
+    ("poddisruptionbudgets.policy", "", CRUD),
+    ("networkpolicies.networking.k8s.io", "", CRUD),
+    ("ingresses.networking.k8s.io", "", CRUD),
+    ("servicemonitors.monitoring.coreos.com", "", CRUD),
+    ("prometheusrules.monitoring.coreos.com", "", CRUD),
+]
+ALLOWED_CLUSTER: list[tuple[str, tuple[str, ...]]] = [
+    ("customresourcedefinitions.apiextensions.k8s.io", READ),
+]
+# (verb, resource, subresource, namespaced)
+DENIED: list[tuple[str, str, str, bool]] = [
+    ("delete", "secrets", "", True),
+    ("create", "secrets", "", True),
+    ("update", "secrets", "", True),
+    ("patch", "secrets", "", True),
+    ("deletecollection", "configmaps", "", True),
+    ("create", "pods", "", True),
+    ("delete", "pods", "", True),
+    ("create", "pods", "exec", True),
+    ("create", "dchatclusters.dchat.dev", "", True),
+    ("delete", "dchatclusters.dchat.dev", "", True),
+    ("create", "roles.rbac.authorization.k8s.io", "", True),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "", True),
+    ("create", "clusterroles.rbac.authorization.k8s.io", "", False),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", "", False),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", "", False),
+    ("impersonate", "serviceaccounts", "", True),
+    ("get", "nodes", "", False),
+    ("list", "namespaces", "", False),
+    ("delete", "namespaces", "", False),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", "", False),
+    ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", "", False),
+]
+
+
+def _ref(obj: dict[str, Any]) -> list[str]:
+    """kubectl arguments naming one object: kind.group name [-n namespace]."""
+    meta = obj["metadata"]
+    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+    kind = f"{obj['kind'].lower()}.{group}" if group else obj["kind"].lower()
+    return [kind, meta["name"], *(["-n", meta["namespace"]] if "namespace" in meta else [])]
+
+
+def _exists(cluster: KubeCluster, obj: dict[str, Any]) -> bool:
+    result = cluster.kubectl("get", *_ref(obj), "--ignore-not-found", "-o", "name")
+    return bool(result.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def installed(kube_cluster: KubeCluster) -> Iterator[tuple[KubeCluster, str]]:
+    """`kubectl apply --server-side -k manifests/base`; afterwards, delete what it created
+    (objects that were there before, such as a CRD another test installed, stay)."""
+    # A namespace left Terminating by an earlier run must be gone before applying again.
+    kube_cluster.wait_for(
+        lambda: (
+            kube_cluster.kubectl(
+                "get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "name"
+            ).stdout.strip()
+            == ""
+            or kube_cluster.get_json("namespace", OPERATOR_NAMESPACE)["status"]["phase"] == "Active"
+        ),
+        timeout=90,
+        what=f"namespace {OPERATOR_NAMESPACE} not terminating",
+    )
+    objects = kustomize(BASE)
+    created = [o for o in objects if not _exists(kube_cluster, o)]
+    result = kube_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=dchat-packaging-e2e",
+        "--force-conflicts",
+        "-k",
+        str(BASE),
+        check=False,
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        yield kube_cluster, result.stderr
+    finally:
+        # Namespaced objects go with their namespace; cluster-scoped ones one by one.
+        for obj in reversed(created):
+            kube_cluster.kubectl(
+                "delete", *_ref(obj), "--ignore-not-found", "--wait=false", check=False
+            )
+
+
+def test_apiserver_accepts_the_bundle_without_warnings(
+    installed: tuple[KubeCluster, str],
+) -> None:
+    cluster, stderr = installed
+    assert "PodSecurity" not in stderr, stderr
+    assert "Warning" not in stderr, stderr
+    ns = cluster.get_json("namespace", OPERATOR_NAMESPACE)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    crd = cluster.get_json("crd", "dchatclusters.dchat.dev")
+    assert crd["spec"]["group"] == "dchat.dev"
+
+
+def test_operator_pod_is_admitted_under_restricted(installed: tuple[KubeCluster, str]) -> None:
+    cluster, _ = installed
+
+    def pod() -> dict[str, Any] | None:
+        pods = cluster.get_json(
+            "pods",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=dchat-operator",
+        )["items"]
+        return pods[0] if pods and pods[0]["spec"].get("nodeName") else None
+
+    admitted = cluster.wait_for(pod, timeout=90, what="the operator pod to be created and bound")
+    assert admitted["spec"]["serviceAccountName"] == OPERATOR_SA
+    assert admitted["spec"]["securityContext"]["runAsUser"] == 65532
+    deployment = cluster.get_json("deployment", "dchat-operator", "-n", OPERATOR_NAMESPACE)
+    for condition in deployment["status"].get("conditions", []):
+        if condition["type"] == "ReplicaFailure":
+            pytest.fail(f"ReplicaFailure: {condition}")
+
+
+def test_restricted_is_enforced_in_the_operator_namespace(
+    installed: tuple[KubeCluster, str],
+) -> None:
+    """The admission above means something: a privileged pod is rejected there."""
+    cluster, _ = installed
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged-probe", "namespace": OPERATOR_NAMESPACE},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "busybox:1.36", "securityContext": {"privileged": True}}
+            ]
+        },
+    }
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+    assert result.returncode != 0
+    assert "violates PodSecurity" in result.stderr
+
+
+def _resource_attributes(verb: str, resource: str, sub: str, ns: str | None) -> dict[str, str]:
+    name, _, group = resource.partition(".")
+    attrs = {"verb": verb, "resource": name, "group": group}
+    if sub:
+        attrs["subresource"] = sub
+    if ns:
+        attrs["namespace"] = ns
+    return attrs
+
+
+def _allowed(cluster: KubeCluster, asks: list[tuple[str, str, str, str | None]]) -> list[bool]:
+    """SubjectAccessReviews for the operator's ServiceAccount, all in one request. (kubectl
+    auth can-i cannot name a resource the server does not serve yet, such as the
+    Prometheus Operator's or the later dchat.dev kinds: it then drops the group.)"""
+    reviews = [
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": AS,
+                "groups": [
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{OPERATOR_NAMESPACE}",
+                    "system:authenticated",
+                ],
+                "resourceAttributes": _resource_attributes(*ask),
+            },
+        }
+        for ask in asks
+    ]
+    result = cluster.kubectl(
+        "create",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": reviews}),
+    )
+    # kubectl prints one JSON document per created object.
+    decoder = json.JSONDecoder()
+    items: list[dict[str, Any]] = []
+    text = result.stdout.strip()
+    while text:
+        item, end = decoder.raw_decode(text)
+        items.append(item)
+        text = text[end:].strip()
+    assert len(items) == len(asks)
+    return [bool(item["status"].get("allowed")) for item in items]
+
+
+def test_service_account_can_do_what_the_operator_needs(
+    installed: tuple[KubeCluster, str],
+) -> None:
+    cluster, _ = installed
+    asks: list[tuple[str, str, str, str | None]] = [
+        (verb, resource, sub, TENANT_NS) for resource, sub, verbs in ALLOWED for verb in verbs
+    ]
+    asks += [(verb, resource, "", None) for resource, verbs in ALLOWED_CLUSTER for verb in verbs]
+    refused = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if not ok]
+    assert refused == [], f"the operator may not: {refused}"
+
+
+def test_service_account_cannot_do_anything_else(installed: tuple[KubeCluster, str]) -> None:
+    cluster, _ = installed
+    asks: list[tuple[str, str, str, str | None]] = [
+        (verb, resource, sub, TENANT_NS if namespaced else None)
+        for verb, resource, sub, namespaced in DENIED
+    ]
+    granted = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if ok]
+    assert granted == [], f"the operator must not be able to: {granted}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["get", "dchatclusters.dchat.dev"], "yes"),
+        (["patch", "dchatclusters.dchat.dev", "--subresource=status"], "yes"),
+        (["create", "deployments.apps"], "yes"),
+        (["watch", "secrets"], "yes"),
+        (["delete", "secrets"], "no"),
+        (["create", "clusterroles.rbac.authorization.k8s.io"], "no"),
+        (["get", "nodes"], "no"),
+        (["create", "pods"], "no"),
+    ],
+)
+def test_kubectl_auth_can_i(
+    installed: tuple[KubeCluster, str], args: list[str], expected: str
+) -> None:
+    """The same answers through `kubectl auth can-i --as=...` (impersonation)."""
+    cluster, _ = installed
+    result = cluster.kubectl("auth", "can-i", *args, f"--as={AS}", "-n", TENANT_NS, check=False)
+    assert result.stdout.strip() == expected, result.stdout + result.stderr
