@@ -10,6 +10,7 @@ generated CustomResourceDefinition.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--resync-seconds", type=float, default=60.0, help="interval of the periodic resync"
     )
     parser.add_argument(
-        "--watch-timeout", type=float, default=300.0, help="server-side watch timeout (s)"
+        "--watch-timeout", type=int, default=300, help="server-side watch timeout (s)"
     )
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -78,6 +79,10 @@ def run_operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if not args.verbose:
+        # kopf logs every successful handler call at INFO; keep warnings and our own logs.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options = Options(
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port or None,

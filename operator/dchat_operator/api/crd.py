@@ -93,6 +93,34 @@ def structural(node: JSON, defs: JSON) -> JSON:
     return out
 
 
+def _filled(node: JSON, value: JSON) -> JSON:
+    """``value`` with the defaults of ``node``'s properties filled in, recursively."""
+    out = dict(value)
+    for name, child in (node.get("properties") or {}).items():
+        if name in out:
+            if isinstance(out[name], dict) and child.get("properties"):
+                out[name] = _filled(child, out[name])
+        elif "default" in child:
+            default = child["default"]
+            out[name] = _filled(child, default) if isinstance(default, dict) else default
+    return out
+
+
+def materialize_defaults(node: JSON) -> JSON:
+    """Expand every object default to the full object its properties' defaults make.
+
+    The apiserver checks CEL rules against defaults without defaulting them further, so a
+    bare ``default: {}`` on an object with rules is rejected.
+    """
+    for child in (node.get("properties") or {}).values():
+        materialize_defaults(child)
+    if isinstance(node.get("items"), dict):
+        materialize_defaults(node["items"])
+    if isinstance(node.get("default"), dict) and node.get("properties"):
+        node["default"] = _filled(node, node["default"])
+    return node
+
+
 def spec_schema() -> JSON:
     raw = DchatClusterSpec.model_json_schema(by_alias=True, mode="validation")
     return structural(raw, raw.get("$defs", {}))
@@ -112,6 +140,7 @@ def crd() -> JSON:
     """The CustomResourceDefinition as a dict."""
     spec = spec_schema()
     spec["default"] = {}
+    materialize_defaults(spec)
     root: JSON = {
         "type": "object",
         "description": (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class Options:
     resync_seconds: float = 60.0
     metrics_port: int | None = 8081
-    watch_server_timeout: float = 300.0
+    watch_server_timeout: int = 300
 
     @classmethod
     def from_env(cls) -> Options:
@@ -19,5 +19,5 @@ class Options:
         return cls(
             resync_seconds=float(os.environ.get("DCHAT_OPERATOR_RESYNC_SECONDS", "60")),
             metrics_port=int(port) if port and port != "0" else None,
-            watch_server_timeout=float(os.environ.get("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
+            watch_server_timeout=int(os.environ.get("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
         )

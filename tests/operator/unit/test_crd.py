@@ -93,8 +93,10 @@ def test_every_spec_field_has_a_description() -> None:
 
 def test_defaults_fill_omitted_sections() -> None:
     spec = _root()["properties"]["spec"]
-    assert spec["default"] == {}
-    assert spec["properties"]["backup"]["default"] == {}
+    # object defaults are materialised (the apiserver checks CEL rules against them)
+    assert spec["default"]["backup"]["schedule"] == "0 3 * * *"
+    assert spec["default"]["database"]["engine"] == "sqlite"
+    assert spec["properties"]["backup"]["default"]["enabled"] is False
     assert spec["properties"]["backup"]["properties"]["schedule"]["default"] == "0 3 * * *"
     assert spec["properties"]["server"]["properties"]["apiPort"]["default"] == 9000
     resources = spec["properties"]["resources"]["properties"]

@@ -1,0 +1,205 @@
+"""Fixtures for the operator's end-to-end tests on the real control plane.
+
+The operator runs as a real subprocess (``dchat-operator --namespace <ns>``) against the
+test cluster; the CRD is installed with kubectl. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.cluster import KubeCluster
+
+REPO = Path(__file__).resolve().parents[3]
+CRD = REPO / "crds" / "dchat.dev_dchatclusters.yaml"
+SAMPLES = REPO / "manifests" / "samples"
+OPERATOR = Path(sys.executable).parent / "dchat-operator"
+_METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {"name{labels}": value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _METRIC.match(line.strip())
+        if match:
+            out[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    total = 0.0
+    for key, value in metrics.items():
+        if not key.startswith(name + "{") and key != name:
+            continue
+        if all(f'{k}="{v}"' in key for k, v in labels.items()):
+            total += value
+    return total
+
+
+@dataclass
+class Operator:
+    """A running dchat-operator process."""
+
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    liveness_port: int
+    log: Path
+    namespaces: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return parse_metrics(resp.read().decode())
+
+    def writes(self) -> float:
+        return metric_sum(self.metrics(), "dchat_operator_api_writes_total")
+
+    def resyncs(self) -> float:
+        return metric_sum(self.metrics(), "dchat_operator_resyncs_total")
+
+    def healthz(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        return kib / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_operator(
+    kube: KubeCluster, namespaces: list[str], log: Path, resync_seconds: float = 2.0
+) -> Operator:
+    metrics_port, liveness_port = free_port(), free_port()
+    args = [str(OPERATOR)]
+    for ns in namespaces:
+        args += ["--namespace", ns]
+    args += [
+        "--resync-seconds",
+        str(resync_seconds),
+        "--metrics-port",
+        str(metrics_port),
+        "--liveness-port",
+        str(liveness_port),
+        "--log-format",
+        "json",
+    ]
+    handle = log.open("wb")
+    env = {**kube.env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    op = Operator(process, metrics_port, liveness_port, log, namespaces)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"operator exited {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            op.healthz()
+            op.metrics()
+            return op
+        except OSError:
+            time.sleep(0.2)
+    op.stop()
+    raise AssertionError(f"operator did not become live:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
+    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/dchatclusters.dchat.dev", "--timeout=60s"
+    )
+    return kube_cluster
+
+
+@pytest.fixture
+def kube(crd_installed: KubeCluster) -> KubeCluster:
+    return crd_installed
+
+
+@pytest.fixture
+def operator(
+    kube: KubeCluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    op = start_operator(kube, [namespace], tmp_path / "operator.log")
+    try:
+        yield op
+    finally:
+        op.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            sys.stderr.write(f"--- operator log ---\n{op.log.read_text()[-6000:]}\n")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def load_sample(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
+
+
+def get_cluster(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = kube.get_json("-n", namespace, "dchatcluster", name)
+    return data
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_ready(
+    kube: KubeCluster, namespace: str, name: str, replicas: int | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get_cluster(kube, namespace, name)
+        status = obj.get("status") or {}
+        if condition(obj, "Ready").get("status") != "True":
+            return None
+        if status.get("observedGeneration") != obj["metadata"]["generation"]:
+            return None
+        if replicas is not None and status.get("readyReplicas") != replicas:
+            return None
+        return obj
+
+    result: dict[str, Any] = kube.wait_for(check, timeout=timeout, what=f"{name} Ready")
+    return result
