@@ -5,19 +5,24 @@ ServiceAccount can do exactly what it needs (kubectl auth can-i)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.cluster import KubeCluster
-from tests.packaging.support import OPERATOR_NAMESPACE, OPERATOR_SA, REPO, kustomize
+from tests.packaging.support import OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SA, REPO, kustomize
 
 pytestmark = pytest.mark.e2e
 
 BASE = REPO / "manifests" / "base"
 AS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 TENANT_NS = "default"  # any namespace: the ClusterRole applies everywhere
+NAMESPACES_READER = "dchat-packaging-e2e-namespaces-reader"
 
 CRUD = ("get", "list", "watch", "create", "patch", "update", "delete")
 READ = ("get", "list", "watch")
@@ -272,3 +277,143 @@ def test_kubectl_auth_can_i(
     cluster, _ = installed
     result = cluster.kubectl("auth", "can-i", *args, f"--as={AS}", "-n", TENANT_NS, check=False)
     assert result.stdout.strip() == expected, result.stdout + result.stderr
+
+
+def _token_kubeconfig(cluster: KubeCluster, path: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a short-lived
+    token from the TokenRequest API), for the same API server as the admin one."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    token = cluster.kubectl(
+        "create", "token", OPERATOR_SA, "-n", OPERATOR_NAMESPACE, "--duration=20m"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server["cluster"]}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.timeout(240)
+def test_real_operator_reconciles_with_only_its_rbac(
+    installed: tuple[KubeCluster, str], tmp_path: Path
+) -> None:
+    """The RBAC is not only small but sufficient: the operator, authenticated as its
+    ServiceAccount, turns the SQLite sample into a node Deployment whose pod is admitted
+    under "restricted", writes the status, and is never refused by the API server."""
+    cluster, _ = installed
+    kubeconfig = _token_kubeconfig(cluster, tmp_path / "operator.kubeconfig")
+    # The operator runs with --namespace here, so as not to reconcile other tests'
+    # DchatClusters; in that mode kopf also lists/watches Namespaces, which the namespaced
+    # overlay grants and all-namespaces mode does not need. Grant the same for the test.
+    extra = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": NAMESPACES_READER},
+                "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": list(READ)}],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": NAMESPACES_READER},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": NAMESPACES_READER,
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}
+                ],
+            },
+        ],
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(extra))
+    try:
+        _run_operator_on_sample(cluster, kubeconfig, tmp_path)
+    finally:
+        cluster.kubectl(
+            "delete",
+            f"clusterrolebinding/{NAMESPACES_READER}",
+            f"clusterrole/{NAMESPACES_READER}",
+            "--ignore-not-found",
+            check=False,
+        )
+
+
+def _run_operator_on_sample(cluster: KubeCluster, kubeconfig: Path, tmp_path: Path) -> None:
+    with cluster.namespace("pkg") as ns:
+        log = tmp_path / "operator.log"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    str(OPERATOR),
+                    "run",
+                    f"--namespace={ns}",
+                    "--liveness-port=0",
+                    "--metrics-port=0",
+                    "--resync-seconds=2",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        try:
+            sample = yaml.safe_load((REPO / "manifests" / "samples" / "sqlite.yaml").read_text())
+            cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(sample))
+            name = sample["metadata"]["name"]
+
+            def reconciled() -> bool:
+                assert process.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+                cr = cluster.get_json("dchatcluster", name, "-n", ns)
+                status = cr.get("status") or {}
+                pods = cluster.get_json(
+                    "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}"
+                )["items"]
+                return bool(
+                    status.get("observedGeneration") == cr["metadata"]["generation"] and pods
+                )
+
+            cluster.wait_for(reconciled, timeout=120, what="the sample to be reconciled")
+            kinds = {
+                line.split("/")[0]
+                for line in cluster.kubectl(
+                    "get",
+                    "deployment,service,configmap,serviceaccount,persistentvolumeclaim,networkpolicy",
+                    "-n",
+                    ns,
+                    "-l",
+                    f"app.kubernetes.io/instance={name}",
+                    "-o",
+                    "name",
+                ).stdout.split()
+            }
+            assert {
+                "deployment.apps",
+                "service",
+                "configmap",
+                "serviceaccount",
+                "persistentvolumeclaim",
+                "networkpolicy.networking.k8s.io",
+            } <= kinds, kinds
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        text = log.read_text()
+        for refusal in ("403", "Forbidden", "forbidden"):
+            assert refusal not in text, f"the API server refused the operator:\n{text[-4000:]}"
