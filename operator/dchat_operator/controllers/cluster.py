@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders import workload
 from dchat_operator.builders.children import (
     DEPLOYMENT,
     PROMETHEUS_RULE,
@@ -43,6 +44,7 @@ from dchat_operator.builders.children import (
     kind_of,
     prunable,
 )
+from dchat_operator.builders.common import with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.status import Observed, build_status, condition
 from dchat_operator.clients.kube import Kube
@@ -121,6 +123,8 @@ class ClusterController:
         self.bodies: dict[Key, Obj] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._waiting: set[Key] = set()
+        self._waiting_status: set[Key] = set()
+        self._latest_deployment: dict[Key, Obj] = {}
         self._applied: dict[tuple[str, str, str, str], _Applied] = {}
         self._clean_generation: dict[Key, int] = {}
         self._caps: Capabilities | None = None
@@ -172,6 +176,50 @@ class ClusterController:
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
             RECONCILES.labels(trigger, result.phase or "none").inc()
+            return result
+
+    async def deployment_changed(self, key: Key, deployment: Obj | None) -> Result | None:
+        """A child Deployment changed (``None``: it was deleted).
+
+        When the cluster's last reconcile was clean for its current generation and the
+        Deployment still covers the desired one, only the status is refreshed from the event's
+        body (no reads); otherwise (deleted, edited, or an unclean cluster) a full reconcile
+        runs.
+        """
+        body = self.bodies.get(key)
+        if body is None:
+            return None
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        if deployment is None or self._clean_generation.get(key) != generation:
+            return await self.request(key, "deployment")
+        try:
+            cluster = DchatCluster.parse(body)
+        except ValidationError:
+            return await self.request(key, "deployment")
+        if not covers(with_spec_hash(workload.deployment(cluster)), deployment):
+            return await self.request(key, "deployment")
+        self._latest_deployment[key] = deployment
+        if key in self._waiting or key in self._waiting_status:
+            return None
+        self._waiting_status.add(key)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            self._waiting_status.discard(key)
+            latest = self._latest_deployment.pop(key, None)
+            body = self.bodies.get(key)
+            if latest is None or body is None:
+                return None
+            result = Result()
+            now = self._clock()
+            previous = body.get("status") or None
+            status = build_status(cluster, Observed(deployment=latest), previous, _rfc3339(now))
+            result.phase = status["phase"]
+            if not _status_equal(status, previous):
+                meta = body["metadata"]
+                await self.kube.patch_status(meta["namespace"], meta["name"], status)
+                body["status"] = status
+                result.status_written = True
+                await self._degraded_event(body, previous, status, now)
+            RECONCILES.labels("deployment-status", result.phase).inc()
             return result
 
     async def resync_all(self) -> int:

@@ -103,13 +103,18 @@ async def cluster_event(
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_event(
+    type: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     controller: ClusterController = memo.controller
     meta = body.get("metadata") or {}
     owner = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
     key = (meta.get("namespace", "default"), owner or "")
     if owner and key in controller.bodies:
-        await controller.request(key, "deployment")
+        await controller.deployment_changed(key, None if type == "DELETED" else plain(body))
 
 
 @kopf.on.probe(id="resync")

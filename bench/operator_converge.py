@@ -1,0 +1,209 @@
+"""Converge benchmark: N DchatClusters through the operator vs the same objects applied directly.
+
+Operator run: ``kubectl apply`` of N DchatCluster CRs (PostgreSQL mode, one replica each,
+one shared database Secret) into a fresh namespace watched by a real ``dchat-operator``
+process; the clock stops when every CR reports ``Ready=True`` for its current generation.
+
+Baseline run: the objects the operator's builders make for the same N CRs (``dchat-operator
+render``: ServiceAccount, ConfigMap, Services, Deployment, NetworkPolicy) are ``kubectl
+apply``-ed directly into another fresh namespace; the clock stops when every Deployment is
+rolled out (the same condition the operator's Ready is built from: observed generation,
+updated = available = desired replicas).
+
+Both use one ``kubectl apply`` of one List and the same polling interval. Runs alternate
+(baseline, operator, baseline, operator, ...) so drift in the machine's load hits both. Prints
+each run, the median ratio operator/baseline (goal <= 1.2) and the operator's RSS (goal
+< 150 MiB at N=50).
+
+Usage: .venv/bin/python bench/operator_converge.py [--n 50] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "operator"))
+
+from dchat_operator.api.models import DchatCluster  # noqa: E402
+from dchat_operator.builders.children import Capabilities, desired_children  # noqa: E402
+from tests.harness.cluster import KubeCluster  # noqa: E402
+from tests.operator.e2e.conftest import start_operator  # noqa: E402
+
+POLL = 0.5
+SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "db"},
+    "stringData": {"url": "postgresql://dchat:pw@postgres:5432/dchat"},
+}
+
+
+def cluster_cr(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "dchat.dev/v1alpha1",
+        "kind": "DchatCluster",
+        "metadata": {"name": f"bench-{i:03d}"},
+        "spec": {
+            "replicas": 1,
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "256Mi"},
+            },
+            "database": {
+                "engine": "postgres",
+                "postgres": {"primary": {"name": "db", "key": "url"}},
+            },
+        },
+    }
+
+
+def rendered(namespace: str, n: int) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for i in range(n):
+        doc = cluster_cr(i)
+        doc["metadata"]["namespace"] = namespace
+        objs.extend(desired_children(DchatCluster.parse(doc), Capabilities()))
+    return objs
+
+
+def all_crs_ready(kube: KubeCluster, namespace: str, n: int) -> bool:
+    items = kube.get_json("-n", namespace, "dchatclusters")["items"]
+    ready = 0
+    for item in items:
+        status = item.get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
+        if (
+            conds.get("Ready", {}).get("status") == "True"
+            and status.get("observedGeneration") == item["metadata"]["generation"]
+        ):
+            ready += 1
+    return ready == n
+
+
+def all_deployments_ready(kube: KubeCluster, namespace: str, n: int) -> bool:
+    items = kube.get_json("-n", namespace, "deployments")["items"]
+    ready = 0
+    for dep in items:
+        want = dep["spec"]["replicas"]
+        st = dep.get("status") or {}
+        if (
+            st.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+            and st.get("updatedReplicas", 0) == want
+            and st.get("replicas", 0) == want
+            and st.get("availableReplicas", 0) >= want
+        ):
+            ready += 1
+    return ready == n
+
+
+def wait(predicate: Any, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(POLL)
+    raise TimeoutError("did not converge")
+
+
+def apply_list(kube: KubeCluster, namespace: str, objs: list[dict[str, Any]]) -> None:
+    payload = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=payload, timeout=300)
+
+
+def run_baseline(kube: KubeCluster, n: int) -> float:
+    ns = kube.create_namespace("bench-base")
+    try:
+        objs = [SECRET, *rendered(ns, n)]
+        start = time.monotonic()
+        apply_list(kube, ns, objs)
+        wait(lambda: all_deployments_ready(kube, ns, n))
+        return time.monotonic() - start
+    finally:
+        kube.delete_namespace(ns)
+
+
+def run_operator(kube: KubeCluster, n: int, logdir: Path) -> tuple[float, float, float, float]:
+    """(seconds, RSS MiB after converging, peak RSS MiB, operator write calls)."""
+    ns = kube.create_namespace("bench-op")
+    op = start_operator(kube, [ns], logdir / f"operator-{ns}.log", resync_seconds=60)
+    try:
+        kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(SECRET))
+        crs = [cluster_cr(i) for i in range(n)]
+        start = time.monotonic()
+        apply_list(kube, ns, crs)
+        wait(lambda: all_crs_ready(kube, ns, n))
+        elapsed = time.monotonic() - start
+        status = Path(f"/proc/{op.process.pid}/status").read_text()
+        peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        return elapsed, op.rss_mib(), peak, op.writes()
+    finally:
+        op.stop()
+        kube.delete_namespace(ns)
+
+
+def wait_quiet(kube: KubeCluster) -> None:
+    """Let namespaces of earlier runs finish terminating (their pods load the scheduler)."""
+
+    def quiet() -> bool:
+        out = kube.kubectl("get", "namespaces", "-o", "json").stdout
+        return not any(
+            item["status"].get("phase") == "Terminating"
+            and item["metadata"]["name"].startswith("bench-")
+            for item in json.loads(out)["items"]
+        )
+
+    wait(quiet, timeout=300)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+
+    kube = KubeCluster.ensure()
+    crd = REPO / "crds" / "dchat.dev_dchatclusters.yaml"
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kube.kubectl("wait", "--for=condition=Established", "crd/dchatclusters.dchat.dev")
+    logdir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+
+    base_times: list[float] = []
+    op_times: list[float] = []
+    rss: list[float] = []
+    peaks: list[float] = []
+    for run in range(1, args.runs + 1):
+        wait_quiet(kube)
+        b = run_baseline(kube, args.n)
+        base_times.append(b)
+        wait_quiet(kube)
+        o, r, p, writes = run_operator(kube, args.n, logdir)
+        op_times.append(o)
+        rss.append(r)
+        peaks.append(p)
+        print(
+            f"run {run}: N={args.n} baseline {b:6.2f} s   operator {o:6.2f} s   "
+            f"ratio {o / b:4.2f}   operator RSS {r:5.1f} MiB (peak {p:5.1f})   "
+            f"operator writes {writes:.0f}",
+            flush=True,
+        )
+    ratio = statistics.median(op_times) / statistics.median(base_times)
+    print(
+        f"median: baseline {statistics.median(base_times):.2f} s, operator "
+        f"{statistics.median(op_times):.2f} s, ratio {ratio:.2f} (goal <= 1.2); "
+        f"operator RSS max {max(rss):.1f} MiB, peak {max(peaks):.1f} MiB (goal < 150 MiB)"
+    )
+    print(f"operator logs: {logdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
