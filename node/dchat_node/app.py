@@ -155,6 +155,11 @@ def _register_api_errors(app: Quart) -> None:
             fields=_validation_fields(exc.validation_error),
         )
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def _not_utf8(exc: UnicodeDecodeError) -> Response:
+        # Quart decodes JSON bodies as UTF-8 before parsing; bad bytes are the client's fault
+        return error_response(400, "malformed request: the body is not valid UTF-8")
+
     @app.errorhandler(AuthError)
     async def _auth(exc: AuthError) -> Response:
         return error_response(exc.status, exc.message, code=exc.code, headers=exc.headers())

@@ -20,9 +20,7 @@ pytestmark = pytest.mark.unit
 
 
 async def create_channel(client: Client, name: str = "general") -> dict[str, Any]:
-    r = await client.post(
-        "/api/v1/channels", json={"name": name, "topic": "t"}, headers=bearer()
-    )
+    r = await client.post("/api/v1/channels", json={"name": name, "topic": "t"}, headers=bearer())
     assert r.status_code == 201, await r.get_data(as_text=True)
     body: dict[str, Any] = await r.get_json()
     return body
@@ -32,15 +30,18 @@ async def test_version(client: Client) -> None:
     r = await client.get("/api/v1/version")
     assert r.status_code == 200
     body = await r.get_json()
-    assert body["api"] == "v1" and body["storage_engine"] == "sqlite"
+    assert body["api"] == "v1"
+    assert body["storage_engine"] == "sqlite"
     assert body["schema_version"] == 2
 
 
 async def test_channel_lifecycle(client: Client) -> None:
     ch = await create_channel(client)
-    assert ch["name"] == "general" and ch["created_by"] == "alice"
+    assert ch["name"] == "general"
+    assert ch["created_by"] == "alice"
     r = await client.get(f"/api/v1/channels/{ch['id']}")
-    assert r.status_code == 200 and (await r.get_json()) == ch
+    assert r.status_code == 200
+    assert (await r.get_json()) == ch
     r = await client.post("/api/v1/channels", json={"name": "general"}, headers=bearer())
     assert r.status_code == 409
     assert (await r.get_json())["error"]["code"] == "conflict"
@@ -56,10 +57,12 @@ async def test_messages_post_get_and_cursor_pagination(client: Client) -> None:
         r = await client.post(base, json={"body": f"hello {i}"}, headers=bearer(make_token("bob")))
         assert r.status_code == 201
         msg = await r.get_json()
-        assert msg["author"] == "bob" and msg["channel_id"] == ch["id"]
+        assert msg["author"] == "bob"
+        assert msg["channel_id"] == ch["id"]
         ids.append(msg["id"])
     r = await client.get(f"{base}/{ids[3]}")
-    assert r.status_code == 200 and (await r.get_json())["body"] == "hello 3"
+    assert r.status_code == 200
+    assert (await r.get_json())["body"] == "hello 3"
     seen: list[str] = []
     url = f"{base}?limit=2"
     pages = 0
@@ -68,7 +71,8 @@ async def test_messages_post_get_and_cursor_pagination(client: Client) -> None:
         seen += [m["body"] for m in page["items"]]
         pages += 1
         url = f"{base}?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
-    assert seen == [f"hello {i}" for i in range(5)] and pages == 3
+    assert seen == [f"hello {i}" for i in range(5)]
+    assert pages == 3
 
 
 async def test_missing_things_are_404_json(client: Client) -> None:
@@ -82,9 +86,7 @@ async def test_missing_things_are_404_json(client: Client) -> None:
         r = await client.get(path)
         assert r.status_code == 404, path
         assert (await r.get_json())["error"]["code"] == "not_found"
-    r = await client.post(
-        "/api/v1/channels/424242/messages", json={"body": "x"}, headers=bearer()
-    )
+    r = await client.post("/api/v1/channels/424242/messages", json={"body": "x"}, headers=bearer())
     assert r.status_code == 404
 
 
@@ -108,9 +110,7 @@ async def test_method_not_allowed_is_json(client: Client) -> None:
         ([1, 2], "<body>"),
     ],
 )
-async def test_bad_bodies_say_which_field(
-    client: Client, payload: Any, field: str
-) -> None:
+async def test_bad_bodies_say_which_field(client: Client, payload: Any, field: str) -> None:
     r = await client.post("/api/v1/channels", json=payload, headers=bearer())
     assert r.status_code == 422
     body = await r.get_json()
@@ -140,6 +140,17 @@ async def test_malformed_json_is_400(client: Client) -> None:
     assert "error" in await r.get_json()
 
 
+async def test_non_utf8_body_is_400_not_500(client: Client) -> None:
+    # found by schemathesis: Quart decodes the body as UTF-8 before JSON parsing
+    r = await client.post(
+        "/api/v1/channels",
+        data=b"\xff\xfe\x05\\0\xfa;z",
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert "UTF-8" in (await r.get_json())["error"]["message"]
+
+
 async def test_body_cap_is_413(client: Client, node_config: Any) -> None:
     ch = await create_channel(client)
     big = "x" * (node_config.server.max_request_body_bytes + 10)
@@ -163,7 +174,8 @@ async def test_openapi_documents_every_route_with_models(client: Client) -> None
         "/api/v1/channels/{channel_id}/messages/{message_id}",
     }
     create = paths["/api/v1/channels"]["post"]
-    assert "requestBody" in create and create["security"] == [{"bearerAuth": []}]
+    assert "requestBody" in create
+    assert create["security"] == [{"bearerAuth": []}]
     post_msg = paths["/api/v1/channels/{channel_id}/messages"]["post"]
     assert "requestBody" in post_msg
     listing = paths["/api/v1/channels/{channel_id}/messages"]["get"]

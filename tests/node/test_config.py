@@ -27,21 +27,23 @@ def test_defaults_are_the_guides() -> None:
     c = NodeConfig()
     assert (c.server.api_port, c.server.metrics_port, c.server.p2p_port) == (9000, 9001, 7000)
     assert c.database.url == "sqlite:////data/dchat.db"
-    assert c.database.max_connections == 20 and c.database.statement_cache_size == 100
+    assert c.database.max_connections == 20
+    assert c.database.statement_cache_size == 100
     assert c.observability.jaeger_sample_rate == 0.1
     assert c.security.rate_limit_requests_per_sec == 1000
-    assert c.logging.format.value == "json" and c.logging.output.value == "stdout"
+    assert c.logging.format.value == "json"
+    assert c.logging.output.value == "stdout"
 
 
 def test_precedence_file_then_guide_env_then_generic(tmp_path: Path) -> None:
     path = write(tmp_path, "[server]\napi_port = 9100\nmetrics_port = 9101\n")
     c = load_config(path, environ={})
-    assert c.server.api_port == 9100 and c.server.metrics_port == 9101
+    assert c.server.api_port == 9100
+    assert c.server.metrics_port == 9101
     c = load_config(path, environ={"DCHAT_API_PORT": "9200"})
-    assert c.server.api_port == 9200 and c.server.metrics_port == 9101
-    c = load_config(
-        path, environ={"DCHAT_API_PORT": "9200", "DCHAT_SERVER__API_PORT": "9300"}
-    )
+    assert c.server.api_port == 9200
+    assert c.server.metrics_port == 9101
+    c = load_config(path, environ={"DCHAT_API_PORT": "9200", "DCHAT_SERVER__API_PORT": "9300"})
     assert c.server.api_port == 9300
 
 
@@ -69,19 +71,25 @@ def test_guide_variables_all_map(tmp_path: Path) -> None:
         "BRIDGE_TX_TIMEOUT_SECS": "42",
     }
     c = parse_config({}, environ=env)
-    assert c.env == "staging" and c.server.host == "127.0.0.1" and c.server.p2p_port == 7100
+    assert c.env == "staging"
+    assert c.server.host == "127.0.0.1"
+    assert c.server.p2p_port == 7100
     assert c.server.worker_threads == 4
-    assert c.database.engine == "postgresql" and c.database.max_connections == 7
+    assert c.database.engine == "postgresql"
+    assert c.database.max_connections == 7
     assert c.database.statement_cache_size == 0
     assert c.chain.chat_chain_rpc == "http://chat:8545"
     assert c.relay.bootstrap_nodes == ["/dns/r1/tcp/7000", "/dns/r2/tcp/7000"]
     assert c.relay.external_addresses == ["/dns/me/tcp/7000"]
     assert c.observability.prometheus_pushgateway == "http://pgw:9091"
     assert c.logging.level == "debug"
-    assert c.security.tls_cert_path == "/c.crt" and c.security.tls_key_path == "/c.key"
-    assert c.security.jwt_secret is not None and c.security.jwt_secret.get_secret_value() == "s" * 40
+    assert c.security.tls_cert_path == "/c.crt"
+    assert c.security.tls_key_path == "/c.key"
+    assert c.security.jwt_secret is not None
+    assert c.security.jwt_secret.get_secret_value() == "s" * 40
     assert c.security.cors_allowed_origins == ["https://a.example", "https://b.example"]
-    assert c.marketplace.cache_size == 5 and c.bridge.transaction_timeout_secs == 42
+    assert c.marketplace.cache_size == 5
+    assert c.bridge.transaction_timeout_secs == 42
 
 
 def test_generic_form_reaches_every_section_and_lists() -> None:
@@ -191,9 +199,11 @@ def test_render_toml_round_trips_without_secrets(tmp_path: Path) -> None:
         environ={},
     )
     text = render_toml(c)
-    assert "x" * 40 not in text and "jwt_secret" not in text
+    assert "x" * 40 not in text
+    assert "jwt_secret" not in text
     again = parse_config(tomllib.loads(text), environ={})
-    assert again.relay == c.relay and again.server == c.server
+    assert again.relay == c.relay
+    assert again.server == c.server
 
 
 def test_example_config_is_valid() -> None:

@@ -18,13 +18,16 @@ IN_FLIGHT = 24
 SLOW_SECS = 2.0
 
 
-async def wait_in_flight(ops: str, n: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_in_flight(ops: str, n: int) -> None:
+    deadline = time.monotonic() + 10
     async with httpx.AsyncClient(timeout=5) as c:
         while time.monotonic() < deadline:
             text = (await c.get(f"{ops}/metrics")).text
             for line in text.splitlines():
-                if line.startswith("dchat_http_requests_in_flight ") and float(line.split()[1]) >= n:
+                if (
+                    line.startswith("dchat_http_requests_in_flight ")
+                    and float(line.split()[1]) >= n
+                ):
                     return
             await asyncio.sleep(0.05)
     raise AssertionError(f"{n} requests never got in flight")
@@ -51,7 +54,8 @@ async def test_sigterm_drains_in_flight_requests(start_node: Any) -> None:
                 if ready.status_code == 503:
                     break
                 await asyncio.sleep(0.02)
-            assert ready is not None and ready.status_code == 503
+            assert ready is not None
+            assert ready.status_code == 503
             assert "draining" in ready.json()["problems"]
             assert time.monotonic() - sent_at < 1.0
 
@@ -68,7 +72,8 @@ async def test_sigterm_drains_in_flight_requests(start_node: Any) -> None:
     assert await asyncio.to_thread(node.proc.wait, 15) == 0
     assert time.monotonic() - sent_at < 10  # finished well within the grace period
     log = node.log()
-    assert '"event": "drain_start"' in log and '"event": "stopped"' in log
+    assert '"event": "drain_start"' in log
+    assert '"event": "stopped"' in log
 
 
 async def test_grace_period_bounds_the_drain(start_node: Any) -> None:

@@ -14,7 +14,8 @@ def test_packaged_migrations_form_one_sequence_for_both_engines() -> None:
     lite = load_migrations("sqlite")
     pg = load_migrations("postgresql")
     assert [m.version for m in lite] == [m.version for m in pg] == list(range(1, len(lite) + 1))
-    assert "AUTOINCREMENT" in lite[0].sql and "IDENTITY" in pg[0].sql
+    assert "AUTOINCREMENT" in lite[0].sql
+    assert "IDENTITY" in pg[0].sql
     assert lite[1].sql == pg[1].sql  # 0002 is shared
 
 
@@ -34,7 +35,10 @@ def test_bad_layouts_are_rejected(files: dict[str, str], message: str) -> None:
 
 
 def test_split_statements_respects_strings_and_comments() -> None:
-    sql = "-- c\nCREATE TABLE t (a TEXT DEFAULT ';');\n\n-- only a comment\nINSERT INTO t VALUES ('x;y');\n"
+    sql = (
+        "-- c\nCREATE TABLE t (a TEXT DEFAULT ';');\n\n"
+        "-- only a comment\nINSERT INTO t VALUES ('x;y');\n"
+    )
     assert split_statements(sql) == [
         "-- c\nCREATE TABLE t (a TEXT DEFAULT ';');",
         "-- only a comment\nINSERT INTO t VALUES ('x;y');",

@@ -45,7 +45,7 @@ def http_sink() -> Iterator[tuple[str, Recorder]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        do_POST = do_PUT = _record  # noqa: N815
+        do_POST = do_PUT = _record
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -97,9 +97,12 @@ async def test_request_spans_exported_with_route_template(
     )
     assert provider is not None
     client = create_api_app(services, provider).test_client()
-    assert (await client.get("/api/v1/channels/5", headers={
-        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    })).status_code == 404
+    assert (
+        await client.get(
+            "/api/v1/channels/5",
+            headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+    ).status_code == 404
     assert provider.force_flush(10_000)
     provider.shutdown()
     spans = _spans(rec)
@@ -138,8 +141,10 @@ async def test_pushgateway_push(http_sink: tuple[str, Recorder]) -> None:
     metrics.errors.labels(component="api").inc()
     assert await push_once(metrics, url, "node-a")
     method, path, body = rec.requests[0]
-    assert method == "PUT" and path == "/metrics/job/dchat/instance/node-a"
-    assert b"dchat_errors_total" in body and b"database_connections_active" in body
+    assert method == "PUT"
+    assert path == "/metrics/job/dchat/instance/node-a"
+    assert b"dchat_errors_total" in body
+    assert b"database_connections_active" in body
 
 
 async def test_pushgateway_failure_is_counted() -> None:
@@ -170,8 +175,10 @@ def test_json_logs_to_stdout_with_redaction(
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert record["level"] == "info" and record["logger"] == "dchat_node.test"
-    assert record["msg"] == "hello ***" and record["event"] == "greet"
+    assert record["level"] == "info"
+    assert record["logger"] == "dchat_node.test"
+    assert record["msg"] == "hello ***"
+    assert record["event"] == "greet"
 
 
 def test_file_output_rotates(tmp_path: Path, restore_logging: None) -> None:

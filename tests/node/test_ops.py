@@ -20,7 +20,8 @@ async def test_health_reports_alive_and_loop(ops_client: Any) -> None:
     r = await ops_client.get("/health")
     assert r.status_code == 200
     body = await r.get_json()
-    assert body["status"] == "ok" and body["loop_lag_seconds"] >= 0
+    assert body["status"] == "ok"
+    assert body["loop_lag_seconds"] >= 0
 
 
 async def test_health_fails_when_loop_heartbeat_is_stale(services: Services) -> None:
@@ -49,9 +50,7 @@ async def test_not_ready_while_draining(ops_client: Any, node_state: NodeState) 
     assert "draining" in (await r.get_json())["problems"]
 
 
-async def test_not_ready_with_pending_migrations(
-    ops_client: Any, services: Services
-) -> None:
+async def test_not_ready_with_pending_migrations(ops_client: Any, services: Services) -> None:
     from dchat_node.storage.base import SqlStorage
 
     assert isinstance(services.storage, SqlStorage)
@@ -72,7 +71,8 @@ async def test_bridge_disabled_is_503_not_fake(ops_client: Any) -> None:
     r = await ops_client.get("/health/bridge")
     assert r.status_code == 503
     body = await r.get_json()
-    assert body["status"] == "disabled" and body["component"] == "bridge"
+    assert body["status"] == "disabled"
+    assert body["component"] == "bridge"
     assert (await ops_client.get("/health/unknown-thing")).status_code == 404
 
 
@@ -100,7 +100,8 @@ async def test_bridge_reports_registered_component_state(
     assert (await r.get_json())["details"] == {"pending_proofs": 3}
     bridge.healthy = False
     r = await ops_client.get("/health/bridge")
-    assert r.status_code == 503 and (await r.get_json())["status"] == "stalled"
+    assert r.status_code == 503
+    assert (await r.get_json())["status"] == "stalled"
     with pytest.raises(ValueError, match="already registered"):
         services.components.register(FakeBridge(True))
 
@@ -125,7 +126,8 @@ async def test_metrics_expose_alert_names_and_route_templates(
     assert f'dchat_http_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in text
     assert f'dchat_http_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in text
     assert 'route="<unmatched>",status="404"' in text
-    assert "/987654/" not in text and "/definitely/" not in text
+    assert "/987654/" not in text
+    assert "/definitely/" not in text
     assert "dchat_http_request_duration_seconds_bucket" in text
     assert "database_connections_active 0.0" in text
     assert "database_connections_open 1.0" in text
@@ -141,6 +143,7 @@ async def test_server_errors_count_in_dchat_errors_total(
     r = await api_app.test_client().get("/api/v1/_test_boom")
     assert r.status_code == 500
     body = await r.get_json()
-    assert "secret detail" not in str(body) and body["error"]["code"] == "internal_error"
+    assert "secret detail" not in str(body)
+    assert body["error"]["code"] == "internal_error"
     text = await (await ops_client.get("/metrics")).get_data(as_text=True)
     assert 'dchat_errors_total{component="api"} 1.0' in text

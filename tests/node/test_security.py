@@ -19,6 +19,7 @@ from tests.node.conftest import JWT_SECRET, Client, bearer, config_for, make_tok
 pytestmark = pytest.mark.unit
 
 CREATE = "/api/v1/channels"
+OTHER_SECRET = "another-secret-0123456789abcdef-0123456789"
 
 
 async def post(client: Client, headers: dict[str, str]) -> tuple[int, dict[str, Any], Any]:
@@ -28,7 +29,8 @@ async def post(client: Client, headers: dict[str, str]) -> tuple[int, dict[str, 
 
 async def test_valid_token_is_accepted(client: Client) -> None:
     status, body, _ = await post(client, bearer())
-    assert status == 201 and body["created_by"] == "alice"
+    assert status == 201
+    assert body["created_by"] == "alice"
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ async def test_valid_token_is_accepted(client: Client) -> None:
         ({"Authorization": f"Bearer {make_token(issuer='evil')}"}, "invalid_issuer"),
         ({"Authorization": f"Bearer {make_token(issuer=None)}"}, "missing_claim"),
         (
-            {"Authorization": f"Bearer {make_token(secret='another-secret-0123456789abcdef-0123456789')}"},
+            {"Authorization": f"Bearer {make_token(secret=OTHER_SECRET)}"},
             "invalid_signature",
         ),
         (
@@ -68,7 +70,7 @@ async def test_missing_scope_is_403(client: Client) -> None:
     status, body, headers = await post(client, bearer(make_token(scope="chat:read")))
     assert status == 403
     assert body["error"]["code"] == "insufficient_scope"
-    assert 'insufficient_scope' in headers["WWW-Authenticate"]
+    assert "insufficient_scope" in headers["WWW-Authenticate"]
 
 
 async def test_reads_need_no_token(client: Client) -> None:
@@ -95,7 +97,8 @@ async def test_rs256_with_public_key(tmp_path: Path) -> None:
         assert (await post(client, bearer(good)))[0] == 201
         wrong_aud = make_token(algorithm="RS256", key=key, extra={"aud": "other"})
         status, body, _ = await post(client, bearer(wrong_aud))
-        assert status == 401 and body["error"]["code"] == "invalid_audience"
+        assert status == 401
+        assert body["error"]["code"] == "invalid_audience"
         other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         forged = make_token(algorithm="RS256", key=other_key, extra={"aud": "dchat-api"})
         assert (await post(client, bearer(forged)))[0] == 401
@@ -110,7 +113,8 @@ async def test_node_without_keys_refuses_writes(tmp_path: Path) -> None:
     try:
         client = create_api_app(build_services(cfg, storage)).test_client()
         status, body, _ = await post(client, bearer())
-        assert status == 401 and body["error"]["code"] == "auth_not_configured"
+        assert status == 401
+        assert body["error"]["code"] == "auth_not_configured"
     finally:
         await storage.close()
 
@@ -200,10 +204,17 @@ async def test_secrets_not_in_errors_or_logs(
 
     flt = RedactingFilter([JWT_SECRET, "pg-password-xyz"])
     record = logging.LogRecord(
-        "t", logging.ERROR, __file__, 1, "connect %s failed", (f"postgres://u:pg-password-xyz@h",), None
+        "t",
+        logging.ERROR,
+        __file__,
+        1,
+        "connect %s failed",
+        ("postgres://u:pg-password-xyz@h",),
+        None,
     )
     assert flt.filter(record)
-    assert "pg-password-xyz" not in record.getMessage() and "***" in record.getMessage()
+    assert "pg-password-xyz" not in record.getMessage()
+    assert "***" in record.getMessage()
     try:
         raise RuntimeError(f"boom with {JWT_SECRET}")
     except RuntimeError:
@@ -211,4 +222,5 @@ async def test_secrets_not_in_errors_or_logs(
 
         rec2 = logging.LogRecord("t", logging.ERROR, __file__, 1, "x", None, sys.exc_info())
     flt.filter(rec2)
-    assert JWT_SECRET not in (rec2.exc_text or "") and "***" in (rec2.exc_text or "")
+    assert JWT_SECRET not in (rec2.exc_text or "")
+    assert "***" in (rec2.exc_text or "")

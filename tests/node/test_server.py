@@ -49,7 +49,8 @@ def test_example_config_starts_on_sqlite_with_no_other_service(
     assert "dchat_http_requests_total" in metrics
     assert node.stop() == 0
     logs = node.log()
-    assert '"event": "drain_start"' in logs and '"event": "stopped"' in logs
+    assert '"event": "drain_start"' in logs
+    assert '"event": "stopped"' in logs
     assert JWT_SECRET not in logs
 
 
@@ -58,7 +59,8 @@ def test_starts_on_postgresql(start_node: Any, postgres_url: str) -> None:
     assert node.wait_ready() == {"status": "ready", "storage_engine": "postgresql"}
     exercise_api(node.api)
     version = httpx.get(f"{node.api}/api/v1/version").json()
-    assert version["storage_engine"] == "postgresql" and version["schema_version"] == 2
+    assert version["storage_engine"] == "postgresql"
+    assert version["schema_version"] == 2
     metrics = httpx.get(f"{node.ops}/metrics").text
     assert "database_connections_max 20.0" in metrics
     assert node.stop() == 0
@@ -177,14 +179,18 @@ def test_migrate_and_verify_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "v" / "dchat.db"
     env = {"DATABASE_URL": f"sqlite:///{db}"}
     r = run_cli("verify", env=env)
-    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert r.returncode == 1
+    assert "does not exist" in r.stderr
     r = run_cli("migrate", env=env)
-    assert r.returncode == 0 and "0001_chat, 0002_messages_author_index" in r.stdout
+    assert r.returncode == 0
+    assert "0001_chat, 0002_messages_author_index" in r.stdout
     assert "schema version 2" in r.stdout
     r = run_cli("migrate", env=env)
-    assert r.returncode == 0 and "applied: none" in r.stdout
+    assert r.returncode == 0
+    assert "applied: none" in r.stdout
     r = run_cli("verify", env=env)
-    assert r.returncode == 0 and "integrity ok" in r.stdout
+    assert r.returncode == 0
+    assert "integrity ok" in r.stdout
     # corrupt the file: verify must fail
     corrupt = tmp_path / "corrupt.db"
     shutil.copy(db, corrupt)
@@ -199,17 +205,20 @@ def test_migrate_and_verify_sqlite(tmp_path: Path) -> None:
 def test_migrate_and_verify_postgresql(postgres_url: str) -> None:
     env = {"DATABASE_URL": postgres_url}
     r = run_cli("verify", env=env)
-    assert r.returncode == 1 and "not applied" in r.stderr
+    assert r.returncode == 1
+    assert "not applied" in r.stderr
     r = run_cli("migrate", env=env)
-    assert r.returncode == 0 and "schema version 2" in r.stdout
+    assert r.returncode == 0
+    assert "schema version 2" in r.stdout
     r = run_cli("verify", env=env)
     assert r.returncode == 0, r.stderr
 
 
 def test_no_migrate_start_is_not_ready_until_migrated(start_node: Any, tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path}/nm/dchat.db"
-    node = start_node(env={"DATABASE_URL": db_url}, argv=[DCHAT, "serve", "--no-migrate"],
-                      own_database=False)
+    node = start_node(
+        env={"DATABASE_URL": db_url}, argv=[DCHAT, "serve", "--no-migrate"], own_database=False
+    )
     deadline = time.monotonic() + 20
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -219,7 +228,8 @@ def test_no_migrate_start_is_not_ready_until_migrated(start_node: Any, tmp_path:
             break
         except httpx.HTTPError:
             time.sleep(0.1)
-    assert r.status_code == 503 and "pending" in body["problems"]["migrations"]
+    assert r.status_code == 503
+    assert "pending" in body["problems"]["migrations"]
     assert run_cli("migrate", env={"DATABASE_URL": db_url}).returncode == 0
     assert node.wait_ready()["status"] == "ready"
     assert node.stop() == 0

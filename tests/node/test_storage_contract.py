@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from dchat_node.config import DatabaseConfig
-from dchat_node.storage import Conflict, ReferenceMissing, Storage, StorageUnavailable, create_storage
+from dchat_node.storage import (
+    Conflict,
+    ReferenceMissing,
+    Storage,
+    StorageUnavailable,
+    create_storage,
+)
 from dchat_node.storage.migrations import load_migrations
 
 ENGINES = [
@@ -98,7 +104,10 @@ async def test_channels(db: Storage) -> None:
     await db.ensure_user("alice")
     await db.ensure_user("alice")  # idempotent
     ch = await db.create_channel("general", "talk", "alice")
-    assert ch.id > 0 and ch.name == "general" and ch.topic == "talk" and ch.created_by == "alice"
+    assert ch.id > 0
+    assert ch.name == "general"
+    assert ch.topic == "talk"
+    assert ch.created_by == "alice"
     assert await db.get_channel(ch.id) == ch
     assert await db.get_channel(ch.id + 1000) is None
     with pytest.raises(Conflict):
@@ -139,7 +148,9 @@ async def test_unicode_and_large_ids(db: Storage) -> None:
 async def test_pool_stats_and_ping(db: Storage) -> None:
     await db.ping()
     stats = db.pool_stats()
-    assert stats.size >= 1 and stats.max_size >= 1 and 0 <= stats.active <= stats.size
+    assert stats.size >= 1
+    assert stats.max_size >= 1
+    assert 0 <= stats.active <= stats.size
 
 
 async def test_closed_storage_is_unavailable(db_config: DatabaseConfig) -> None:
