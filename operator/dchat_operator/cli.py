@@ -4,7 +4,7 @@ Design: the one entry point. ``dchat-operator [run] ...`` wraps ``kopf.run`` wit
 this operator needs (standalone, namespaces or cluster-wide, liveness endpoint, JSON logs,
 metrics port); ``render -f cluster.yaml`` prints the objects the builders make for each
 DchatCluster in the file as a YAML stream (for review and checkov); ``crd`` prints the
-generated CustomResourceDefinition.
+generated CustomResourceDefinition; ``rbac`` prints the ClusterRole the operator needs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from dchat_operator.api import constants as c
 from dchat_operator.api.crd import render_crd_yaml, to_yaml
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.rbac import cluster_role
 from dchat_operator.builders.children import Capabilities, desired_children
 
 
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also build ServiceMonitor/PrometheusRule (as if their CRDs exist)",
     )
     sub.add_parser("crd", help="print the DchatCluster CustomResourceDefinition")
+    sub.add_parser("rbac", help="print the ClusterRole with the least RBAC the operator needs")
     return parser
 
 
@@ -124,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "crd":
         sys.stdout.write(render_crd_yaml())
+        return 0
+    if args.command == "rbac":
+        sys.stdout.write(to_yaml(cluster_role()))
         return 0
     if args.command == "render":
         return render(args.filename, args.with_monitoring)

@@ -100,7 +100,11 @@ class Operator:
 
 
 def start_operator(
-    kube: KubeCluster, namespaces: list[str], log: Path, resync_seconds: float = 2.0
+    kube: KubeCluster,
+    namespaces: list[str],
+    log: Path,
+    resync_seconds: float = 2.0,
+    kubeconfig: Path | None = None,
 ) -> Operator:
     metrics_port, liveness_port = free_port(), free_port()
     args = [str(OPERATOR)]
@@ -118,6 +122,8 @@ def start_operator(
     ]
     handle = log.open("wb")
     env = {**kube.env, "PYTHONUNBUFFERED": "1"}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
     op = Operator(process, metrics_port, liveness_port, log, namespaces)
     deadline = time.monotonic() + 30

@@ -62,3 +62,21 @@ def test_kubectl_plugin_is_a_clear_placeholder() -> None:
     out = subprocess.run([str(BIN / "kubectl-dchat")], capture_output=True, text=True)
     assert out.returncode == 2
     assert "not yet implemented; available subcommands: none" in out.stderr
+
+
+def test_rbac_command_prints_a_cluster_role() -> None:
+    out = subprocess.run(
+        [str(BIN / "dchat-operator"), "rbac"], capture_output=True, text=True, check=True
+    )
+    role = yaml.safe_load(out.stdout)
+    assert role["kind"] == "ClusterRole"
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert rules[("", "secrets")] == {"get"}
+    assert rules[("dchat.dev", "dchatclusters/status")] == {"patch"}
+    assert "delete" not in rules[("", "persistentvolumeclaims")]
+    assert "&id" not in out.stdout  # no YAML anchors
