@@ -141,6 +141,34 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     return status
 
 
+def invalid_status(generation: int, previous: Obj | None, problems: str, now: str) -> Obj:
+    """Status of a CR the apiserver accepted but the operator's model rejects."""
+    old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+
+    def cond(type_: str, status: str, reason: str, message: str) -> Obj:
+        before = old.get(type_) or {}
+        since = before.get("lastTransitionTime") if before.get("status") == status else None
+        return {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message[:1000],
+            "lastTransitionTime": since or now,
+            "observedGeneration": generation,
+        }
+
+    return {
+        **(previous or {}),
+        "observedGeneration": generation,
+        "phase": "Degraded",
+        "conditions": [
+            cond("Ready", "False", "InvalidSpec", problems),
+            cond("Progressing", "False", "InvalidSpec", "the spec cannot be parsed"),
+            cond("Degraded", "True", "InvalidSpec", problems),
+        ],
+    }
+
+
 def condition(status: Obj | None, type_: str) -> Obj | None:
     """The condition of ``type_`` in a status, if any."""
     for cond in (status or {}).get("conditions") or []:

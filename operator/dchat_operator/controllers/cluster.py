@@ -46,7 +46,7 @@ from dchat_operator.builders.children import (
 )
 from dchat_operator.builders.common import with_spec_hash
 from dchat_operator.builders.config import secret_references
-from dchat_operator.builders.status import Observed, build_status, condition
+from dchat_operator.builders.status import Observed, build_status, condition, invalid_status
 from dchat_operator.clients.kube import Kube
 from dchat_operator.clients.metrics import (
     CLUSTERS,
@@ -213,11 +213,8 @@ class ClusterController:
             previous = body.get("status") or None
             status = build_status(cluster, Observed(deployment=latest), previous, _rfc3339(now))
             result.phase = status["phase"]
-            if not _status_equal(status, previous):
-                meta = body["metadata"]
-                await self.kube.patch_status(meta["namespace"], meta["name"], status)
-                body["status"] = status
-                result.status_written = True
+            result.status_written = await self._write_status(body, status)
+            if result.status_written:
                 await self._degraded_event(body, previous, status, now)
             RECONCILES.labels("deployment-status", result.phase).inc()
             return result
@@ -342,10 +339,7 @@ class ClusterController:
             _rfc3339(now),
         )
         result.phase = status["phase"]
-        if not _status_equal(status, previous_status):
-            await self.kube.patch_status(namespace, name, status)
-            result.status_written = True
-            body["status"] = status
+        result.status_written = await self._write_status(body, status)
         if result.applied or result.deleted:
             await self._event(
                 body,
@@ -366,38 +360,20 @@ class ClusterController:
     async def _invalid(
         self, body: Obj, previous: Obj | None, problems: str, now: dt.datetime, result: Result
     ) -> None:
-        meta = body.get("metadata") or {}
-        generation = int(meta.get("generation") or 0)
-        stamp = _rfc3339(now)
-        old = {cond.get("type"): cond for cond in (previous or {}).get("conditions") or []}
-
-        def cond(type_: str, status: str, reason: str, message: str) -> Obj:
-            since = (old.get(type_) or {}).get("lastTransitionTime")
-            keep = (old.get(type_) or {}).get("status") == status
-            return {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": since if keep and since else stamp,
-                "observedGeneration": generation,
-            }
-
-        status = {
-            **(previous or {}),
-            "observedGeneration": generation,
-            "phase": "Degraded",
-            "conditions": [
-                cond("Ready", "False", "InvalidSpec", problems[:1000]),
-                cond("Progressing", "False", "InvalidSpec", "spec cannot be parsed"),
-                cond("Degraded", "True", "InvalidSpec", problems[:1000]),
-            ],
-        }
-        result.phase = "Degraded"
-        if not _status_equal(status, previous):
-            await self.kube.patch_status(meta.get("namespace", "default"), meta["name"], status)
-            result.status_written = True
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        status = invalid_status(generation, previous, problems, _rfc3339(now))
+        result.phase = status["phase"]
+        result.status_written = await self._write_status(body, status)
         await self._degraded_event(body, previous, status, now)
+
+    async def _write_status(self, body: Obj, status: Obj) -> bool:
+        """The one place the status is written: only when it differs from the live one."""
+        if _status_equal(status, body.get("status")):
+            return False
+        meta = body.get("metadata") or {}
+        await self.kube.patch_status(meta.get("namespace", "default"), meta["name"], status)
+        body["status"] = status
+        return True
 
     async def _degraded_event(
         self, body: Obj, previous: Obj | None, status: Obj, now: dt.datetime

@@ -257,6 +257,23 @@ def test_missing_secret_degrades_then_recovers(
     assert condition(obj, "Degraded")["status"] == "False"
 
 
+def test_spec_the_schema_accepts_but_the_model_rejects_is_degraded(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    # "99 3 * * *" passes the schema's coarse pattern; croniter in the model rejects it
+    _apply(kube, namespace, _cr("badcron", resources=SMALL, backup={"schedule": "99 3 * * *"}))
+
+    def degraded() -> dict[str, Any] | None:
+        obj = get_cluster(kube, namespace, "badcron")
+        return obj if condition(obj, "Degraded").get("reason") == "InvalidSpec" else None
+
+    obj = kube.wait_for(degraded, timeout=30, what="Degraded/InvalidSpec")
+    assert "not a valid cron expression" in condition(obj, "Degraded")["message"]
+    assert obj["status"]["phase"] == "Degraded"
+    assert operator.process.poll() is None
+    assert operator.healthz()
+
+
 @pytest.mark.timeout(180)
 def test_drift_is_reverted_and_idle_resync_makes_no_writes(
     kube: KubeCluster, namespace: str, operator: Operator

@@ -121,3 +121,16 @@ def test_covers_detects_drift() -> None:
         ".spec.containers[0].image"
     ]
     assert not covers({"a": True}, {"a": 1})
+
+
+def test_invalid_spec_status() -> None:
+    from dchat_operator.builders.status import invalid_status
+
+    status = invalid_status(3, {"lastBackup": {"name": "b"}}, "spec.backup.schedule: bad", "t0")
+    assert status["phase"] == "Degraded"
+    assert status["observedGeneration"] == 3
+    assert status["lastBackup"] == {"name": "b"}
+    degraded = condition(status, "Degraded")
+    assert degraded is not None
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert invalid_status(3, status, "spec.backup.schedule: bad", "t1") == status
