@@ -37,7 +37,6 @@ def service_monitor(cluster: DchatCluster) -> Obj:
 def alert_rules(cluster: DchatCluster) -> list[Obj]:
     """The alert rules, as PrometheusRule ``rules`` entries."""
     sel = f'namespace="{cluster.namespace}",job="{names(cluster).metrics_service}"'
-    pool_high = max(1, int(cluster.spec.database.max_connections * 0.9))
     labels = {"dchat_cluster": cluster.name}
 
     def rule(name: str, expr: str, duration: str, severity: str, summary: str, desc: str) -> Obj:
@@ -103,12 +102,13 @@ def alert_rules(cluster: DchatCluster) -> list[Obj]:
         ),
         rule(
             "DatabaseConnectionPoolExhausted",
-            f"max(database_connections_active{{{sel}}}) >= {pool_high}",
+            f"max(database_connections_active{{{sel}}} / "
+            f"clamp_min(database_connections_max{{{sel}}}, 1)) >= 0.9",
             "2m",
             "warning",
             "Database connection pool near capacity",
-            f"At least {pool_high} of {cluster.spec.database.max_connections} pooled "
-            "connections are in use.",
+            "At least 90% of a pod's pooled database connections are in use (the guide's "
+            f"18 of {cluster.spec.database.max_connections}).",
         ),
     ]
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from dchat_node.config import parse_config
 from dchat_operator.api import constants as c
@@ -284,7 +288,9 @@ def test_alert_rules_are_corrected() -> None:
     exprs = {r["alert"]: r["expr"] for r in rules}
     assert "rate(marketplace_purchase_latency_ms_bucket{" in exprs["MarketplacePurchaseLatencyHigh"]
     assert " / " in exprs["HighErrorRate"]
-    assert exprs["DatabaseConnectionPoolExhausted"].endswith(">= 18")
+    assert "database_connections_max" in exprs["DatabaseConnectionPoolExhausted"]
+    assert exprs["DatabaseConnectionPoolExhausted"].endswith(">= 0.9")
+    assert "dchat_http_requests_total" in exprs["HighErrorRate"]
 
 
 def test_spec_hash_is_stable_and_changes_with_spec() -> None:
@@ -297,3 +303,15 @@ def test_spec_hash_is_stable_and_changes_with_spec() -> None:
     assert hashes(cluster()) == hashes(cluster())
     changed = hashes(cluster(version="0.2.0"))
     assert changed["Deploymentc1"] != hashes(cluster())["Deploymentc1"]
+
+
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    rule = monitoring.prometheus_rule(sample("postgres.yaml"))
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
