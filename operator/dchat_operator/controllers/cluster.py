@@ -146,6 +146,7 @@ class ClusterController:
     def forget(self, key: Key) -> None:
         self.bodies.pop(key, None)
         self._clean_generation.pop(key, None)
+        self._latest_deployment.pop(key, None)
         self._locks.pop(key, None)
         namespace, name = key
         for ident in list(self._applied):

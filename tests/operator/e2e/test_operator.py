@@ -101,6 +101,8 @@ def test_sqlite_sample_ready_children_and_pvc_retained(
     assert status["currentVersion"] == "0.1.0"
     assert status["selector"].startswith("app.kubernetes.io/name=dchat,")
     assert condition(obj, "Degraded")["status"] == "False"
+    # no finalizer: deleting a DchatCluster never depends on the operator running
+    assert "finalizers" not in obj["metadata"]
     assert _kinds(kube, namespace, "dchat-sqlite") == {
         "ServiceAccount/dchat-sqlite",
         "ConfigMap/dchat-sqlite-config",
