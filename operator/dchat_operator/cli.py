@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print the children of the DchatClusters in a file")
     render.add_argument("-f", "--filename", required=True, help="YAML file ('-' for stdin)")
     render.add_argument(
+        "-n",
+        "--namespace",
+        default="dchat",
+        help="namespace for CRs that do not name one (default: dchat)",
+    )
+    render.add_argument(
         "--with-monitoring",
         action="store_true",
         help="also build ServiceMonitor/PrometheusRule (as if their CRDs exist)",
@@ -103,14 +109,14 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(filename: str, with_monitoring: bool) -> int:
+def render(filename: str, with_monitoring: bool, namespace: str = "dchat") -> int:
     text = sys.stdin.read() if filename == "-" else Path(filename).read_text(encoding="utf-8")
     caps = Capabilities(monitoring_crds=with_monitoring)
     out: list[str] = []
     for doc in yaml.safe_load_all(text):
         if not isinstance(doc, dict) or doc.get("kind") != c.KIND:
             continue
-        doc.setdefault("metadata", {}).setdefault("namespace", "default")
+        doc.setdefault("metadata", {}).setdefault("namespace", namespace)
         try:
             cluster = DchatCluster.parse(doc)
         except ValidationError as exc:
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(to_yaml(cluster_role()))
         return 0
     if args.command == "render":
-        return render(args.filename, args.with_monitoring)
+        return render(args.filename, args.with_monitoring, args.namespace)
     return run_operator(args)
 
 

@@ -222,7 +222,7 @@ class PostgresSpec(CRModel):
     primary: SecretKeyRef = Field(
         description=(
             "Secret key holding the full primary URL, postgresql://user:password@host:5432/db; "
-            "it reaches the pod as DATABASE_URL through secretKeyRef."
+            "it is mounted as a file and reaches the node as DATABASE_URL_FILE."
         )
     )
     standbys: list[SecretKeyRef] = Field(
@@ -318,6 +318,14 @@ class ImageSpec(CRModel):
         "ghcr.io/dchat-dev/dchat",
         description="Image repository; the image is <repository>:<spec.version>.",
         min_length=1,
+    )
+    digest: str | None = Field(
+        None,
+        description=(
+            "Pin the image by content: sha256:<64 hex>. The image becomes "
+            "<repository>:<version>@<digest>."
+        ),
+        pattern=r"^sha256:[a-f0-9]{64}$",
     )
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="imagePullPolicy of the node container."
@@ -753,7 +761,8 @@ class DchatCluster(BaseModel):
 
     @property
     def image(self) -> str:
-        return f"{self.spec.image.repository}:{self.spec.version}"
+        ref = f"{self.spec.image.repository}:{self.spec.version}"
+        return f"{ref}@{self.spec.image.digest}" if self.spec.image.digest else ref
 
     @classmethod
     def parse(cls, body: Any) -> DchatCluster:

@@ -18,8 +18,8 @@ from dchat_operator.builders.common import Obj, digest, metadata, names
 def config_toml(cluster: DchatCluster) -> str:
     header = (
         f"# Rendered by dchat-operator from DchatCluster {cluster.namespace}/{cluster.name}.\n"
-        "# Secrets are not in this file: DATABASE_URL (PostgreSQL) and JWT_SECRET_FILE come\n"
-        "# from Kubernetes Secrets through the environment.\n"
+        "# Secrets are not in this file: DATABASE_URL_FILE (PostgreSQL) and JWT_SECRET_FILE name\n"
+        "# files mounted from Kubernetes Secrets.\n"
     )
     return header + render_toml(cluster.spec.to_node_config())
 

@@ -8,7 +8,8 @@ Design (the guide's section 3.3 where it is right, fixed where it is not):
   preferred anti-affinity on the hostname for this cluster's pods.
 - SQLite: one replica, Recreate strategy (its ReadWriteOnce volume cannot be attached twice).
   PostgreSQL: RollingUpdate with the spec's maxSurge/maxUnavailable (1/0 by default); the
-  database URL comes from the referenced Secret via secretKeyRef, never from the ConfigMap.
+  database URL comes from the referenced Secret as a mounted file (DATABASE_URL_FILE), never
+  from the ConfigMap or a plain environment variable.
 - The ServiceAccount has no token (the node needs no API access); so does the pod.
 - The config checksum on the pod template rolls the pods when config.toml changes.
 """
@@ -80,17 +81,7 @@ def _env(cluster: DchatCluster) -> list[Obj]:
     env: list[Obj] = []
     db = cluster.spec.database
     if db.engine == DatabaseEngine.postgres and db.postgres is not None:
-        env.append(
-            {
-                "name": "DATABASE_URL",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": db.postgres.primary.name,
-                        "key": db.postgres.primary.key,
-                    }
-                },
-            }
-        )
+        env.append({"name": "DATABASE_URL_FILE", "value": f"{c.DB_SECRET_DIR}/{c.DB_URL_FILE}"})
     if cluster.spec.security.jwt_secret_ref is not None:
         env.append({"name": "JWT_SECRET_FILE", "value": f"{c.JWT_DIR}/{c.JWT_FILE}"})
     return env
@@ -112,6 +103,19 @@ def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
     else:
         volumes.append({"name": "data", "emptyDir": {"sizeLimit": "1Gi"}})
     mounts.append({"name": "data", "mountPath": c.DATA_DIR})
+    postgres = cluster.spec.database.postgres
+    if cluster.spec.database.engine == DatabaseEngine.postgres and postgres is not None:
+        volumes.append(
+            {
+                "name": "database",
+                "secret": {
+                    "secretName": postgres.primary.name,
+                    "items": [{"key": postgres.primary.key, "path": c.DB_URL_FILE}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "database", "mountPath": c.DB_SECRET_DIR, "readOnly": True})
     security = cluster.spec.security
     if security.jwt_secret_ref is not None:
         volumes.append(

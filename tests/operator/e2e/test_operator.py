@@ -154,10 +154,11 @@ def test_postgres_sample_ready_then_scale_both_ways(
     dep = kube.get_json("-n", namespace, "deployment", "dchat-prod")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "dchat-postgres",
-        "key": "url",
-    }
+    assert env["DATABASE_URL_FILE"]["value"] == "/etc/dchat/secrets/database/url"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["database"]["secret"]["secretName"] == "dchat-postgres"
+    assert volumes["database"]["secret"]["items"] == [{"key": "url", "path": "url"}]
+    assert "valueFrom" not in str(env)
     cm = kube.get_json("-n", namespace, "configmap", "dchat-prod-config")
     assert "CHANGE-ME" not in cm["data"]["config.toml"]
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}

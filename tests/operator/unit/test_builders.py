@@ -181,9 +181,22 @@ def test_secrets_reach_the_pod_only_through_secret_refs() -> None:
     pg = sample("postgres.yaml")
     container = _container(workload.deployment(pg))
     env = {e["name"]: e for e in container["env"]}
-    assert env["DATABASE_URL"] == {
-        "name": "DATABASE_URL",
-        "valueFrom": {"secretKeyRef": {"name": "dchat-postgres", "key": "url"}},
+    assert env["DATABASE_URL_FILE"] == {
+        "name": "DATABASE_URL_FILE",
+        "value": "/etc/dchat/secrets/database/url",
+    }
+    assert "DATABASE_URL" not in env
+    volumes = {v["name"]: v for v in workload.deployment(pg)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["database"]["secret"] == {
+        "secretName": "dchat-postgres",
+        "items": [{"key": "url", "path": "url"}],
+        "defaultMode": 0o440,
+    }
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["database"] == {
+        "name": "database",
+        "mountPath": "/etc/dchat/secrets/database",
+        "readOnly": True,
     }
     assert env["JWT_SECRET_FILE"]["value"] == "/etc/dchat/secrets/jwt/jwt-secret"
     toml = config_map(pg)["data"]["config.toml"]
@@ -194,10 +207,12 @@ def test_secrets_reach_the_pod_only_through_secret_refs() -> None:
         assert "configMapKeyRef" not in str(obj)
 
 
-def test_config_toml_parses_with_the_nodes_own_model() -> None:
+def test_config_toml_parses_with_the_nodes_own_model(tmp_path: Path) -> None:
     pg = sample("postgres.yaml")
     data = tomllib.loads(config_toml(pg))
-    parsed = parse_config(data, environ={"DATABASE_URL": "postgresql://u:p@db:5432/dchat"})
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql://u:p@db:5432/dchat\n")
+    parsed = parse_config(data, environ={"DATABASE_URL_FILE": str(url_file)})
     assert parsed.relay.bootstrap_nodes[2] == "/dns/relay3.dchat.dev/tcp/7000"
     assert parsed.database.url == "postgresql://u:p@db:5432/dchat"
     assert parsed.server.api_port == 9000
@@ -315,3 +330,9 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_image_can_be_pinned_by_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    dep = workload.deployment(cluster(image={"digest": digest}))
+    assert _container(dep)["image"] == f"ghcr.io/dchat-dev/dchat:0.1.0@{digest}"

@@ -42,7 +42,7 @@ def test_render_prints_children_as_a_yaml_stream() -> None:
     assert {"Deployment", "ConfigMap", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= set(
         kinds
     )
-    assert all(d["metadata"]["namespace"] == "default" for d in docs)
+    assert all(d["metadata"]["namespace"] == "dchat" for d in docs)
 
 
 def test_render_reports_invalid_cr(tmp_path: Path) -> None:
