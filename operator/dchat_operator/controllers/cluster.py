@@ -44,7 +44,7 @@ from dchat_operator.builders.children import (
     kind_of,
     prunable,
 )
-from dchat_operator.builders.common import with_spec_hash
+from dchat_operator.builders.common import digest, with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.status import Observed, build_status, condition, invalid_status
 from dchat_operator.clients.kube import Kube
@@ -86,9 +86,17 @@ class _Applied:
 
 
 def _version(obj: Obj) -> str:
+    """What changes when someone else changes the object's spec or metadata.
+
+    The generation where the kind has one (status updates do not bump it) plus a digest of
+    labels and annotations (they do not bump it either); else the resourceVersion.
+    """
     meta = obj.get("metadata") or {}
     generation = meta.get("generation")
-    return f"g{generation}" if generation else f"r{meta.get('resourceVersion', '')}"
+    if not generation:
+        return f"r{meta.get('resourceVersion', '')}"
+    marks = digest([meta.get("labels") or {}, meta.get("annotations") or {}])[:16]
+    return f"g{generation}:{marks}"
 
 
 def _hash(obj: Obj) -> str:
