@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from quart import current_app
+from pydantic import BaseModel
+from quart import Response, current_app
 
 from dchat_node.security.auth import Authenticator
 from dchat_node.services import Services
@@ -17,3 +18,9 @@ def services() -> Services:
 
 def authenticator() -> Authenticator:
     return services().auth
+
+
+def json_response(model: BaseModel, status: int = 200) -> Response:
+    """Serialise a response model with pydantic-core (the model is documented on the route
+    with ``document_response``; building it from typed records is the validation)."""
+    return Response(model.model_dump_json(), status=status, content_type="application/json")

@@ -6,16 +6,16 @@ Reads are public; creating a channel or posting a message needs a bearer token w
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, Response
 from quart_schema import (
+    document_response,
     security_scheme,
     tag,
     validate_querystring,
     validate_request,
-    validate_response,
 )
 
-from dchat_node.api import authenticator, services
+from dchat_node.api import authenticator, json_response, services
 from dchat_node.api.models import (
     Channel,
     ChannelPage,
@@ -39,31 +39,34 @@ BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 @security_scheme(BEARER)
 @require_auth(authenticator, SCOPE_CHAT_WRITE)
 @validate_request(CreateChannel)
-@validate_response(Channel, 201)
-async def create_channel(data: CreateChannel) -> tuple[Channel, int]:
+@document_response(Channel, 201)
+async def create_channel(data: CreateChannel) -> Response:
     """Create a channel (needs chat:write)."""
     rec = await services().chat.create_channel(current_principal().subject, data.name, data.topic)
-    return Channel.of(rec), 201
+    return json_response(Channel.of(rec), 201)
 
 
 @bp.get("/channels")
 @tag(["chat"])
 @validate_querystring(PageQuery)
-@validate_response(ChannelPage)
-async def list_channels(query_args: PageQuery) -> ChannelPage:
+@document_response(ChannelPage)
+async def list_channels(query_args: PageQuery) -> Response:
     """List channels, oldest first."""
     page = await services().chat.list_channels(query_args.after_id(), query_args.limit)
-    return ChannelPage(
-        items=[Channel.of(r) for r in page.items], next_cursor=encode_cursor(page.last_id)
-    )
+    # one model_validate of the whole page (pydantic-core) validates the response
+    body = {
+        "items": [Channel.fields_of(r) for r in page.items],
+        "next_cursor": encode_cursor(page.last_id),
+    }
+    return json_response(ChannelPage.model_validate(body))
 
 
 @bp.get(f"/channels/<{ID}:channel_id>")
 @tag(["chat"])
-@validate_response(Channel)
-async def get_channel(channel_id: int) -> Channel:
+@document_response(Channel)
+async def get_channel(channel_id: int) -> Response:
     """One channel."""
-    return Channel.of(await services().chat.get_channel(channel_id))
+    return json_response(Channel.of(await services().chat.get_channel(channel_id)))
 
 
 @bp.post(f"/channels/<{ID}:channel_id>/messages")
@@ -71,28 +74,31 @@ async def get_channel(channel_id: int) -> Channel:
 @security_scheme(BEARER)
 @require_auth(authenticator, SCOPE_CHAT_WRITE)
 @validate_request(PostMessage)
-@validate_response(Message, 201)
-async def post_message(channel_id: int, data: PostMessage) -> tuple[Message, int]:
+@document_response(Message, 201)
+async def post_message(channel_id: int, data: PostMessage) -> Response:
     """Post a message to a channel (needs chat:write)."""
     rec = await services().chat.post_message(current_principal().subject, channel_id, data.body)
-    return Message.of(rec), 201
+    return json_response(Message.of(rec), 201)
 
 
 @bp.get(f"/channels/<{ID}:channel_id>/messages")
 @tag(["chat"])
 @validate_querystring(PageQuery)
-@validate_response(MessagePage)
-async def list_messages(channel_id: int, query_args: PageQuery) -> MessagePage:
+@document_response(MessagePage)
+async def list_messages(channel_id: int, query_args: PageQuery) -> Response:
     """A channel's messages, oldest first, cursor-paginated."""
     page = await services().chat.list_messages(channel_id, query_args.after_id(), query_args.limit)
-    return MessagePage(
-        items=[Message.of(r) for r in page.items], next_cursor=encode_cursor(page.last_id)
-    )
+    # one model_validate of the whole page (pydantic-core) validates the response
+    body = {
+        "items": [Message.fields_of(r) for r in page.items],
+        "next_cursor": encode_cursor(page.last_id),
+    }
+    return json_response(MessagePage.model_validate(body))
 
 
 @bp.get(f"/channels/<{ID}:channel_id>/messages/<{ID}:message_id>")
 @tag(["chat"])
-@validate_response(Message)
-async def get_message(channel_id: int, message_id: int) -> Message:
+@document_response(Message)
+async def get_message(channel_id: int, message_id: int) -> Response:
     """One message."""
-    return Message.of(await services().chat.get_message(channel_id, message_id))
+    return json_response(Message.of(await services().chat.get_message(channel_id, message_id)))

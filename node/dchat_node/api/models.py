@@ -96,15 +96,19 @@ class Channel(_Out):
     created_by: str
     created_at: datetime
 
+    @staticmethod
+    def fields_of(rec: ChannelRecord) -> dict[str, object]:
+        return {
+            "id": rec.id,
+            "name": rec.name,
+            "topic": rec.topic,
+            "created_by": rec.created_by,
+            "created_at": _ts(rec.created_at_us),
+        }
+
     @classmethod
     def of(cls, rec: ChannelRecord) -> Channel:
-        return cls(
-            id=rec.id,
-            name=rec.name,
-            topic=rec.topic,
-            created_by=rec.created_by,
-            created_at=_ts(rec.created_at_us),
-        )
+        return cls.model_validate(cls.fields_of(rec))
 
 
 class Message(_Out):
@@ -114,15 +118,19 @@ class Message(_Out):
     body: str
     created_at: datetime
 
+    @staticmethod
+    def fields_of(rec: MessageRecord) -> dict[str, object]:
+        return {
+            "id": rec.id,
+            "channel_id": rec.channel_id,
+            "author": rec.author,
+            "body": rec.body,
+            "created_at": _ts(rec.created_at_us),
+        }
+
     @classmethod
     def of(cls, rec: MessageRecord) -> Message:
-        return cls(
-            id=rec.id,
-            channel_id=rec.channel_id,
-            author=rec.author,
-            body=rec.body,
-            created_at=_ts(rec.created_at_us),
-        )
+        return cls.model_validate(cls.fields_of(rec))
 
 
 class ChannelPage(_Out):

@@ -142,6 +142,8 @@ class NodeMetrics:
         self.bridge = register_bridge(r)
         self.accessibility = register_accessibility(r)
         self._pool_source: Callable[[], PoolStats] | None = None
+        # label children cached per (method, route template, status): a bounded set
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Pre-create the label sets the SLO queries divide by.
         self.errors.labels(component="api")
 
@@ -149,9 +151,17 @@ class NodeMetrics:
         self._pool_source = source
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.http_requests.labels(method, route, code).inc()
-        self.http_duration.labels(method, route, code).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            code = str(status)
+            children = (
+                self.http_requests.labels(method, route, code),
+                self.http_duration.labels(method, route, code),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 500:
             self.errors.labels(component="api").inc()
 

@@ -31,7 +31,7 @@ from dchat_node.storage.migrations import (
 Row = Sequence[Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChannelRecord:
     id: int
     name: str
@@ -40,7 +40,7 @@ class ChannelRecord:
     created_at_us: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageRecord:
     id: int
     channel_id: int
@@ -87,11 +87,11 @@ def now_us() -> int:
 
 
 def _channel(row: Row) -> ChannelRecord:
-    return ChannelRecord(int(row[0]), row[1], row[2], row[3], int(row[4]))
+    return ChannelRecord(*row)  # columns in field order; both drivers return ints for BIGINT
 
 
 def _message(row: Row) -> MessageRecord:
-    return MessageRecord(int(row[0]), int(row[1]), row[2], row[3], int(row[4]))
+    return MessageRecord(*row)
 
 
 class SqlStorage(ABC):
