@@ -45,7 +45,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # Events of the operator and of kopf
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # kopf: runtime observation of CRDs and namespaces
+    # kopf: runtime observation of CRDs and namespaces (namespaces are listed even when the
+    # operator runs with --namespace; without the permission startup stalls)
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
