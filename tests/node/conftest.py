@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,41 @@ def start_node(tmp_path: Path) -> Iterator[Any]:
     yield start
     for node in started:
         node.stop()
+
+
+# -- a real HTTP sink (OTLP collector / Pushgateway stand-in) -----------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.event = threading.Event()
+
+
+@pytest.fixture
+def http_sink() -> Iterator[tuple[str, Recorder]]:
+    """A real HTTP server on loopback that records every request (collector/gateway)."""
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            rec.requests.append((self.command, self.path, self.rfile.read(length)))
+            rec.event.set()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_PUT = _record
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", rec
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +19,9 @@ from dchat_node.observability.push import push_once
 from dchat_node.observability.tracing import otlp_traces_url, setup_tracing
 from dchat_node.services import Services
 from tests.harness.net import free_port
+from tests.node.conftest import Recorder
 
 pytestmark = pytest.mark.unit
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, bytes]] = []
-        self.event = threading.Event()
-
-
-@pytest.fixture
-def http_sink() -> Iterator[tuple[str, Recorder]]:
-    """A real HTTP server on loopback that records every request (collector/gateway)."""
-    rec = Recorder()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _record(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            rec.requests.append((self.command, self.path, self.rfile.read(length)))
-            rec.event.set()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_POST = do_PUT = _record
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(

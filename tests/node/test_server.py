@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.node.conftest import DCHAT, JWT_SECRET, REPO, bearer
+from tests.node.conftest import DCHAT, JWT_SECRET, REPO, Recorder, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +233,41 @@ def test_no_migrate_start_is_not_ready_until_migrated(start_node: Any, tmp_path:
     assert run_cli("migrate", env={"DATABASE_URL": db_url}).returncode == 0
     assert node.wait_ready()["status"] == "ready"
     assert node.stop() == 0
+
+
+def test_real_process_pushes_metrics_and_exports_traces(
+    start_node: Any, http_sink: tuple[str, Recorder]
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    url, rec = http_sink
+    node = start_node(
+        env={
+            "JAEGER_ENDPOINT": url,
+            "DCHAT_OBSERVABILITY__JAEGER_SAMPLE_RATE": "1",
+            "PROMETHEUS_PUSHGATEWAY": url,
+            "DCHAT_OBSERVABILITY__PROMETHEUS_PUSH_INTERVAL_SECS": "0.5",
+        }
+    )
+    node.wait_ready()
+    assert httpx.get(f"{node.api}/api/v1/version").status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(m == "PUT" for m, _, _ in rec.requests):
+        time.sleep(0.1)
+    pushes = [(p, b) for m, p, b in rec.requests if m == "PUT"]
+    assert pushes, rec.requests
+    assert pushes[0][0].startswith("/metrics/job/dchat/instance/")
+    assert b"dchat_errors_total" in pushes[0][1]
+    assert node.stop() == 0  # shutdown flushes the span batch
+    names = []
+    for method, path, body in rec.requests:
+        if method == "POST":
+            assert path == "/v1/traces"
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            names += [
+                s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans
+            ]
+    assert "GET /api/v1/version" in names

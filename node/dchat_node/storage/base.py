@@ -110,6 +110,9 @@ class SqlStorage(ABC):
     async def _execute(self, sql: str, *args: Any) -> None: ...
 
     @abstractmethod
+    async def _table_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
     async def _bootstrap(self) -> None:
         """Create schema_migrations if it does not exist."""
 
@@ -123,7 +126,9 @@ class SqlStorage(ABC):
         return load_migrations(self.engine)
 
     async def applied_migrations(self) -> list[AppliedMigration]:
-        await self._bootstrap()
+        # read-only: only migrate() creates schema_migrations
+        if not await self._table_exists("schema_migrations"):
+            return []
         rows = await self._fetch(
             "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
         )

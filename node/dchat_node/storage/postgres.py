@@ -110,6 +110,10 @@ class PostgresStorage(SqlStorage):
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
 
+    async def _table_exists(self, name: str) -> bool:
+        row = await self._fetchrow("SELECT to_regclass(?) IS NOT NULL", name)
+        return bool(row and row[0])
+
     async def _bootstrap(self) -> None:
         pool = self._p()
         async with (

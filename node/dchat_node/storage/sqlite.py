@@ -135,6 +135,12 @@ class SqliteStorage(SqlStorage):
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
 
+    async def _table_exists(self, name: str) -> bool:
+        rows = await self._fetch(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name
+        )
+        return bool(rows)
+
     async def _bootstrap(self) -> None:
         await self._execute(BOOTSTRAP_SQL)
 
