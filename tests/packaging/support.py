@@ -49,20 +49,6 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-def operator_render_available() -> bool:
-    """Whether the operator's `render` subcommand exists (it is being written)."""
-    if not OPERATOR.exists():
-        return False
-    result = subprocess.run(
-        [str(OPERATOR), "render", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 def cluster_samples() -> list[Path]:
     """The sample files that hold a DchatCluster (others are e.g. example Secrets)."""
     return sorted(

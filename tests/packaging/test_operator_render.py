@@ -16,18 +16,11 @@ from tests.packaging.support import (
     by_kind,
     cluster_samples,
     operator_render,
-    operator_render_available,
     pod_specs,
     restricted_violations,
 )
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(
-        not operator_render_available(),
-        reason="`dchat-operator render` does not exist yet (the operator engineer is writing it)",
-    ),
-]
+pytestmark = pytest.mark.unit
 
 SAMPLE_FILES = cluster_samples()
 # Kinds kubernetes-validate has no schema for (CRDs of other projects).

@@ -221,7 +221,7 @@ class PostgresSpec(CRModel):
 
     primary: SecretKeyRef = Field(
         description=(
-            "Secret key holding the full primary URL, postgresql://user:password@host:5432/db; "
+            "Secret key holding the full primary URL, postgresql://<user>:<password>@<host>:5432/<db>; "
             "it is mounted as a file and reaches the node as DATABASE_URL_FILE."
         )
     )
@@ -327,9 +327,19 @@ class ImageSpec(CRModel):
         ),
         pattern=r"^sha256:[a-f0-9]{64}$",
     )
-    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="imagePullPolicy of the node container."
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None,
+        description=(
+            "imagePullPolicy of the node container. Unset: Always for a tag (a moved tag "
+            "is picked up), IfNotPresent when a digest pins the image."
+        ),
     )
+
+    @property
+    def effective_pull_policy(self) -> str:
+        if self.pull_policy is not None:
+            return self.pull_policy
+        return "IfNotPresent" if self.digest else "Always"
     pull_secrets: list[str] = Field(
         default_factory=list, description="Names of imagePullSecrets for private registries."
     )

@@ -180,7 +180,7 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
     container: Obj = {
         "name": c.CONTAINER_NAME,
         "image": cluster.image,
-        "imagePullPolicy": spec.image.pull_policy,
+        "imagePullPolicy": spec.image.effective_pull_policy,
         "args": ["--config", f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"],
         "ports": [
             {"name": "api", "containerPort": server.api_port, "protocol": "TCP"},
