@@ -177,6 +177,21 @@ def test_strategy_recreate_for_sqlite_rolling_for_postgres() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("image", "policy"),
+    [
+        ({}, "Always"),  # a tag can move: pull it
+        ({"digest": "sha256:" + "a" * 64}, "IfNotPresent"),  # content-addressed
+        ({"pullPolicy": "Never"}, "Never"),  # explicit wins
+    ],
+)
+def test_image_pull_policy_default_depends_on_digest(image: dict[str, Any], policy: str) -> None:
+    container = _container(workload.deployment(cluster(image=image)))
+    assert container["imagePullPolicy"] == policy
+    if "digest" in image:
+        assert container["image"].endswith("@" + image["digest"])
+
+
 def test_secrets_reach_the_pod_only_through_secret_refs() -> None:
     pg = sample("postgres.yaml")
     container = _container(workload.deployment(pg))
