@@ -254,3 +254,17 @@ def test_cli_check_config_reports_missing_tls_files(
     err = capsys.readouterr().err
     assert "security.tls_cert_path: file not found" in err
     assert "security.tls_key_path: file not found" in err
+
+
+def test_cli_rejects_short_jwt_secret_and_bad_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "too-short")
+    bad_key = tmp_path / "key.pem"
+    bad_key.write_text("not a key")
+    monkeypatch.setenv("DCHAT_SECURITY__JWT_PUBLIC_KEY_PATH", str(bad_key))
+    assert main(["--config", str(write(tmp_path, "")), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "security.jwt_secret: too short" in err
+    assert "too-short" not in err
+    assert f"security.jwt_public_key_path: {bad_key} is not a PEM public key" in err
