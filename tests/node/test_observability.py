@@ -40,7 +40,7 @@ def test_jaeger_endpoint_maps_to_otlp_http(given: str, expected: str) -> None:
 
 
 def _spans(rec: Recorder) -> list[Any]:
-    spans = []
+    spans: list[Any] = []
     for method, path, body in rec.requests:
         assert (method, path) == ("POST", "/v1/traces")
         req = ExportTraceServiceRequest()

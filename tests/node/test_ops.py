@@ -6,12 +6,13 @@ import re
 from typing import Any
 
 import pytest
+from quart.typing import TestClientProtocol as Client
 
 from dchat_node.components import ComponentStatus
 from dchat_node.lifecycle import NodeState
 from dchat_node.observability.metrics import ALERT_METRIC_NAMES
 from dchat_node.services import Services
-from tests.node.conftest import Client, bearer
+from tests.node.conftest import bearer
 
 pytestmark = pytest.mark.unit
 
@@ -136,7 +137,7 @@ async def test_metrics_expose_alert_names_and_route_templates(
 async def test_server_errors_count_in_dchat_errors_total(
     ops_client: Any, api_app: Any, services: Services
 ) -> None:
-    @api_app.get("/api/v1/_test_boom")
+    @api_app.get("/api/v1/_test_boom")  # type: ignore[untyped-decorator]
     async def boom() -> str:
         raise RuntimeError("secret detail that must not leak")
 

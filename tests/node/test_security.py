@@ -10,11 +10,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from quart.typing import TestClientProtocol as Client
 
 from dchat_node.app import create_api_app
 from dchat_node.services import build_services
 from dchat_node.storage import open_storage
-from tests.node.conftest import JWT_SECRET, Client, bearer, config_for, make_token
+from tests.node.conftest import JWT_SECRET, bearer, config_for, make_token
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +52,7 @@ async def test_valid_token_is_accepted(client: Client) -> None:
             "unsupported_algorithm",
         ),
         (
-            {"Authorization": "Bearer " + jwt.encode({"sub": "x", "iss": "dchat"}, None, "none")},
+            {"Authorization": "Bearer " + jwt.encode({"sub": "x", "iss": "dchat"}, "", "none")},
             "unsupported_algorithm",
         ),
     ],
