@@ -10,7 +10,7 @@ PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 
 .PHONY: help deps venv cluster cluster-down check lint typecheck imports test test-unit \
-        test-integration test-e2e up down crds lock
+        test-integration test-e2e up down crds rbac lock
 
 help:
 	@echo "make up     bring up the local cluster, install dchat, apply a sample DchatCluster"
@@ -71,6 +71,10 @@ down:
 
 crds: venv
 	$(VENV)/bin/dchat-operator crd > crds/dchat.dev_dchatclusters.yaml
+
+rbac: venv
+	$(VENV)/bin/dchat-operator rbac > manifests/base/rbac.yaml
+	$(VENV)/bin/dchat-operator rbac --namespaced dchat > manifests/overlays/namespaced/rbac.yaml
 
 lock:
 	$(PY) -m pip install -q "uv==0.13.8"

@@ -4,7 +4,8 @@ Design: the one entry point. ``dchat-operator [run] ...`` wraps ``kopf.run`` wit
 this operator needs (standalone, namespaces or cluster-wide, liveness endpoint, JSON logs,
 metrics port); ``render -f cluster.yaml`` prints the objects the builders make for each
 DchatCluster in the file as a YAML stream (for review and checkov); ``crd`` prints the
-generated CustomResourceDefinition; ``rbac`` prints the ClusterRole the operator needs.
+generated CustomResourceDefinition; ``rbac`` prints the ClusterRole the operator needs
+(``rbac --namespaced NAMESPACE``: a Role there plus a ClusterRole with the cluster-scoped rules).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from dchat_operator.api import constants as c
 from dchat_operator.api.crd import render_crd_yaml, to_yaml
 from dchat_operator.api.models import DchatCluster
-from dchat_operator.api.rbac import cluster_role
+from dchat_operator.api.rbac import render_rbac_yaml
 from dchat_operator.builders.children import Capabilities, desired_children
 
 
@@ -49,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also build ServiceMonitor/PrometheusRule (as if their CRDs exist)",
     )
     sub.add_parser("crd", help="print the DchatCluster CustomResourceDefinition")
-    sub.add_parser("rbac", help="print the ClusterRole with the least RBAC the operator needs")
+    rbac = sub.add_parser("rbac", help="print the ClusterRole with the least RBAC it needs")
+    rbac.add_argument(
+        "--namespaced",
+        metavar="NAMESPACE",
+        help="print a Role in NAMESPACE and a ClusterRole with the cluster-scoped rules only",
+    )
     return parser
 
 
@@ -134,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_crd_yaml())
         return 0
     if args.command == "rbac":
-        sys.stdout.write(to_yaml(cluster_role()))
+        sys.stdout.write(render_rbac_yaml(args.namespaced))
         return 0
     if args.command == "render":
         return render(args.filename, args.with_monitoring, args.namespace)

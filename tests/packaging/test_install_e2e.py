@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
 from tests.harness.cluster import KubeCluster
 from tests.packaging.support import OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SA, REPO, kustomize
 
@@ -22,34 +23,31 @@ pytestmark = pytest.mark.e2e
 BASE = REPO / "manifests" / "base"
 AS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 TENANT_NS = "default"  # any namespace: the ClusterRole applies everywhere
-NAMESPACES_READER = "dchat-packaging-e2e-namespaces-reader"
 
-CRUD = ("get", "list", "watch", "create", "patch", "update", "delete")
-READ = ("get", "list", "watch")
-# (resource as kubectl names it, subresource, verbs)
-ALLOWED: list[tuple[str, str, tuple[str, ...]]] = [
-    ("dchatclusters.dchat.dev", "", (*READ, "patch", "update")),
-    ("dchatclusters.dchat.dev", "status", ("get", "patch", "update")),
-    ("dchatbackups.dchat.dev", "", (*READ, "patch", "update")),
-    ("dchatrestores.dchat.dev", "", (*READ, "patch", "update")),
-    ("configmaps", "", CRUD),
-    ("services", "", CRUD),
-    ("serviceaccounts", "", CRUD),
-    ("persistentvolumeclaims", "", CRUD),
-    ("secrets", "", READ),
-    ("pods", "", READ),
-    ("events", "", ("create", "patch")),
-    ("events.events.k8s.io", "", ("create", "patch")),
-    ("deployments.apps", "", CRUD),
-    ("replicasets.apps", "", READ),
-    ("poddisruptionbudgets.policy", "", CRUD),
-    ("networkpolicies.networking.k8s.io", "", CRUD),
-    ("ingresses.networking.k8s.io", "", CRUD),
-    ("servicemonitors.monitoring.coreos.com", "", CRUD),
-    ("prometheusrules.monitoring.coreos.com", "", CRUD),
+VERBS = ("get", "list", "watch", "create", "patch", "update", "delete", "deletecollection")
+
+
+def _kubectl_name(group: str, resource: str) -> tuple[str, str]:
+    """("apps", "deployments/status") -> ("deployments.apps", "status")."""
+    name, _, sub = resource.partition("/")
+    return (f"{name}.{group}" if group else name), sub
+
+
+# (resource as kubectl names it, subresource, namespaced, verbs): what RULES grants, and on
+# the same resources, the verbs it does not grant.
+ALLOWED: list[tuple[str, str, bool, tuple[str, ...]]] = [
+    (
+        *_kubectl_name(group, resource),
+        (group, resource) not in CLUSTER_SCOPED,
+        tuple(rule["verbs"]),
+    )
+    for rule in RULES
+    for group in rule["apiGroups"]
+    for resource in rule["resources"]
 ]
-ALLOWED_CLUSTER: list[tuple[str, tuple[str, ...]]] = [
-    ("customresourcedefinitions.apiextensions.k8s.io", READ),
+NOT_GRANTED: list[tuple[str, str, bool, tuple[str, ...]]] = [
+    (name, sub, namespaced, tuple(v for v in VERBS if v not in granted))
+    for name, sub, namespaced, granted in ALLOWED
 ]
 # (verb, resource, subresource, namespaced)
 DENIED: list[tuple[str, str, str, bool]] = [
@@ -63,6 +61,15 @@ DENIED: list[tuple[str, str, str, bool]] = [
     ("create", "pods", "exec", True),
     ("create", "dchatclusters.dchat.dev", "", True),
     ("delete", "dchatclusters.dchat.dev", "", True),
+    ("update", "dchatclusters.dchat.dev", "", True),
+    ("patch", "dchatclusters.dchat.dev", "", True),
+    ("update", "dchatclusters.dchat.dev", "status", True),
+    ("get", "dchatbackups.dchat.dev", "", True),
+    ("list", "secrets", "", True),
+    ("watch", "secrets", "", True),
+    ("get", "pods", "", True),
+    ("list", "replicasets.apps", "", True),
+    ("create", "events.events.k8s.io", "", True),
     ("create", "roles.rbac.authorization.k8s.io", "", True),
     ("create", "rolebindings.rbac.authorization.k8s.io", "", True),
     ("create", "clusterroles.rbac.authorization.k8s.io", "", False),
@@ -71,7 +78,6 @@ DENIED: list[tuple[str, str, str, bool]] = [
     ("bind", "clusterroles.rbac.authorization.k8s.io", "", False),
     ("impersonate", "serviceaccounts", "", True),
     ("get", "nodes", "", False),
-    ("list", "namespaces", "", False),
     ("delete", "namespaces", "", False),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", "", False),
     ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", "", False),
@@ -235,16 +241,36 @@ def _allowed(cluster: KubeCluster, asks: list[tuple[str, str, str, str | None]])
     return [bool(item["status"].get("allowed")) for item in items]
 
 
+def _asks(
+    table: list[tuple[str, str, bool, tuple[str, ...]]],
+) -> list[tuple[str, str, str, str | None]]:
+    return [
+        (verb, name, sub, TENANT_NS if namespaced else None)
+        for name, sub, namespaced, verbs in table
+        for verb in verbs
+    ]
+
+
 def test_service_account_can_do_what_the_operator_needs(
     installed: tuple[KubeCluster, str],
 ) -> None:
     cluster, _ = installed
-    asks: list[tuple[str, str, str, str | None]] = [
-        (verb, resource, sub, TENANT_NS) for resource, sub, verbs in ALLOWED for verb in verbs
-    ]
-    asks += [(verb, resource, "", None) for resource, verbs in ALLOWED_CLUSTER for verb in verbs]
+    asks = _asks(ALLOWED)
+    assert len(asks) == sum(
+        len(r["apiGroups"]) * len(r["resources"]) * len(r["verbs"]) for r in RULES
+    )
     refused = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if not ok]
     assert refused == [], f"the operator may not: {refused}"
+
+
+def test_service_account_gets_no_more_than_rules_on_those_resources(
+    installed: tuple[KubeCluster, str],
+) -> None:
+    cluster, _ = installed
+    asks = _asks(NOT_GRANTED)
+    assert ("delete", "secrets", "", TENANT_NS) in asks
+    granted = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if ok]
+    assert granted == [], f"the operator must not be able to: {granted}"
 
 
 def test_service_account_cannot_do_anything_else(installed: tuple[KubeCluster, str]) -> None:
@@ -263,7 +289,9 @@ def test_service_account_cannot_do_anything_else(installed: tuple[KubeCluster, s
         (["get", "dchatclusters.dchat.dev"], "yes"),
         (["patch", "dchatclusters.dchat.dev", "--subresource=status"], "yes"),
         (["create", "deployments.apps"], "yes"),
-        (["watch", "secrets"], "yes"),
+        (["get", "secrets"], "yes"),
+        (["watch", "secrets"], "no"),
+        (["update", "dchatclusters.dchat.dev"], "no"),
         (["delete", "secrets"], "no"),
         (["create", "clusterroles.rbac.authorization.k8s.io"], "no"),
         (["get", "nodes"], "no"),
@@ -311,44 +339,9 @@ def test_real_operator_reconciles_with_only_its_rbac(
     cluster, _ = installed
     kubeconfig = _token_kubeconfig(cluster, tmp_path / "operator.kubeconfig")
     # The operator runs with --namespace here, so as not to reconcile other tests'
-    # DchatClusters; in that mode kopf also lists/watches Namespaces, which the namespaced
-    # overlay grants and all-namespaces mode does not need. Grant the same for the test.
-    extra = {
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": NAMESPACES_READER},
-                "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": list(READ)}],
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": NAMESPACES_READER},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": NAMESPACES_READER,
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}
-                ],
-            },
-        ],
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(extra))
-    try:
-        _run_operator_on_sample(cluster, kubeconfig, tmp_path)
-    finally:
-        cluster.kubectl(
-            "delete",
-            f"clusterrolebinding/{NAMESPACES_READER}",
-            f"clusterrole/{NAMESPACES_READER}",
-            "--ignore-not-found",
-            check=False,
-        )
+    # DchatClusters; kopf then also lists/watches Namespaces, which RULES grants: the
+    # bundle's ClusterRole alone is enough, nothing is added for the test.
+    _run_operator_on_sample(cluster, kubeconfig, tmp_path)
 
 
 def _run_operator_on_sample(cluster: KubeCluster, kubeconfig: Path, tmp_path: Path) -> None:

@@ -4,11 +4,15 @@ and checked offline: schema validity, least-privilege RBAC, Pod Security "restri
 from __future__ import annotations
 
 import functools
+import itertools
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
+from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
+from dchat_operator.builders.children import KINDS
 from tests.packaging.support import (
     OPERATOR_NAMESPACE,
     OPERATOR_SA,
@@ -30,34 +34,29 @@ ENTRY = REPO / "manifests"
 K8S_VERSIONS = ["1.34.0", kubernetes_validate.latest_version()]
 
 ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-CRUD = ALL_VERBS
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 READ = {"get", "list", "watch"}
-# (apiGroup, resource) → the verbs the operator needs: exactly these, no more, no fewer.
-REQUIRED: dict[tuple[str, str], set[str]] = {
-    ("dchat.dev", "dchatclusters"): READ | {"patch", "update"},
-    ("dchat.dev", "dchatclusters/status"): {"get", "patch", "update"},
-    ("dchat.dev", "dchatbackups"): READ | {"patch", "update"},
-    ("dchat.dev", "dchatbackups/status"): {"get", "patch", "update"},
-    ("dchat.dev", "dchatrestores"): READ | {"patch", "update"},
-    ("dchat.dev", "dchatrestores/status"): {"get", "patch", "update"},
-    ("", "configmaps"): CRUD,
-    ("", "services"): CRUD,
-    ("", "serviceaccounts"): CRUD,
-    ("", "persistentvolumeclaims"): CRUD,
-    ("", "secrets"): READ,
-    ("", "pods"): READ,
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("apps", "deployments"): CRUD,
-    ("apps", "replicasets"): READ,
-    ("policy", "poddisruptionbudgets"): CRUD,
-    ("networking.k8s.io", "networkpolicies"): CRUD,
-    ("networking.k8s.io", "ingresses"): CRUD,
-    ("monitoring.coreos.com", "servicemonitors"): CRUD,
-    ("monitoring.coreos.com", "prometheusrules"): CRUD,
-    ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
+# What the operator owns and therefore may write: the children its builders make, its CR's
+# status (patch only), and Events (create only). Its CR's spec is the user's.
+CHILDREN = {(k.group, k.plural) for k in KINDS}
+MAY_WRITE: dict[tuple[str, str], set[str]] = {
+    **{child: WRITE_VERBS for child in CHILDREN},
+    ("dchat.dev", "dchatclusters/status"): {"patch"},
+    ("", "events"): {"create"},
 }
-CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions")}
+
+
+def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+# The bundle is generated from RULES (`make rbac`): exactly these grants, no more, no fewer.
+REQUIRED = _grants(RULES)
 
 
 @functools.cache
@@ -73,15 +72,6 @@ def base() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def namespaced() -> list[dict[str, Any]]:
     return list(_render("manifests/overlays/namespaced"))
-
-
-def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = {}
-    for rule in rules:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                out.setdefault((group, resource), set()).update(rule["verbs"])
-    return out
 
 
 def test_base_contains_the_whole_install(base: list[dict[str, Any]]) -> None:
@@ -143,26 +133,40 @@ def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
         assert set(rule["verbs"]) <= ALL_VERBS, f"verb outside {sorted(ALL_VERBS)}: {rule}"
 
 
-def test_cluster_role_is_exactly_what_the_operator_needs(base: list[dict[str, Any]]) -> None:
+def test_rules_are_least_privilege() -> None:
+    """RULES itself, the source of every Role and ClusterRole in the bundle."""
+    _assert_least_privilege(RULES)
+    grants = _grants(RULES)
+    # Secrets are read one by one (the referenced ones), never listed, watched or written.
+    assert grants[("", "secrets")] == {"get"}
+    # No write verb on anything the operator does not own.
+    for key, verbs in grants.items():
+        allowed = MAY_WRITE.get(key, set())
+        assert verbs & WRITE_VERBS <= allowed, f"{key}: writes {sorted(verbs - allowed)}"
+    assert grants[("dchat.dev", "dchatclusters")] <= READ, "the spec belongs to the user"
+    # The cluster-scoped rules are read-only.
+    for key in CLUSTER_SCOPED:
+        assert grants[key] <= READ, key
+    # The status subresource has a rule of its own, with nothing else in it.
+    status_rules = [r for r in RULES if "dchatclusters/status" in r["resources"]]
+    assert status_rules == [
+        {"apiGroups": ["dchat.dev"], "resources": ["dchatclusters/status"], "verbs": ["patch"]}
+    ]
+    # Nothing on RBAC objects, nodes, pods, webhooks or certificates.
+    groups = {group for group, _ in grants}
+    assert not groups & {
+        "rbac.authorization.k8s.io",
+        "admissionregistration.k8s.io",
+        "certificates.k8s.io",
+    }
+    assert not {("", "nodes"), ("", "pods"), ("", "pods/exec")} & grants.keys()
+
+
+def test_cluster_role_is_exactly_rules(base: list[dict[str, Any]]) -> None:
     rules = one(base, "ClusterRole", "dchat-operator")["rules"]
     _assert_least_privilege(rules)
+    assert rules == RULES
     assert _grants(rules) == REQUIRED
-
-
-def test_secrets_are_read_only_and_status_has_its_own_rule(base: list[dict[str, Any]]) -> None:
-    rules = one(base, "ClusterRole", "dchat-operator")["rules"]
-    secret_rules = [r for r in rules if "secrets" in r["resources"]]
-    assert secret_rules
-    for rule in secret_rules:
-        assert set(rule["verbs"]) <= READ, rule
-    status_rules = [r for r in rules if "dchatclusters/status" in r["resources"]]
-    assert status_rules == [
-        {
-            "apiGroups": ["dchat.dev"],
-            "resources": ["dchatclusters/status"],
-            "verbs": ["get", "patch", "update"],
-        }
-    ]
 
 
 def test_cluster_role_is_bound_to_the_operator_only(base: list[dict[str, Any]]) -> None:
@@ -184,13 +188,15 @@ def test_namespaced_overlay_moves_rules_to_a_role(namespaced: list[dict[str, Any
     _assert_least_privilege(role["rules"])
     expected = {k: v for k, v in REQUIRED.items() if k not in CLUSTER_SCOPED}
     assert _grants(role["rules"]) == expected
-    cluster_role = one(namespaced, "ClusterRole", "dchat-operator")
+    # Only the base's binding and one generated ClusterRole: the base's full ClusterRole is gone.
+    (cluster_role,) = by_kind(namespaced, "ClusterRole")
+    assert cluster_role["metadata"]["name"] == "dchat-operator"
     _assert_least_privilege(cluster_role["rules"])
-    # kopf lists/watches Namespaces only when given --namespace (see the overlay).
-    assert _grants(cluster_role["rules"]) == {
-        **{k: REQUIRED[k] for k in CLUSTER_SCOPED},
-        ("", "namespaces"): READ,
-    }
+    assert _grants(cluster_role["rules"]) == {k: REQUIRED[k] for k in CLUSTER_SCOPED}
+    for verbs in _grants(cluster_role["rules"]).values():
+        assert verbs <= READ
+    (cluster_binding,) = by_kind(namespaced, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "dchat-operator"
     binding = one(namespaced, "RoleBinding", "dchat-operator")
     assert binding["metadata"]["namespace"] == "dchat"
     assert binding["roleRef"]["kind"] == "Role"
@@ -262,3 +268,28 @@ def test_network_policy_selects_the_operator(base: list[dict[str, Any]]) -> None
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+
+
+def _doc_table(path: Path, heading: str) -> dict[tuple[str, str], set[str]]:
+    """The grants in the first table after `heading`: API group | resources | verbs | why."""
+    text = path.read_text(encoding="utf-8").split(heading, 1)[1]
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
+    out: dict[tuple[str, str], set[str]] = {}
+    for line in rows[2:]:
+        group, resources, verbs = (cell.strip().replace("`", "") for cell in line.split("|")[1:4])
+        group = "" if group in {"core", '""'} else group
+        for resource in resources.split(","):
+            out.setdefault((group, resource.strip()), set()).update(
+                verb.strip() for verb in verbs.split(",")
+            )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("doc", "heading"),
+    [("docs/packaging.md", "\n## RBAC\n"), ("docs/operator.md", "## RBAC the operator needs")],
+)
+def test_rbac_tables_in_the_docs_mirror_rules(doc: str, heading: str) -> None:
+    assert _doc_table(REPO / doc, heading) == REQUIRED

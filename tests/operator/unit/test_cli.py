@@ -80,3 +80,23 @@ def test_rbac_command_prints_a_cluster_role() -> None:
     assert rules[("dchat.dev", "dchatclusters/status")] == {"patch"}
     assert "delete" not in rules[("", "persistentvolumeclaims")]
     assert "&id" not in out.stdout  # no YAML anchors
+    assert ("", "namespaces") in rules
+
+
+def test_rbac_namespaced_prints_a_role_and_the_cluster_scoped_rest() -> None:
+    out = subprocess.run(
+        [str(BIN / "dchat-operator"), "rbac", "--namespaced", "team-a"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    role, cluster_role = yaml.safe_load_all(out.stdout)
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "team-a")
+    role_resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"secrets", "deployments", "dchatclusters/status"} <= role_resources
+    assert not role_resources & {"namespaces", "customresourcedefinitions"}
+    assert cluster_role["kind"] == "ClusterRole"
+    assert sorted(r for rule in cluster_role["rules"] for r in rule["resources"]) == [
+        "customresourcedefinitions",
+        "namespaces",
+    ]
