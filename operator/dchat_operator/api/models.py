@@ -221,7 +221,8 @@ class PostgresSpec(CRModel):
 
     primary: SecretKeyRef = Field(
         description=(
-            "Secret key holding the full primary URL, postgresql://<user>:<password>@<host>:5432/<db>; "
+            "Secret key holding the full primary URL, "
+            "postgresql://<user>:<password>@<host>:5432/<db>; "
             "it is mounted as a file and reaches the node as DATABASE_URL_FILE."
         )
     )
@@ -340,6 +341,7 @@ class ImageSpec(CRModel):
         if self.pull_policy is not None:
             return self.pull_policy
         return "IfNotPresent" if self.digest else "Always"
+
     pull_secrets: list[str] = Field(
         default_factory=list, description="Names of imagePullSecrets for private registries."
     )
