@@ -10,7 +10,8 @@ Design:
   server's shutdown trigger fires, so hypercorn closes its listener (new connections are
   refused) and waits up to ``server.shutdown_grace_secs`` for in-flight requests to
   finish; only then does the ops server stop (so probes can watch the drain), then
-  background tasks are cancelled and the pool is closed. A second signal skips the wait.
+  background tasks are cancelled and the pool is closed. A second signal exits at once
+  (status 1) without waiting for in-flight requests.
   ``shutdown_grace_secs`` must stay below the pod's terminationGracePeriodSeconds (30 s).
 - One process per pod: one Prometheus registry, one P2P identity later. Blocking helpers
   (``asyncio.to_thread``) use a pool of ``server.worker_threads`` threads.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ log = logging.getLogger("dchat_node.server")
 
 AppHook = Callable[[Quart, Quart, Services], None]
 OPS_GRACE_SECS = 2.0
+EXIT_FORCED = 1
 
 
 def preflight(config: NodeConfig) -> list[ConfigProblem]:
@@ -152,9 +155,11 @@ async def run_node(
             metrics.draining.set(1)
             api_stop.set()
         else:
-            log.warning("%s received again: stopping now", name)
-            api_stop.set()
-            ops_stop.set()
+            # the operator (or a human pressing Ctrl-C twice) wants out now: in-flight
+            # requests are abandoned; SQLite/PostgreSQL transactions are atomic either way
+            log.warning("%s received again: exiting without waiting for the drain", name)
+            logging.shutdown()
+            os._exit(EXIT_FORCED)
 
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:

@@ -94,3 +94,22 @@ async def test_grace_period_bounds_the_drain(start_node: Any) -> None:
     assert outcome == 500 or isinstance(outcome, httpx.HTTPError)
     assert code == 0
     assert elapsed < 6, elapsed  # 1 s grace + teardown, not the request's 20 s
+
+
+async def test_second_signal_exits_at_once(start_node: Any) -> None:
+    node = start_node(argv=SLOW_NODE, env={"DCHAT_SERVER__SHUTDOWN_GRACE_SECS": "30"})
+    node.wait_ready()
+    async with httpx.AsyncClient(base_url=node.api, timeout=30) as client:
+        task = asyncio.create_task(client.get("/api/v1/_test/slow?secs=25"))
+        await wait_in_flight(node.ops, 1)
+        node.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert node.proc.poll() is None  # still draining: the request runs for 25 s
+        sent_at = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(node.proc.wait, 10)
+        with pytest.raises(httpx.HTTPError):
+            await task
+    assert code == 1
+    assert time.monotonic() - sent_at < 5
+    assert "exiting without waiting" in node.log()
