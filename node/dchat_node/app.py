@@ -46,6 +46,8 @@ from dchat_node.storage import StorageError, StorageUnavailable
 log = logging.getLogger("dchat_node.app")
 
 UNMATCHED_ROUTE = "<unmatched>"
+# any other method token a client sends is counted as OTHER: labels stay bounded
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OPTIONAL_COMPONENTS = frozenset({"bridge", "relay", "marketplace", "accessibility"})
 _HEADERS_KEPT = ("Retry-After", "Allow", "WWW-Authenticate")
 _HTTP_CODES = {
@@ -121,7 +123,8 @@ class NodeQuart(Quart):
             status = getattr(response, "status_code", 500)
             rule = request.url_rule
             route = rule.rule if rule is not None else UNMATCHED_ROUTE
-            metrics.observe_request(request.method, route, status, time.perf_counter() - start)
+            method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+            metrics.observe_request(method, route, status, time.perf_counter() - start)
             if span_cm is not None:
                 span.update_name(f"{request.method} {route}")
                 span.set_attribute("http.request.method", request.method)
