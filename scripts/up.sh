@@ -42,7 +42,7 @@ if [[ ! -x .venv/bin/dchat-operator || ! -f crds/dchat.dev_dchatclusters.yaml ]]
 fi
 
 log "installing CRDs"
-kubectl apply --server-side --field-manager=dchat-up -f crds/ >/dev/null
+kubectl apply --server-side --field-manager=dchat-up -k crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
@@ -63,9 +63,26 @@ echo $! >"$state/operator.pid"
 for f in manifests/samples/*secret*.yaml; do
     [[ "$sample" == *postgres* && -f "$f" ]] && kubectl -n "$ns" apply -f "$f" >/dev/null
 done
+name="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$sample")"
+local_kubeconfig="${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters/${DCHAT_CLUSTER_NAME:-dchat-test}.kubeconfig"
+if [[ "$KUBECONFIG" == "$local_kubeconfig" ]]; then
+    # kwok's cluster has no volume provisioner: give the SQLite claim a static volume (a
+    # real cluster's default StorageClass provisions it instead). Bound by claimRef.
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: dchat-up-$ns-$name-data
+spec:
+  capacity: {storage: 100Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: /tmp/dchat-up/$ns/$name}
+  claimRef: {namespace: $ns, name: $name-data}
+YAML
+fi
 log "applying $sample"
 kubectl -n "$ns" apply -f "$sample"
-name="$(kubectl -n "$ns" get -f "$sample" -o jsonpath='{.metadata.name}')"
 if ! kubectl -n "$ns" wait --for=condition=Ready "dchatcluster/$name" --timeout=180s >/dev/null; then
     log "DchatCluster $name is not Ready after 180 s; operator log tail:"
     tail -n 30 "$state/operator.log" >&2
