@@ -27,7 +27,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from quart import Quart, Response, request
-from quart.wrappers import Request
+from quart.sessions import NullSession, SecureCookieSessionInterface, SessionMixin
+from quart.typing import ResponseReturnValue, ResponseTypes
+from quart.wrappers import BaseRequestWebsocket, Request
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, RequestSchemaValidationError
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.exceptions import HTTPException
@@ -139,6 +141,39 @@ class NodeQuart(Quart):
                 span_cm.__exit__(None, None, None)
 
 
+class _NoSessions(SecureCookieSessionInterface):
+    """The API is stateless (bearer tokens, no cookies): every request gets the same
+    read-only ``NullSession`` (what Quart gives when no secret key is set, which is the
+    case here), without Quart looking for a session cookie and building a new one per
+    request."""
+
+    def __init__(self) -> None:
+        self._null = NullSession()
+
+    async def open_session(  # type: ignore[override]
+        self, app: Quart, request: BaseRequestWebsocket
+    ) -> SessionMixin | None:
+        return None
+
+    async def make_null_session(self, app: Quart) -> NullSession:
+        return self._null
+
+
+def _responses_as_is(
+    make_response: Any,
+) -> Any:
+    """Routes and error handlers of the API return finished ``Response`` objects: pass them
+    through instead of letting quart-schema's response conversion inspect them (it would
+    return them unchanged); anything else still goes through quart-schema and Quart."""
+
+    async def fast(result: ResponseReturnValue | HTTPException) -> ResponseTypes:
+        if type(result) is Response:
+            return result
+        return await make_response(result)  # type: ignore[no-any-return]
+
+    return fast
+
+
 class _Provider(OpenAPIProvider):
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         obj = super().build_path_parameter(name, converter)
@@ -211,6 +246,7 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     """The user-facing app (port ``server.api_port``)."""
     cfg = services.config
     app = NodeQuart("dchat_node.api")
+    app.session_interface = _NoSessions()
     app.services = services
     app.tracer = tracer_provider.get_tracer("dchat_node") if tracer_provider else None
     app.extensions[EXTENSION_KEY] = services
@@ -230,6 +266,7 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
         security_schemes={"bearerAuth": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         openapi_provider_class=_Provider,
     )
+    app.make_response = _responses_as_is(app.make_response)  # type: ignore[method-assign]
     from dchat_node.api.chat import bp as chat_bp
     from dchat_node.api.meta import bp as meta_bp
 

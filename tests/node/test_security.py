@@ -225,3 +225,24 @@ async def test_secrets_not_in_errors_or_logs(
     flt.filter(rec2)
     assert JWT_SECRET not in (rec2.exc_text or "")
     assert "***" in (rec2.exc_text or "")
+
+
+async def test_rate_limit_is_per_route_and_rejections_do_not_consume(tmp_path: Path) -> None:
+    """The one-pass limiter: limits are per route; a 429 does not push the client's
+    theoretical arrival time further out (GCRA, as quart-rate-limiter does it)."""
+    client, storage = await _limited_client(tmp_path, True)
+    try:
+        for _ in range(5):
+            assert (await client.get("/api/v1/channels")).status_code == 200
+        first = await client.get("/api/v1/channels")
+        assert first.status_code == 429
+        for _ in range(3):
+            again = await client.get("/api/v1/channels")
+            assert again.status_code == 429
+            assert int(again.headers["Retry-After"]) <= int(first.headers["Retry-After"])
+        # another route has its own budget
+        assert (await client.get("/api/v1/version")).status_code == 200
+        # ops-style 404s (no view) are not limited by the API limiter
+        assert (await client.get("/nope")).status_code == 404
+    finally:
+        await storage.close()

@@ -11,7 +11,6 @@ from quart_schema import (
     document_response,
     security_scheme,
     tag,
-    validate_querystring,
     validate_request,
 )
 
@@ -26,6 +25,7 @@ from dchat_node.api.models import (
     PostMessage,
     encode_cursor,
 )
+from dchat_node.api.validation import validate_querystring
 from dchat_node.security.auth import SCOPE_CHAT_WRITE, current_principal, require_auth
 
 bp = Blueprint("chat", __name__, url_prefix="/api/v1")

@@ -8,14 +8,19 @@ Design:
   which any client can forge to dodge the limit.
 - Off when ``security.rate_limit_enabled`` is false. The ops app is never limited.
 - The draft ``RateLimit-*`` headers are not sent (see ``NodeRateLimiter``).
+- The check runs in one pass: per limit the key is built once and the stored theoretical
+  arrival time (TAT) read once; quart-rate-limiter's own ``before_request`` builds every
+  key and reads the store twice (once to check, once to update). Same GCRA arithmetic,
+  same decisions, same ``Retry-After``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from math import ceil
 
-from quart import Quart, request
-from quart_rate_limiter import RateLimit, RateLimiter
+from quart import Quart, current_app, request
+from quart_rate_limiter import RateLimit, RateLimiter, RateLimitExceeded
 
 from dchat_node.config import SecurityConfig
 
@@ -36,6 +41,37 @@ class NodeRateLimiter(RateLimiter):
         app.before_serving(self._before_serving)
         app.after_serving(self._after_serving)
         app.config.setdefault("QUART_RATE_LIMITER_ENABLED", enabled)
+
+    async def _before_request(self) -> None:
+        if not current_app.config["QUART_RATE_LIMITER_ENABLED"]:
+            return
+        endpoint = request.endpoint
+        view_func = current_app.view_functions.get(endpoint) if endpoint else None
+        if view_func is None or endpoint is None:
+            return
+        blueprint = current_app.blueprints.get(request.blueprint or "")
+        limits = [
+            limit
+            for limit in self._get_limits_for_view_function(view_func, blueprint)
+            if not await self._should_skip(limit)
+        ]
+        now = datetime.now(UTC)
+        updates: list[tuple[str, datetime]] = []
+        for limit in limits:
+            key = await self._create_key(endpoint, limit)
+            stored = await self.store.get(key, now)
+            if stored.tzinfo is None:
+                stored = stored.astimezone(UTC)
+            # GCRA: tat is the theoretical arrival time of the next conforming request
+            tat = max(stored, now)
+            max_interval = limit.period.total_seconds() - limit.inverse
+            if (tat - now).total_seconds() > max_interval:
+                retry_after = ((tat - timedelta(seconds=max_interval)) - now).total_seconds()
+                raise RateLimitExceeded(ceil(retry_after))
+            updates.append((key, tat + timedelta(seconds=limit.inverse)))
+        # only a request that no limit rejects consumes capacity
+        for key, new_tat in updates:
+            await self.store.set(key, new_tat)
 
 
 def apply_rate_limit(app: Quart, config: SecurityConfig) -> RateLimiter:
