@@ -23,7 +23,9 @@ from dchat_node.api.models import (
     MessagePage,
     PageQuery,
     PostMessage,
+    channel_page_json,
     encode_cursor,
+    message_page_json,
 )
 from dchat_node.api.validation import validate_querystring
 from dchat_node.security.auth import SCOPE_CHAT_WRITE, current_principal, require_auth
@@ -53,12 +55,9 @@ async def create_channel(data: CreateChannel) -> Response:
 async def list_channels(query_args: PageQuery) -> Response:
     """List channels, oldest first."""
     page = await services().chat.list_channels(query_args.after_id(), query_args.limit)
-    # one model_validate of the whole page (pydantic-core) validates the response
-    body = {
-        "items": [Channel.fields_of(r) for r in page.items],
-        "next_cursor": encode_cursor(page.last_id),
-    }
-    return json_response(ChannelPage.model_validate(body))
+    # typed records straight to the documented ChannelPage JSON (see channel_page_json)
+    body = channel_page_json(page.items, encode_cursor(page.last_id))
+    return Response(body, status=200, content_type="application/json")
 
 
 @bp.get(f"/channels/<{ID}:channel_id>")
@@ -88,12 +87,9 @@ async def post_message(channel_id: int, data: PostMessage) -> Response:
 async def list_messages(channel_id: int, query_args: PageQuery) -> Response:
     """A channel's messages, oldest first, cursor-paginated."""
     page = await services().chat.list_messages(channel_id, query_args.after_id(), query_args.limit)
-    # one model_validate of the whole page (pydantic-core) validates the response
-    body = {
-        "items": [Message.fields_of(r) for r in page.items],
-        "next_cursor": encode_cursor(page.last_id),
-    }
-    return json_response(MessagePage.model_validate(body))
+    # typed records straight to the documented MessagePage JSON (see message_page_json)
+    body = message_page_json(page.items, encode_cursor(page.last_id))
+    return Response(body, status=200, content_type="application/json")
 
 
 @bp.get(f"/channels/<{ID}:channel_id>/messages/<{ID}:message_id>")
