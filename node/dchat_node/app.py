@@ -21,12 +21,14 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
+from hypercorn.typing import ASGISendCallable
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from quart import Quart, Response, request
+from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.sessions import NullSession, SecureCookieSessionInterface, SessionMixin
 from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.wrappers import BaseRequestWebsocket, Request
@@ -99,9 +101,35 @@ def _validation_fields(exc: BaseException | None) -> list[dict[str, str]]:
     return [{"field": "<body>", "message": "body must be a JSON object matching the schema"}]
 
 
+class _HTTPConnection(ASGIHTTPConnection):
+    """Quart's ASGI HTTP connection, sending the response under ``asyncio.timeout``.
+
+    Quart bounds the sending of every response (``RESPONSE_TIMEOUT``) with
+    ``asyncio.wait_for``, which on Python < 3.12 wraps the send in a new Task per request;
+    ``asyncio.timeout`` bounds it the same way (same deadline, a timeout still abandons the
+    send silently) with a timer only. Everything else is Quart's own code path.
+    """
+
+    async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
+        try:
+            response = await self.app.handle_request(request)
+        except Exception as error:
+            response = await _handle_exception(self.app, error)
+        if isinstance(response, Response) and response.timeout != Ellipsis:
+            timeout = cast("float | None", response.timeout)
+        else:
+            timeout = self.app.config["RESPONSE_TIMEOUT"]
+        try:
+            async with asyncio.timeout(timeout):
+                await self._send_response(send, response)
+        except TimeoutError:
+            pass
+
+
 class NodeQuart(Quart):
     """Quart with the node's per-request envelope: timeout, metrics, tracing."""
 
+    asgi_http_class = _HTTPConnection
     services: Services
     tracer: trace.Tracer | None = None
 

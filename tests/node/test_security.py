@@ -246,3 +246,36 @@ async def test_rate_limit_is_per_route_and_rejections_do_not_consume(tmp_path: P
         assert (await client.get("/nope")).status_code == 404
     finally:
         await storage.close()
+
+
+async def test_rate_limit_store_forgets_clients_whose_budget_is_full() -> None:
+    """quart-rate-limiter's MemoryStore keeps an entry per client address forever; ours
+    sweeps entries whose theoretical arrival time has passed (they carry no state)."""
+    from datetime import UTC, datetime, timedelta
+
+    from dchat_node.security.ratelimit import SWEEP_INTERVAL, ExpiringMemoryStore
+
+    store = ExpiringMemoryStore()
+    now = datetime.now(UTC)
+    await store.set("active", now + timedelta(hours=1))
+    for i in range(SWEEP_INTERVAL - 2):
+        await store.set(f"gone-{i}", now - timedelta(seconds=1))
+    assert len(store) == SWEEP_INTERVAL - 1
+    await store.set("last", now - timedelta(seconds=1))  # the SWEEP_INTERVAL-th store
+    assert len(store) == 1
+    assert await store.get("active", now) == now + timedelta(hours=1)
+    assert await store.get("gone-0", now) == now  # forgotten = full budget, as before
+
+
+async def test_rate_limit_keeps_per_client_budgets(tmp_path: Path) -> None:
+    """Two client addresses have separate budgets on the same route."""
+    client, storage = await _limited_client(tmp_path, True)
+    try:
+        one = {"scope_base": {"client": ("10.0.0.1", 1)}}
+        two = {"scope_base": {"client": ("10.0.0.2", 1)}}
+        for _ in range(5):
+            assert (await client.get("/api/v1/channels", **one)).status_code == 200
+        assert (await client.get("/api/v1/channels", **one)).status_code == 429
+        assert (await client.get("/api/v1/channels", **two)).status_code == 200
+    finally:
+        await storage.close()

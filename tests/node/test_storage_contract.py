@@ -4,11 +4,13 @@ harness's real server, a fresh database per test)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from dchat_node.api.models import Channel, Message
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage import (
     Conflict,
@@ -17,6 +19,7 @@ from dchat_node.storage import (
     StorageUnavailable,
     create_storage,
 )
+from dchat_node.storage.base import SqlStorage
 from dchat_node.storage.migrations import load_migrations
 
 ENGINES = [
@@ -158,3 +161,81 @@ async def test_closed_storage_is_unavailable(db_config: DatabaseConfig) -> None:
     with pytest.raises(StorageUnavailable):
         await st.ping()
     assert st.pool_stats().active == 0
+
+
+# -- JSON documents (list reads of the API) ------------------------------------------------
+
+AWKWARD = [
+    "plain",
+    'quotes " and \\ backslash',
+    "unicode \u00e9\u2603 emoji \U0001f680 </script>",
+    "controls \n\t\r\b\f \x01 \x1f del \x7f",
+    "x" * 4000,
+]
+# microseconds since the epoch (>= 0: the node's clock writes them)
+EDGE_US = [
+    0,
+    1,
+    999_999,
+    1_000_000,
+    86_399_999_999,
+    951_782_400_000_000,  # 2000-02-29
+    1_764_193_899_000_000,  # whole second: no fraction
+    1_764_193_899_120_000,  # trailing zeros kept
+    1_764_193_899_123_456,
+    4_102_444_799_999_999,  # 2099-12-31T23:59:59.999999
+    253_402_300_799_999_999,  # 9999-12-31T23:59:59.999999
+]
+
+
+async def _set_created_at(db: Storage, table: str, row_id: int, us: int) -> None:
+    assert isinstance(db, SqlStorage)
+    await db._execute(f"UPDATE {table} SET created_at = ? WHERE id = ?", us, row_id)  # noqa: S608
+
+
+async def test_message_docs_are_the_models_json(db: Storage) -> None:
+    """Each document the database writes is, byte for byte, what pydantic writes for the
+    API's ``Message`` built from the same record: awkward strings and edge timestamps."""
+    await db.ensure_user("u\u00e9")
+    ch = await db.create_channel("docs", "", "u\u00e9")
+    ids = []
+    for i, us in enumerate(EDGE_US):
+        msg = await db.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
+        await _set_created_at(db, "messages", msg.id, us)
+        ids.append(msg.id)
+    docs = await db.list_messages_json(ch.id, 0, 100)
+    assert [d.id for d in docs] == ids
+    for doc in docs:
+        rec = await db.get_message(ch.id, doc.id)
+        assert rec is not None
+        assert doc.json == Message.of(rec).model_dump_json()
+        assert json.loads(doc.json)["created_at"].endswith("Z")
+
+
+async def test_channel_docs_are_the_models_json(db: Storage) -> None:
+    await db.ensure_user("alice")
+    for i, us in enumerate(EDGE_US):
+        ch = await db.create_channel(f"c{i}", AWKWARD[i % len(AWKWARD)][:256], "alice")
+        await _set_created_at(db, "channels", ch.id, us)
+    docs = await db.list_channels_json(0, 100)
+    assert len(docs) == len(EDGE_US)
+    for doc in docs:
+        rec = await db.get_channel(doc.id)
+        assert rec is not None
+        assert doc.json == Channel.of(rec).model_dump_json()
+
+
+async def test_doc_pages_follow_the_record_pages(db: Storage) -> None:
+    await db.ensure_user("u")
+    ch = await db.create_channel("pages", "", "u")
+    other = await db.create_channel("other", "", "u")
+    for i in range(7):
+        await db.create_message(ch.id, "u", f"m{i}")
+        await db.create_message(other.id, "u", f"o{i}")
+    for after in (0, 3, 100):
+        recs = await db.list_messages(ch.id, after, 3)
+        docs = await db.list_messages_json(ch.id, after, 3)
+        assert [d.id for d in docs] == [r.id for r in recs]
+    assert await db.list_messages_json(999_999, 0, 10) == []
+    chans = await db.list_channels(0, 1)
+    assert [d.id for d in await db.list_channels_json(0, 1)] == [c.id for c in chans]

@@ -23,9 +23,8 @@ from dchat_node.api.models import (
     MessagePage,
     PageQuery,
     PostMessage,
-    channel_page_json,
     encode_cursor,
-    message_page_json,
+    page_json,
 )
 from dchat_node.api.validation import validate_querystring
 from dchat_node.security.auth import SCOPE_CHAT_WRITE, current_principal, require_auth
@@ -54,9 +53,9 @@ async def create_channel(data: CreateChannel) -> Response:
 @document_response(ChannelPage)
 async def list_channels(query_args: PageQuery) -> Response:
     """List channels, oldest first."""
-    page = await services().chat.list_channels(query_args.after_id(), query_args.limit)
-    # typed records straight to the documented ChannelPage JSON (see channel_page_json)
-    body = channel_page_json(page.items, encode_cursor(page.last_id))
+    page = await services().chat.list_channels_json(query_args.after_id(), query_args.limit)
+    # the channels' JSON documents as the database wrote them, in the documented page
+    body = page_json(page.items, encode_cursor(page.last_id))
     return Response(body, status=200, content_type="application/json")
 
 
@@ -86,9 +85,10 @@ async def post_message(channel_id: int, data: PostMessage) -> Response:
 @document_response(MessagePage)
 async def list_messages(channel_id: int, query_args: PageQuery) -> Response:
     """A channel's messages, oldest first, cursor-paginated."""
-    page = await services().chat.list_messages(channel_id, query_args.after_id(), query_args.limit)
-    # typed records straight to the documented MessagePage JSON (see message_page_json)
-    body = message_page_json(page.items, encode_cursor(page.last_id))
+    chat = services().chat
+    page = await chat.list_messages_json(channel_id, query_args.after_id(), query_args.limit)
+    # the messages' JSON documents as the database wrote them, in the documented page
+    body = page_json(page.items, encode_cursor(page.last_id))
     return Response(body, status=200, content_type="application/json")
 
 

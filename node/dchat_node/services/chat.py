@@ -1,26 +1,42 @@
 """Chat domain: channels and messages (the first domain; later ones follow its pattern).
 
 A service holds the domain rules and talks only to the ``Storage`` interface; it returns
-storage records and raises ``services.errors`` (never HTTP concepts). The API blueprint
+storage records (or, for list reads that become response bodies, the records' JSON
+documents as the database wrote them) and raises ``services.errors`` (never HTTP
+concepts). The API blueprint
 (``api/chat.py``) validates input with pydantic models and renders records as responses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from dchat_node.services.errors import AlreadyExists, NotFound
 from dchat_node.storage import Conflict, ReferenceMissing, Storage
-from dchat_node.storage.base import ChannelRecord, MessageRecord
+from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord
 
-T = TypeVar("T")
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+T = TypeVar("T", bound=_HasId)
 
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    items: list[T]
+    items: Sequence[T]
     last_id: int | None  # id to continue after, None when there are no more
+
+    @classmethod
+    def of(cls, rows: Sequence[T], limit: int) -> Page[T]:
+        """The page from ``limit + 1`` rows read: the extra row only says "there is more"."""
+        more = len(rows) > limit
+        items = rows[:limit]
+        return cls(items, items[-1].id if more and items else None)
 
 
 class ChatService:
@@ -41,10 +57,11 @@ class ChatService:
         return channel
 
     async def list_channels(self, after_id: int, limit: int) -> Page[ChannelRecord]:
-        rows = await self._storage.list_channels(after_id, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more and rows else None)
+        return Page.of(await self._storage.list_channels(after_id, limit + 1), limit)
+
+    async def list_channels_json(self, after_id: int, limit: int) -> Page[JsonDoc]:
+        """``list_channels`` as the channels' JSON documents (for response bodies)."""
+        return Page.of(await self._storage.list_channels_json(after_id, limit + 1), limit)
 
     async def post_message(self, user: str, channel_id: int, body: str) -> MessageRecord:
         await self._storage.ensure_user(user)
@@ -63,8 +80,16 @@ class ChatService:
         self, channel_id: int, after_id: int, limit: int
     ) -> Page[MessageRecord]:
         rows = await self._storage.list_messages(channel_id, after_id, limit + 1)
+        await self._channel_exists_if_empty(channel_id, rows)
+        return Page.of(rows, limit)
+
+    async def list_messages_json(self, channel_id: int, after_id: int, limit: int) -> Page[JsonDoc]:
+        """``list_messages`` as the messages' JSON documents (for response bodies)."""
+        rows = await self._storage.list_messages_json(channel_id, after_id, limit + 1)
+        await self._channel_exists_if_empty(channel_id, rows)
+        return Page.of(rows, limit)
+
+    async def _channel_exists_if_empty(self, channel_id: int, rows: Sequence[object]) -> None:
+        # an empty page of a channel that does not exist is a 404, not an empty list
         if not rows and await self._storage.get_channel(channel_id) is None:
             raise NotFound(f"channel {channel_id} does not exist")
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more and rows else None)

@@ -15,6 +15,7 @@ Design:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -109,6 +110,20 @@ class PostgresStorage(SqlStorage):
 
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
+
+    def _iso_utc_sql(self, column: str) -> str:
+        return (
+            f"to_char(to_timestamp({column} / 1000000) AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN {column} % 1000000 = 0 THEN 'Z' "
+            f"ELSE '.' || lpad(({column} % 1000000)::text, 6, '0') || 'Z' END"
+        )
+
+    def _json_docs_sql(self, columns: Sequence[tuple[str, str]], rest: str) -> str:
+        select = ", ".join(f"{expr} AS {key}" for key, expr in columns)
+        # row_to_json: compact JSON, the columns as keys in order. columns and rest are
+        # constant fragments of SqlStorage; values are parameters
+        return f"SELECT d.id, row_to_json(d)::text FROM (SELECT {select} {rest}) AS d ORDER BY d.id"  # noqa: S608
 
     async def _table_exists(self, name: str) -> bool:
         row = await self._fetchrow("SELECT to_regclass(?) IS NOT NULL", name)

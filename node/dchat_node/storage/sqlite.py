@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,18 @@ class SqliteStorage(SqlStorage):
 
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
+
+    def _iso_utc_sql(self, column: str) -> str:
+        return (
+            f"strftime('%Y-%m-%dT%H:%M:%S', {column} / 1000000, 'unixepoch') || "
+            f"CASE WHEN {column} % 1000000 = 0 THEN 'Z' "
+            f"ELSE printf('.%06dZ', {column} % 1000000) END"
+        )
+
+    def _json_docs_sql(self, columns: Sequence[tuple[str, str]], rest: str) -> str:
+        pairs = ", ".join(f"'{key}', {expr}" for key, expr in columns)
+        # columns and rest are constant fragments of SqlStorage; values are parameters
+        return f"SELECT id, json_object({pairs}) {rest}"
 
     async def _table_exists(self, name: str) -> bool:
         rows = await self._fetch(
