@@ -34,7 +34,7 @@ async def test_version(client: Client) -> None:
     body = await r.get_json()
     assert body["api"] == "v1"
     assert body["storage_engine"] == "sqlite"
-    assert body["schema_version"] == 2
+    assert body["schema_version"] == 3
 
 
 async def test_channel_lifecycle(client: Client) -> None:

@@ -1,7 +1,8 @@
 """Response bodies built outside pydantic are what the documented models would write:
-``page_json`` (a page from the database's JSON documents) and the record -> model
-timestamp conversion. That the documents themselves are the models' JSON is checked on
-both engines in ``test_storage_contract``."""
+``page_json`` (a page from the database's JSON documents), the stored RFC 3339 text of
+timestamps (``rfc3339_utc``) and the record -> model timestamp conversion. That the
+documents themselves are the models' JSON is checked on both engines in
+``test_storage_contract``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dchat_node.api.models import (
     encode_cursor,
     page_json,
 )
-from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord
+from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord, rfc3339_utc
 
 pytestmark = pytest.mark.unit
 
@@ -37,6 +38,36 @@ def test_record_timestamps_are_exact() -> None:
     # far from the epoch, where a float of seconds would be microseconds off
     assert '"7004-10-08T04:01:55.256145Z"' in _stamp(158_881_924_915_256_145)
     assert '"0001-01-01T00:00:00Z"' in _stamp(-62_135_596_800_000_000)
+
+
+EDGE_US = [
+    0,
+    1,
+    -1,
+    999_999,
+    1_000_000,
+    86_399_999_999,
+    86_400_000_000,
+    951_782_400_000_000,  # 2000-02-29
+    1_764_193_899_000_000,  # whole second: no fraction
+    1_764_193_899_120_000,  # trailing zeros kept
+    1_764_193_899_123_456,
+    158_881_924_915_256_145,
+    -62_135_596_800_000_000,  # 0001-01-01
+    253_402_300_799_999_999,  # 9999-12-31T23:59:59.999999
+]
+
+
+@pytest.mark.parametrize("us", EDGE_US)
+def test_stored_timestamp_text_is_what_pydantic_writes(us: int) -> None:
+    assert f'"created_at":"{rfc3339_utc(us)}"' in _stamp(us)
+
+
+def test_stored_timestamp_text_for_random_times() -> None:
+    rng = random.Random(11)
+    for _ in range(20_000):
+        us = rng.randrange(-62_135_596_800_000_000, 253_402_300_799_999_999)
+        assert f'"created_at":"{rfc3339_utc(us)}"' in _stamp(us)
 
 
 def test_message_page_bytes_equal_the_model() -> None:

@@ -60,7 +60,7 @@ def test_starts_on_postgresql(start_node: Any, postgres_url: str) -> None:
     exercise_api(node.api)
     version = httpx.get(f"{node.api}/api/v1/version").json()
     assert version["storage_engine"] == "postgresql"
-    assert version["schema_version"] == 2
+    assert version["schema_version"] == 3
     metrics = httpx.get(f"{node.ops}/metrics").text
     assert "database_connections_max 20.0" in metrics
     assert node.stop() == 0
@@ -183,8 +183,8 @@ def test_migrate_and_verify_sqlite(tmp_path: Path) -> None:
     assert "does not exist" in r.stderr
     r = run_cli("migrate", env=env)
     assert r.returncode == 0
-    assert "0001_chat, 0002_messages_author_index" in r.stdout
-    assert "schema version 2" in r.stdout
+    assert "0001_chat, 0002_messages_author_index, 0003_created_at_text" in r.stdout
+    assert "schema version 3" in r.stdout
     r = run_cli("migrate", env=env)
     assert r.returncode == 0
     assert "applied: none" in r.stdout
@@ -209,7 +209,7 @@ def test_migrate_and_verify_postgresql(postgres_url: str) -> None:
     assert "not applied" in r.stderr
     r = run_cli("migrate", env=env)
     assert r.returncode == 0
-    assert "schema version 2" in r.stdout
+    assert "schema version 3" in r.stdout
     r = run_cli("verify", env=env)
     assert r.returncode == 0, r.stderr
 

@@ -19,7 +19,7 @@ from dchat_node.storage import (
     StorageUnavailable,
     create_storage,
 )
-from dchat_node.storage.base import SqlStorage
+from dchat_node.storage.base import SqlStorage, rfc3339_utc
 from dchat_node.storage.migrations import load_migrations
 
 ENGINES = [
@@ -188,9 +188,16 @@ EDGE_US = [
 ]
 
 
-async def _set_created_at(db: Storage, table: str, row_id: int, us: int) -> None:
+async def _set_created_at(db: Storage, table: str, row_id: int, us: int, *, text: bool) -> None:
+    """Give a row ``us`` as its time, with the stored RFC 3339 text (what the node writes)
+    or without it (a row from before migration 0003: the database formats it on read)."""
     assert isinstance(db, SqlStorage)
-    await db._execute(f"UPDATE {table} SET created_at = ? WHERE id = ?", us, row_id)  # noqa: S608
+    await db._execute(
+        f"UPDATE {table} SET created_at = ?, created_at_text = ? WHERE id = ?",  # noqa: S608
+        us,
+        rfc3339_utc(us) if text else None,
+        row_id,
+    )
 
 
 async def test_message_docs_are_the_models_json(db: Storage) -> None:
@@ -200,9 +207,10 @@ async def test_message_docs_are_the_models_json(db: Storage) -> None:
     ch = await db.create_channel("docs", "", "u\u00e9")
     ids = []
     for i, us in enumerate(EDGE_US):
-        msg = await db.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
-        await _set_created_at(db, "messages", msg.id, us)
-        ids.append(msg.id)
+        for text in (True, False):
+            msg = await db.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
+            await _set_created_at(db, "messages", msg.id, us, text=text)
+            ids.append(msg.id)
     docs = await db.list_messages_json(ch.id, 0, 100)
     assert [d.id for d in docs] == ids
     for doc in docs:
@@ -215,14 +223,29 @@ async def test_message_docs_are_the_models_json(db: Storage) -> None:
 async def test_channel_docs_are_the_models_json(db: Storage) -> None:
     await db.ensure_user("alice")
     for i, us in enumerate(EDGE_US):
-        ch = await db.create_channel(f"c{i}", AWKWARD[i % len(AWKWARD)][:256], "alice")
-        await _set_created_at(db, "channels", ch.id, us)
+        for text in (True, False):
+            ch = await db.create_channel(f"c{i}-{text}", AWKWARD[i % len(AWKWARD)][:256], "alice")
+            await _set_created_at(db, "channels", ch.id, us, text=text)
     docs = await db.list_channels_json(0, 100)
-    assert len(docs) == len(EDGE_US)
+    assert len(docs) == 2 * len(EDGE_US)
     for doc in docs:
         rec = await db.get_channel(doc.id)
         assert rec is not None
         assert doc.json == Channel.of(rec).model_dump_json()
+
+
+async def test_rows_are_written_with_their_rfc3339_text(db: Storage) -> None:
+    assert isinstance(db, SqlStorage)
+    await db.ensure_user("u")
+    ch = await db.create_channel("stamped", "", "u")
+    msg = await db.create_message(ch.id, "u", "hello")
+    for table, row_id in (("channels", ch.id), ("messages", msg.id)):
+        row = await db._fetchrow(
+            f"SELECT created_at, created_at_text FROM {table} WHERE id = ?",  # noqa: S608
+            row_id,
+        )
+        assert row is not None
+        assert row[1] == rfc3339_utc(row[0])
 
 
 async def test_doc_pages_follow_the_record_pages(db: Storage) -> None:

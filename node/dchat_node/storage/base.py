@@ -9,7 +9,11 @@ Design:
   queries here (or in a mixin) and its tables as a new migration, and both engines get them.
 - Timestamps are stored as BIGINT microseconds since the Unix epoch (same type in both
   engines); ids are engine-generated 64-bit integers, so message ids give a stable order for
-  cursor pagination.
+  cursor pagination. Rows also carry ``created_at_text``, the RFC 3339 UTC text of
+  ``created_at`` (``rfc3339_utc``: what pydantic writes for that UTC datetime), written with
+  the row: the value never changes, and formatting dates was the largest part of building
+  list documents in the database. Rows without it (written before migration 0003, or by an
+  older node during a rolling upgrade) get it computed on read (``COALESCE``).
 - List reads of the API (``list_channels_json``, ``list_messages_json``) return ``JsonDoc``
   rows: the id and the record's public JSON document (the keys and formats of the API's
   ``Channel``/``Message`` models, timestamps as RFC 3339 UTC strings with microseconds,
@@ -27,7 +31,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from datetime import datetime, timedelta
+from functools import cached_property, lru_cache
 from typing import Any, NamedTuple, Protocol
 
 from dchat_node.storage.migrations import (
@@ -109,6 +114,30 @@ class Storage(Protocol):
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+_EPOCH = datetime(1970, 1, 1)
+_TWO_DIGITS = [f"{i:02d}" for i in range(60)]
+
+
+@lru_cache(maxsize=1024)
+def _day_prefix(days: int) -> str:
+    # a date string per day since the epoch (a formatting memo, not a data cache)
+    return (_EPOCH + timedelta(days=days)).date().isoformat() + "T"
+
+
+def rfc3339_utc(us: int) -> str:
+    """Microseconds since the epoch -> the exact string pydantic writes for that UTC
+    ``datetime``: ``2026-11-26T21:51:39.123456Z``, no fraction when it is zero. Integer
+    arithmetic, exact for every year 1..9999."""
+    seconds, micro = divmod(us, 1_000_000)
+    days, second_of_day = divmod(seconds, 86_400)
+    hours, rest = divmod(second_of_day, 3_600)
+    minutes, secs = divmod(rest, 60)
+    two = _TWO_DIGITS
+    if micro:
+        return f"{_day_prefix(days)}{two[hours]}:{two[minutes]}:{two[secs]}.{micro:06d}Z"
+    return f"{_day_prefix(days)}{two[hours]}:{two[minutes]}:{two[secs]}Z"
 
 
 def _channel(row: Row) -> ChannelRecord:
@@ -193,8 +222,10 @@ class SqlStorage(ABC):
 
     # -- documents -----------------------------------------------------------------------
     def _docs_sql(self, keys: Sequence[str], rest: str) -> str:
-        # every key is a column of the same name; created_at becomes its RFC 3339 string
-        columns = [(k, self._iso_utc_sql(k) if k == "created_at" else k) for k in keys]
+        # every key is a column of the same name; created_at becomes its RFC 3339 string,
+        # stored with the row or (rows from before migration 0003) computed here
+        stamp = f"COALESCE(created_at_text, {self._iso_utc_sql('created_at')})"
+        columns = [(k, stamp if k == "created_at" else k) for k in keys]
         return self._json_docs_sql(columns, rest)
 
     @cached_property
@@ -217,13 +248,15 @@ class SqlStorage(ABC):
         )
 
     async def create_channel(self, name: str, topic: str, created_by: str) -> ChannelRecord:
+        now = now_us()
         row = await self._fetchrow(
-            "INSERT INTO channels (name, topic, created_by, created_at) VALUES (?, ?, ?, ?) "
-            "RETURNING id, name, topic, created_by, created_at",
+            "INSERT INTO channels (name, topic, created_by, created_at, created_at_text) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id, name, topic, created_by, created_at",
             name,
             topic,
             created_by,
-            now_us(),
+            now,
+            rfc3339_utc(now),
         )
         assert row is not None  # RETURNING always yields the row
         return _channel(row)
@@ -245,13 +278,15 @@ class SqlStorage(ABC):
         return [_channel(r) for r in rows]
 
     async def create_message(self, channel_id: int, author: str, body: str) -> MessageRecord:
+        now = now_us()
         row = await self._fetchrow(
-            "INSERT INTO messages (channel_id, author, body, created_at) VALUES (?, ?, ?, ?) "
-            "RETURNING id, channel_id, author, body, created_at",
+            "INSERT INTO messages (channel_id, author, body, created_at, created_at_text) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id, channel_id, author, body, created_at",
             channel_id,
             author,
             body,
-            now_us(),
+            now,
+            rfc3339_utc(now),
         )
         assert row is not None
         return _message(row)
