@@ -136,7 +136,7 @@ class NodeQuart(Quart):
     async def handle_request(self, request: Request) -> Any:
         start = time.perf_counter()
         metrics = self.services.metrics
-        metrics.http_in_flight.inc()
+        metrics.in_flight += 1
         span_cm = None
         if self.tracer is not None:
             ctx = propagate.extract(request.headers)
@@ -164,7 +164,7 @@ class NodeQuart(Quart):
                     span.set_status(trace.Status(trace.StatusCode.ERROR))
             return response
         finally:
-            metrics.http_in_flight.dec()
+            metrics.in_flight -= 1
             if span_cm is not None:
                 span_cm.__exit__(None, None, None)
 

@@ -135,6 +135,10 @@ class NodeMetrics:
         self.http_in_flight = Gauge(
             "dchat_http_requests_in_flight", "API requests being handled now.", registry=r
         )
+        # a plain counter the event loop bumps (one thread: no lock per request), read by
+        # the gauge at scrape time
+        self.in_flight = 0
+        self.http_in_flight.set_function(lambda: self.in_flight)
         self.draining = Gauge(
             "dchat_draining", "1 while the node drains after SIGTERM.", registry=r
         )
