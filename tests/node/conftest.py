@@ -246,3 +246,24 @@ def http_sink() -> Iterator[tuple[str, Recorder]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Microseconds since the epoch that stress timestamp formatting (shared by the renderer
+# and storage-contract tests).
+EDGE_US = [
+    0,
+    1,
+    -1,
+    999_999,
+    1_000_000,
+    86_399_999_999,
+    86_400_000_000,
+    951_782_400_000_000,  # 2000-02-29
+    1_764_193_899_000_000,  # whole second: no fraction
+    1_764_193_899_120_000,  # trailing zeros kept
+    1_764_193_899_123_456,
+    4_102_444_799_999_999,  # 2099-12-31T23:59:59.999999
+    158_881_924_915_256_145,  # 7004
+    -62_135_596_800_000_000,  # 0001-01-01
+    253_402_300_799_999_999,  # 9999-12-31T23:59:59.999999
+]

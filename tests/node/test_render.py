@@ -20,6 +20,7 @@ from dchat_node.api.models import (
     page_json,
 )
 from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord, rfc3339_utc
+from tests.node.conftest import EDGE_US
 
 pytestmark = pytest.mark.unit
 
@@ -38,24 +39,6 @@ def test_record_timestamps_are_exact() -> None:
     # far from the epoch, where a float of seconds would be microseconds off
     assert '"7004-10-08T04:01:55.256145Z"' in _stamp(158_881_924_915_256_145)
     assert '"0001-01-01T00:00:00Z"' in _stamp(-62_135_596_800_000_000)
-
-
-EDGE_US = [
-    0,
-    1,
-    -1,
-    999_999,
-    1_000_000,
-    86_399_999_999,
-    86_400_000_000,
-    951_782_400_000_000,  # 2000-02-29
-    1_764_193_899_000_000,  # whole second: no fraction
-    1_764_193_899_120_000,  # trailing zeros kept
-    1_764_193_899_123_456,
-    158_881_924_915_256_145,
-    -62_135_596_800_000_000,  # 0001-01-01
-    253_402_300_799_999_999,  # 9999-12-31T23:59:59.999999
-]
 
 
 @pytest.mark.parametrize("us", EDGE_US)
