@@ -256,9 +256,10 @@ async def test_responses_are_sessionless(client: Client) -> None:
 
 
 async def test_stalled_response_is_abandoned_at_the_response_timeout(tmp_path: Path) -> None:
-    """Driven through the app's real ASGI connection class (the test client bypasses it):
-    a response whose body stalls is abandoned at ``RESPONSE_TIMEOUT`` (the node sends
-    responses under ``asyncio.timeout``), and an ordinary response is sent whole."""
+    """Driven through the app's ASGI interface with a hand-made receive/send (so the test
+    sees every ``http.response.body`` message): a response whose body stalls is abandoned
+    at ``RESPONSE_TIMEOUT`` (the node sends responses under ``asyncio.timeout``), and an
+    ordinary response is sent whole."""
     cfg = config_for(tmp_path, server={"request_timeout_secs": 0.3})
     storage = await open_storage(cfg.database)
     try:

@@ -3,8 +3,8 @@
 A service holds the domain rules and talks only to the ``Storage`` interface; it returns
 storage records (or, for list reads that become response bodies, the records' JSON
 documents as the database wrote them) and raises ``services.errors`` (never HTTP
-concepts). The API blueprint
-(``api/chat.py``) validates input with pydantic models and renders records as responses.
+concepts). The API blueprint (``api/chat.py``) validates input with pydantic models and
+renders records as responses.
 """
 
 from __future__ import annotations
