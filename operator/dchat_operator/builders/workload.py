@@ -87,6 +87,16 @@ def _env(cluster: DchatCluster) -> list[Obj]:
     return env
 
 
+def _secret_volume(name: str, secret: str, items: dict[str, str] | None = None) -> Obj:
+    """A Secret volume readable by the pod's group only; ``items`` maps keys to file names
+    (all keys, under their own names, when None)."""
+    source: Obj = {"secretName": secret}
+    if items is not None:
+        source["items"] = [{"key": key, "path": path} for key, path in items.items()]
+    source["defaultMode"] = 0o440
+    return {"name": name, "secret": source}
+
+
 def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
     """(volumes, volumeMounts) of the node container."""
     n = names(cluster)
@@ -105,37 +115,16 @@ def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
     mounts.append({"name": "data", "mountPath": c.DATA_DIR})
     postgres = cluster.spec.database.postgres
     if cluster.spec.database.engine == DatabaseEngine.postgres and postgres is not None:
-        volumes.append(
-            {
-                "name": "database",
-                "secret": {
-                    "secretName": postgres.primary.name,
-                    "items": [{"key": postgres.primary.key, "path": c.DB_URL_FILE}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
+        ref = postgres.primary
+        volumes.append(_secret_volume("database", ref.name, {ref.key: c.DB_URL_FILE}))
         mounts.append({"name": "database", "mountPath": c.DB_SECRET_DIR, "readOnly": True})
     security = cluster.spec.security
     if security.jwt_secret_ref is not None:
-        volumes.append(
-            {
-                "name": "jwt",
-                "secret": {
-                    "secretName": security.jwt_secret_ref.name,
-                    "items": [{"key": security.jwt_secret_ref.key, "path": c.JWT_FILE}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
+        ref = security.jwt_secret_ref
+        volumes.append(_secret_volume("jwt", ref.name, {ref.key: c.JWT_FILE}))
         mounts.append({"name": "jwt", "mountPath": c.JWT_DIR, "readOnly": True})
     if security.tls_secret_ref is not None:
-        volumes.append(
-            {
-                "name": "tls",
-                "secret": {"secretName": security.tls_secret_ref.name, "defaultMode": 0o440},
-            }
-        )
+        volumes.append(_secret_volume("tls", security.tls_secret_ref.name))
         mounts.append({"name": "tls", "mountPath": c.TLS_DIR, "readOnly": True})
     if cluster.spec.logging.output == "file":
         volumes.append({"name": "logs", "emptyDir": {"sizeLimit": "2Gi"}})
