@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
+from typing import Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_json
@@ -105,48 +107,39 @@ def page_json(items: Sequence[JsonDoc], next_cursor: str | None) -> bytes:
     return b'{"items":[' + items_json + b'],"next_cursor":' + cursor + b"}"
 
 
-class Channel(_Out):
+R = TypeVar("R", ChannelRecord, MessageRecord)
+
+
+class _FromRecord(_Out, Generic[R]):
+    """A response model whose fields are its storage record's: the same names, except
+    ``created_at_us`` (microseconds) which becomes the UTC datetime ``created_at``."""
+
+    @staticmethod
+    def fields_of(rec: R) -> dict[str, object]:
+        out: dict[str, object] = {f.name: getattr(rec, f.name) for f in dataclass_fields(rec)}
+        out["created_at"] = _ts(rec.created_at_us)
+        del out["created_at_us"]
+        return out
+
+    @classmethod
+    def of(cls, rec: R) -> Self:
+        return cls.model_validate(cls.fields_of(rec))
+
+
+class Channel(_FromRecord[ChannelRecord]):
     id: int
     name: str
     topic: str
     created_by: str
     created_at: datetime
 
-    @staticmethod
-    def fields_of(rec: ChannelRecord) -> dict[str, object]:
-        return {
-            "id": rec.id,
-            "name": rec.name,
-            "topic": rec.topic,
-            "created_by": rec.created_by,
-            "created_at": _ts(rec.created_at_us),
-        }
 
-    @classmethod
-    def of(cls, rec: ChannelRecord) -> Channel:
-        return cls.model_validate(cls.fields_of(rec))
-
-
-class Message(_Out):
+class Message(_FromRecord[MessageRecord]):
     id: int
     channel_id: int
     author: str
     body: str
     created_at: datetime
-
-    @staticmethod
-    def fields_of(rec: MessageRecord) -> dict[str, object]:
-        return {
-            "id": rec.id,
-            "channel_id": rec.channel_id,
-            "author": rec.author,
-            "body": rec.body,
-            "created_at": _ts(rec.created_at_us),
-        }
-
-    @classmethod
-    def of(cls, rec: MessageRecord) -> Message:
-        return cls.model_validate(cls.fields_of(rec))
 
 
 class ChannelPage(_Out):
