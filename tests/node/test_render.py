@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -53,28 +54,26 @@ def test_stored_timestamp_text_for_random_times() -> None:
         assert f'"created_at":"{rfc3339_utc(us)}"' in _stamp(us)
 
 
-def test_message_page_bytes_equal_the_model() -> None:
-    recs = [
-        MessageRecord(i, 3, f"user-{i}", f'body "{i}" \u00e9\u2603 </script>\n\t\x01', i * 7)
-        for i in range(1, 21)
-    ]
-    docs = [JsonDoc(r.id, Message.of(r).model_dump_json()) for r in recs]
-    for cursor in (encode_cursor(20), None):
-        model = MessagePage.model_validate(
-            {"items": [Message.fields_of(r) for r in recs], "next_cursor": cursor}
+MESSAGES = [
+    MessageRecord(i, 3, f"user-{i}", f'body "{i}" \u00e9\u2603 </script>\n\t\x01', i * 7)
+    for i in range(1, 21)
+]
+CHANNELS = [
+    ChannelRecord(i, f"chan-{i}", 't\u00f6pic "q"', "alice", 1_764_193_899_123_000 + i)
+    for i in range(1, 6)
+]
+
+
+@pytest.mark.parametrize(
+    ("item", "page", "recs"),
+    [(Message, MessagePage, MESSAGES), (Channel, ChannelPage, CHANNELS)],
+    ids=["messages", "channels"],
+)
+def test_page_bytes_equal_the_model(item: Any, page: Any, recs: list[Any]) -> None:
+    docs = [JsonDoc(r.id, item.of(r).model_dump_json()) for r in recs]
+    for cursor in (encode_cursor(recs[-1].id), None):
+        model = page.model_validate(
+            {"items": [item.fields_of(r) for r in recs], "next_cursor": cursor}
         )
         assert page_json(docs, cursor) == model.__pydantic_serializer__.to_json(model)
     assert page_json([], None) == b'{"items":[],"next_cursor":null}'
-
-
-def test_channel_page_bytes_equal_the_model() -> None:
-    recs = [
-        ChannelRecord(i, f"chan-{i}", 't\u00f6pic "q"', "alice", 1_764_193_899_123_000 + i)
-        for i in range(1, 6)
-    ]
-    docs = [JsonDoc(r.id, Channel.of(r).model_dump_json()) for r in recs]
-    for cursor in (encode_cursor(5), None):
-        model = ChannelPage.model_validate(
-            {"items": [Channel.fields_of(r) for r in recs], "next_cursor": cursor}
-        )
-        assert page_json(docs, cursor) == model.__pydantic_serializer__.to_json(model)
