@@ -56,11 +56,8 @@ class ChatService:
             raise NotFound(f"channel {channel_id} does not exist")
         return channel
 
-    async def list_channels(self, after_id: int, limit: int) -> Page[ChannelRecord]:
-        return Page.of(await self._storage.list_channels(after_id, limit + 1), limit)
-
     async def list_channels_json(self, after_id: int, limit: int) -> Page[JsonDoc]:
-        """``list_channels`` as the channels' JSON documents (for response bodies)."""
+        """Channels after ``after_id``, oldest first, as their JSON documents."""
         return Page.of(await self._storage.list_channels_json(after_id, limit + 1), limit)
 
     async def post_message(self, user: str, channel_id: int, body: str) -> MessageRecord:
@@ -76,20 +73,10 @@ class ChatService:
             raise NotFound(f"message {message_id} does not exist in channel {channel_id}")
         return message
 
-    async def list_messages(
-        self, channel_id: int, after_id: int, limit: int
-    ) -> Page[MessageRecord]:
-        rows = await self._storage.list_messages(channel_id, after_id, limit + 1)
-        await self._channel_exists_if_empty(channel_id, rows)
-        return Page.of(rows, limit)
-
     async def list_messages_json(self, channel_id: int, after_id: int, limit: int) -> Page[JsonDoc]:
-        """``list_messages`` as the messages' JSON documents (for response bodies)."""
+        """A channel's messages after ``after_id``, oldest first, as their JSON documents."""
         rows = await self._storage.list_messages_json(channel_id, after_id, limit + 1)
-        await self._channel_exists_if_empty(channel_id, rows)
-        return Page.of(rows, limit)
-
-    async def _channel_exists_if_empty(self, channel_id: int, rows: Sequence[object]) -> None:
         # an empty page of a channel that does not exist is a 404, not an empty list
         if not rows and await self._storage.get_channel(channel_id) is None:
             raise NotFound(f"channel {channel_id} does not exist")
+        return Page.of(rows, limit)

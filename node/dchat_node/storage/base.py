@@ -22,7 +22,7 @@ Design:
   20 timestamp strings in Python cost more than the query itself on the hottest read path.
   The engines supply two SQL fragments (``_iso_utc_sql``, ``_json_docs_sql``); the contract
   tests check both against the pydantic models, edge timestamps and awkward strings
-  included. The record-returning reads stay for everything that is not a response body.
+  included, and that they page exactly like the record-returning list reads.
 """
 
 from __future__ import annotations
