@@ -17,11 +17,14 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from hypercorn.typing import ASGISendCallable
 from opentelemetry import propagate, trace
@@ -48,6 +51,9 @@ from dchat_node.services.errors import DomainError
 from dchat_node.storage import StorageError, StorageUnavailable
 
 log = logging.getLogger("dchat_node.app")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 UNMATCHED_ROUTE = "<unmatched>"
 # any other method token a client sends is counted as OTHER: labels stay bounded
@@ -102,71 +108,142 @@ def _validation_fields(exc: BaseException | None) -> list[dict[str, str]]:
 
 
 class _HTTPConnection(ASGIHTTPConnection):
-    """Quart's ASGI HTTP connection, sending the response under ``asyncio.timeout``.
+    """Quart's ASGI HTTP connection with the node's per-request envelope around it.
 
-    Quart bounds the sending of every response (``RESPONSE_TIMEOUT``) with
-    ``asyncio.wait_for``, which on Python < 3.12 wraps the send in a new Task per request;
-    ``asyncio.timeout`` bounds it the same way (same deadline, a timeout still abandons the
-    send silently) with a timer only. Everything else is Quart's own code path.
+    One deadline (``server.request_timeout_secs``, one ``asyncio.timeout`` timer) bounds
+    the whole exchange: handling the request and then sending the response. A request
+    still being handled at the deadline gets a 504 (sent under Quart's
+    ``RESPONSE_TIMEOUT``); a response still being sent at the deadline is abandoned
+    silently, as Quart abandons a send that outlives ``RESPONSE_TIMEOUT``. A response
+    with its own ``timeout`` (Quart's per-response setting, e.g. a long stream) is sent
+    under that instead. The request's metrics (count, latency to the response, in-flight
+    gauge) and its server span are recorded here too, so every response the app makes,
+    error pages included, is counted once.
     """
 
+    app: NodeQuart
+
     async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
-        try:
-            response = await self.app.handle_request(request)
-        except Exception as error:
-            response = await _handle_exception(self.app, error)
-        if isinstance(response, Response) and response.timeout != Ellipsis:
-            timeout = cast("float | None", response.timeout)
-        else:
-            timeout = self.app.config["RESPONSE_TIMEOUT"]
-        try:
-            async with asyncio.timeout(timeout):
-                await self._send_response(send, response)
-        except TimeoutError:
-            pass
-
-
-class NodeQuart(Quart):
-    """Quart with the node's per-request envelope: timeout, metrics, tracing."""
-
-    asgi_http_class = _HTTPConnection
-    services: Services
-    tracer: trace.Tracer | None = None
-
-    async def handle_request(self, request: Request) -> Any:
+        app = self.app
+        metrics = app.services.metrics
         start = time.perf_counter()
-        metrics = self.services.metrics
         metrics.in_flight += 1
         span_cm = None
-        if self.tracer is not None:
+        span: trace.Span | None = None
+        if app.tracer is not None:
             ctx = propagate.extract(request.headers)
-            span_cm = self.tracer.start_as_current_span(
+            span_cm = app.tracer.start_as_current_span(
                 f"{request.method}", context=ctx, kind=trace.SpanKind.SERVER
             )
             span = span_cm.__enter__()
+        sending = False
         try:
-            try:
-                async with asyncio.timeout(self.services.config.server.request_timeout_secs):
-                    response = await super().handle_request(request)
-            except TimeoutError:
+            async with asyncio.timeout(app.request_timeout) as deadline:
+                response = await self._response(request)
+                self._observe(request, response, start, span)
+                if isinstance(response, Response) and response.timeout != Ellipsis:
+                    own = cast("float | None", response.timeout)
+                    when = None if own is None else asyncio.get_running_loop().time() + own
+                    deadline.reschedule(when)
+                sending = True
+                await self._send_response(send, response)
+        except TimeoutError:
+            if not sending:
                 response = error_response(504, "the request took too long and was abandoned")
-            status = getattr(response, "status_code", 500)
-            rule = request.url_rule
-            route = rule.rule if rule is not None else UNMATCHED_ROUTE
-            method = request.method if request.method in _KNOWN_METHODS else "OTHER"
-            metrics.observe_request(method, route, status, time.perf_counter() - start)
-            if span_cm is not None:
-                span.update_name(f"{request.method} {route}")
-                span.set_attribute("http.request.method", request.method)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR))
-            return response
+                self._observe(request, response, start, span)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(app.config["RESPONSE_TIMEOUT"]):
+                        await self._send_response(send, response)
+            # else: the client stalled the response; abandoned, as Quart abandons a send
         finally:
             metrics.in_flight -= 1
             if span_cm is not None:
                 span_cm.__exit__(None, None, None)
+
+    async def _response(self, request: Request) -> ResponseTypes:
+        try:
+            return await self.app.handle_request(request)
+        except Exception as error:
+            return await _handle_exception(self.app, error)
+
+    def _observe(
+        self, request: Request, response: ResponseTypes, start: float, span: trace.Span | None
+    ) -> None:
+        status: int = getattr(response, "status_code", 500)
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED_ROUTE
+        method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+        self.app.services.metrics.observe_request(
+            method, route, status, time.perf_counter() - start
+        )
+        if span is not None:
+            span.update_name(f"{request.method} {route}")
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+
+
+@lru_cache(maxsize=256)
+def _blueprint_chain(name: str) -> tuple[str, ...]:
+    """``"a.b"`` -> ``("a.b", "a")``: a nested blueprint's name, then its parents'."""
+    chain = [name]
+    while "." in chain[-1]:
+        chain.append(chain[-1].rpartition(".")[0])
+    return tuple(chain)
+
+
+class _Request(Request):
+    """Quart's request, with ``blueprints`` (read three times per request, for the hooks
+    and error handlers of the matched endpoint's blueprints) from a cache per blueprint
+    name instead of an import and a split on every read."""
+
+    @property
+    def blueprints(self) -> list[str]:
+        name = self.blueprint
+        return [] if name is None else list(_blueprint_chain(name))
+
+
+_ASYNC_CACHE_MAX = 1024
+
+
+class NodeQuart(Quart):
+    """Quart with the node's request envelope (``_HTTPConnection``) and two per-request
+    savings: cached blueprint chains (``_Request``) and coroutine functions recognised
+    once (``ensure_async``: Quart inspects every hook and view on every call)."""
+
+    asgi_http_class = _HTTPConnection
+    request_class = _Request
+    services: Services
+    tracer: trace.Tracer | None = None
+    request_timeout: float = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._coroutine_functions: set[Callable[..., Any]] = set()
+
+    @overload
+    def ensure_async(self, func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
+
+    @overload
+    def ensure_async(self, func: Callable[P, T]) -> Callable[P, Awaitable[T]]: ...
+
+    def ensure_async(
+        self, func: Callable[P, Awaitable[T]] | Callable[P, T]
+    ) -> Callable[P, Awaitable[T]]:
+        known = self._coroutine_functions
+        try:
+            if func in known:
+                return cast("Callable[P, Awaitable[T]]", func)
+        except TypeError:  # an unhashable callable: Quart's own check
+            return cast("Callable[P, Awaitable[T]]", super().ensure_async(func))
+        result: Callable[P, Awaitable[T]] = super().ensure_async(func)
+        # hooks, views and handlers are few and live as long as the app; the bound keeps
+        # one-off callables (background tasks) from growing the set
+        if result is func and len(known) < _ASYNC_CACHE_MAX:
+            known.add(func)
+        return result
 
 
 class _NoSessions(SecureCookieSessionInterface):
@@ -273,10 +350,11 @@ def _register_api_errors(app: Quart) -> None:
 def create_api_app(services: Services, tracer_provider: TracerProvider | None = None) -> Quart:
     """The user-facing app (port ``server.api_port``)."""
     cfg = services.config
-    app = NodeQuart("dchat_node.api")
+    app = NodeQuart("dchat_node.api", static_folder=None)
     app.session_interface = _NoSessions()
     app.services = services
     app.tracer = tracer_provider.get_tracer("dchat_node") if tracer_provider else None
+    app.request_timeout = cfg.server.request_timeout_secs
     app.extensions[EXTENSION_KEY] = services
     app.config.update(
         MAX_CONTENT_LENGTH=cfg.server.max_request_body_bytes,

@@ -20,7 +20,7 @@ from dchat_node.api.models import (
     encode_cursor,
     page_json,
 )
-from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord, rfc3339_utc
+from dchat_node.storage.base import ChannelRecord, JsonPage, MessageRecord, rfc3339_utc
 from tests.node.conftest import EDGE_US
 
 pytestmark = pytest.mark.unit
@@ -70,10 +70,13 @@ CHANNELS = [
     ids=["messages", "channels"],
 )
 def test_page_bytes_equal_the_model(item: Any, page: Any, recs: list[Any]) -> None:
-    docs = [JsonDoc(r.id, item.of(r).model_dump_json()) for r in recs]
-    for cursor in (encode_cursor(recs[-1].id), None):
+    docs = ",".join(item.of(r).model_dump_json() for r in recs)
+    for more in (True, False):
+        cursor = encode_cursor(recs[-1].id) if more else None
         model = page.model_validate(
             {"items": [item.fields_of(r) for r in recs], "next_cursor": cursor}
         )
-        assert page_json(docs, cursor) == model.__pydantic_serializer__.to_json(model)
-    assert page_json([], None) == b'{"items":[],"next_cursor":null}'
+        body = page_json(JsonPage(docs, len(recs), recs[-1].id, more))
+        assert body == model.__pydantic_serializer__.to_json(model)
+    empty = page_json(JsonPage("", 0, None, False))
+    assert empty == b'{"items":[],"next_cursor":null}'

@@ -19,7 +19,7 @@ from dchat_node.storage import (
     StorageUnavailable,
     create_storage,
 )
-from dchat_node.storage.base import SqlStorage, rfc3339_utc
+from dchat_node.storage.base import JsonPage, SqlStorage, rfc3339_utc
 from dchat_node.storage.migrations import load_migrations
 from tests.node.conftest import EDGE_US
 
@@ -190,8 +190,8 @@ async def _set_created_at(db: Storage, table: str, row_id: int, us: int, *, text
 
 
 async def test_message_docs_are_the_models_json(db: Storage) -> None:
-    """Each document the database writes is, byte for byte, what pydantic writes for the
-    API's ``Message`` built from the same record: awkward strings and edge timestamps."""
+    """The page the database writes is, byte for byte, what pydantic writes for the API's
+    ``Message`` of each record, joined with commas: awkward strings, edge timestamps."""
     await db.ensure_user("u\u00e9")
     ch = await db.create_channel("docs", "", "u\u00e9")
     ids = []
@@ -200,27 +200,32 @@ async def test_message_docs_are_the_models_json(db: Storage) -> None:
             msg = await db.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
             await _set_created_at(db, "messages", msg.id, us, text=text)
             ids.append(msg.id)
-    docs = await db.list_messages_json(ch.id, 0, 100)
-    assert [d.id for d in docs] == ids
-    for doc in docs:
-        rec = await db.get_message(ch.id, doc.id)
+    page = await db.message_page_json(ch.id, 0, 100)
+    expected = []
+    for msg_id in ids:
+        rec = await db.get_message(ch.id, msg_id)
         assert rec is not None
-        assert doc.json == Message.of(rec).model_dump_json()
-        assert json.loads(doc.json)["created_at"].endswith("Z")
+        expected.append(Message.of(rec).model_dump_json())
+    assert page.items_json == ",".join(expected)
+    assert (page.count, page.last_id, page.more) == (len(ids), ids[-1], False)
+    items = json.loads(f"[{page.items_json}]")
+    assert [m["id"] for m in items] == ids
+    assert all(m["created_at"].endswith("Z") for m in items)
 
 
 async def test_channel_docs_are_the_models_json(db: Storage) -> None:
     await db.ensure_user("alice")
+    expected = []
     for i, us in enumerate(STORED_EDGE_US):
         for text in (True, False):
             ch = await db.create_channel(f"c{i}-{text}", AWKWARD[i % len(AWKWARD)][:256], "alice")
             await _set_created_at(db, "channels", ch.id, us, text=text)
-    docs = await db.list_channels_json(0, 100)
-    assert len(docs) == 2 * len(STORED_EDGE_US)
-    for doc in docs:
-        rec = await db.get_channel(doc.id)
-        assert rec is not None
-        assert doc.json == Channel.of(rec).model_dump_json()
+            rec = await db.get_channel(ch.id)
+            assert rec is not None
+            expected.append(Channel.of(rec).model_dump_json())
+    page = await db.channel_page_json(0, 100)
+    assert page.count == 2 * len(STORED_EDGE_US)
+    assert page.items_json == ",".join(expected)
 
 
 async def test_rows_are_written_with_their_rfc3339_text(db: Storage) -> None:
@@ -238,16 +243,37 @@ async def test_rows_are_written_with_their_rfc3339_text(db: Storage) -> None:
 
 
 async def test_doc_pages_follow_the_record_pages(db: Storage) -> None:
+    """Pages of documents select, order and continue exactly like the record reads: for
+    every cursor position, and walking a whole channel whose ids interleave with another
+    channel's, page by page."""
     await db.ensure_user("u")
     ch = await db.create_channel("pages", "", "u")
     other = await db.create_channel("other", "", "u")
     for i in range(7):
         await db.create_message(ch.id, "u", f"m{i}")
         await db.create_message(other.id, "u", f"o{i}")
-    for after in (0, 3, 100):
-        recs = await db.list_messages(ch.id, after, 3)
-        docs = await db.list_messages_json(ch.id, after, 3)
-        assert [d.id for d in docs] == [r.id for r in recs]
-    assert await db.list_messages_json(999_999, 0, 10) == []
-    chans = await db.list_channels(0, 1)
-    assert [d.id for d in await db.list_channels_json(0, 1)] == [c.id for c in chans]
+    every = [r.id for r in await db.list_messages(ch.id, 0, 100)]
+    for after in (0, *every, 10_000):
+        recs = [r.id for r in await db.list_messages(ch.id, after, 3)]
+        page = await db.message_page_json(ch.id, after, 3)
+        assert [m["id"] for m in json.loads(f"[{page.items_json}]")] == recs
+        assert page.count == len(recs)
+        assert page.last_id == (recs[-1] if recs else None)
+        more_follow = bool(recs) and recs[-1] != every[-1]
+        assert page.more == more_follow
+    walked: list[int] = []
+    after = 0
+    while True:
+        page = await db.message_page_json(ch.id, after, 2)
+        walked += [m["id"] for m in json.loads(f"[{page.items_json}]")]
+        if not page.more:
+            break
+        assert page.last_id is not None
+        after = page.last_id
+    assert walked == every
+    assert await db.message_page_json(999_999, 0, 10) == JsonPage("", 0, None, False)
+    chans = [c.id for c in await db.list_channels(0, 1)]
+    first = await db.channel_page_json(0, 1)
+    assert [c["id"] for c in json.loads(f"[{first.items_json}]")] == chans
+    assert first.more
+    assert not (await db.channel_page_json(0, 100)).more

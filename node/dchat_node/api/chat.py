@@ -23,7 +23,6 @@ from dchat_node.api.models import (
     MessagePage,
     PageQuery,
     PostMessage,
-    encode_cursor,
     page_json,
 )
 from dchat_node.api.validation import validate_querystring
@@ -53,10 +52,9 @@ async def create_channel(data: CreateChannel) -> Response:
 @document_response(ChannelPage)
 async def list_channels(query_args: PageQuery) -> Response:
     """List channels, oldest first."""
-    page = await services().chat.list_channels_json(query_args.after_id(), query_args.limit)
+    page = await services().chat.channel_page(query_args.after_id(), query_args.limit)
     # the channels' JSON documents as the database wrote them, in the documented page
-    body = page_json(page.items, encode_cursor(page.last_id))
-    return Response(body, status=200, content_type="application/json")
+    return Response(page_json(page), status=200, content_type="application/json")
 
 
 @bp.get(f"/channels/<{ID}:channel_id>")
@@ -85,11 +83,9 @@ async def post_message(channel_id: int, data: PostMessage) -> Response:
 @document_response(MessagePage)
 async def list_messages(channel_id: int, query_args: PageQuery) -> Response:
     """A channel's messages, oldest first, cursor-paginated."""
-    chat = services().chat
-    page = await chat.list_messages_json(channel_id, query_args.after_id(), query_args.limit)
+    page = await services().chat.message_page(channel_id, query_args.after_id(), query_args.limit)
     # the messages' JSON documents as the database wrote them, in the documented page
-    body = page_json(page.items, encode_cursor(page.last_id))
-    return Response(body, status=200, content_type="application/json")
+    return Response(page_json(page), status=200, content_type="application/json")
 
 
 @bp.get(f"/channels/<{ID}:channel_id>/messages/<{ID}:message_id>")

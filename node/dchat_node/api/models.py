@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Self, TypeVar
@@ -13,7 +12,7 @@ from typing import Generic, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_json
 
-from dchat_node.storage.base import ChannelRecord, JsonDoc, MessageRecord
+from dchat_node.storage.base import ChannelRecord, JsonPage, MessageRecord
 
 MAX_ID = 2**63 - 1
 
@@ -97,14 +96,14 @@ def _ts(us: int) -> datetime:
     return _EPOCH_UTC + timedelta(microseconds=us)
 
 
-def page_json(items: Sequence[JsonDoc], next_cursor: str | None) -> bytes:
-    """The body of a ``ChannelPage`` or ``MessagePage`` from the items' JSON documents as
-    the database wrote them (``Storage.list_*_json``: the keys and formats of ``Channel``
+def page_json(page: JsonPage) -> bytes:
+    """The body of a ``ChannelPage`` or ``MessagePage`` from the page's JSON documents as
+    the database wrote them (``Storage.*_page_json``: the keys and formats of ``Channel``
     and ``Message``, which the storage contract tests check against these models byte for
     byte). The route still documents the page model."""
-    cursor = b"null" if next_cursor is None else to_json(next_cursor)
-    items_json = ",".join([doc.json for doc in items]).encode()
-    return b'{"items":[' + items_json + b'],"next_cursor":' + cursor + b"}"
+    cursor = encode_cursor(page.last_id if page.more else None)
+    tail = b"null" if cursor is None else to_json(cursor)
+    return b'{"items":[' + page.items_json.encode() + b'],"next_cursor":' + tail + b"}"
 
 
 R = TypeVar("R", ChannelRecord, MessageRecord)

@@ -14,15 +14,19 @@ Design:
   the row: the value never changes, and formatting dates was the largest part of building
   list documents in the database. Rows without it (written before migration 0003, or by an
   older node during a rolling upgrade) get it computed on read (``COALESCE``).
-- List reads of the API (``list_channels_json``, ``list_messages_json``) return ``JsonDoc``
-  rows: the id and the record's public JSON document (the keys and formats of the API's
-  ``Channel``/``Message`` models, timestamps as RFC 3339 UTC strings with microseconds,
-  exactly what pydantic writes), built by the database's own JSON functions (SQLite
-  ``json_object``, PostgreSQL ``row_to_json``) in C. Building 20 records, 20 dicts and
-  20 timestamp strings in Python cost more than the query itself on the hottest read path.
-  The engines supply two SQL fragments (``_iso_utc_sql``, ``_json_docs_sql``); the contract
-  tests check both against the pydantic models, edge timestamps and awkward strings
-  included, and that they page exactly like the record-returning list reads.
+- List reads of the API (``channel_page_json``, ``message_page_json``) return a
+  ``JsonPage``: the page's records as their public JSON documents (the keys and formats of
+  the API's ``Channel``/``Message`` models, timestamps as RFC 3339 UTC strings with
+  microseconds, exactly what pydantic writes), already joined with commas, plus the last
+  id and whether more records follow. The database builds all of it in one statement
+  and returns it as one row (SQLite ``json_object`` + ``group_concat``, PostgreSQL
+  ``row_to_json`` + ``string_agg``), in C: building 20 records, dicts and timestamp
+  strings in Python cost more than the query itself on the hottest read path, and so did
+  fetching 20 rows (the SQLite driver hands the GIL back and forth once per row). The
+  engines supply three SQL fragments (``_iso_utc_sql``, ``_json_docs_sql``,
+  ``_join_docs_sql``); the contract tests check the pages against the pydantic models,
+  edge timestamps and awkward strings included, and that they page exactly like the
+  record-returning list reads.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
+from dchat_node.storage.errors import StorageError
 from dchat_node.storage.migrations import (
     AppliedMigration,
     Engine,
@@ -64,11 +69,17 @@ class MessageRecord:
     created_at_us: int
 
 
-class JsonDoc(NamedTuple):
-    """One record as its public JSON document, serialised by the database."""
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """Up to ``limit`` records (id order) as their public JSON documents, built by the
+    database: ``items_json`` is the documents joined with commas (the inside of the page's
+    ``items`` array, empty for no records), ``last_id`` the id of the last one (None for
+    no records), ``more`` whether records follow it."""
 
-    id: int
-    json: str
+    items_json: str
+    count: int
+    last_id: int | None
+    more: bool
 
 
 CHANNEL_DOC_KEYS = ("id", "name", "topic", "created_by", "created_at")
@@ -106,10 +117,8 @@ class Storage(Protocol):
     async def list_messages(
         self, channel_id: int, after_id: int, limit: int
     ) -> list[MessageRecord]: ...
-    async def list_channels_json(self, after_id: int, limit: int) -> list[JsonDoc]: ...
-    async def list_messages_json(
-        self, channel_id: int, after_id: int, limit: int
-    ) -> list[JsonDoc]: ...
+    async def channel_page_json(self, after_id: int, limit: int) -> JsonPage: ...
+    async def message_page_json(self, channel_id: int, after_id: int, limit: int) -> JsonPage: ...
 
 
 def now_us() -> int:
@@ -186,6 +195,11 @@ class SqlStorage(ABC):
         """SQL returning ``(id, json)`` per row of ``SELECT ... <rest>`` in id order,
         ``json`` being an object of ``columns`` (key, SQL expression) in that order."""
 
+    @abstractmethod
+    def _join_docs_sql(self) -> str:
+        """An aggregate over ``page(id, doc)`` (rows in id order): the ``doc`` texts joined
+        with ``,`` in id order."""
+
     # -- migrations --------------------------------------------------------------------
     def migrations(self) -> list[Migration]:
         return load_migrations(self.engine)
@@ -221,23 +235,45 @@ class SqlStorage(ABC):
         return problems
 
     # -- documents -----------------------------------------------------------------------
-    def _docs_sql(self, keys: Sequence[str], rest: str) -> str:
+    def _page_sql(self, keys: Sequence[str], rest: str, after_last: str) -> str:
+        """One statement, one row: ``(count, last id, joined documents, more)`` of the
+        records ``SELECT ... <rest>`` selects (in id order, with its own LIMIT), ``more``
+        being whether ``SELECT 1 <after_last>`` finds a row (``last_id`` names the last id)."""
         # every key is a column of the same name; created_at becomes its RFC 3339 string,
         # stored with the row or (rows from before migration 0003) computed here
         stamp = f"COALESCE(created_at_text, {self._iso_utc_sql('created_at')})"
         columns = [(k, stamp if k == "created_at" else k) for k in keys]
-        return self._json_docs_sql(columns, rest)
+        docs = self._json_docs_sql(columns, rest)
+        # fragments are constants of this class; values are parameters
+        return (
+            f"WITH page(id, doc) AS ({docs}) "  # noqa: S608
+            f"SELECT n, last_id, docs, EXISTS (SELECT 1 {after_last}) FROM ("
+            f"SELECT count(*) AS n, max(id) AS last_id, {self._join_docs_sql()} AS docs "
+            "FROM page) AS agg"
+        )
 
     @cached_property
-    def _list_channels_json_sql(self) -> str:
-        return self._docs_sql(CHANNEL_DOC_KEYS, "FROM channels WHERE id > ? ORDER BY id LIMIT ?")
+    def _channel_page_sql(self) -> str:
+        return self._page_sql(
+            CHANNEL_DOC_KEYS,
+            "FROM channels WHERE id > ? ORDER BY id LIMIT ?",
+            "FROM channels WHERE id > last_id",
+        )
 
     @cached_property
-    def _list_messages_json_sql(self) -> str:
-        return self._docs_sql(
+    def _message_page_sql(self) -> str:
+        return self._page_sql(
             MESSAGE_DOC_KEYS,
             "FROM messages WHERE channel_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "FROM messages WHERE channel_id = ? AND id > last_id",
         )
+
+    async def _json_page(self, sql: str, *args: Any) -> JsonPage:
+        row = await self._fetchrow(sql, *args)
+        if row is None:  # an aggregate always returns a row
+            raise StorageError("page query returned no row")
+        count, last_id, items_json, more = row
+        return JsonPage(items_json or "", count, last_id, bool(more))
 
     # -- chat domain ---------------------------------------------------------------------
     async def ensure_user(self, user_id: str) -> None:
@@ -313,10 +349,10 @@ class SqlStorage(ABC):
         )
         return [_message(r) for r in rows]
 
-    async def list_channels_json(self, after_id: int, limit: int) -> list[JsonDoc]:
-        rows = await self._fetch(self._list_channels_json_sql, after_id, limit)
-        return list(map(JsonDoc._make, rows))
+    async def channel_page_json(self, after_id: int, limit: int) -> JsonPage:
+        return await self._json_page(self._channel_page_sql, after_id, limit)
 
-    async def list_messages_json(self, channel_id: int, after_id: int, limit: int) -> list[JsonDoc]:
-        rows = await self._fetch(self._list_messages_json_sql, channel_id, after_id, limit)
-        return list(map(JsonDoc._make, rows))
+    async def message_page_json(self, channel_id: int, after_id: int, limit: int) -> JsonPage:
+        return await self._json_page(
+            self._message_page_sql, channel_id, after_id, limit, channel_id
+        )

@@ -125,6 +125,9 @@ class PostgresStorage(SqlStorage):
         # constant fragments of SqlStorage; values are parameters
         return f"SELECT d.id, row_to_json(d)::text FROM (SELECT {select} {rest}) AS d ORDER BY d.id"  # noqa: S608
 
+    def _join_docs_sql(self) -> str:
+        return "string_agg(doc, ',' ORDER BY id)"
+
     async def _table_exists(self, name: str) -> bool:
         row = await self._fetchrow("SELECT to_regclass(?) IS NOT NULL", name)
         return bool(row and row[0])

@@ -148,6 +148,12 @@ class SqliteStorage(SqlStorage):
         # columns and rest are constant fragments of SqlStorage; values are parameters
         return f"SELECT id, json_object({pairs}) {rest}"
 
+    def _join_docs_sql(self) -> str:
+        # SQLite before 3.44 has no ORDER BY inside an aggregate: group_concat joins the
+        # rows in the order the page subquery (ORDER BY id LIMIT n, run as a co-routine,
+        # never flattened into an aggregate) delivers them
+        return "group_concat(doc, ',')"
+
     async def _table_exists(self, name: str) -> bool:
         rows = await self._fetch(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name
