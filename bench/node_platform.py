@@ -17,7 +17,12 @@ What it does:
 - prints requests/s, p50 and p99 for both, and the node/bare ratio (goal >= 0.7): the
   ratio of the median req/s, and the median of the per-round ratios (each round measures
   bare then node back to back, so a slow drift of the machine's speed cancels out of a
-  round's ratio; on a shared VM it is the steadier of the two).
+  round's ratio);
+- also prints the server process's CPU time per request (user + system, all threads,
+  from ``/proc/<pid>/stat`` around each measurement) and bare/node of it: with the server's
+  CPU saturated, throughput is 1 / CPU per request, and this figure is not moved by time
+  the server spends off the CPU (another tenant of a shared VM's host running instead),
+  which moves the req/s of single rounds here by +-20%.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Result:
     requests: int
     errors: int
     tool: str
+    cpu_us_per_request: float | None = None
 
 
 def free_port() -> int:
@@ -159,11 +165,25 @@ def run_httpx(url: str, duration: float, connections: int, cpu: int | None) -> R
     )  # fmt: skip
 
 
-def measure(name: str, url: str, args: argparse.Namespace) -> Result:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads), or None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # after "pid (comm)": state is field 3, utime 14 and stime 15 (1-based, man proc)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, url: str, pid: int, args: argparse.Namespace) -> Result:
     runner = run_wrk if shutil.which("wrk") else run_httpx
-    runner(url, min(2.0, args.duration), args.connections, args.load_cpu)  # warm-up
+    runner(url, min(1.0, args.duration), args.connections, args.load_cpu)  # warm-up
+    before = cpu_seconds(pid)
     result = runner(url, args.duration, args.connections, args.load_cpu)
+    after = cpu_seconds(pid)
     result.name = name
+    if before is not None and after is not None and result.requests:
+        result.cpu_us_per_request = (after - before) / result.requests * 1e6
     return result
 
 
@@ -185,6 +205,11 @@ def median_result(name: str, results: list[Result]) -> Result:
     return Result(
         name, mid.url, mid.requests_per_sec, mid.p50_ms, mid.p99_ms, total, errors, mid.tool
     )
+
+
+def median_cpu(results: list[Result]) -> float | None:
+    values = sorted(r.cpu_us_per_request for r in results if r.cpu_us_per_request is not None)
+    return values[len(values) // 2] if values else None
 
 
 def start_bare(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
@@ -233,8 +258,8 @@ def start_node(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[by
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians reported")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=9, help="alternating rounds; medians reported")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
@@ -252,8 +277,8 @@ def main() -> int:
         procs.append(node)
         # both servers are up (and idle when not measured); alternate to share any drift
         for _ in range(args.rounds):
-            bare_runs.append(measure("bare Quart+hypercorn hello", bare_url, args))
-            node_runs.append(measure("dchat node GET messages", node_url, args))
+            bare_runs.append(measure("bare Quart+hypercorn hello", bare_url, bare.pid, args))
+            node_runs.append(measure("dchat node GET messages", node_url, node.pid, args))
     finally:
         for p in procs:
             stop(p)
@@ -266,10 +291,14 @@ def main() -> int:
         n.requests_per_sec / b.requests_per_sec for b, n in zip(bare_runs, node_runs, strict=True)
     ]
     paired = sorted(ratios)[len(ratios) // 2]
+    cpu_bare = median_cpu(bare_runs)
+    cpu_node = median_cpu(node_runs)
+    cpu_ratio = cpu_bare / cpu_node if cpu_bare and cpu_node else None
     if args.json:
         print(json.dumps({"bare": asdict(bare_result), "node": asdict(node_result),
-                          "ratio": ratio, "paired_ratio": paired, "round_ratios": ratios},
-                         indent=2))  # fmt: skip
+                          "ratio": ratio, "paired_ratio": paired, "round_ratios": ratios,
+                          "cpu_us_per_request": {"bare": cpu_bare, "node": cpu_node},
+                          "cpu_ratio": cpu_ratio}, indent=2))  # fmt: skip
         return 0
     print(f"load: {bare_result.tool}, {args.connections} connections, {args.rounds} alternating "
           f"rounds of {args.duration:.0f} s, server on CPU {args.server_cpu}, load on CPU "
@@ -284,6 +313,11 @@ def main() -> int:
         f"ratio node/bare: {ratio:.2f} of the medians, {paired:.2f} median of the rounds "
         "(goal >= 0.70); per round: " + ", ".join(f"{x:.2f}" for x in ratios)
     )
+    if cpu_bare and cpu_node and cpu_ratio:
+        print(
+            f"server CPU per request (median): bare {cpu_bare:.0f} us, node {cpu_node:.0f} us; "
+            f"bare/node {cpu_ratio:.2f}"
+        )
     return 0
 
 
