@@ -15,6 +15,8 @@ Design:
   ``shutdown_grace_secs`` must stay below the pod's terminationGracePeriodSeconds (30 s).
 - One process per pod: one Prometheus registry, one P2P identity later. Blocking helpers
   (``asyncio.to_thread``) use a pool of ``server.worker_threads`` threads.
+- Just before serving, the start-up heap is frozen (``lifecycle.freeze_startup_heap``): the
+  garbage collector stops rescanning the objects the process keeps until exit.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from quart import Quart
 
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
-from dchat_node.lifecycle import NodeState
+from dchat_node.lifecycle import NodeState, freeze_startup_heap
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
@@ -190,6 +192,8 @@ async def run_node(
             state.begin_drain()
             api_stop.set()
 
+    frozen = freeze_startup_heap()
+    log.debug("start-up heap frozen: %d objects", frozen)
     log.info(
         "dchat node starting: api %s, ops %s, storage %s",
         _bind(config.server.host, config.server.api_port),

@@ -158,3 +158,26 @@ async def test_metric_labels_stay_bounded_for_odd_methods(ops_client: Any, clien
     assert 'method="OTHER"' in text
     assert "BREW" not in text
     assert "X-EVIL" not in text
+
+
+def test_startup_heap_is_frozen_for_the_collector() -> None:
+    import gc
+
+    from dchat_node.lifecycle import freeze_startup_heap
+
+    kept = [object()]  # something the process keeps, alive at start-up
+
+    def scanned(obj: object) -> bool:
+        return any(o is obj for o in gc.get_objects())
+
+    assert scanned(kept)
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen == gc.get_freeze_count()
+        assert frozen > 10_000  # the imported modules, at least
+        assert not scanned(kept)  # no longer in the generations the collector scans
+        later = [object()]
+        assert scanned(later)  # what serving allocates is collected as usual
+    finally:
+        gc.unfreeze()
+    assert scanned(kept)
