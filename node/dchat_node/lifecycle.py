@@ -48,8 +48,8 @@ def freeze_startup_heap() -> int:
     generation, so full collections while serving no longer scan them (``gc.freeze``).
 
     The node imports a large heap (Quart, pydantic, OpenTelemetry, prometheus_client,
-    asyncpg ...) that lives as long as the process; scanning it again and again cost ~5%
-    of the CPU per request on the hot read path and shows as GC pauses in p99. Objects
+    asyncpg ...) that lives as long as the process; scanning it again and again cost ~3%
+    of the CPU per request on the hot read path and showed as GC pauses in p99. Objects
     frozen here are never freed by the cyclic collector: that is the point, since they
     live until exit. Returns the number of objects frozen."""
     gc.collect()

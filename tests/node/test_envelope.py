@@ -188,7 +188,7 @@ async def test_nested_blueprint_hooks_and_sync_views_still_run(storage_at: MakeA
     assert seen == [f"outer:{chain}", f"inner:{chain}"] * 2
 
 
-def test_ensure_async_remembers_a_bounded_set_of_coroutine_functions(tmp_path: Path) -> None:
+def test_ensure_async_remembers_a_bounded_set_of_coroutine_functions() -> None:
     app = NodeQuart("t", static_folder=None)
 
     async def coro() -> None:

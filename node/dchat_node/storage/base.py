@@ -22,7 +22,8 @@ Design:
   and returns it as one row (SQLite ``json_object`` + ``group_concat``, PostgreSQL
   ``row_to_json`` + ``string_agg``), in C: building 20 records, dicts and timestamp
   strings in Python cost more than the query itself on the hottest read path, and so did
-  fetching 20 rows (the SQLite driver hands the GIL back and forth once per row). The
+  fetching 21 rows and making a tuple of each (measured: one row per page is ~3% less CPU
+  per request over HTTP). The
   engines supply three SQL fragments (``_iso_utc_sql``, ``_json_docs_sql``,
   ``_join_docs_sql``); the contract tests check the pages against the pydantic models,
   edge timestamps and awkward strings included, and that they page exactly like the
