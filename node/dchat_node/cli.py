@@ -2,6 +2,8 @@
 
     dchat [--config PATH] [serve [--no-migrate]]   run the node (default command)
     dchat [--config PATH] check-config [--show]    validate config + files, do not start
+                                                   (--show masks passwords and key-like
+                                                   URL parameters, omits jwt_secret)
     dchat [--config PATH] migrate                  apply pending schema migrations
     dchat [--config PATH] verify                   database integrity check
 
@@ -23,7 +25,8 @@ from dchat_node.config import (
     ConfigError,
     NodeConfig,
     load_config,
-    render_toml,
+    render_shown_toml,
+    secret_values,
 )
 
 EXIT_OK = 0
@@ -114,7 +117,7 @@ def _serve(config: NodeConfig, *, migrate: bool) -> int:
     from dchat_node.server import run_node
     from dchat_node.storage import StorageError
 
-    configure_logging(config.logging, secrets=_secrets(config))
+    configure_logging(config.logging, secrets=secret_values(config))
     try:
         asyncio.run(run_node(config, migrate=migrate))
     except ConfigError as exc:
@@ -126,19 +129,6 @@ def _serve(config: NodeConfig, *, migrate: bool) -> int:
         print(f"dchat: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _secrets(config: NodeConfig) -> list[str]:
-    from urllib.parse import urlsplit
-
-    out: list[str] = []
-    if config.security.jwt_secret is not None:
-        out.append(config.security.jwt_secret.get_secret_value())
-    if config.database.engine == "postgresql":
-        password = urlsplit(config.database.url).password
-        if password:
-            out.append(password)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             return _report_config_error(ConfigError(problems))
         if args.show:
-            print(render_toml(config), end="")
+            print(render_shown_toml(config), end="")
         source = config_path or DEFAULT_CONFIG_PATH
         print(f"config ok: {source} (storage {config.database.engine})", file=sys.stderr)
         return EXIT_OK

@@ -23,6 +23,7 @@ Design:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -433,6 +434,8 @@ def _describe(err: Mapping[str, Any]) -> str:
         return "required"
     if "input" in err and err["type"] not in ("model_type",):
         shown = err["input"]
+        if isinstance(shown, str):
+            shown = redact_url(shown)
         if isinstance(shown, str | int | float | bool) and len(repr(shown)) < 80:
             return f"{msg} (got {shown!r})"
     return msg
@@ -489,6 +492,77 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem("<file>", f"not valid TOML: {exc}", str(file))]) from None
     return parse_config(data, environ=env, source=str(file))
+
+
+# scheme://user:password@ (also several hosts: postgresql://u:p@h1,h2/db): keep the user
+_URL_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#]*)@")
+# query or fragment parameters whose name says they carry a credential
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&#;](?:[^=&#;]*?(?:key|token|secret|pass|pwd|auth|sig|credential)"
+    r"[^=&#;]*)=)(?P<value>[^&#;]*)",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+
+
+def redact_url(value: str) -> str:
+    """``value`` with credentials masked: the password of ``scheme://user:password@`` and
+    the values of query parameters named like keys or tokens (``apikey``, ``token``,
+    ``key``, ``sslpassword``, ``X-Amz-Signature``, ...). Other text is returned as is."""
+    match = _URL_USERINFO.match(value)
+    if match is not None:
+        user, colon, password = match["userinfo"].partition(":")
+        if colon and password:
+            value = f"{match['head']}{user}:{REDACTED}@{value[match.end() :]}"
+    if "=" in value:
+        value = _SECRET_PARAM.sub(lambda m: f"{m['name']}{REDACTED}", value)
+    return value
+
+
+def _redact_values(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _redact_values(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_redact_values(value) for value in data]
+    if isinstance(data, str):
+        return redact_url(data)
+    return data
+
+
+def render_shown_toml(config: NodeConfig) -> str:
+    """What ``dchat check-config --show`` prints: ``render_toml`` (so no secret keys) with
+    credentials masked in every string value (``redact_url``): database and chain URLs,
+    the trace collector, the push gateway, anything a future key holds."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    for section, key in SECRET_KEYS:
+        data.get(section, {}).pop(key, None)
+    return tomli_w.dumps(_redact_values(data))
+
+
+def secret_values(config: NodeConfig) -> list[str]:
+    """Every credential in ``config`` (the JWT secret; passwords and key-like query values
+    of URL-valued keys), for the log redaction filter."""
+    out: list[str] = []
+    if config.security.jwt_secret is not None and config.security.jwt_secret.get_secret_value():
+        out.append(config.security.jwt_secret.get_secret_value())
+
+    def walk(data: Any) -> None:
+        if isinstance(data, dict):
+            for value in data.values():
+                walk(value)
+        elif isinstance(data, list):
+            for value in data:
+                walk(value)
+        elif isinstance(data, str):
+            match = _URL_USERINFO.match(data)
+            if match is not None:
+                password = match["userinfo"].partition(":")[2]
+                if password:
+                    out.append(password)
+            out.extend(m["value"] for m in _SECRET_PARAM.finditer(data) if m["value"])
+
+    walk(config.model_dump(mode="json", exclude={"security": {"jwt_secret"}}))
+    return out
 
 
 def render_toml(config: NodeConfig) -> str:

@@ -268,3 +268,76 @@ def test_cli_rejects_short_jwt_secret_and_bad_public_key(
     assert "security.jwt_secret: too short" in err
     assert "too-short" not in err
     assert f"security.jwt_public_key_path: {bad_key} is not a PEM public key" in err
+
+
+# -- check-config --show never prints a credential --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:S3cret@host/db", "postgresql://app:***@host/db"),
+        (
+            "postgresql://app:p%40ss@h1:5432,h2:5432/db?target_session_attrs=read-write",
+            "postgresql://app:***@h1:5432,h2:5432/db?target_session_attrs=read-write",
+        ),
+        ("postgresql://dchat@db:5432/dchat", "postgresql://dchat@db:5432/dchat"),
+        ("https://rpc.example/v2?apikey=K123&chain=1", "https://rpc.example/v2?apikey=***&chain=1"),
+        ("https://rpc.example/?token=T1", "https://rpc.example/?token=***"),
+        (
+            "https://rpc.example/?key=K1&x=1&Api_Key=K2",
+            "https://rpc.example/?key=***&x=1&Api_Key=***",
+        ),
+        ("postgresql://u@h/db?sslpassword=P1", "postgresql://u@h/db?sslpassword=***"),
+        ("http://user:pw@pgw:9091", "http://user:***@pgw:9091"),
+        ("/dns/relay1/tcp/7000", "/dns/relay1/tcp/7000"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from dchat_node.config import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_cli_show_masks_every_url_credential_and_the_jwt_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:S3cret@host/db")
+    monkeypatch.setenv("CHAT_CHAIN_RPC", "https://rpcuser:RpcPass1@chat.example:8545")
+    monkeypatch.setenv("CURRENCY_CHAIN_RPC", "https://cur.example/v3?apikey=ApiKey42&x=1")
+    monkeypatch.setenv("PROMETHEUS_PUSHGATEWAY", "https://pgw.example/?token=PgwToken9")
+    monkeypatch.setenv("JAEGER_ENDPOINT", "https://tracer:TracePw7@otel.example:4318")
+    assert main(["check-config", "--config", str(write(tmp_path, "")), "--show"]) == 0
+    out, err = capsys.readouterr()
+    for secret in ("S3cret", "RpcPass1", "ApiKey42", "PgwToken9", "TracePw7", "cli-secret"):
+        assert secret not in out + err
+    assert "jwt_secret" not in out
+    shown = tomllib.loads(out)
+    assert shown["database"]["url"] == "postgresql://app:***@host/db"
+    assert shown["chain"]["chat_chain_rpc"] == "https://rpcuser:***@chat.example:8545"
+    assert shown["chain"]["currency_chain_rpc"] == "https://cur.example/v3?apikey=***&x=1"
+    assert shown["observability"]["prometheus_pushgateway"] == "https://pgw.example/?token=***"
+    assert shown["observability"]["jaeger_endpoint"] == "https://tracer:***@otel.example:4318"
+
+
+def test_log_redaction_covers_every_url_credential() -> None:
+    from dchat_node.config import secret_values
+
+    c = parse_config(
+        {
+            "database": {"url": "postgresql://app:S3cret@host/db"},
+            "chain": {"chat_chain_rpc": "https://x.example/?apikey=ApiKey42"},
+            "security": {"jwt_secret": "j" * 40},
+        },
+        environ={},
+    )
+    assert set(secret_values(c)) == {"S3cret", "ApiKey42", "j" * 40}
+
+
+def test_config_problems_mask_url_credentials() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            {"chain": {"chat_chain_rpc": 5, "rpc_timeout_secs": "x?token=Tok99"}}, environ={}
+        )
+    assert "Tok99" not in str(exc.value)
