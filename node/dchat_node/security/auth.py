@@ -6,11 +6,19 @@ Design:
   RS256 with that PEM public key. A token whose header names any other algorithm (``none``,
   HS384, an HS256 token against an RS-only node, ...) is rejected, so algorithm-confusion
   attacks do not apply.
+- Keys are checked once, at start (``load_keys``, used by ``dchat check-config`` and by
+  ``Authenticator``): the HS256 secret must be at least 32 bytes and not a PEM/SSH key;
+  the RS256 key file must hold a PEM RSA public key of at least 2048 bits, prepared by
+  pyjwt as ``jwt.decode`` would; RS256 requires ``security.jwt_audience`` (tokens of an
+  identity provider are minted for many audiences). Each problem is a config error naming
+  its key, so a wrong key stops the node instead of failing every request with a 500.
 - Required claims: ``exp``, ``iss`` (must equal ``security.jwt_issuer``) and ``sub`` (the
-  user id); ``aud`` is checked when ``security.jwt_audience`` is set. 30 s leeway for clock
-  skew.
-- Scopes come from ``scope`` (space-separated, OAuth 2 style) or ``scp`` (list). Mutating
-  chat routes require ``chat:write``.
+  user id: a short printable string). ``aud`` is always verified: it must match
+  ``security.jwt_audience`` when set, and a token carrying an ``aud`` is refused when no
+  audience is configured. 30 s leeway for clock skew.
+- Scopes come from ``scope`` (a space-separated string, OAuth 2 style) or ``scp`` (a
+  string or a list of strings); any other shape is 401 ``invalid_scope``. Mutating chat
+  routes require ``chat:write``.
 - Failures: 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` and a JSON body
   saying why (missing header, malformed, expired, wrong issuer, bad signature); 403
   ``insufficient_scope`` for a valid token lacking the scope. Bodies never echo the token
@@ -28,13 +36,14 @@ from typing import Any, ParamSpec, TypeVar
 import jwt
 from quart import g, request
 
-from dchat_node.config import ConfigProblem, SecurityConfig
+from dchat_node.config import ConfigError, ConfigProblem, SecurityConfig
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 SCOPE_CHAT_WRITE = "chat:write"
 MIN_HS256_SECRET_BYTES = 32
+MIN_RSA_KEY_BITS = 2048
 
 
 @dataclass(frozen=True)
@@ -61,55 +70,110 @@ class AuthError(Exception):
 
 
 def load_public_key(path: str) -> Any:
-    """Load a PEM public key; raises ConfigProblem-carrying ValueError on failure."""
+    """Load a PEM public key (OSError if unreadable, ValueError if not a PEM public key)."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     data = Path(path).read_bytes()
     return load_pem_public_key(data)
 
 
-def check_keys(config: SecurityConfig) -> list[ConfigProblem]:
-    """Startup validation of the configured verification keys."""
+def load_keys(config: SecurityConfig) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """The verification key of each accepted algorithm, each prepared by pyjwt exactly as
+    ``jwt.decode`` would prepare it, so a key of the wrong kind is found here, at start,
+    and not as an exception on every request. Returns ``(keys, problems)``."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
+
+    keys: dict[str, Any] = {}
     problems: list[ConfigProblem] = []
     secret = config.jwt_secret.get_secret_value() if config.jwt_secret is not None else ""
-    if secret and len(secret.encode()) < MIN_HS256_SECRET_BYTES:
-        problems.append(
-            ConfigProblem(
-                "security.jwt_secret",
-                f"too short: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 3.2)",
-                "JWT_SECRET",
+    if secret:
+        if len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+            problems.append(
+                ConfigProblem(
+                    "security.jwt_secret",
+                    f"too short: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes "
+                    "(RFC 7518 3.2)",
+                    "JWT_SECRET",
+                )
             )
-        )
-    if config.jwt_public_key_path:
+        else:
+            try:
+                keys["HS256"] = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+            except jwt.InvalidKeyError:
+                problems.append(
+                    ConfigProblem(
+                        "security.jwt_secret",
+                        "is a PEM/SSH public key or certificate, not an HMAC secret (an "
+                        "RS256 public key belongs in security.jwt_public_key_path)",
+                        "JWT_SECRET",
+                    )
+                )
+    path = config.jwt_public_key_path
+    if path:
+        key_problem = "security.jwt_public_key_path"
         try:
-            load_public_key(config.jwt_public_key_path)
+            public_key = load_public_key(path)
         except OSError as exc:
             problems.append(
-                ConfigProblem(
-                    "security.jwt_public_key_path",
-                    f"cannot read {config.jwt_public_key_path}: {exc.strerror}",
-                    "startup",
-                )
+                ConfigProblem(key_problem, f"cannot read {path}: {exc.strerror}", "startup")
             )
-        except ValueError:
+        except (ValueError, TypeError):
             problems.append(
                 ConfigProblem(
-                    "security.jwt_public_key_path",
-                    f"{config.jwt_public_key_path} is not a PEM public key",
+                    key_problem,
+                    f"{path} is not a PEM public key (expected -----BEGIN PUBLIC KEY-----, "
+                    "an RSA key for RS256)",
                     "startup",
                 )
             )
-    return problems
+        else:
+            if not isinstance(public_key, RSAPublicKey):
+                problems.append(
+                    ConfigProblem(
+                        key_problem,
+                        f"{path} holds a {type(public_key).__name__.removeprefix('_')}, "
+                        "but RS256 needs an RSA public key",
+                        "startup",
+                    )
+                )
+            elif public_key.key_size < MIN_RSA_KEY_BITS:
+                problems.append(
+                    ConfigProblem(
+                        key_problem,
+                        f"{path} holds a {public_key.key_size}-bit RSA key; RS256 needs at "
+                        f"least {MIN_RSA_KEY_BITS} bits",
+                        "startup",
+                    )
+                )
+            else:
+                keys["RS256"] = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(public_key)
+        if not config.jwt_audience:
+            problems.append(
+                ConfigProblem(
+                    "security.jwt_audience",
+                    "required when security.jwt_public_key_path is set: tokens of an "
+                    "identity provider must name this API as their audience (aud)",
+                    "startup",
+                )
+            )
+    return keys, problems
+
+
+def check_keys(config: SecurityConfig) -> list[ConfigProblem]:
+    """Startup validation of the configured verification keys."""
+    return load_keys(config)[1]
 
 
 class Authenticator:
+    """Verifies bearer tokens with the configured keys; raises ``ConfigError`` at
+    construction when a key is unusable (see ``load_keys``)."""
+
     def __init__(self, config: SecurityConfig) -> None:
         self._config = config
-        self._keys: dict[str, Any] = {}
-        if config.jwt_secret is not None and config.jwt_secret.get_secret_value():
-            self._keys["HS256"] = config.jwt_secret.get_secret_value()
-        if config.jwt_public_key_path:
-            self._keys["RS256"] = load_public_key(config.jwt_public_key_path)
+        self._keys, problems = load_keys(config)
+        if problems:
+            raise ConfigError(problems)
 
     @property
     def configured(self) -> bool:
@@ -128,7 +192,7 @@ class Authenticator:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError:
             raise AuthError(401, "malformed_token", "the token is not a JWT") from None
-        key = self._keys.get(str(alg))
+        key = self._keys.get(alg) if isinstance(alg, str) else None
         if key is None:
             raise AuthError(401, "unsupported_algorithm", f"algorithm {alg!s:.16} is not accepted")
         cfg = self._config
@@ -138,12 +202,11 @@ class Authenticator:
                 key,
                 algorithms=[str(alg)],
                 issuer=cfg.jwt_issuer,
+                # no audience configured: a token that names one was minted for another
+                # service and is refused (pyjwt's rule for audience=None)
                 audience=cfg.jwt_audience,
                 leeway=30,
-                options={
-                    "require": ["exp", "iss", "sub"],
-                    "verify_aud": cfg.jwt_audience is not None,
-                },
+                options={"require": ["exp", "iss", "sub"], "verify_aud": True},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "token_expired", "the token has expired") from None
@@ -159,14 +222,38 @@ class Authenticator:
             ) from None
         except jwt.InvalidSignatureError:
             raise AuthError(401, "invalid_signature", "the token's signature is invalid") from None
-        except jwt.InvalidTokenError:
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthError(
+                401, "invalid_subject", "the token's sub claim must be a short string"
+            ) from None
+        except jwt.PyJWTError:
+            # every other token problem (and, defensively, a key pyjwt refuses): the
+            # client's token is not accepted; never a 500
             raise AuthError(401, "invalid_token", "the token is invalid") from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
             raise AuthError(401, "invalid_subject", "the token's sub claim must be a short string")
-        raw_scope = claims.get("scope", claims.get("scp", ""))
-        scopes = raw_scope.split() if isinstance(raw_scope, str) else list(raw_scope or [])
-        return Principal(sub, frozenset(str(s) for s in scopes))
+        return Principal(sub, _scopes(claims))
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """``scope`` (a space-separated string, RFC 8693 / OAuth 2) or ``scp`` (a string or a
+    list of strings); any other shape is a malformed token (401), not a 500."""
+    if "scope" in claims:
+        raw = claims["scope"]
+        if not isinstance(raw, str):
+            raise AuthError(401, "invalid_scope", "the token's scope claim must be a string")
+        return frozenset(raw.split())
+    if "scp" in claims:
+        raw = claims["scp"]
+        if isinstance(raw, str):
+            return frozenset(raw.split())
+        if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            return frozenset(raw)
+        raise AuthError(
+            401, "invalid_scope", "the token's scp claim must be a string or a list of strings"
+        )
+    return frozenset()
 
 
 def current_principal() -> Principal:
