@@ -37,11 +37,12 @@ from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.wrappers import BaseRequestWebsocket, Request
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, RequestSchemaValidationError
 from quart_schema.openapi import OpenAPIProvider
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing.converters import BaseConverter, IntegerConverter
 
 from dchat_node import __version__
 from dchat_node.api import EXTENSION_KEY
+from dchat_node.api.validation import AsciiIntegerConverter
 from dchat_node.lifecycle import NodeState, heartbeat
 from dchat_node.security.auth import AuthError
 from dchat_node.security.cors import apply_cors
@@ -197,7 +198,22 @@ def _blueprint_chain(name: str) -> tuple[str, ...]:
 class _Request(Request):
     """Quart's request, with ``blueprints`` (read three times per request, for the hooks
     and error handlers of the matched endpoint's blueprints) from a cache per blueprint
-    name instead of an import and a split on every read."""
+    name instead of an import and a split on every read, and a 400 for a body that is not
+    JSON saying why (Quart's says nothing outside debug mode)."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force, silent, cache)
+        except RecursionError:
+            # the C parser's recursion limit, reached by a body like [[[[...]]]]
+            if silent:
+                return None
+            raise BadRequest("the JSON body is nested too deeply") from None
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        if isinstance(error, json.JSONDecodeError):
+            raise BadRequest(f"the body is not valid JSON ({error.msg} at position {error.pos})")
+        raise BadRequest("the body is not valid JSON")
 
     @property
     def blueprints(self) -> list[str]:
@@ -351,6 +367,8 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     """The user-facing app (port ``server.api_port``)."""
     cfg = services.config
     app = NodeQuart("dchat_node.api", static_folder=None)
+    # before any route is added: rules bind their converters when registered
+    app.url_map.converters["int"] = AsciiIntegerConverter
     app.session_interface = _NoSessions()
     app.services = services
     app.tracer = tracer_provider.get_tracer("dchat_node") if tracer_provider else None

@@ -11,6 +11,16 @@ does the same job with the model's own compiled validator, built once at import:
 - a validation failure raises quart-schema's ``QuerystringValidationError`` (carrying the
   pydantic ``ValidationError``), which the app's error handler turns into the usual 422
   ``{"error": {"code": "validation_failed", "fields": [...]}}``.
+
+Path ids and JSON bodies are checked here too:
+
+- ``AsciiIntegerConverter`` replaces werkzeug's ``int`` converter on the API's URL map: its
+  ``\\d+`` is Python's Unicode ``\\d``, so ``/channels/%D9%A1`` (ARABIC-INDIC DIGIT ONE) matched
+  and ``int()`` made it channel 1. Only ASCII ``[0-9]`` matches now; anything else is no
+  route (404).
+- A JSON body nested deeper than the parser's recursion limit raised ``RecursionError``
+  out of ``request.get_json`` (a 500): the request class (``app._Request``) answers it,
+  and any other unparsable body, with 400 saying what is wrong.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from quart import request
 from quart_schema import document_querystring
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.datastructures import MultiDict
+from werkzeug.routing.converters import IntegerConverter
 
 M = TypeVar("M", bound=BaseModel)
 View = Callable[..., Awaitable[Any]]
@@ -61,3 +72,9 @@ def validate_querystring(model: type[BaseModel]) -> Callable[[View], View]:
         return wrapper
 
     return decorator
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """werkzeug's ``int`` converter matching ASCII digits only (see the module docstring)."""
+
+    regex = r"[0-9]+"
