@@ -156,3 +156,51 @@ def test_file_output_rotates(tmp_path: Path, restore_logging: None) -> None:
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["dchat.log", "dchat.log.1", "dchat.log.2"]
     assert all(p.stat().st_size <= 1024 * 1024 + 1024 for p in path.parent.iterdir())
+
+
+SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_a_sampled_remote_parent_cannot_force_sampling(
+    services: Services, http_sink: tuple[str, Recorder]
+) -> None:
+    """Ratio 0: a client's ``traceparent`` with the sampled flag still exports nothing."""
+    url, rec = http_sink
+    provider = setup_tracing(
+        ObservabilityConfig(jaeger_endpoint=url, jaeger_sample_rate=0.0),
+        services.metrics.observability_errors,
+    )
+    assert provider is not None
+    client = create_api_app(services, provider).test_client()
+    for i in range(5):
+        parent = f"00-{i + 1:032x}-b7ad6b7169203331-01"
+        assert (
+            await client.get("/api/v1/version", headers={"traceparent": parent})
+        ).status_code == 200
+    provider.force_flush(5_000)
+    provider.shutdown()
+    assert rec.requests == []
+
+
+def test_remote_parents_go_through_the_ratio() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import Decision
+
+    from dchat_node.observability.tracing import sampler
+
+    def decide(rate: float, trace_id: int, sampled: bool, remote: bool) -> Decision:
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0)
+        parent = trace.set_span_in_context(
+            trace.NonRecordingSpan(
+                trace.SpanContext(trace_id, 0xB7AD6B7169203331, is_remote=remote, trace_flags=flags)
+            )
+        )
+        return sampler(rate).should_sample(parent, trace_id, "GET").decision
+
+    low, high = 1, (1 << 64) - 1  # the ratio sampler compares the low 64 bits
+    assert decide(0.0, low, sampled=True, remote=True) is Decision.DROP
+    assert decide(0.5, high, sampled=True, remote=True) is Decision.DROP
+    assert decide(0.5, low, sampled=True, remote=True) is Decision.RECORD_AND_SAMPLE
+    assert decide(1.0, low, sampled=False, remote=True) is Decision.DROP
+    # spans inside this process follow their (local) parent
+    assert decide(0.0, low, sampled=True, remote=False) is Decision.RECORD_AND_SAMPLE

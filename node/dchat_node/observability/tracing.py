@@ -6,7 +6,13 @@ Design:
   collector port (14268) become the collector's OTLP/HTTP port 4318; an endpoint without a
   path gets ``/v1/traces``. The Jaeger UDP exporter is not used (it was removed from
   opentelemetry-python).
-- ``jaeger_sample_rate`` is honoured with ``ParentBased(TraceIdRatioBased(rate))``.
+- Sampling: ``sampler(rate)`` is parent-based, but a *remote* parent's "sampled" flag is
+  only a wish: a client sending ``traceparent: ...-01`` on every request must not force
+  100% sampling (cost and exporter load it controls). Remote parents, sampled or not,
+  and new roots go through ``TraceIdRatioBased(jaeger_sample_rate)``, which decides on
+  the trace id, so every service using the same ratio keeps or drops the same traces;
+  remote parents marked not sampled stay unsampled; local parents (spans inside this
+  process) are followed.
 - Unset endpoint: no provider is installed and request handling creates no spans at all.
 - Export failures are counted in ``observability_errors_total{kind="trace_export"}``.
 """
@@ -21,7 +27,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from prometheus_client import Counter
 
 from dchat_node import __version__
@@ -47,6 +53,14 @@ def otlp_traces_url(endpoint: str) -> str:
         path = "/v1/traces"
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def sampler(rate: float) -> Sampler:
+    """Parent-based sampling in which a remote parent cannot raise the configured ratio."""
+    ratio = TraceIdRatioBased(rate)
+    return ParentBased(
+        root=ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ALWAYS_OFF
+    )
 
 
 class _CountingExporter(SpanExporter):
@@ -78,7 +92,7 @@ def setup_tracing(
         return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name, "service.version": __version__}),
-        sampler=ParentBased(TraceIdRatioBased(config.jaeger_sample_rate)),
+        sampler=sampler(config.jaeger_sample_rate),
     )
     exporter = OTLPSpanExporter(endpoint=otlp_traces_url(config.jaeger_endpoint), timeout=5)
     provider.add_span_processor(BatchSpanProcessor(_CountingExporter(exporter, failures)))
