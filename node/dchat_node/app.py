@@ -5,8 +5,10 @@ Design:
   validation of every body and query string, ``/openapi.json``), JWT auth on mutating routes,
   CORS, rate limiting, body cap (``server.max_request_body_bytes`` -> 413), per-request
   timeout (``server.request_timeout_secs`` -> 504), JSON errors everywhere (404/405/413/422/
-  429/5xx), request metrics by route template, and a server span per request when tracing
-  is on. All of that lives in ``NodeQuart.handle_request`` and error handlers, not in views.
+  429/5xx; 503 ``overloaded`` with ``Retry-After`` when the database queue is full, see
+  ``storage.admission``), request metrics by route template, and a server span per
+  request when tracing is on. All of that lives in ``NodeQuart.handle_request`` and error
+  handlers, not in views.
 - ``create_ops_app(services, state)``: ``/health`` (alive + loop responsive), ``/ready``
   (not draining, database reachable, migrations applied), ``/metrics`` (Prometheus text),
   ``/health/<component>`` (``/health/bridge``: the bridge component's real state, or 503
@@ -49,7 +51,7 @@ from dchat_node.security.cors import apply_cors
 from dchat_node.security.ratelimit import apply_rate_limit
 from dchat_node.services import Services
 from dchat_node.services.errors import DomainError
-from dchat_node.storage import StorageError, StorageUnavailable
+from dchat_node.storage import StorageBusy, StorageError, StorageUnavailable
 
 log = logging.getLogger("dchat_node.app")
 
@@ -60,6 +62,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 # any other method token a client sends is counted as OTHER: labels stay bounded
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OPTIONAL_COMPONENTS = frozenset({"bridge", "relay", "marketplace", "accessibility"})
+SHED_RETRY_AFTER_SECS = 1
 _HEADERS_KEPT = ("Retry-After", "Allow", "WWW-Authenticate")
 _HTTP_CODES = {
     400: "bad_request",
@@ -326,6 +329,17 @@ def _register_api_errors(app: Quart) -> None:
     @app.errorhandler(DomainError)
     async def _domain(exc: DomainError) -> Response:
         return error_response(exc.status, exc.message, code=exc.code)
+
+    @app.errorhandler(StorageBusy)
+    async def _shed(exc: StorageBusy) -> Response:
+        # load shedding, not a failure: no log line per request (counted in
+        # dchat_database_queries_shed_total), the client retries after a second
+        return error_response(
+            503,
+            "the node is overloaded, retry shortly",
+            code="overloaded",
+            headers={"Retry-After": str(SHED_RETRY_AFTER_SECS)},
+        )
 
     @app.errorhandler(StorageUnavailable)
     async def _db_down(exc: StorageUnavailable) -> Response:

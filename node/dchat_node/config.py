@@ -110,6 +110,18 @@ class DatabaseConfig(_Section):
     idle_timeout_secs: float = Field(
         300, gt=0, description="Idle pooled connections are closed after this long."
     )
+    max_pending_queries: int = Field(
+        128,
+        ge=0,
+        le=100_000,
+        description=(
+            "Load shedding: queries that may wait for the database beyond those running "
+            "(SQLite runs 1 at a time, PostgreSQL max_connections). A query finding the "
+            "queue full is refused at once: the API answers 503 with Retry-After. The "
+            "longest wait is about this many queries' time; keep it well below "
+            "server.request_timeout_secs."
+        ),
+    )
 
     @model_validator(mode="after")
     def _known_scheme(self) -> DatabaseConfig:
@@ -301,6 +313,7 @@ ENV_VARS: Mapping[str, tuple[str | None, str, str]] = {
     "DATABASE_URL": ("database", "url", "str"),
     "DATABASE_MAX_CONNECTIONS": ("database", "max_connections", "str"),
     "DATABASE_STATEMENT_CACHE_SIZE": ("database", "statement_cache_size", "str"),
+    "DATABASE_MAX_PENDING_QUERIES": ("database", "max_pending_queries", "str"),
     "CHAT_CHAIN_RPC": ("chain", "chat_chain_rpc", "str"),
     "CURRENCY_CHAIN_RPC": ("chain", "currency_chain_rpc", "str"),
     "RELAY_BOOTSTRAP_NODES": ("relay", "bootstrap_nodes", "list"),

@@ -15,16 +15,23 @@ Design:
   sum(rate(..._total[5m]))``; p99 = ``histogram_quantile(0.99, sum by (le)
   (rate(..._duration_seconds_bucket[5m])))``.
 - ``_ms`` histograms use explicit millisecond buckets (the default buckets are seconds).
+- Load shedding (``storage.admission``): ``dchat_database_queue_depth`` (queries running
+  or waiting), ``dchat_database_queue_limit`` (capacity + ``max_pending_queries``) and
+  ``dchat_database_queries_shed_total`` (refused because the queue was full) are read
+  from the storage at scrape time (``track_queue``): no cost per query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
+from dchat_node.storage.admission import QueueStats
 from dchat_node.storage.base import PoolStats
 
 MS_BUCKETS: tuple[float, ...] = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
@@ -90,6 +97,40 @@ def register_accessibility(registry: CollectorRegistry) -> AccessibilityMetrics:
     )
 
 
+class _QueueCollector(Collector):
+    """The database queue's depth, limit and shed count, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], QueueStats] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families(QueueStats(0, 0, 0)))
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.source() if self.source is not None else QueueStats(0, 0, 0)
+        return iter(self._families(stats))
+
+    @staticmethod
+    def _families(stats: QueueStats) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "dchat_database_queue_depth",
+                "Database queries admitted and not finished (running + waiting).",
+                value=stats.depth,
+            ),
+            GaugeMetricFamily(
+                "dchat_database_queue_limit",
+                "Database queue capacity: queries running at once + database.max_pending_queries.",
+                value=stats.limit,
+            ),
+            CounterMetricFamily(
+                "dchat_database_queries_shed",
+                "Database queries refused because the queue was full (answered 503).",
+                value=stats.shed_total,
+            ),
+        ]
+
+
 class NodeMetrics:
     """Every metric of the node, in its own registry."""
 
@@ -146,6 +187,8 @@ class NodeMetrics:
         self.bridge = register_bridge(r)
         self.accessibility = register_accessibility(r)
         self._pool_source: Callable[[], PoolStats] | None = None
+        self._queue = _QueueCollector()
+        r.register(self._queue)
         # label children cached per (method, route template, status): a bounded set
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Pre-create the label sets the SLO queries divide by.
@@ -153,6 +196,9 @@ class NodeMetrics:
 
     def track_pool(self, source: Callable[[], PoolStats]) -> None:
         self._pool_source = source
+
+    def track_queue(self, source: Callable[[], QueueStats]) -> None:
+        self._queue.source = source
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -32,6 +32,7 @@ def build_services(
 ) -> Services:
     metrics = metrics or NodeMetrics()
     metrics.track_pool(storage.pool_stats)
+    metrics.track_queue(storage.queue_stats)
     return Services(
         config=config,
         storage=storage,

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage.base import ChannelRecord, MessageRecord, PoolStats, Storage
-from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
+from dchat_node.storage.errors import (
+    Conflict,
+    ReferenceMissing,
+    StorageBusy,
+    StorageError,
+    StorageUnavailable,
+)
 
 
 def create_storage(config: DatabaseConfig) -> Storage:
@@ -35,6 +41,7 @@ __all__ = [
     "PoolStats",
     "ReferenceMissing",
     "Storage",
+    "StorageBusy",
     "StorageError",
     "StorageUnavailable",
     "create_storage",

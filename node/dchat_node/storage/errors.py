@@ -17,3 +17,7 @@ class Conflict(StorageError):
 
 class ReferenceMissing(StorageError):
     """A referenced row does not exist (foreign key)."""
+
+
+class StorageBusy(StorageError):
+    """The database queue is full (load shedding): retry shortly. Not an outage."""

@@ -10,6 +10,11 @@ Design:
   applied set inside it, so replicas starting together apply each migration exactly once.
 - ``pool_stats().active`` = connections checked out of the pool (what the
   ``DatabaseConnectionPoolExhausted`` alert watches through ``database_connections_active``).
+- Load shedding (``storage.admission``): queries pass a ``QueryQueue`` of capacity
+  ``max_connections`` + ``database.max_pending_queries`` before they wait for a pooled
+  connection; a full queue is ``StorageBusy`` at once. A caller cancelled while waiting
+  for a connection never gets one (asyncpg's acquire is cancellable), and one cancelled
+  while its query runs has it cancelled on the server. ``ping`` bypasses the queue.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from dchat_node.config import DatabaseConfig
+from dchat_node.storage.admission import QueryQueue, QueueStats
 from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
 from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
 from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
@@ -52,6 +58,7 @@ class PostgresStorage(SqlStorage):
         self._config = config
         self._pool: asyncpg.Pool | None = None
         self._sql_cache: dict[str, str] = {}
+        self._queue = QueryQueue(config.max_connections, config.max_pending_queries)
 
     async def open(self) -> None:
         c = self._config
@@ -92,10 +99,22 @@ class PostgresStorage(SqlStorage):
             out = self._sql_cache[sql] = to_dollar_params(sql)
         return out
 
+    def queue_stats(self) -> QueueStats:
+        return self._queue.stats()
+
     async def ping(self) -> None:
-        await self._fetch("SELECT 1")
+        # not through the queue: readiness asks whether the database answers
+        await self._query("SELECT 1")
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        queue = self._queue
+        queue.admit()
+        try:
+            return await self._query(sql, *args)
+        finally:
+            queue.done()
+
+    async def _query(self, sql: str, *args: Any) -> list[Row]:
         try:
             async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
                 return list(await conn.fetch(self._sql(sql), *args))

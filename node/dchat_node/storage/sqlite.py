@@ -12,19 +12,29 @@ Design:
 - Migrations run under ``BEGIN IMMEDIATE`` (the database write lock), re-reading the applied
   set inside the transaction, so two processes migrating at once do not race.
 - The parent directory of the database file is created if missing.
+- Load shedding (``storage.admission``): statements pass a ``QueryQueue`` of capacity 1 +
+  ``database.max_pending_queries`` before they are queued on aiosqlite's thread; a full
+  queue is ``StorageBusy`` at once. A statement whose caller was cancelled while it sat in
+  aiosqlite's queue is skipped by the thread (``_statement`` checks its ``Ticket``). That
+  check needs a function run on aiosqlite's thread: ``_on_thread`` uses
+  ``Connection._execute``, the one entry point every public aiosqlite method goes through
+  (aiosqlite is pinned in requirements.lock; ``test_a_cancelled_query_is_not_run`` fails
+  if it changes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
 from dchat_node.config import DatabaseConfig
+from dchat_node.storage.admission import QueryQueue, QueueStats, Ticket
 from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
 from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
 from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
@@ -73,6 +83,20 @@ def _map_error(exc: sqlite3.Error) -> StorageError:
     return StorageError(text)
 
 
+def _statement(conn: aiosqlite.Connection, ticket: Ticket, sql: str, args: Any) -> list[Row]:
+    """Run on aiosqlite's thread: the statement, unless its caller has given up."""
+    if ticket.cancelled:
+        return []  # nobody awaits the result
+    rows: list[Row] = conn._conn.execute(sql, args).fetchall()
+    return rows
+
+
+def _on_thread(conn: aiosqlite.Connection, fn: Callable[[], list[Row]]) -> Awaitable[list[Row]]:
+    """Queue ``fn`` on the connection's thread (aiosqlite's own mechanism)."""
+    execute = cast("Callable[[Callable[[], list[Row]]], Awaitable[list[Row]]]", conn._execute)
+    return execute(fn)
+
+
 class SqliteStorage(SqlStorage):
     engine: Engine = "sqlite"
 
@@ -80,7 +104,7 @@ class SqliteStorage(SqlStorage):
         self._config = config
         self.path = sqlite_path(config.url)
         self._conn: aiosqlite.Connection | None = None
-        self._inflight = 0
+        self._queue = QueryQueue(1, config.max_pending_queries)
         self._migrate_lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -114,20 +138,32 @@ class SqliteStorage(SqlStorage):
 
     def pool_stats(self) -> PoolStats:
         open_ = 1 if self._conn is not None else 0
-        return PoolStats(size=open_, active=min(self._inflight, open_), max_size=1)
+        return PoolStats(size=open_, active=min(self._queue.depth, open_), max_size=1)
+
+    def queue_stats(self) -> QueueStats:
+        return self._queue.stats()
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1")
+        # not through the queue: readiness asks whether the database answers
+        try:
+            await self._c().execute_fetchall("SELECT 1")
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
         conn = self._c()
-        self._inflight += 1
+        queue = self._queue
+        queue.admit()
+        ticket = Ticket()
         try:
-            return list(await conn.execute_fetchall(sql, args))
+            return await _on_thread(conn, partial(_statement, conn, ticket, sql, args))
+        except asyncio.CancelledError:
+            ticket.cancelled = True
+            raise
         except sqlite3.Error as exc:
             raise _map_error(exc) from exc
         finally:
-            self._inflight -= 1
+            queue.done()
 
     async def _fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self._fetch(sql, *args)
