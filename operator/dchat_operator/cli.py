@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,32 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch-timeout", type=int, default=300, help="server-side watch timeout (s)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=8, help="reconciles that run at once (default 8)"
+    )
+    parser.add_argument(
+        "--reconcile-timeout",
+        type=float,
+        default=60.0,
+        help="deadline of one reconcile in seconds; then it is retried with backoff",
+    )
+    parser.add_argument(
+        "--request-timeout", type=float, default=15.0, help="deadline of one API request (s)"
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold a Lease and reconcile only while holding it (default on; run 2 replicas)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the first --namespace, "
+        "else default)",
+    )
+    parser.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a leader holds the Lease"
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -88,6 +115,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
     from dchat_operator import handlers  # noqa: F401  (registers the handlers)
     from dchat_operator.handlers.options import Options
+    from dchat_operator.handlers.runtime import OperatorMemo
 
     kopf.configure(
         verbose=args.verbose,
@@ -97,12 +125,24 @@ def run_operator(args: argparse.Namespace) -> int:
         # kopf logs every successful handler call at INFO; keep warnings and our own logs.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    namespaces = list(args.namespace)
+    lease_namespace = (
+        args.leader_election_namespace
+        or os.environ.get("POD_NAMESPACE")
+        or next((ns for ns in namespaces if "*" not in ns and "?" not in ns), None)
+        or "default"
+    )
     options = Options(
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port or None,
         watch_server_timeout=args.watch_timeout,
+        workers=args.workers,
+        reconcile_timeout=args.reconcile_timeout,
+        request_timeout=args.request_timeout,
+        leader_election=args.leader_elect,
+        lease_namespace=lease_namespace,
+        lease_duration=args.lease_duration,
     )
-    namespaces = list(args.namespace)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
@@ -110,7 +150,7 @@ def run_operator(args: argparse.Namespace) -> int:
         liveness_endpoint=(
             f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
         ),
-        memo=kopf.Memo(options=options),
+        memo=OperatorMemo(options=options),
     )
     return 0
 

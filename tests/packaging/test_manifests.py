@@ -12,7 +12,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
-from dchat_operator.builders.children import KINDS
+from dchat_operator.api.kinds import CHILD_KINDS
 from tests.packaging.support import (
     OPERATOR_NAMESPACE,
     OPERATOR_SA,
@@ -38,7 +38,7 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 READ = {"get", "list", "watch"}
 # What the operator owns and therefore may write: the children its builders make, its CR's
 # status (patch only), and Events (create only). Its CR's spec is the user's.
-CHILDREN = {(k.group, k.plural) for k in KINDS}
+CHILDREN = {(k.group, k.plural) for k in CHILD_KINDS}
 MAY_WRITE: dict[tuple[str, str], set[str]] = {
     **{child: WRITE_VERBS for child in CHILDREN},
     ("dchat.dev", "dchatclusters/status"): {"patch"},

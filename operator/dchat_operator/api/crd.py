@@ -7,18 +7,23 @@ means unset), ``int | str`` becomes ``x-kubernetes-int-or-string``, free-form ob
 form, ``title``/``additionalProperties: false`` are dropped (unknown fields are rejected by the
 apiserver's strict field validation), and every object-typed property gets ``default: {}`` so
 nested defaults apply when a section is omitted. The CEL rules declared on the models travel
-through ``json_schema_extra``. ``render_crd_yaml`` is what ``crds/`` holds; a unit test
-fails when that file is stale.
+through ``json_schema_extra``. One ``CrdDefinition`` per kind (its models, names, printer
+columns, scale subresource and root CEL rules) and one generic ``crd(definition)``, so a new
+kind is a new definition in ``DEFINITIONS``. ``render_crd_yaml`` is what ``crds/`` holds; a
+unit test fails when a file there is stale.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from dchat_operator.api import constants as c
+from dchat_operator.api.kinds import CLUSTER, Kind
 from dchat_operator.api.models import DchatClusterSpec, DchatClusterStatus
 
 JSON = dict[str, Any]
@@ -121,33 +126,117 @@ def materialize_defaults(node: JSON) -> JSON:
     return node
 
 
-def spec_schema() -> JSON:
-    raw = DchatClusterSpec.model_json_schema(by_alias=True, mode="validation")
+@dataclass(frozen=True)
+class CrdDefinition:
+    """Everything that makes one kind's CRD besides its pydantic models."""
+
+    kind: Kind
+    singular: str
+    short_names: tuple[str, ...]
+    description: str
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    printer_columns: tuple[JSON, ...] = ()
+    root_rules: tuple[JSON, ...] = ()
+    scale: JSON | None = None
+    categories: tuple[str, ...] = ("dchat", "all")
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.plural}.{self.kind.group}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.kind.group}_{self.kind.plural}.yaml"
+
+
+def spec_schema(model: type[BaseModel] = DchatClusterSpec) -> JSON:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     return structural(raw, raw.get("$defs", {}))
 
 
-def status_schema() -> JSON:
-    raw = DchatClusterStatus.model_json_schema(by_alias=True, mode="validation")
+def status_schema(model: type[BaseModel] = DchatClusterStatus) -> JSON:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = structural(raw, raw.get("$defs", {}))
-    conditions = schema["properties"]["conditions"]
-    conditions["x-kubernetes-list-type"] = "map"
-    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    conditions = (schema.get("properties") or {}).get("conditions")
+    if conditions is not None:
+        conditions["x-kubernetes-list-type"] = "map"
+        conditions["x-kubernetes-list-map-keys"] = ["type"]
     schema.pop("default", None)
     return schema
 
 
-def crd() -> JSON:
-    """The CustomResourceDefinition as a dict."""
-    spec = spec_schema()
+CLUSTER_CRD = CrdDefinition(
+    kind=CLUSTER,
+    singular=c.SINGULAR,
+    short_names=tuple(c.SHORT_NAMES),
+    description=(
+        "DchatCluster runs a dchat deployment: node pods, their config, services, "
+        "ingress, storage, disruption budget, network policy and monitoring, kept in "
+        "the desired state by dchat-operator."
+    ),
+    spec_model=DchatClusterSpec,
+    status_model=DchatClusterStatus,
+    scale={
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    },
+    root_rules=(
+        {
+            "rule": "self.metadata.name.size() <= 52",
+            "message": (
+                "metadata.name must be at most 52 characters (child objects append "
+                "suffixes such as -metrics)"
+            ),
+        },
+    ),
+    printer_columns=(
+        {
+            "name": "Version",
+            "type": "string",
+            "jsonPath": ".status.currentVersion",
+            "description": "Version all pods run.",
+        },
+        {
+            "name": "Replicas",
+            "type": "integer",
+            "jsonPath": ".spec.replicas",
+            "description": "Desired pods.",
+        },
+        {
+            "name": "Ready",
+            "type": "integer",
+            "jsonPath": ".status.readyReplicas",
+            "description": "Ready pods.",
+        },
+        {
+            "name": "Phase",
+            "type": "string",
+            "jsonPath": ".status.phase",
+            "description": "Pending, Progressing, Ready or Degraded.",
+        },
+        {
+            "name": "Last Backup",
+            "type": "date",
+            "jsonPath": ".status.lastBackup.time",
+            "description": "When the last backup completed.",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+)
+DEFINITIONS: tuple[CrdDefinition, ...] = (CLUSTER_CRD,)
+"""Every kind the operator defines (backups and restores join here)."""
+
+
+def crd(definition: CrdDefinition = CLUSTER_CRD) -> JSON:
+    """The CustomResourceDefinition of one kind, as a dict."""
+    spec = spec_schema(definition.spec_model)
     spec["default"] = {}
     materialize_defaults(spec)
     root: JSON = {
         "type": "object",
-        "description": (
-            "DchatCluster runs a dchat deployment: node pods, their config, services, "
-            "ingress, storage, disruption budget, network policy and monitoring, kept in "
-            "the desired state by dchat-operator."
-        ),
+        "description": definition.description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {
@@ -157,89 +246,43 @@ def crd() -> JSON:
             "kind": {"type": "string", "description": "Kind is the type of this object."},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": status_schema(),
+            "status": status_schema(definition.status_model),
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": "self.metadata.name.size() <= 52",
-                "message": (
-                    "metadata.name must be at most 52 characters (child objects append "
-                    "suffixes such as -metrics)"
-                ),
-            }
-        ],
     }
+    if definition.root_rules:
+        root["x-kubernetes-validations"] = [dict(rule) for rule in definition.root_rules]
+    subresources: JSON = {"status": {}}
+    if definition.scale is not None:
+        subresources["scale"] = dict(definition.scale)
+    version: JSON = {
+        "name": definition.kind.version,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": root},
+        "subresources": subresources,
+    }
+    if definition.printer_columns:
+        version["additionalPrinterColumns"] = [dict(col) for col in definition.printer_columns]
+    kind = definition.kind
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": c.CRD_NAME,
+            "name": definition.name,
             "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_PART_OF: c.APP_NAME},
         },
         "spec": {
-            "group": c.GROUP,
+            "group": kind.group,
             "scope": "Namespaced",
             "names": {
-                "kind": c.KIND,
-                "listKind": f"{c.KIND}List",
-                "plural": c.PLURAL,
-                "singular": c.SINGULAR,
-                "shortNames": list(c.SHORT_NAMES),
-                "categories": ["dchat", "all"],
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": definition.singular,
+                "shortNames": list(definition.short_names),
+                "categories": list(definition.categories),
             },
-            "versions": [
-                {
-                    "name": c.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": root},
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": [
-                        {
-                            "name": "Version",
-                            "type": "string",
-                            "jsonPath": ".status.currentVersion",
-                            "description": "Version all pods run.",
-                        },
-                        {
-                            "name": "Replicas",
-                            "type": "integer",
-                            "jsonPath": ".spec.replicas",
-                            "description": "Desired pods.",
-                        },
-                        {
-                            "name": "Ready",
-                            "type": "integer",
-                            "jsonPath": ".status.readyReplicas",
-                            "description": "Ready pods.",
-                        },
-                        {
-                            "name": "Phase",
-                            "type": "string",
-                            "jsonPath": ".status.phase",
-                            "description": "Pending, Progressing, Ready or Degraded.",
-                        },
-                        {
-                            "name": "Last Backup",
-                            "type": "date",
-                            "jsonPath": ".status.lastBackup.time",
-                            "description": "When the last backup completed.",
-                        },
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                    ],
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -263,10 +306,10 @@ def to_yaml(obj: Any) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
 
 
-def render_crd_yaml() -> str:
-    """The text of crds/dchat.dev_dchatclusters.yaml."""
+def render_crd_yaml(definition: CrdDefinition = CLUSTER_CRD) -> str:
+    """The text of ``crds/<group>_<plural>.yaml`` for one kind."""
     header = (
         "# Generated by `dchat-operator crd` from dchat_operator.api.models. Do not edit:\n"
         "# change the models and regenerate (a unit test fails when this file is stale).\n"
     )
-    return header + to_yaml(crd())
+    return header + to_yaml(crd(definition))

@@ -1,10 +1,14 @@
 """The DchatCluster status, built in one place from observed facts.
 
 Design: ``build_status`` is a pure function of the parsed cluster, what the controller
-observed (the live Deployment, missing Secrets, apply errors) and the previous status (to keep
-``lastTransitionTime`` when a condition did not change, and the fields other controllers own,
-such as ``lastBackup``). The clock is an argument. The controller writes the result with one
-client call, and only when it differs from the live status.
+observed (the live Deployment, missing Secrets, apply errors, children it refused to take
+over, its retry state) and the previous status (to keep ``lastTransitionTime`` when a
+condition did not change). The clock is an argument. It returns only the fields the cluster
+controller owns (``CLUSTER_OWNED``); ``status_patch`` turns that into the merge patch to send
+against the live status: other controllers' fields (``lastBackup``, ...) are never sent, other
+controllers' conditions are kept in the list (a merge patch replaces lists whole, which is why
+the controller sends it with the ``resourceVersion`` it read), and ``None`` means "already so,
+write nothing".
 """
 
 from __future__ import annotations
@@ -24,6 +28,26 @@ class Observed:
     deployment: Obj | None = None
     missing_secrets: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    """Objects with a child's name that the operator does not control (left untouched)."""
+    retry: tuple[int, float] | None = None
+    """(attempt, seconds until the next one) when this reconcile is failing."""
+
+
+CLUSTER_OWNED = frozenset(
+    {
+        "observedGeneration",
+        "phase",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "selector",
+        "configChecksum",
+        "currentVersion",
+        "conditions",
+    }
+)
+CLUSTER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,15 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     complete, stalled, message, counts = _rollout(cluster, observed.deployment)
     version = cluster.spec.version
 
-    if observed.missing_secrets:
+    if observed.conflicts:
+        degraded = _Cond(
+            "Degraded",
+            "True",
+            "ChildConflict",
+            "not taking over objects the operator does not control: "
+            + "; ".join(observed.conflicts),
+        )
+    elif observed.missing_secrets:
         degraded = _Cond(
             "Degraded",
             "True",
@@ -84,6 +116,14 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
         )
     else:
         degraded = _Cond("Degraded", "False", "AsExpected", "no problems found")
+    if degraded.status == "True" and observed.retry is not None:
+        attempt, delay = observed.retry
+        degraded = _Cond(
+            degraded.type,
+            degraded.status,
+            degraded.reason,
+            f"{degraded.message[:900]} (attempt {attempt}; next retry in {delay:.0f} s)",
+        )
 
     if complete and degraded.status == "False":
         ready = _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}")
@@ -136,9 +176,37 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     current = version if complete else previous.get("currentVersion")
     if current:
         status["currentVersion"] = current
-    if previous.get("lastBackup"):
-        status["lastBackup"] = previous["lastBackup"]
     return status
+
+
+def status_patch(
+    previous: Obj | None,
+    owned: Obj,
+    fields: frozenset[str] = CLUSTER_OWNED,
+    condition_types: frozenset[str] = CLUSTER_CONDITIONS,
+) -> Obj | None:
+    """The merge patch that makes ``previous`` hold ``owned``, or None when it already does.
+
+    Only ``fields`` are sent (an owned field that is no longer built is removed with null);
+    conditions of other types stay in the list, in their place.
+    """
+    previous = previous or {}
+    ours = {c["type"]: c for c in owned.get("conditions") or []}
+    merged: list[Obj] = []
+    for cond in previous.get("conditions") or []:
+        kind = cond.get("type")
+        if kind in condition_types:
+            if kind in ours:
+                merged.append(ours.pop(kind))
+        else:
+            merged.append(cond)
+    merged.extend(ours.values())
+    patch: Obj = {}
+    for name in sorted(fields):
+        value = (merged or None) if name == "conditions" else owned.get(name)
+        if previous.get(name) != value:
+            patch[name] = value
+    return patch or None
 
 
 def invalid_status(generation: int, previous: Obj | None, problems: str, now: str) -> Obj:
@@ -157,8 +225,9 @@ def invalid_status(generation: int, previous: Obj | None, problems: str, now: st
             "observedGeneration": generation,
         }
 
+    kept = {k: v for k, v in (previous or {}).items() if k in CLUSTER_OWNED}
     return {
-        **(previous or {}),
+        **kept,
         "observedGeneration": generation,
         "phase": "Degraded",
         "conditions": [

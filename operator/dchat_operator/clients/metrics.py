@@ -1,8 +1,9 @@
 """The operator's own Prometheus metrics (one process, default registry).
 
-Design: declared once here and imported by the clients (API calls, writes) and controllers
-(reconciles, durations, errors); ``serve`` exposes them on the metrics port. The write counter
-is how "an unchanged cluster costs zero write calls on resync" is measured.
+Design: declared once here and imported by the clients (API calls, writes, leader election)
+and the engine (reconciles, durations, errors, backoff, queue); ``serve`` exposes them on the
+metrics port. The write counter is how "an unchanged cluster costs zero write calls on resync"
+is measured; it counts the reconcilers' writes, not the leader election's lease renewals.
 """
 
 from __future__ import annotations
@@ -11,33 +12,57 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 API_REQUESTS = Counter(
     "dchat_operator_api_requests_total",
-    "Kubernetes API requests made by the operator's reconciler.",
+    "Kubernetes API requests made by the operator (code: 2xx, an HTTP status, or timeout).",
     ["verb", "resource", "code"],
 )
 API_WRITES = Counter(
     "dchat_operator_api_writes_total",
-    "Kubernetes API write requests (POST, PUT, PATCH, DELETE) made by the reconciler.",
+    "Kubernetes API write requests (POST, PUT, PATCH, DELETE) made by the reconcilers.",
     ["verb", "resource"],
 )
 RECONCILES = Counter(
     "dchat_operator_reconciles_total",
-    "Reconciles of a DchatCluster, by trigger and result.",
-    ["trigger", "result"],
+    "Reconciles, by kind, main trigger and result.",
+    ["kind", "trigger", "result"],
 )
 RECONCILE_ERRORS = Counter(
     "dchat_operator_reconcile_errors_total",
-    "Reconciles that raised (retried on the next event or resync).",
-    ["trigger"],
+    "Reconciles that raised or timed out (retried with backoff).",
+    ["kind", "trigger"],
+)
+RETRIES = Counter(
+    "dchat_operator_reconcile_retries_total",
+    "Failed reconciles scheduled for a retry with exponential backoff.",
+    ["kind"],
+)
+BACKOFF_SECONDS = Histogram(
+    "dchat_operator_backoff_seconds",
+    "Delay chosen before retrying a failed reconcile.",
+    ["kind"],
+    buckets=(0.5, 1, 2, 4, 8, 16, 32, 64, 128, 300),
+)
+QUEUE_DEPTH = Gauge(
+    "dchat_operator_work_queue",
+    "Keys of a kind by state: queued (waiting for a worker), backoff (failed, waiting to "
+    "retry), known (all).",
+    ["kind", "state"],
 )
 RECONCILE_SECONDS = Histogram(
     "dchat_operator_reconcile_duration_seconds",
-    "Duration of one reconcile of one DchatCluster.",
+    "Duration of one reconcile of one object.",
+    ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 RESYNCS = Counter(
-    "dchat_operator_resyncs_total", "Completed periodic resync passes over all clusters."
+    "dchat_operator_resyncs_total", "Periodic resync passes (every known object triggered)."
 )
 CLUSTERS = Gauge("dchat_operator_managed_clusters", "DchatClusters the operator knows about.")
+LEADER = Gauge(
+    "dchat_operator_leader", "1 while this replica holds the leader Lease (or runs without one)."
+)
+LEADER_TRANSITIONS = Counter(
+    "dchat_operator_leader_transitions_total", "Times this replica gained or lost leadership."
+)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

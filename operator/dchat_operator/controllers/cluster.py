@@ -1,31 +1,42 @@
 """Reconcile one DchatCluster: desired children vs live, apply what differs, write status.
 
 Design:
-- Level-based: every trigger (CR event, child Deployment event, periodic resync) runs the same
-  ``reconcile`` on the latest known CR body; it is idempotent, so a crash at any point is
-  safe and the next trigger finishes the job.
-- Zero writes when nothing changed: a child is applied (server-side apply, field manager
-  ``dchat-operator``, force) only when the live object does not already cover the desired one
-  (``compare.covers``) or does not exist. To rule out apply loops on a value the apiserver
-  normalises in a way ``covers`` does not know, the controller remembers, per child, the
-  spec hash it applied and the object's generation (or resourceVersion) right after the
-  apply: while both are unchanged the child is not compared again. Status is written only
-  when the built status differs from the live one; events only on changes.
-- One cluster is reconciled by one task at a time (a lock per cluster); triggers that arrive
-  while a reconcile waits for the lock coalesce into it.
+- Runs on the engine (``controllers.engine``): the watch handlers only route events to
+  ``cluster_event`` / ``deployment_event``, which note what they saw in the key's
+  ``ClusterState`` and trigger the key; the engine runs ``reconcile`` one key at a time per
+  key, retries failures with backoff and reruns a key triggered while it ran.
+- Level-based: ``reconcile`` reads the CR fresh (a 404 forgets the key: a cluster deleted while
+  the operator was down, or whose DELETED event was lost in a watch relist, never comes back),
+  builds every child and applies what the live objects do not already hold. It is idempotent,
+  so a crash at any point is safe and the next run finishes the job.
+- Zero writes when nothing changed: a child is applied only when the live object does not
+  cover the desired one (``compare.covers``) or does not exist; the per-child memory of the
+  spec hash applied and the generation right after rules out apply loops on values the
+  apiserver normalises in ways ``covers`` does not know. Status is written only when the
+  fields this controller owns differ; events only on changes.
+- Status-only fast path: a Deployment event on a cluster whose last reconcile was clean for
+  its current generation, where the Deployment still covers the desired one, refreshes only the
+  status (one GET of the CR, at most one status patch): that is what keeps rollouts of
+  hundreds of clusters cheap.
+- Never takes over: an existing object with a child's name that this cluster does not control
+  (no controller reference to it) is left untouched and reported (``Degraded``,
+  ``ChildConflict``); only objects it controls are applied with ``force``, new ones without it.
+  A retained data PVC of the same cluster (our labels, no controller) is adopted.
+- Status is patched with the ``resourceVersion`` it was built from; on 409 the CR is re-read
+  and the status rebuilt (bounded). Only the fields this controller owns are sent.
 - A referenced Secret that does not exist does not crash anything: the Deployment is not
-  applied (pods could not start), the cluster goes ``Degraded`` with reason
-  ``SecretNotFound``, and the next resync (or CR change) retries.
+  applied (pods could not start), the cluster goes ``Degraded`` with ``SecretNotFound``, and
+  the periodic resync (or a CR change) looks again. Apply errors and conflicts are failures:
+  the engine backs off, and the status says which attempt it was and when the next one is.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,32 +44,36 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.models import DchatCluster
-from dchat_operator.builders import workload
-from dchat_operator.builders.children import (
+from dchat_operator.api.kinds import (
+    CLUSTER,
     DEPLOYMENT,
     PROMETHEUS_RULE,
+    PVC,
+    SECRET,
     SERVICE_MONITOR,
-    Capabilities,
-    desired_children,
-    kind_of,
-    prunable,
+    Kind,
+    child_kind,
 )
-from dchat_operator.builders.common import digest, with_spec_hash
+from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders import workload
+from dchat_operator.builders.children import Capabilities, desired_children, prunable
+from dchat_operator.builders.common import with_spec_hash
 from dchat_operator.builders.config import secret_references
-from dchat_operator.builders.status import Observed, build_status, condition, invalid_status
-from dchat_operator.clients.kube import Kube
-from dchat_operator.clients.metrics import (
-    CLUSTERS,
-    RECONCILE_ERRORS,
-    RECONCILE_SECONDS,
-    RECONCILES,
+from dchat_operator.builders.status import (
+    Observed,
+    build_status,
+    condition,
+    invalid_status,
+    status_patch,
 )
+from dchat_operator.clients.kube import KubeAPI
+from dchat_operator.clients.metrics import CLUSTERS
 from dchat_operator.controllers.compare import covers, differences
+from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
 
 log = logging.getLogger("dchat_operator.controller")
 Obj = dict[str, Any]
-Key = tuple[str, str]
+STATUS_CONFLICT_RETRIES = 3
 
 
 def _utcnow() -> dt.datetime:
@@ -78,6 +93,15 @@ def plain(value: Any) -> Any:
     return value
 
 
+def slim(body: Mapping[str, Any]) -> Obj:
+    """A plain copy of a watched object without what the controller never reads."""
+    out: Obj = plain(body)
+    meta = out.get("metadata") or {}
+    meta.pop("managedFields", None)
+    (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return out
+
+
 @dataclass
 class _Applied:
     spec_hash: str
@@ -85,26 +109,42 @@ class _Applied:
     version: str
 
 
+@dataclass
+class ClusterState:
+    """What the controller remembers about one cluster between reconciles."""
+
+    uid: str = ""
+    requested_generation: int = 0
+    """Newest generation a reconcile was requested for (own status writes do not request)."""
+    clean_generation: int | None = None
+    """Generation of the last reconcile that applied everything it wanted."""
+    deployment: Obj | None = None
+    """Newest Deployment seen on its watch, not yet used by a reconcile."""
+    applied: dict[tuple[str, str], _Applied] = field(default_factory=dict)
+    """Per child (kind, name): what was applied and the object's version right after."""
+
+
 def _version(obj: Obj) -> str:
     """What changes when someone else changes the object's spec or metadata.
 
-    The generation where the kind has one (status updates do not bump it) plus a digest of
-    labels and annotations (they do not bump it either); else the resourceVersion.
+    The generation where the kind has one (status updates do not bump it) plus labels and
+    annotations (they do not bump it either); else the resourceVersion.
     """
     meta = obj.get("metadata") or {}
     generation = meta.get("generation")
     if not generation:
         return f"r{meta.get('resourceVersion', '')}"
-    marks = digest([meta.get("labels") or {}, meta.get("annotations") or {}])[:16]
-    return f"g{generation}:{marks}"
+    marks = json.dumps([meta.get("labels") or {}, meta.get("annotations") or {}], sort_keys=True)
+    return f"g{generation}:{hash(marks)}"
 
 
 def _hash(obj: Obj) -> str:
     return str(((obj.get("metadata") or {}).get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH))
 
 
-def _status_equal(a: Obj | None, b: Obj | None) -> bool:
-    return (a or {}) == (b or {})
+def key_of(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
 
 @dataclass
@@ -117,129 +157,179 @@ class Result:
     phase: str = ""
 
 
+class _Gone(Exception):
+    """The CR was deleted during the reconcile."""
+
+
 class ClusterController:
-    """Owns the reconcile of every DchatCluster the operator watches."""
+    """Reconciles DchatClusters; one instance serves all of them through an ``Engine``."""
+
+    kind = c.KIND
 
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeAPI,
         *,
         capabilities_ttl: float = 60.0,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self.kube = kube
-        self.bodies: dict[Key, Obj] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._waiting: set[Key] = set()
-        self._waiting_status: set[Key] = set()
-        self._latest_deployment: dict[Key, Obj] = {}
-        self._applied: dict[tuple[str, str, str, str], _Applied] = {}
-        self._clean_generation: dict[Key, int] = {}
         self._caps: Capabilities | None = None
         self._caps_at = 0.0
         self._caps_ttl = capabilities_ttl
         self._clock = clock
+        self.last: dict[Key, Result] = {}
+        """The latest ``Result`` per key, kept only when ``keep_results`` (tests)."""
+        self.keep_results = False
 
-    # --- the cache of CR bodies (fed by the watch) ------------------------------------------
+    def new_state(self) -> ClusterState:
+        return ClusterState()
 
-    def observe(self, body: Obj) -> tuple[Key, bool]:
-        """Remember the latest body; returns (key, whether its spec/generation is new)."""
+    # --- watch events -----------------------------------------------------------------------
+
+    def cluster_event(
+        self, engine: Engine[ClusterState], event_type: str, body: Mapping[str, Any]
+    ) -> None:
+        """A DchatCluster was added, changed or deleted (only its metadata is read)."""
+        key = key_of(body)
+        if event_type == "DELETED":
+            engine.forget(key)
+            CLUSTERS.set(len(engine.keys))
+            return
         meta = body.get("metadata") or {}
-        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        uid = str(meta.get("uid") or "")
         generation = int(meta.get("generation") or 0)
-        self.bodies[key] = body
-        CLUSTERS.set(len(self.bodies))
-        return key, self._clean_generation.get(key) != generation
+        state = engine.ensure(key)
+        CLUSTERS.set(len(engine.keys))
+        if uid != state.uid:  # new, or deleted and created again under the same name
+            engine.keys[key].data = state = ClusterState(uid=uid)
+        if generation > state.requested_generation:
+            state.requested_generation = generation
+            engine.trigger(key, "spec", urgent=True)
 
-    def forget(self, key: Key) -> None:
-        self.bodies.pop(key, None)
-        self._clean_generation.pop(key, None)
-        self._latest_deployment.pop(key, None)
-        self._locks.pop(key, None)
-        namespace, name = key
-        for ident in list(self._applied):
-            if ident[2] == namespace and (ident[3] == name or ident[3].startswith(f"{name}-")):
-                self._applied.pop(ident, None)
-        CLUSTERS.set(len(self.bodies))
-
-    # --- triggers ---------------------------------------------------------------------------
-
-    async def request(self, key: Key, trigger: str) -> Result | None:
-        """Reconcile ``key`` now, or fold into a reconcile of it that is already waiting."""
-        if key in self._waiting:
-            return None
-        self._waiting.add(key)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            self._waiting.discard(key)
-            body = self.bodies.get(key)
-            if body is None:
-                return None
-            started = time.monotonic()
-            try:
-                result = await self.reconcile(body)
-            except Exception:
-                RECONCILE_ERRORS.labels(trigger).inc()
-                RECONCILES.labels(trigger, "error").inc()
-                raise
-            finally:
-                RECONCILE_SECONDS.observe(time.monotonic() - started)
-            RECONCILES.labels(trigger, result.phase or "none").inc()
-            return result
-
-    async def deployment_changed(self, key: Key, deployment: Obj | None) -> Result | None:
-        """A child Deployment changed (``None``: it was deleted).
-
-        When the cluster's last reconcile was clean for its current generation and the
-        Deployment still covers the desired one, only the status is refreshed from the event's
-        body (no reads); otherwise (deleted, edited, or an unclean cluster) a full reconcile
-        runs.
-        """
-        body = self.bodies.get(key)
-        if body is None:
-            return None
-        generation = int((body.get("metadata") or {}).get("generation") or 0)
-        if deployment is None or self._clean_generation.get(key) != generation:
-            return await self.request(key, "deployment")
-        try:
-            cluster = DchatCluster.parse(body)
-        except ValidationError:
-            return await self.request(key, "deployment")
-        if not covers(with_spec_hash(workload.deployment(cluster)), deployment):
-            return await self.request(key, "deployment")
-        self._latest_deployment[key] = deployment
-        if key in self._waiting or key in self._waiting_status:
-            return None
-        self._waiting_status.add(key)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            self._waiting_status.discard(key)
-            latest = self._latest_deployment.pop(key, None)
-            body = self.bodies.get(key)
-            if latest is None or body is None:
-                return None
-            result = Result()
-            now = self._clock()
-            previous = body.get("status") or None
-            status = build_status(cluster, Observed(deployment=latest), previous, _rfc3339(now))
-            result.phase = status["phase"]
-            result.status_written = await self._write_status(body, status)
-            if result.status_written:
-                await self._degraded_event(body, previous, status, now)
-            RECONCILES.labels("deployment-status", result.phase).inc()
-            return result
-
-    async def resync_all(self) -> int:
-        """One pass over every known cluster; returns how many were reconciled."""
-        done = 0
-        for key in list(self.bodies):
-            try:
-                await self.request(key, "resync")
-                done += 1
-            except Exception:
-                log.exception("resync of %s/%s failed", *key)
-        return done
+    def deployment_event(
+        self, engine: Engine[ClusterState], event_type: str, body: Mapping[str, Any]
+    ) -> None:
+        """A Deployment labelled as ours changed; reconcile the cluster that owns it."""
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
+        key = (str(meta.get("namespace") or "default"), str(owner or ""))
+        state = engine.state(key) if owner else None
+        if state is None:
+            return
+        if event_type == "DELETED":
+            state.deployment = None
+            engine.trigger(key, "child")
+            return
+        state.deployment = slim(body)
+        engine.trigger(key, "deployment")
 
     # --- the reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: Key, state: ClusterState, attempt: Attempt) -> Outcome:
+        namespace, name = key
+        body = await self.kube.get(CLUSTER, namespace, name)
+        if body is None:
+            log.info("DchatCluster %s/%s is gone; forgetting it", namespace, name)
+            return Outcome(forget=True, result="gone")
+        meta = body.get("metadata") or {}
+        if meta.get("uid") != state.uid:
+            state.uid = str(meta.get("uid") or "")
+            state.applied.clear()
+            state.clean_generation = None
+        generation = int(meta.get("generation") or 0)
+        state.requested_generation = max(state.requested_generation, generation)
+        result = Result()
+        try:
+            outcome = await self._reconcile(body, state, attempt, result)
+        except _Gone:
+            return Outcome(forget=True, result="gone")
+        if self.keep_results:
+            self.last[key] = result
+        return outcome
+
+    async def _reconcile(
+        self, body: Obj, state: ClusterState, attempt: Attempt, result: Result
+    ) -> Outcome:
+        now = self._clock()
+        try:
+            cluster = DchatCluster.parse(body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            generation = int((body.get("metadata") or {}).get("generation") or 0)
+            await self._finish(
+                body,
+                lambda previous: invalid_status(generation, previous, problems, _rfc3339(now)),
+                now,
+                result,
+            )
+            state.clean_generation = None
+            return Outcome(result="InvalidSpec")
+
+        seen = state.deployment
+        state.deployment = None
+        if (
+            attempt.reasons <= {"deployment"}
+            and attempt.failures == 0
+            and seen is not None
+            and state.clean_generation == cluster.metadata.generation
+            and covers(with_spec_hash(workload.deployment(cluster)), seen)
+        ):
+            await self._finish_cluster(body, cluster, Observed(deployment=seen), now, result)
+            return Outcome(result=result.phase)
+
+        caps = await self.capabilities()
+        missing = await self.missing_secrets(cluster)
+        errors: list[str] = []
+        conflicts: list[str] = []
+        deployment: Obj | None = None
+        for desired in desired_children(cluster, caps):
+            kind = child_kind(desired)
+            live, error, conflict = await self._sync_child(
+                cluster, state, desired, result, apply=not (kind == DEPLOYMENT and missing)
+            )
+            if error:
+                errors.append(error)
+            if conflict:
+                conflicts.append(conflict)
+            if kind == DEPLOYMENT:
+                deployment = live
+        for kind, child_name in prunable(cluster, caps):
+            found = await self.kube.get(kind, cluster.namespace, child_name)
+            if found is not None and self._controls(cluster, found):
+                if await self.kube.delete(kind, cluster.namespace, child_name):
+                    result.deleted.append(f"{kind.kind}/{child_name}")
+                state.applied.pop((kind.kind, child_name), None)
+
+        failed = bool(errors or conflicts)
+        retry = (attempt.failures + 1, attempt.next_backoff) if failed else None
+        observed = Observed(
+            deployment=deployment,
+            missing_secrets=missing,
+            errors=errors,
+            conflicts=conflicts,
+            retry=retry,
+        )
+        if result.applied or result.deleted:
+            await self._event(
+                body,
+                "Normal",
+                "Applied",
+                "applied "
+                + ", ".join(result.applied)
+                + ("; deleted " + ", ".join(result.deleted) if result.deleted else ""),
+                now,
+            )
+        await self._finish_cluster(body, cluster, observed, now, result)
+        if not missing and not failed:
+            state.clean_generation = cluster.metadata.generation
+        else:
+            state.clean_generation = None
+        return Outcome(failed=failed, result=result.phase)
+
+    # --- children ---------------------------------------------------------------------------
 
     async def capabilities(self) -> Capabilities:
         if self._caps is None or time.monotonic() - self._caps_at > self._caps_ttl:
@@ -251,11 +341,12 @@ class ClusterController:
         return self._caps
 
     async def missing_secrets(self, cluster: DchatCluster) -> list[str]:
+        """Referenced Secrets (or keys) that do not exist."""
         missing: list[str] = []
         seen: dict[str, Obj | None] = {}
         for name, key in secret_references(cluster):
             if name not in seen:
-                seen[name] = await self.kube.get_secret(cluster.namespace, name)
+                seen[name] = await self._secret(cluster.namespace, name)
             secret = seen[name]
             if secret is None:
                 if name not in missing:
@@ -268,14 +359,66 @@ class ClusterController:
                 missing.append(f"{name} (key {key})")
         return missing
 
-    async def _sync_child(self, cluster: DchatCluster, desired: Obj, result: Result) -> Obj:
-        kind = kind_of(desired)
+    async def _secret(self, namespace: str, name: str) -> Obj | None:
+        """The Secret ``namespace/name``: None unless the answer really is that Secret."""
+        found = await self.kube.get(SECRET, namespace, name)
+        if found is None:
+            return None
+        meta = found.get("metadata") or {}
+        if found.get("kind", "Secret") != "Secret" or (meta.get("name"), meta.get("namespace")) != (
+            name,
+            namespace,
+        ):
+            log.warning("asked for Secret %s/%s, got something else; ignoring it", namespace, name)
+            return None
+        return found
+
+    @staticmethod
+    def _controls(cluster: DchatCluster, live: Obj) -> bool:
+        """Does ``live`` carry a controller reference to this cluster?"""
+        refs = (live.get("metadata") or {}).get("ownerReferences") or []
+        return any(ref.get("controller") and ref.get("uid") == cluster.metadata.uid for ref in refs)
+
+    @staticmethod
+    def _adoptable(cluster: DchatCluster, kind: Kind, live: Obj) -> bool:
+        """A retained data PVC of this cluster: our labels and no controller at all."""
+        if kind != PVC:
+            return False
+        meta = live.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        refs = meta.get("ownerReferences") or []
+        return (
+            labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY
+            and labels.get(c.LABEL_INSTANCE) == cluster.name
+            and not any(ref.get("controller") for ref in refs)
+        )
+
+    async def _sync_child(
+        self,
+        cluster: DchatCluster,
+        state: ClusterState,
+        desired: Obj,
+        result: Result,
+        *,
+        apply: bool,
+    ) -> tuple[Obj | None, str | None, str | None]:
+        """(the object as it now is, apply error, conflict) for one child."""
+        kind = child_kind(desired)
         name = desired["metadata"]["name"]
-        ident = (kind.api_version, kind.kind, cluster.namespace, name)
+        ident = (kind.kind, name)
         live = await self.kube.get(kind, cluster.namespace, name)
+        if (
+            live is not None
+            and not self._controls(cluster, live)
+            and not self._adoptable(cluster, kind, live)
+        ):
+            state.applied.pop(ident, None)
+            return live, None, f"{kind.kind}/{name} exists and is not controlled by this cluster"
+        if not apply:
+            return live, None, None
         want_hash = _hash(desired)
         if live is not None:
-            seen = self._applied.get(ident)
+            seen = state.applied.get(ident)
             uid = (live.get("metadata") or {}).get("uid", "")
             if (
                 seen is not None
@@ -283,10 +426,10 @@ class ClusterController:
                 and seen.uid == uid
                 and seen.version == _version(live)
             ):
-                return live
+                return live, None, None
             if covers(desired, live):
-                self._applied[ident] = _Applied(want_hash, uid, _version(live))
-                return live
+                state.applied[ident] = _Applied(want_hash, uid, _version(live))
+                return live, None, None
             log.info(
                 "%s %s/%s differs at %s; applying",
                 kind.kind,
@@ -294,97 +437,68 @@ class ClusterController:
                 name,
                 ", ".join(differences(desired, live)[:5]),
             )
-        applied = await self.kube.apply(desired, kind)
-        meta = applied.get("metadata") or {}
-        self._applied[ident] = _Applied(want_hash, meta.get("uid", ""), _version(applied))
-        result.applied.append(f"{kind.kind}/{name}")
-        return applied
-
-    async def reconcile(self, body: Obj) -> Result:
-        """Bring one cluster's children to the desired state and write its status."""
-        result = Result()
-        meta = body.get("metadata") or {}
-        namespace, name = meta.get("namespace", "default"), meta.get("name", "")
-        previous_status = body.get("status") or None
-        now = self._clock()
         try:
-            cluster = DchatCluster.parse(body)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            await self._invalid(body, previous_status, problems, now, result)
-            return result
+            applied = await self.kube.apply(desired, kind, force=live is not None)
+        except ApiException as exc:
+            reason = f"{kind.kind}/{name}: {_api_error(exc)}"
+            log.warning("apply failed: %s", reason)
+            state.applied.pop(ident, None)
+            return live, reason, None
+        meta = applied.get("metadata") or {}
+        state.applied[ident] = _Applied(want_hash, meta.get("uid", ""), _version(applied))
+        result.applied.append(f"{kind.kind}/{name}")
+        return applied, None, None
 
-        caps = await self.capabilities()
-        missing = await self.missing_secrets(cluster)
-        errors: list[str] = []
-        deployment: Obj | None = None
-        for desired in desired_children(cluster, caps):
-            is_deployment = kind_of(desired) == DEPLOYMENT
-            if is_deployment and missing:
-                deployment = await self.kube.get(DEPLOYMENT, namespace, desired["metadata"]["name"])
-                continue
-            try:
-                live = await self._sync_child(cluster, desired, result)
-            except ApiException as exc:
-                reason = f"{desired['kind']}/{desired['metadata']['name']}: {_api_error(exc)}"
-                log.warning("apply failed: %s", reason)
-                errors.append(reason)
-                continue
-            if is_deployment:
-                deployment = live
-        for kind, child_name in prunable(cluster, caps):
-            found = await self.kube.get(kind, namespace, child_name)
-            owners = (found or {}).get("metadata", {}).get("ownerReferences") or []
-            ours = any(o.get("uid") == cluster.metadata.uid for o in owners)
-            if ours and await self.kube.delete(kind, namespace, child_name):
-                result.deleted.append(f"{kind.kind}/{child_name}")
+    # --- status and events: one finish path --------------------------------------------------
 
-        status = build_status(
-            cluster,
-            Observed(deployment=deployment, missing_secrets=missing, errors=errors),
-            previous_status,
-            _rfc3339(now),
-        )
-        result.phase = status["phase"]
-        result.status_written = await self._write_status(body, status)
-        if result.applied or result.deleted:
-            await self._event(
-                body,
-                "Normal",
-                "Applied",
-                "applied "
-                + ", ".join(result.applied)
-                + ("; deleted " + ", ".join(result.deleted) if result.deleted else ""),
-                now,
-            )
-        await self._degraded_event(body, previous_status, status, now)
-        if not missing and not errors:
-            self._clean_generation[(namespace, name)] = cluster.metadata.generation
-        else:
-            self._clean_generation.pop((namespace, name), None)
-        return result
-
-    async def _invalid(
-        self, body: Obj, previous: Obj | None, problems: str, now: dt.datetime, result: Result
+    async def _finish_cluster(
+        self, body: Obj, cluster: DchatCluster, observed: Observed, now: dt.datetime, result: Result
     ) -> None:
-        generation = int((body.get("metadata") or {}).get("generation") or 0)
-        status = invalid_status(generation, previous, problems, _rfc3339(now))
-        result.phase = status["phase"]
-        result.status_written = await self._write_status(body, status)
-        await self._degraded_event(body, previous, status, now)
+        await self._finish(
+            body,
+            lambda previous: build_status(cluster, observed, previous, _rfc3339(now)),
+            now,
+            result,
+        )
 
-    async def _write_status(self, body: Obj, status: Obj) -> bool:
-        """The one place the status is written: only when it differs from the live one."""
-        if _status_equal(status, body.get("status")):
-            return False
-        meta = body.get("metadata") or {}
-        await self.kube.patch_status(meta.get("namespace", "default"), meta["name"], status)
-        body["status"] = status
-        return True
+    async def _finish(
+        self,
+        body: Obj,
+        build: Callable[[Obj | None], Obj],
+        now: dt.datetime,
+        result: Result,
+    ) -> None:
+        """Write the owned status (optimistic lock, bounded retry on 409), then the events of
+        the transitions it made. The only place the status is written."""
+        for _ in range(STATUS_CONFLICT_RETRIES):
+            previous = body.get("status") or None
+            owned = build(previous)
+            result.phase = str(owned.get("phase") or "")
+            patch = status_patch(previous, owned)
+            if patch is None:
+                return
+            meta = body.get("metadata") or {}
+            namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+            try:
+                await self.kube.patch_status(
+                    CLUSTER, namespace, name, patch, str(meta.get("resourceVersion") or "")
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise _Gone from exc
+                if exc.status != 409:
+                    raise
+                fresh = await self.kube.get(CLUSTER, namespace, name)
+                if fresh is None or (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+                    raise _Gone from exc
+                body = fresh
+                continue
+            result.status_written = True
+            await self._transition_events(body, previous, owned, now)
+            return
+        raise RuntimeError(f"status of {body['metadata'].get('name')}: conflicts on every retry")
 
-    async def _degraded_event(
+    async def _transition_events(
         self, body: Obj, previous: Obj | None, status: Obj, now: dt.datetime
     ) -> None:
         new, old = condition(status, "Degraded"), condition(previous, "Degraded")

@@ -5,5 +5,6 @@ works as well as the ``dchat-operator`` console script).
 """
 
 from dchat_operator.handlers import cluster as cluster
+from dchat_operator.handlers import runtime as runtime
 
-__all__ = ["cluster"]
+__all__ = ["cluster", "runtime"]

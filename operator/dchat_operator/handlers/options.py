@@ -1,4 +1,8 @@
-"""Runtime options of the operator, shared by the CLI and the handlers (via kopf's memo)."""
+"""Runtime options of the operator, shared by the CLI and the handlers (via kopf's memo).
+
+Design: one frozen dataclass; ``dchat-operator`` fills it from flags, ``kopf run -m
+dchat_operator.handlers`` from ``DCHAT_OPERATOR_*`` variables (``from_env``).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,42 @@ import os
 from dataclasses import dataclass
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Options:
     resync_seconds: float = 60.0
     metrics_port: int | None = 8081
     watch_server_timeout: int = 300
+    workers: int = 8
+    """Reconciles that run at once (per kind)."""
+    reconcile_timeout: float = 60.0
+    """Deadline of one reconcile; past it the reconcile is cancelled and retried with backoff."""
+    request_timeout: float = 15.0
+    """Deadline of one Kubernetes API request."""
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "dchat-operator"
+    lease_duration: float = 15.0
 
     @classmethod
     def from_env(cls) -> Options:
         """Defaults, overridable by DCHAT_OPERATOR_* variables (for ``kopf run``)."""
-        port = os.environ.get("DCHAT_OPERATOR_METRICS_PORT", "8081")
+        env = os.environ.get
+        port = env("DCHAT_OPERATOR_METRICS_PORT", "8081")
         return cls(
-            resync_seconds=float(os.environ.get("DCHAT_OPERATOR_RESYNC_SECONDS", "60")),
+            resync_seconds=float(env("DCHAT_OPERATOR_RESYNC_SECONDS", "60")),
             metrics_port=int(port) if port and port != "0" else None,
-            watch_server_timeout=int(os.environ.get("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
+            watch_server_timeout=int(env("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
+            workers=int(env("DCHAT_OPERATOR_WORKERS", "8")),
+            reconcile_timeout=float(env("DCHAT_OPERATOR_RECONCILE_TIMEOUT", "60")),
+            request_timeout=float(env("DCHAT_OPERATOR_REQUEST_TIMEOUT", "15")),
+            leader_election=_flag(env("DCHAT_OPERATOR_LEADER_ELECT", "true")),
+            lease_namespace=env("DCHAT_OPERATOR_LEASE_NAMESPACE", "")
+            or env("POD_NAMESPACE", "")
+            or "default",
+            lease_name=env("DCHAT_OPERATOR_LEASE_NAME", "dchat-operator"),
+            lease_duration=float(env("DCHAT_OPERATOR_LEASE_DURATION", "15")),
         )

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from dchat_operator.builders.status import Observed, build_status, condition
+from dchat_operator.builders.status import (
+    CLUSTER_OWNED,
+    Observed,
+    build_status,
+    condition,
+    status_patch,
+)
 from dchat_operator.controllers.compare import covers, differences, quantity
 from tests.operator.unit.conftest import cluster
 
@@ -72,10 +78,32 @@ def test_transition_time_kept_while_status_unchanged() -> None:
     assert later["currentVersion"] == "0.1.0"  # kept from the last completed rollout
 
 
-def test_last_backup_is_preserved() -> None:
-    prev = {"lastBackup": {"name": "b1", "time": "t", "location": "s3://x/y"}}
+def test_the_patch_never_carries_another_controllers_fields_or_conditions() -> None:
+    backup_cond = {"type": "BackupHealthy", "status": "True", "reason": "Ok", "message": ""}
+    prev = {
+        "lastBackup": {"name": "b1", "time": "t", "location": "s3://x/y"},
+        "conditions": [backup_cond],
+    }
     status = build_status(cluster(), Observed(deployment=_dep(1, 1)), prev, "t0")
-    assert status["lastBackup"] == prev["lastBackup"]
+    assert set(status) <= CLUSTER_OWNED
+    patch = status_patch(prev, status)
+    assert patch is not None
+    assert "lastBackup" not in patch
+    # a merge patch replaces the list whole: the other controller's condition stays in it
+    assert patch["conditions"][0] == backup_cond
+    assert {c["type"] for c in patch["conditions"]} == {
+        "BackupHealthy",
+        "Ready",
+        "Progressing",
+        "Degraded",
+    }
+    applied = {**prev, **patch}
+    assert status_patch(applied, status) is None
+
+
+def test_an_owned_field_no_longer_built_is_removed() -> None:
+    prev = {"phase": "Ready", "currentVersion": "1", "replicas": 3}
+    assert status_patch(prev, {"phase": "Ready", "replicas": 3}) == {"currentVersion": None}
 
 
 def test_quantities() -> None:
@@ -126,10 +154,13 @@ def test_covers_detects_drift() -> None:
 def test_invalid_spec_status() -> None:
     from dchat_operator.builders.status import invalid_status
 
-    status = invalid_status(3, {"lastBackup": {"name": "b"}}, "spec.backup.schedule: bad", "t0")
+    previous = {"lastBackup": {"name": "b"}, "replicas": 2, "selector": "a=b"}
+    status = invalid_status(3, previous, "spec.backup.schedule: bad", "t0")
     assert status["phase"] == "Degraded"
     assert status["observedGeneration"] == 3
-    assert status["lastBackup"] == {"name": "b"}
+    # owned fields it cannot rebuild are kept; another controller's are not its to send
+    assert (status["replicas"], status["selector"]) == (2, "a=b")
+    assert "lastBackup" not in status
     degraded = condition(status, "Degraded")
     assert degraded is not None
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")

@@ -1,0 +1,374 @@
+"""One reconcile engine for every kind: a work queue with per-key state, as controller-runtime's.
+
+Design:
+- A key (namespace, name) is in at most one of: idle, queued, running, waiting for its time
+  (requeue or backoff). ``trigger`` while it runs marks it ``dirty`` and it runs again right
+  after: a trigger is never lost, however it interleaves with a reconcile (the previous
+  engine dropped the trigger of a Deployment status change that arrived while a reconcile of
+  its cluster was running, and the cluster waited for the periodic resync).
+- A fixed number of workers take queued keys, so one cluster whose API calls hang occupies one
+  worker until its reconcile deadline (``reconcile_timeout``), and the others go on.
+- The controller's ``reconcile`` returns an ``Outcome``: ``requeue_after`` (a soak window, the
+  next cron time), ``failed`` (something it could not do: exponential backoff with jitter,
+  capped), or ``forget`` (the object is gone). An exception or a timeout is a failure too.
+- Backoff: a key that failed is not retried before its time by the periodic resync or by
+  events of its children; a ``urgent`` trigger (a new generation: the author changed the spec)
+  runs at once. Failures reset on success. Failures and delays are in metrics, and the
+  controller sees them (``Attempt``) to put them in status.
+- Per-key state is one small dataclass (``KeyState``) holding the engine's fields and the
+  controller's own state object (``data``); ``forget`` drops exactly that key.
+- ``pause``/``resume`` gate the workers (leader election): a paused engine keeps collecting
+  triggers, and runs them when it resumes.
+- The clock (``time.monotonic``) and the random source of the jitter are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from dchat_operator.clients.metrics import (
+    BACKOFF_SECONDS,
+    QUEUE_DEPTH,
+    RECONCILE_ERRORS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    RETRIES,
+)
+
+log = logging.getLogger("dchat_operator.engine")
+
+Key = tuple[str, str]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile asks of the engine."""
+
+    requeue_after: float | None = None
+    failed: bool = False
+    forget: bool = False
+    result: str = "ok"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the controller knows about this run of a key."""
+
+    reasons: frozenset[str]
+    failures: int
+    """Consecutive failed runs before this one."""
+    next_backoff: float
+    """The delay the engine waits if this run fails too (before jitter)."""
+
+
+class Reconciler(Protocol[T]):
+    kind: str
+
+    def new_state(self) -> T: ...
+
+    async def reconcile(self, key: Key, state: T, attempt: Attempt) -> Outcome: ...
+
+
+@dataclass
+class KeyState(Generic[T]):
+    data: T
+    queued: bool = False
+    running: bool = False
+    dirty: bool = False
+    urgent: bool = False
+    failures: int = 0
+    due: float | None = None
+    reasons: set[str] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float = 1.0
+    cap: float = 60.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int) -> float:
+        """Delay before retrying after ``failures`` consecutive failures (no jitter)."""
+        if failures <= 0:
+            return 0.0
+        return float(min(self.cap, self.base * 2 ** (failures - 1)))
+
+
+class Engine(Generic[T]):
+    """Runs one controller's reconciles."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler[T],
+        *,
+        workers: int = 8,
+        reconcile_timeout: float = 60.0,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.kind = reconciler.kind
+        self.keys: dict[Key, KeyState[T]] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._active = asyncio.Event()
+        self._active.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._running = 0
+        self.reconcile_timeout = reconcile_timeout
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._work(i), name=f"dchat-{self.kind}-worker-{i}")
+            for i in range(self._workers)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for state in self.keys.values():
+            if state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
+
+    def healthy(self) -> bool:
+        """All workers alive (a worker only ends by cancellation)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def pause(self) -> None:
+        """Stop taking keys (running reconciles finish); triggers are still collected."""
+        self._active.clear()
+
+    def resume(self) -> None:
+        self._active.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._active.is_set()
+
+    async def wait_idle(self) -> None:
+        """Until nothing is queued or running (timers may still be pending). For tests."""
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+            if self._idle.is_set():
+                return
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def state(self, key: Key) -> T | None:
+        found = self.keys.get(key)
+        return None if found is None else found.data
+
+    def ensure(self, key: Key) -> T:
+        """The controller's state of ``key``, created when new."""
+        found = self.keys.get(key)
+        if found is None:
+            found = self.keys[key] = KeyState(self.reconciler.new_state())
+        return found.data
+
+    def forget(self, key: Key) -> None:
+        """Drop everything about ``key``; a reconcile of it that is running finishes first."""
+        found = self.keys.pop(key, None)
+        if found is not None and found.timer is not None:
+            found.timer.cancel()
+        self._update_gauges()
+
+    def in_backoff(self, key: Key) -> bool:
+        found = self.keys.get(key)
+        return bool(found and found.failures and found.due is not None)
+
+    # --- triggers ---------------------------------------------------------------------------
+
+    def trigger(self, key: Key, reason: str, *, urgent: bool = False) -> None:
+        """Reconcile ``key`` soon. While it is backing off only an urgent trigger runs it
+        before its time; the reason is kept for that run either way."""
+        state = self.keys.get(key)
+        if state is None:
+            state = self.keys[key] = KeyState(self.reconciler.new_state())
+        state.reasons.add(reason)
+        if state.running:
+            state.dirty = True
+            state.urgent = state.urgent or urgent
+            return
+        if state.queued:
+            return
+        if state.failures and state.due is not None and not urgent:
+            return  # runs at its backoff time, with this reason
+        if urgent:
+            state.failures = 0
+        self._enqueue(key, state)
+
+    def trigger_many(self, keys: Iterable[Key], reason: str) -> int:
+        count = 0
+        for key in list(keys):
+            self.trigger(key, reason)
+            count += 1
+        return count
+
+    def resync(self) -> int:
+        """Trigger every known key (keys in backoff keep their time)."""
+        return self.trigger_many(self.keys, "resync")
+
+    def _enqueue(self, key: Key, state: KeyState[T]) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        state.due = None
+        state.queued = True
+        self._idle.clear()
+        self._queue.put_nowait(key)
+        self._update_gauges()
+
+    def _schedule(self, key: Key, state: KeyState[T], delay: float) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+        state.due = self._clock() + delay
+        loop = asyncio.get_running_loop()
+        state.timer = loop.call_later(max(0.0, delay), self._due, key)
+
+    def _due(self, key: Key) -> None:
+        state = self.keys.get(key)
+        if state is None:
+            return
+        state.timer = None
+        state.reasons.add("retry" if state.failures else "requeue")
+        if state.running or state.queued:
+            state.dirty = True
+            return
+        self._enqueue(key, state)
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _work(self, index: int) -> None:
+        while True:
+            key = await self._queue.get()
+            await self._active.wait()
+            state = self.keys.get(key)
+            if state is None or not state.queued:
+                self._maybe_idle()
+                continue
+            state.queued = False
+            state.running = True
+            state.dirty = False
+            state.urgent = False
+            reasons = frozenset(state.reasons)
+            state.reasons.clear()
+            self._running += 1
+            try:
+                outcome = await self._run(key, state, reasons)
+            finally:
+                self._running -= 1
+                state.running = False
+            self._after(key, state, outcome)
+            self._maybe_idle()
+
+    async def _run(self, key: Key, state: KeyState[T], reasons: frozenset[str]) -> Outcome:
+        attempt = Attempt(
+            reasons=reasons,
+            failures=state.failures,
+            next_backoff=self.backoff.delay(state.failures + 1),
+        )
+        trigger = _main_reason(reasons)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.reconcile_timeout):
+                outcome = await self.reconciler.reconcile(key, state.data, attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "%s %s/%s: reconcile failed (attempt %d): %s",
+                self.kind,
+                *key,
+                state.failures + 1,
+                _describe(exc),
+                exc_info=not isinstance(exc, TimeoutError),
+            )
+            RECONCILE_ERRORS.labels(self.kind, trigger).inc()
+            outcome = Outcome(failed=True, result="error")
+        finally:
+            RECONCILE_SECONDS.labels(self.kind).observe(time.monotonic() - started)
+        RECONCILES.labels(self.kind, trigger, outcome.result or "none").inc()
+        return outcome
+
+    def _after(self, key: Key, state: KeyState[T], outcome: Outcome) -> None:
+        if outcome.forget and self.keys.get(key) is state and not state.dirty:
+            self.forget(key)
+            return
+        if self.keys.get(key) is not state:  # forgotten while it ran
+            return
+        if state.urgent:  # the spec changed while it ran: run the new spec now
+            state.failures = 0
+            state.urgent = False
+            self._enqueue(key, state)
+            return
+        if outcome.failed:
+            state.failures += 1
+            delay = self.backoff.delay(state.failures)
+            delay *= 1 + self.backoff.jitter * (2 * self._rng.random() - 1)
+            BACKOFF_SECONDS.labels(self.kind).observe(delay)
+            RETRIES.labels(self.kind).inc()
+            self._schedule(key, state, delay)
+            state.dirty = False  # the retry carries the reasons that came in meanwhile
+            self._update_gauges()
+            return
+        state.failures = 0
+        if state.dirty:
+            self._enqueue(key, state)
+        elif outcome.requeue_after is not None:
+            self._schedule(key, state, outcome.requeue_after)
+        else:
+            state.due = None
+        self._update_gauges()
+
+    def _maybe_idle(self) -> None:
+        if self._running == 0 and self._queue.empty():
+            self._idle.set()
+
+    def _update_gauges(self) -> None:
+        QUEUE_DEPTH.labels(self.kind, "queued").set(self._queue.qsize())
+        QUEUE_DEPTH.labels(self.kind, "backoff").set(
+            sum(1 for s in self.keys.values() if s.failures and s.due is not None)
+        )
+        QUEUE_DEPTH.labels(self.kind, "known").set(len(self.keys))
+
+
+_PRIORITY = ("spec", "child", "deployment", "retry", "requeue", "resync")
+
+
+def _main_reason(reasons: frozenset[str]) -> str:
+    for reason in _PRIORITY:
+        if reason in reasons:
+            return reason
+    return next(iter(sorted(reasons)), "none")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
