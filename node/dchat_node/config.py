@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/dchat/config.toml")
 
@@ -268,7 +276,37 @@ class SecurityConfig(_Section):
     )
     rate_limit_enabled: bool = Field(True, description="Limit requests per client.")
     rate_limit_requests_per_sec: int = Field(
-        1000, ge=1, description="Requests per second per client address."
+        1000,
+        ge=1,
+        description=(
+            "Requests per second per client address and route (an IPv6 client counts by its /64)."
+        ),
+    )
+    rate_limit_writes_per_user_per_sec: int = Field(
+        20,
+        ge=1,
+        description=(
+            "Writes (POST/PUT/PATCH/DELETE) per second per authenticated user (the token's "
+            "sub), across routes, in addition to the per-address limit."
+        ),
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "CIDRs of the proxies in front of the node (e.g. the Ingress controller's pod "
+            "network). Only a request whose TCP peer is in one of them has its client "
+            "address taken from X-Forwarded-For; empty: the peer address is the client."
+        ),
+    )
+    trusted_proxy_hops: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Trusted proxies a request passes on its way in (an Ingress alone: 1; a cloud "
+            "load balancer, then the Ingress: 2). The client is that many entries from the "
+            "right of X-Forwarded-For."
+        ),
     )
     jwt_secret: SecretStr | None = Field(
         None,
@@ -278,7 +316,31 @@ class SecurityConfig(_Section):
         None, description="PEM public key; when set, RS256 tokens are accepted."
     )
     jwt_issuer: str = Field("dchat", description="Required iss claim.")
-    jwt_audience: str | None = Field(None, description="Required aud claim, if set.")
+    jwt_audience: str | None = Field(
+        None,
+        description=(
+            "Required aud claim (required with jwt_public_key_path); when unset, tokens "
+            "carrying an aud are refused."
+        ),
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
+
+
+def _check_cidrs(cidrs: list[str]) -> list[str]:
+    from ipaddress import ip_network
+
+    for cidr in cidrs:
+        try:
+            ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+            ) from None
+    return cidrs
 
 
 class NodeConfig(_Section):

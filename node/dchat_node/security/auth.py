@@ -37,6 +37,7 @@ import jwt
 from quart import g, request
 
 from dchat_node.config import ConfigError, ConfigProblem, SecurityConfig
+from dchat_node.security.ratelimit import limit_user_writes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -273,6 +274,7 @@ def require_auth(
             if scope is not None and scope not in principal.scopes:
                 raise AuthError(403, "insufficient_scope", f"the token lacks the {scope!r} scope")
             g.principal = principal
+            await limit_user_writes(principal.subject)  # 429 past the user's write budget
             return await view(*args, **kwargs)
 
         return wrapper
