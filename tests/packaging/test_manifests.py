@@ -43,6 +43,7 @@ MAY_WRITE: dict[tuple[str, str], set[str]] = {
     **{child: WRITE_VERBS for child in CHILDREN},
     ("dchat.dev", "dchatclusters/status"): {"patch"},
     ("", "events"): {"create"},
+    ("coordination.k8s.io", "leases"): {"create", "update"},
 }
 
 
@@ -129,7 +130,8 @@ def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
             assert "*" not in rule[field], f"wildcard in {field}: {rule}"
             assert all("*" not in v for v in rule[field]), rule
         assert not rule.get("nonResourceURLs"), rule
-        assert not rule.get("resourceNames"), rule
+        # names only narrow a rule; the one named rule is the leader Lease's
+        assert not rule.get("resourceNames") or rule["resources"] == ["leases"], rule
         assert set(rule["verbs"]) <= ALL_VERBS, f"verb outside {sorted(ALL_VERBS)}: {rule}"
 
 
@@ -223,8 +225,11 @@ def test_every_pod_template_meets_restricted(bundle: str) -> None:
 def test_operator_deployment(base: list[dict[str, Any]]) -> None:
     deployment = one(base, "Deployment", "dchat-operator")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "at most one kopf instance (standalone)"
+    # two replicas with leader election: one reconciles, the other takes over
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert "--no-leader-elect" not in args
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == OPERATOR_SA
     assert pod["securityContext"]["runAsUser"] == 65532

@@ -22,6 +22,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.crd import to_yaml
 
 _CHILD_VERBS = ["get", "create", "patch", "delete"]
+LEASE_NAME = "dchat-operator"
 
 RULES: list[dict[str, Any]] = [
     # the custom resource: kopf lists/watches it; the controller writes its status
@@ -55,6 +56,15 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # Events of the operator and of kopf
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # leader election (clients/leader.py): the one Lease it holds is read and renewed by name;
+    # create cannot be limited by name (the apiserver does not know the name before it exists)
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "update"],
+        "resourceNames": [LEASE_NAME],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     # kopf: runtime observation of CRDs and namespaces (namespaces are listed even when the
     # operator runs with --namespace; without the permission startup stalls)
     {

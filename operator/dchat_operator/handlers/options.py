@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from dchat_operator.api.rbac import LEASE_NAME
+
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
@@ -27,7 +29,7 @@ class Options:
     """Deadline of one Kubernetes API request."""
     leader_election: bool = True
     lease_namespace: str = "default"
-    lease_name: str = "dchat-operator"
+    lease_name: str = LEASE_NAME
     lease_duration: float = 15.0
 
     @classmethod
@@ -46,6 +48,6 @@ class Options:
             lease_namespace=env("DCHAT_OPERATOR_LEASE_NAMESPACE", "")
             or env("POD_NAMESPACE", "")
             or "default",
-            lease_name=env("DCHAT_OPERATOR_LEASE_NAME", "dchat-operator"),
+            lease_name=env("DCHAT_OPERATOR_LEASE_NAME", LEASE_NAME),
             lease_duration=float(env("DCHAT_OPERATOR_LEASE_DURATION", "15")),
         )
