@@ -111,6 +111,9 @@ class ClientKeys:
 
     async def key(self) -> str:
         """quart-rate-limiter's key function for the current request."""
+        if not self._trusted:  # the common case: no header look-up at all
+            peer = request.remote_addr or ""
+            return address_key(peer) or peer or "unknown"
         return self.key_of(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
 
 
