@@ -76,7 +76,9 @@ rbac: venv
 	$(VENV)/bin/dchat-operator rbac > manifests/base/rbac.yaml
 	$(VENV)/bin/dchat-operator rbac --namespaced dchat > manifests/overlays/namespaced/rbac.yaml
 
-lock:
-	$(PY) -m pip install -q "uv==0.13.8"
-	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+# All hashed locks (requirements.lock for the dev venv, requirements-{node,operator,plugin}.lock
+# for the images and kubectl-dchat), keeping locked versions; LOCK_ARGS=--upgrade or
+# LOCK_ARGS="--upgrade-package NAME" moves them. Then the venv follows the new lock.
+lock: venv
+	scripts/lock.sh $(LOCK_ARGS)
 	@scripts/bootstrap.sh venv

@@ -2,13 +2,13 @@
 # Install what the project needs on this machine, skipping what is already there.
 #
 #   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool) when absent
-#   scripts/bootstrap.sh venv   .venv from requirements.lock (uv), project installed editable
+#   scripts/bootstrap.sh venv   .venv from requirements.lock (uv, hashes required), project
+#                               installed editable with the locked setuptools
 #
 # The venv step is keyed by the hash of requirements.lock + pyproject.toml, so a warm run
 # costs one hash. Go (>= 1.26) must already be on PATH: Debian's is too old.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-UV_VERSION=0.13.8
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
@@ -42,16 +42,22 @@ deps() {
 }
 
 venv() {
-    local stamp=.venv/.dchat-lock-hash want
+    local stamp=.venv/.dchat-lock-hash want uvreq=.venv/.uv-requirement.txt
     want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
     if [[ -x .venv/bin/python && -f $stamp && "$(cat $stamp)" == "$want" ]]; then
         return 0
     fi
     log "creating .venv from requirements.lock"
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
-    .venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
-    .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+    # uv, the installer, comes from the lock too: its pin and hashes, checked by pip.
+    awk '/^uv==/ {p = 1} p {print} p && !/\\$/ {exit}' requirements.lock >"$uvreq"
+    grep -q -- '--hash=' "$uvreq" || { log "requirements.lock pins no uv by hash (make lock)"; exit 1; }
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+        -r "$uvreq"
+    # Every package by version and hash; then the project itself, editable, built by the
+    # locked setuptools (no build isolation: nothing unpinned is fetched).
+    .venv/bin/uv pip sync -q --require-hashes --python .venv/bin/python requirements.lock
+    .venv/bin/uv pip install -q --python .venv/bin/python --no-deps --no-build-isolation -e .
     echo "$want" >$stamp
 }
 

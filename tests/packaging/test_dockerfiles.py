@@ -170,7 +170,29 @@ def test_labels_no_secrets_no_caches_no_apt(dockerfile: Path) -> None:
             assert "apk " not in i.args, i
             if "pip install" in i.args:
                 assert "--no-cache-dir" in i.args, i
-                assert "--constraint requirements.lock" in i.args, i
+
+
+LOCKS = {NODE: "requirements-node.lock", OPERATOR: "requirements-operator.lock"}
+
+
+@BOTH
+def test_dependencies_by_hash_from_the_images_own_lock_then_the_project_alone(
+    dockerfile: Path,
+) -> None:
+    """Section 6 of issue 18: each image installs its extra's hashed lock (pip refuses an
+    unhashed or unpinned requirement), then the project with --no-deps and
+    --no-build-isolation, so nothing unlocked enters the image, the build backend included."""
+    lock = LOCKS[dockerfile]
+    runs = [i.args for i in dockerfile_instructions(dockerfile) if i.keyword == "RUN"]
+    installs = [r for r in runs if "pip " in r]
+    assert len(installs) == 2, installs
+    deps, project = installs
+    assert "pip install --no-cache-dir --require-hashes" in deps, deps
+    assert deps.rstrip().endswith(f"-r {lock}"), deps
+    assert "pip install --no-cache-dir --no-deps --no-build-isolation ." in project, project
+    assert "requirements.lock" not in dockerfile.read_text(), "the dev lock is not an image's"
+    copies = [i.args for i in dockerfile_instructions(dockerfile) if i.keyword == "COPY"]
+    assert copies[0] == f"{lock} ./", "the lock alone first: its layer outlives code changes"
 
 
 def test_node_image_owns_data_and_config_dirs_and_logs_to_stdout() -> None:
