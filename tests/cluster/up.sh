@@ -45,14 +45,6 @@ mkdir -p "$KWOK_WORKDIR"
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 
-if [[ -s "$kubeconfig" ]] && "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
-    log "cluster $name already running"
-    echo "export KUBECONFIG=$kubeconfig"
-    exit 0
-fi
-# A stale cluster (machine rebooted, processes gone): remove it and start over.
-"$kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
-
 fault_expr='((.metadata.labels["dchat.dev/fault"] // "") == "never-ready") or ([.spec.containers[].image | contains("never-ready")] | any)'
 config="$KWOK_WORKDIR/$name.kwokctl.yaml"
 {
@@ -74,6 +66,23 @@ options:
   nodeLeaseDurationSeconds: 40
   # kwokctl's default is 200 s; node-loss tests need a node to be marked NotReady quickly.
   kubeControllerManagerNodeMonitorGracePeriodMilliseconds: ${DCHAT_NODE_GRACE_MS:-20000}
+componentsPatches:
+  # One controller-manager and one scheduler: no leader election, so a test that freezes the
+  # apiserver (SIGSTOP) does not make them lose a lease and exit (kwokctl would not restart
+  # them). A /16 Service range: kwokctl's default /24 holds ~250 Services (bench at N=500
+  # needs 1,500).
+  - name: kube-controller-manager
+    extraArgs:
+      - key: leader-elect
+        value: "false"
+  - name: kube-scheduler
+    extraArgs:
+      - key: leader-elect
+        value: "false"
+  - name: kube-apiserver
+    extraArgs:
+      - key: service-cluster-ip-range
+        value: 10.0.0.0/16
 YAML
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
              pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml node/chaos/node-not-ready.yaml; do
@@ -93,7 +102,19 @@ YAML
         }' "$stages/pod/fast/pod-ready.yaml"
     echo "---"
     sed "s|@FAULT_EXPR@|$(printf '%s' "$fault_expr" | sed 's/[&|]/\\&/g')|" "$here/stages/dchat-faults.yaml"
-} >"$config"
+} >"$config.new"
+
+# Reuse a running cluster made from the same configuration; otherwise (a stale cluster after a
+# reboot, or a configuration this script no longer writes) remove it and start over.
+if [[ -s "$kubeconfig" ]] && cmp -s "$config" "$config.new" \
+    && "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
+    rm -f "$config.new"
+    log "cluster $name already running"
+    echo "export KUBECONFIG=$kubeconfig"
+    exit 0
+fi
+"$kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
+mv "$config.new" "$config"
 
 t0=$SECONDS
 log "creating cluster $name (workdir $KWOK_WORKDIR)"

@@ -57,6 +57,33 @@ class KubeCluster:
             return cls(kubeconfig, Path(found).parent)
         return cls(kubeconfig=kubeconfig, bin_dir=bins[-1].parent)
 
+    def component_pid(self, component: str) -> int | None:
+        """PID of a control-plane process of the local kwokctl cluster (None elsewhere)."""
+        name = self.kubeconfig.name.removesuffix(".kubeconfig")
+        pid_file = self.kubeconfig.parent / "clusters" / name / "pids" / f"{component}.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def scale_nodes(self, count: int) -> bool:
+        """Make the local kwokctl cluster have ``count`` fake nodes (False elsewhere)."""
+        kwokctl = self.bin_dir / "kwokctl"
+        name = self.kubeconfig.name.removesuffix(".kubeconfig")
+        if not kwokctl.exists() or not (self.kubeconfig.parent / "clusters" / name).exists():
+            return False
+        env = {**self.env, "KWOK_WORKDIR": str(self.kubeconfig.parent)}
+        subprocess.run(
+            [str(kwokctl), "scale", "node", "--name", name, "--replicas", str(count)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+        return True
+
     @property
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (operator, kubectl) that must reach this cluster."""

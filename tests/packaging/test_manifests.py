@@ -11,8 +11,8 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
 from dchat_operator.api.kinds import CHILD_KINDS
+from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
 from tests.packaging.support import (
     OPERATOR_NAMESPACE,
     OPERATOR_SA,

@@ -17,11 +17,22 @@ Design:
 
 from __future__ import annotations
 
+import posixpath
+import re
+from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 
 from dchat_node.config import (
@@ -44,7 +55,63 @@ CRON_PATTERN = (
     r"([0-9*,/?LW#A-Za-z-]+\s+){4}[0-9*,/?LW#A-Za-z-]+)$"
 )
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# Formats checked at admission by CEL ``matches`` and in the model by ``re``: RE2 and Python
+# agree on these (no look-arounds, no backslashes, no quotes, so they embed in CEL literals).
+_LABEL = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS1123_LABEL_PATTERN = f"^{_LABEL}$"
+DNS1035_LABEL_PATTERN = "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS1123_SUBDOMAIN_PATTERN = f"^{_LABEL}([.]{_LABEL})*$"
+DNS_LABEL_PATTERN = DNS1123_LABEL_PATTERN
+SECRET_KEY_PATTERN = "^[.]?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"  # noqa: S105 - a format
+LABEL_VALUE_PATTERN = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+HOST_PATTERN = f"^([*][.])?{_LABEL}([.]{_LABEL})*$"
+IPV4_PATTERN = "^[0-9]+([.][0-9]+){3}$"
+QUALIFIED_NAME_PATTERN = (
+    f"^({_LABEL}([.]{_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+)
+_BAD_PORT = (
+    "[^/]*[^0-9/][^/]*|0[0-9]*|[0-9]{6,}|6553[6-9]|655[4-9][0-9]|65[6-9][0-9]{2}|"
+    "6[6-9][0-9]{3}|[7-9][0-9]{4}"
+)
+MULTIADDR_BAD_PORT = f"/(tcp|udp)(/({_BAD_PORT})?)?$|/(tcp|udp)/({_BAD_PORT})?/"
+"""Found anywhere in a multiaddr: a /tcp/ or /udp/ component without a port 1-65535."""
+
+MSG_DNS1123_NAME = (
+    "must be a DNS-1123 name: lowercase letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit (a name in this namespace, not a path)"
+)
+MSG_DNS1123_LABEL = (
+    "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and "
+    "ending with a letter or digit"
+)
+MSG_CLUSTER_NAME = (
+    "metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with "
+    "a letter and ending with a letter or digit (it names Services)"
+)
+MSG_CLUSTER_NAME_LENGTH = (
+    "metadata.name must be at most 52 characters (child objects append suffixes such as -metrics)"
+)
+MSG_SECRET_KEY = "must be a Secret key: letters, digits, '-', '_' and '.', not starting with '..'"  # noqa: S105
+MSG_LABEL_VALUE = (
+    "must be a valid label value: at most 63 letters, digits, '-', '_' and '.', starting and "
+    "ending with a letter or digit"
+)
+MSG_MULTIADDR = "must be a multiaddr, starting with / (e.g. /dns/relay1.dchat.dev/tcp/7000)"
+MSG_MULTIADDR_PORT = "the port after /tcp/ or /udp/ must be a number from 1 to 65535"
+MSG_HOST = (
+    "must be a lowercase RFC 1123 host name (e.g. api.dchat.dev), optionally with a leading "
+    "'*.' wildcard label; not an IP address"
+)
+MSG_ANNOTATION_KEY = "annotation keys must be qualified names ([prefix/]name)"
+MSG_SNIPPET = (
+    "annotations whose key ends in -snippet are refused (they inject configuration into the "
+    "shared Ingress controller)"
+)
+MSG_LOG_PATH = (
+    "logging.filePath must be an absolute path of plain components (letters, digits, '.', '_', "
+    "'-'; no '.' or '..' components)"
+)
 
 
 def camel(name: str) -> str:
@@ -76,6 +143,194 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any
     return entry
 
 
+def validations(*entries: dict[str, Any]) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules."""
+    return {"x-kubernetes-validations": list(entries)}
+
+
+def matching(pattern: str, message: str, *, max_length: int, min_length: int = 1) -> Any:
+    """A string type that must match ``pattern``: a CEL rule with ``message`` at admission, the
+    same regex with the same message in the model. Bounded, so CEL's cost estimate is too."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        str,
+        Field(
+            min_length=min_length,
+            max_length=max_length,
+            json_schema_extra=validations(cel(f"self.matches('{pattern}')", message)),
+        ),
+        AfterValidator(check),
+    ]
+
+
+def bounded(max_length: int, *, min_length: int = 0) -> Any:
+    """A string type of bounded length (no format)."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length)]
+
+
+def _multiaddr(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(MSG_MULTIADDR)
+    if re.search(MULTIADDR_BAD_PORT, value):
+        raise ValueError(MSG_MULTIADDR_PORT)
+    return value
+
+
+def _host(value: str) -> str:
+    if not re.fullmatch(HOST_PATTERN, value) or re.fullmatch(IPV4_PATTERN, value):
+        raise ValueError(MSG_HOST)
+    return value
+
+
+LOG_PATH_PATTERN = "^(/[-._A-Za-z0-9]+)+$"
+_DOT_COMPONENT = "/[.][.]?(/|$)"
+MOUNTED_DIRS = (c.CONFIG_DIR, c.DATA_DIR, c.TLS_DIR, "/tmp")  # noqa: S108 - pod mount paths
+"""Directories the node container mounts; the log directory (a writable volume) must not be
+one of them, inside one of them, or a parent of one of them."""
+MSG_LOG_DIR = (
+    "logging.filePath must be in a directory of its own: not /, and neither inside nor a "
+    f"parent of {', '.join(MOUNTED_DIRS)} (the file's directory becomes a writable volume)"
+)
+_LOG_DIR_EXPR = "self.substring(0, self.lastIndexOf('/'))"
+
+
+def _log_path(value: str) -> str:
+    if not re.fullmatch(LOG_PATH_PATTERN, value) or re.search(_DOT_COMPONENT, value):
+        raise ValueError(MSG_LOG_PATH)
+    directory = posixpath.dirname(value)
+    if directory == "/" or any(
+        f"{mounted}/".startswith(f"{directory}/") or f"{directory}/".startswith(f"{mounted}/")
+        for mounted in MOUNTED_DIRS
+    ):
+        raise ValueError(MSG_LOG_DIR)
+    return value
+
+
+if TYPE_CHECKING:
+    DnsName = str
+    DnsLabel = str
+    SecretKey = str
+    LabelValue = str
+    HostName = str
+    Multiaddr = str
+    LogFilePath = str
+    Url = str
+    Port = int
+else:
+    DnsName = matching(DNS1123_SUBDOMAIN_PATTERN, MSG_DNS1123_NAME, max_length=253)
+    DnsLabel = matching(DNS1123_LABEL_PATTERN, MSG_DNS1123_LABEL, max_length=63)
+    SecretKey = matching(SECRET_KEY_PATTERN, MSG_SECRET_KEY, max_length=253)
+    LabelValue = matching(LABEL_VALUE_PATTERN, MSG_LABEL_VALUE, max_length=63)
+    HostName = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            json_schema_extra=validations(
+                cel(
+                    f"self.matches('{HOST_PATTERN}') && !self.matches('{IPV4_PATTERN}')",
+                    MSG_HOST,
+                )
+            ),
+        ),
+        AfterValidator(_host),
+    ]
+    Multiaddr = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=512,
+            json_schema_extra=validations(
+                cel("self.startsWith('/')", MSG_MULTIADDR),
+                cel(f"!self.matches('{MULTIADDR_BAD_PORT}')", MSG_MULTIADDR_PORT),
+            ),
+        ),
+        AfterValidator(_multiaddr),
+    ]
+    LogFilePath = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=512,
+            json_schema_extra=validations(
+                cel(
+                    f"self.matches('{LOG_PATH_PATTERN}') && !self.matches('{_DOT_COMPONENT}')",
+                    MSG_LOG_PATH,
+                ),
+                cel(
+                    f"self.lastIndexOf('/') > 0 && {list(MOUNTED_DIRS)!r}.all(m, "
+                    f"!(m + '/').startsWith({_LOG_DIR_EXPR} + '/') && "
+                    f"!({_LOG_DIR_EXPR} + '/').startsWith(m + '/'))",
+                    MSG_LOG_DIR,
+                ),
+            ),
+        ),
+        AfterValidator(_log_path),
+    ]
+    Url = bounded(2048, min_length=1)
+    Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _annotation_keys(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if len(key) > 317 or not re.fullmatch(QUALIFIED_NAME_PATTERN, key):
+            raise ValueError(f"{MSG_ANNOTATION_KEY} (got {key[:80]!r})")
+    return value
+
+
+if TYPE_CHECKING:
+    Annotations = dict[str, str]
+    NodeSelector = dict[str, str]
+else:
+    Annotations = Annotated[
+        dict[str, bounded(4096)],
+        Field(
+            max_length=64,
+            json_schema_extra=validations(
+                cel(
+                    f"self.all(k, k.size() <= 317 && k.matches('{QUALIFIED_NAME_PATTERN}'))",
+                    MSG_ANNOTATION_KEY,
+                )
+            ),
+        ),
+        AfterValidator(_annotation_keys),
+    ]
+    NodeSelector = Annotated[
+        dict[str, bounded(63)],
+        Field(
+            max_length=32,
+            json_schema_extra=validations(
+                cel(
+                    f"self.all(k, k.size() <= 317 && k.matches('{QUALIFIED_NAME_PATTERN}'))",
+                    "nodeSelector keys must be qualified names ([prefix/]name)",
+                )
+            ),
+        ),
+    ]
+
+
+_QUANTITY_SUFFIX: dict[str, Decimal] = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    **{s: Decimal(10) ** (3 * i) for i, s in enumerate("kMGTPE", start=1)},
+    **{f"{s}i": Decimal(2) ** (10 * i) for i, s in enumerate("KMGTPE", start=1)},
+}
+
+
+def quantity(value: str) -> Decimal:
+    """A Kubernetes quantity in QUANTITY_PATTERN's form as a number (``500m`` -> 0.5)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", value)
+    if match is None or match.group(2) not in _QUANTITY_SUFFIX:
+        raise ValueError(f"{value!r} is not a quantity")
+    return Decimal(match.group(1)) * _QUANTITY_SUFFIX[match.group(2)]
+
+
 def mirror(
     source: type[BaseModel],
     name: str,
@@ -83,13 +338,30 @@ def mirror(
     exclude: frozenset[str] = frozenset(),
     doc: str | None = None,
     extra_schema: dict[str, Any] | None = None,
+    types: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> type[CRModel]:
-    """A camelCase CR model with the fields of a node config section (minus ``exclude``)."""
-    fields: dict[str, Any] = {
-        field_name: (info.annotation, info)
-        for field_name, info in source.model_fields.items()
-        if field_name not in exclude
-    }
+    """A camelCase CR model with the fields of a node config section (minus ``exclude``).
+
+    ``types`` replaces a field's type by a stricter one (bounds the CR adds to the node's: the
+    apiserver needs every string, list and number bounded); ``note`` is appended to every
+    field's description (what the operator does not act on yet)."""
+    fields: dict[str, Any] = {}
+    for field_name, info in source.model_fields.items():
+        if field_name in exclude:
+            continue
+        annotation = (types or {}).get(field_name, info.annotation)
+        if info.metadata:  # the node's constraints (ge, le, ...) stay
+            annotation = Annotated[annotation, *info.metadata]
+        # A fresh Field from the source's arguments, so that constraints and CEL rules carried
+        # by a replacement ``Annotated`` type are merged in rather than shadowed.
+        kwargs = {k: v for k, v in info._attributes_set.items() if k != "annotation"}
+        if note:
+            kwargs["description"] = f"{info.description} {note}"
+        fields[field_name] = (annotation, Field(**kwargs))
+    unknown = set(types or {}) - set(fields)
+    if unknown:
+        raise ValueError(f"mirror {name}: no such fields {sorted(unknown)}")
     model: type[CRModel] = create_model(
         name,
         __base__=CRModel,
@@ -102,15 +374,56 @@ def mirror(
     return model
 
 
+# --- references ----------------------------------------------------------------------------
+
+
+class SecretKeyRef(CRModel):
+    """A key in a Secret in the DchatCluster's namespace."""
+
+    name: DnsName = Field(description="Name of the Secret (same namespace as the DchatCluster).")
+    key: SecretKey = Field(description="Key inside the Secret.")
+
+
+class SecretRef(CRModel):
+    """A whole Secret in the DchatCluster's namespace."""
+
+    name: DnsName = Field(description="Name of the Secret (same namespace as the DchatCluster).")
+
+
+def _url_secret_doc(what: str, field: str, env: str) -> str:
+    return (
+        f"Secret key holding {what} (for a URL that carries an API key), instead of {field}; "
+        f"mounted as a file and passed to the node as {env}_FILE. The operator cannot read the "
+        "URL, so the NetworkPolicy does not open its port: list it in "
+        "networkPolicy.extraEgressPorts (e.g. 443)."
+    )
+
+
+def _exclusive(field: str) -> dict[str, Any]:
+    return cel(
+        f"!has(self.{field}) || !has(self.{field}SecretRef)",
+        f"{field} and {field}SecretRef are mutually exclusive: give the URL in one place",
+    )
+
+
 # --- the node's config sections, mirrored --------------------------------------------------
 # For the type checker the mirrors are the node's classes (same snake_case attributes); at run
-# time they are camelCase copies without the excluded keys.
+# time they are camelCase copies without the excluded keys, with the bounds the CR adds.
+
+MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
+MAX_RATE_LIMIT = 1_000_000
+DAY = 86_400
+
+NOT_ACTED_ON = "Not acted on yet: written to config.toml, but the node has no {} yet."
+
+
+def _le(bound: int | float, annotation: Any = int) -> Any:
+    return Annotated[annotation, Field(le=bound)]
+
 
 if TYPE_CHECKING:
     ServerSpec = ServerConfig
-    ChainSpec = ChainConfig
     RelaySpec = RelayConfig
-    ObservabilitySpec = ObservabilityConfig
     MarketplaceSpec = MarketplaceConfig
     BridgeSpec = BridgeConfig
     AccessibilitySpec = AccessibilityConfig
@@ -123,30 +436,87 @@ if TYPE_CHECKING:
         idle_timeout_secs: float = 300
 
     _SecurityBase = SecurityConfig
+    _ChainBase = ChainConfig
+    _ObservabilityBase = ObservabilityConfig
 else:
     ServerSpec = mirror(
         ServerConfig,
         "ServerSpec",
-        extra_schema={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.apiPort != self.metricsPort && self.apiPort != self.p2pPort && "
-                    "self.metricsPort != self.p2pPort",
-                    "server.apiPort, server.metricsPort and server.p2pPort must be distinct",
-                )
-            ]
+        extra_schema=validations(
+            cel(
+                "self.apiPort != self.metricsPort && self.apiPort != self.p2pPort && "
+                "self.metricsPort != self.p2pPort",
+                "server.apiPort, server.metricsPort and server.p2pPort must be distinct",
+            )
+        ),
+        types={
+            "host": bounded(253, min_length=1),
+            "max_request_body_bytes": _le(MAX_REQUEST_BODY_BYTES),
         },
     )
-    ChainSpec = mirror(ChainConfig, "ChainSpec")
-    RelaySpec = mirror(RelayConfig, "RelaySpec")
-    ObservabilitySpec = mirror(ObservabilityConfig, "ObservabilitySpec")
-    MarketplaceSpec = mirror(MarketplaceConfig, "MarketplaceSpec")
+    _ChainBase = mirror(
+        ChainConfig,
+        "ChainBase",
+        types={
+            "chat_chain_rpc": Url | None,
+            "currency_chain_rpc": Url | None,
+            "rpc_timeout_secs": _le(3600, float),
+        },
+        note=(
+            "Not acted on yet by the node (it has no chain client): written to config.toml; "
+            "the operator opens NetworkPolicy egress to the URL's port."
+        ),
+    )
+    RelaySpec = mirror(
+        RelayConfig,
+        "RelaySpec",
+        types={
+            "bootstrap_nodes": Annotated[list[Multiaddr], Field(max_length=32)],
+            "external_addresses": Annotated[list[Multiaddr], Field(max_length=32)],
+            "nat_turn_servers": Annotated[list[bounded(512, min_length=1)], Field(max_length=16)],
+        },
+        note=(
+            "Not acted on yet: written to config.toml, but the node runs no libp2p host yet "
+            "(the operator only opens NetworkPolicy egress to the bootstrap ports)."
+        ),
+    )
+    _ObservabilityBase = mirror(
+        ObservabilityConfig,
+        "ObservabilityBase",
+        types={
+            "jaeger_endpoint": Url | None,
+            "prometheus_pushgateway": Url | None,
+            "prometheus_push_interval_secs": _le(DAY, float),
+            "health_check_interval_secs": _le(DAY, float),
+        },
+    )
+    MarketplaceSpec = mirror(
+        MarketplaceConfig,
+        "MarketplaceSpec",
+        types={
+            "cache_size": _le(10_000_000),
+            "escrow_timeout_secs": _le(365 * DAY),
+            "payment_confirmation_timeout_secs": _le(DAY),
+        },
+        note=NOT_ACTED_ON.format("marketplace service"),
+    )
     BridgeSpec = mirror(
         BridgeConfig,
         "BridgeSpec",
         doc="Cross-chain bridge service. Set paused: true to stop accepting new transfers.",
+        types={
+            "transaction_timeout_secs": _le(DAY),
+            "finality_proof_timeout_secs": _le(DAY),
+            "validator_quorum": _le(100),
+            "state_snapshot_interval": _le(1_000_000),
+        },
+        note=NOT_ACTED_ON.format("bridge service (/health/bridge answers disabled)"),
     )
-    AccessibilitySpec = mirror(AccessibilityConfig, "AccessibilitySpec")
+    AccessibilitySpec = mirror(
+        AccessibilityConfig,
+        "AccessibilitySpec",
+        note=NOT_ACTED_ON.format("accessibility validation"),
+    )
     LoggingSpec = mirror(
         LoggingConfig,
         "LoggingSpec",
@@ -154,37 +524,91 @@ else:
             "Logging. JSON to stdout by default (kubectl logs); output: file writes to a "
             "writable emptyDir mounted at the file's directory."
         ),
+        types={
+            "file_path": LogFilePath,
+            "max_file_size_mb": _le(10_240),
+            "max_backups": _le(1000),
+        },
     )
-    _DatabasePool = mirror(DatabaseConfig, "DatabasePool", exclude=frozenset({"url"}))
+    _DatabasePool = mirror(
+        DatabaseConfig,
+        "DatabasePool",
+        exclude=frozenset({"url"}),
+        types={
+            "statement_cache_size": _le(10_000),
+            "connection_timeout_secs": _le(3600, float),
+            "idle_timeout_secs": _le(DAY, float),
+        },
+    )
     _SecurityBase = mirror(
         SecurityConfig,
         "SecurityBase",
         exclude=frozenset({"jwt_secret", "tls_cert_path", "tls_key_path"}),
+        types={
+            "cors_allowed_origins": Annotated[
+                list[bounded(512, min_length=1)], Field(max_length=64)
+            ],
+            "rate_limit_requests_per_sec": _le(MAX_RATE_LIMIT),
+            "jwt_public_key_path": bounded(512, min_length=1) | None,
+            "jwt_issuer": bounded(512),
+            "jwt_audience": bounded(512) | None,
+        },
     )
 
 
-# --- references ----------------------------------------------------------------------------
+class ChainSpec(_ChainBase):
+    """EVM JSON-RPC endpoints; a URL that carries an API key can come from a Secret instead."""
 
-
-class SecretKeyRef(CRModel):
-    """A key in a Secret in the DchatCluster's namespace."""
-
-    name: str = Field(
-        description="Name of the Secret (same namespace as the DchatCluster).",
-        min_length=1,
-        max_length=253,
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(_exclusive("chatChainRpc"), _exclusive("currencyChainRpc")),
     )
-    key: str = Field(description="Key inside the Secret.", min_length=1, max_length=253)
 
-
-class SecretRef(CRModel):
-    """A whole Secret in the DchatCluster's namespace."""
-
-    name: str = Field(
-        description="Name of the Secret (same namespace as the DchatCluster).",
-        min_length=1,
-        max_length=253,
+    chat_chain_rpc_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=_url_secret_doc(
+            "the chat chain's JSON-RPC URL", "chatChainRpc", "CHAT_CHAIN_RPC"
+        ),
     )
+    currency_chain_rpc_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=_url_secret_doc(
+            "the currency chain's JSON-RPC URL", "currencyChainRpc", "CURRENCY_CHAIN_RPC"
+        ),
+    )
+
+    @_model_validator(mode="after")
+    def _one_source(self) -> ChainSpec:
+        _check_exclusive(self, "chat_chain_rpc", "chatChainRpc")
+        _check_exclusive(self, "currency_chain_rpc", "currencyChainRpc")
+        return self
+
+
+class ObservabilitySpec(_ObservabilityBase):
+    """Tracing, metrics push and health checks; the push gateway URL can come from a Secret."""
+
+    model_config = ConfigDict(
+        **MODEL_CONFIG, json_schema_extra=validations(_exclusive("prometheusPushgateway"))
+    )
+
+    prometheus_pushgateway_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=_url_secret_doc(
+            "the push gateway URL", "prometheusPushgateway", "PROMETHEUS_PUSHGATEWAY"
+        ),
+    )
+
+    @_model_validator(mode="after")
+    def _one_source(self) -> ObservabilitySpec:
+        _check_exclusive(self, "prometheus_pushgateway", "prometheusPushgateway")
+        return self
+
+
+def _check_exclusive(model: BaseModel, field: str, wire: str) -> None:
+    if getattr(model, field) is not None and getattr(model, f"{field}_secret_ref") is not None:
+        raise ValueError(
+            f"{wire} and {wire}SecretRef are mutually exclusive: give the URL in one place"
+        )
 
 
 # --- database ------------------------------------------------------------------------------
@@ -202,8 +626,9 @@ class SqliteSpec(CRModel):
         "10Gi",
         description="Size of the PersistentVolumeClaim holding /data/dchat.db.",
         pattern=QUANTITY_PATTERN,
+        max_length=32,
     )
-    storage_class_name: str | None = Field(
+    storage_class_name: DnsName | None = Field(
         None, description="StorageClass of the claim; unset uses the cluster default."
     )
     retain_on_delete: bool = Field(
@@ -228,7 +653,11 @@ class PostgresSpec(CRModel):
     )
     standbys: list[SecretKeyRef] = Field(
         default_factory=list,
-        description="Secret keys holding the URLs of streaming-replication standbys (failover).",
+        description=(
+            "Secret keys holding the URLs of streaming-replication standbys (failover). Not "
+            "acted on yet: the operator checks that the Secrets exist, but does not give them "
+            "to the pods (failover is a later release)."
+        ),
         max_length=8,
     )
     port: int = Field(
@@ -319,6 +748,7 @@ class ImageSpec(CRModel):
         "ghcr.io/dchat-dev/dchat",
         description="Image repository; the image is <repository>:<spec.version>.",
         min_length=1,
+        max_length=512,
     )
     digest: str | None = Field(
         None,
@@ -327,6 +757,7 @@ class ImageSpec(CRModel):
             "<repository>:<version>@<digest>."
         ),
         pattern=r"^sha256:[a-f0-9]{64}$",
+        max_length=71,
     )
     pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None,
@@ -342,22 +773,38 @@ class ImageSpec(CRModel):
             return self.pull_policy
         return "IfNotPresent" if self.digest else "Always"
 
-    pull_secrets: list[str] = Field(
-        default_factory=list, description="Names of imagePullSecrets for private registries."
+    pull_secrets: list[DnsName] = Field(
+        default_factory=list,
+        description="Names of imagePullSecrets for private registries.",
+        max_length=16,
     )
 
 
 class ResourceList(CRModel):
     """CPU and memory quantities."""
 
-    cpu: str | None = Field(None, description="CPU, e.g. 500m or 2.", pattern=QUANTITY_PATTERN)
+    cpu: str | None = Field(
+        None, description="CPU, e.g. 500m or 2.", pattern=QUANTITY_PATTERN, max_length=32
+    )
     memory: str | None = Field(
-        None, description="Memory, e.g. 512Mi or 2Gi.", pattern=QUANTITY_PATTERN
+        None, description="Memory, e.g. 512Mi or 2Gi.", pattern=QUANTITY_PATTERN, max_length=32
+    )
+
+
+def _not_above(kind: str) -> dict[str, Any]:
+    return cel(
+        f"!has(self.requests.{kind}) || !has(self.limits.{kind}) || "
+        f"quantity(self.requests.{kind}).compareTo(quantity(self.limits.{kind})) <= 0",
+        f"resources.requests.{kind} must not be above resources.limits.{kind}",
     )
 
 
 class ResourcesSpec(CRModel):
     """Requests and limits of the node container (the guide's values by default)."""
+
+    model_config = ConfigDict(
+        **MODEL_CONFIG, json_schema_extra=validations(_not_above("cpu"), _not_above("memory"))
+    )
 
     requests: ResourceList = Field(
         default=ResourceList(cpu="1", memory="1Gi"),
@@ -367,6 +814,17 @@ class ResourcesSpec(CRModel):
         default=ResourceList(cpu="2", memory="2Gi"),
         description="Upper bounds; memory over the limit kills the container.",
     )
+
+    @_model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourcesSpec:
+        for kind in ("cpu", "memory"):
+            request = getattr(self.requests, kind)
+            limit = getattr(self.limits, kind)
+            if request is not None and limit is not None and quantity(request) > quantity(limit):
+                raise ValueError(
+                    f"resources.requests.{kind} must not be above resources.limits.{kind}"
+                )
+        return self
 
 
 class P2PServiceType(StrEnum):
@@ -386,42 +844,72 @@ class P2PSpec(CRModel):
             "LoadBalancer (reachable from outside), None (no Service)."
         ),
     )
-    annotations: dict[str, str] = Field(
+    annotations: Annotations = Field(
         default_factory=dict,
-        description="Annotations of the P2P Service (e.g. cloud load balancer settings).",
+        description=(
+            "Annotations of the P2P Service (e.g. cloud load balancer settings); at most 64, "
+            "values up to 4096 characters."
+        ),
     )
 
 
 class IngressSpec(CRModel):
     """HTTPS entry to the API port through an Ingress controller."""
 
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(
+            cel("self.annotations.all(k, !k.endsWith('-snippet'))", MSG_SNIPPET, ".annotations")
+        ),
+    )
+
     enabled: bool = Field(False, description="Create an Ingress for the API.")
-    host: str | None = Field(None, description="Public host name, e.g. api.dchat.dev.")
-    class_name: str | None = Field(
+    host: HostName | None = Field(
+        None,
+        description=(
+            "Public host name, e.g. api.dchat.dev (RFC 1123, lowercase); a wildcard only as a "
+            "whole first label, *.dchat.dev, and then the certificate needs an issuer that "
+            "can solve DNS-01."
+        ),
+    )
+    class_name: DnsName | None = Field(
         None, description="ingressClassName, e.g. nginx; unset uses the cluster default."
     )
-    tls_secret_name: str | None = Field(
+    tls_secret_name: DnsName | None = Field(
         None,
         description=(
             "Secret holding the certificate for host; with clusterIssuer set, cert-manager "
             "creates it. Defaults to <name>-ingress-tls."
         ),
     )
-    cluster_issuer: str | None = Field(
+    cluster_issuer: DnsName | None = Field(
         None, description="cert-manager ClusterIssuer that issues the certificate."
     )
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations for the Ingress controller."
+    annotations: Annotations = Field(
+        default_factory=dict,
+        description=(
+            "Extra annotations for the Ingress controller; at most 64, values up to 4096 "
+            "characters; keys ending in -snippet (configuration snippets) are refused."
+        ),
     )
+
+    @field_validator("annotations")
+    @classmethod
+    def _no_snippets(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(key.endswith("-snippet") for key in value):
+            raise ValueError(MSG_SNIPPET)
+        return value
 
 
 class S3Target(CRModel):
     """An S3 (or S3-compatible) location."""
 
     bucket: str = Field(description="Bucket name.", min_length=3, max_length=63)
-    prefix: str = Field("dchat/", description="Key prefix under which backups are written.")
-    region: str = Field("us-east-1", description="Bucket region.")
-    endpoint: str | None = Field(
+    prefix: str = Field(
+        "dchat/", description="Key prefix under which backups are written.", max_length=1024
+    )
+    region: str = Field("us-east-1", description="Bucket region.", max_length=64)
+    endpoint: Url | None = Field(
         None, description="Endpoint URL of an S3-compatible service; unset uses AWS."
     )
     credentials_secret_ref: SecretRef = Field(
@@ -439,7 +927,9 @@ class RetentionSpec(CRModel):
 
 
 class BackupSpec(CRModel):
-    """Scheduled backups to S3 (carried out by a later release; the fields are final)."""
+    """Scheduled backups to S3. Not acted on yet: no backup is taken (the backup controller is
+    a later release); with enabled and s3 set, the operator only opens NetworkPolicy egress to
+    the S3 endpoint."""
 
     model_config = ConfigDict(
         **MODEL_CONFIG,
@@ -453,7 +943,13 @@ class BackupSpec(CRModel):
         },
     )
 
-    enabled: bool = Field(False, description="Take backups on schedule.")
+    enabled: bool = Field(
+        False,
+        description=(
+            "Take backups on schedule. Not acted on yet: no backup is taken before the backup "
+            "controller ships."
+        ),
+    )
     schedule: str = Field(
         "0 3 * * *",
         description="Cron expression (5 fields, or @daily/@hourly/...) in UTC.",
@@ -479,21 +975,103 @@ class BackupSpec(CRModel):
         return self
 
 
+MAX_SURGE_PERCENT = "^(0|[1-9][0-9]{0,2})%$"
+MAX_UNAVAILABLE_PERCENT = "^(0|[1-9][0-9]?|100)%$"
+MSG_MAX_SURGE = "rollout.maxSurge must be a number from 0 to 1000 or a percentage such as 25%"
+MSG_MAX_UNAVAILABLE = (
+    "rollout.maxUnavailable must be a number from 0 to 1000 or a percentage from 0% to 100%"
+)
+MSG_ROLLOUT_ZERO = (
+    "rollout.maxSurge and rollout.maxUnavailable cannot both be 0: the rollout could never "
+    "replace a pod"
+)
+MSG_PROGRESS_DEADLINE = "rollout.progressDeadlineSeconds must be above rollout.minReadySeconds"
+
+
+def _int_or_percent(field: str, percent: str, message: str) -> dict[str, Any]:
+    return cel(
+        f"type(self.{field}) == int ? (self.{field} >= 0 && self.{field} <= 1000) : "
+        f"string(self.{field}).matches('{percent}')",
+        message,
+        f".{field}",
+    )
+
+
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
+
+
 class RolloutSpec(CRModel):
     """How a new version or config reaches the pods (PostgreSQL mode; SQLite uses Recreate)."""
 
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(
+            _int_or_percent("maxSurge", MAX_SURGE_PERCENT, MSG_MAX_SURGE),
+            _int_or_percent("maxUnavailable", MAX_UNAVAILABLE_PERCENT, MSG_MAX_UNAVAILABLE),
+            cel(
+                "!(string(self.maxSurge) in ['0', '0%'] && "
+                "string(self.maxUnavailable) in ['0', '0%'])",
+                MSG_ROLLOUT_ZERO,
+            ),
+            cel(
+                "self.progressDeadlineSeconds > self.minReadySeconds",
+                MSG_PROGRESS_DEADLINE,
+                ".progressDeadlineSeconds",
+            ),
+        ),
+    )
+
     max_surge: int | str = Field(
-        1, description="Extra pods allowed during a rolling update (number or percent)."
+        1,
+        description=(
+            "Extra pods allowed during a rolling update: a number (0-1000) or a percentage "
+            "(25%). maxSurge and maxUnavailable cannot both be 0."
+        ),
     )
     max_unavailable: int | str = Field(
-        0, description="Pods that may be unavailable during a rolling update (number or percent)."
+        0,
+        description=(
+            "Pods that may be unavailable during a rolling update: a number (0-1000) or a "
+            "percentage (0%-100%)."
+        ),
     )
     progress_deadline_seconds: int = Field(
-        600, ge=10, description="A rollout with no progress for this long is reported Degraded."
+        600,
+        ge=10,
+        le=DAY,
+        description=(
+            "A rollout with no progress for this long is reported Degraded; above minReadySeconds."
+        ),
     )
     min_ready_seconds: int = Field(
-        0, ge=0, description="A new pod must be Ready this long before it counts as available."
+        0,
+        ge=0,
+        le=3600,
+        description="A new pod must be Ready this long before it counts as available.",
     )
+
+    @field_validator("max_surge", "max_unavailable", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number or a percentage, not a boolean")
+        return value
+
+    @_model_validator(mode="after")
+    def _valid_rollout(self) -> RolloutSpec:
+        for value, percent, message in (
+            (self.max_surge, MAX_SURGE_PERCENT, MSG_MAX_SURGE),
+            (self.max_unavailable, MAX_UNAVAILABLE_PERCENT, MSG_MAX_UNAVAILABLE),
+        ):
+            valid = 0 <= value <= 1000 if isinstance(value, int) else re.fullmatch(percent, value)
+            if not valid:
+                raise ValueError(message)
+        if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
+            raise ValueError(MSG_ROLLOUT_ZERO)
+        if self.progress_deadline_seconds <= self.min_ready_seconds:
+            raise ValueError(MSG_PROGRESS_DEADLINE)
+        return self
 
 
 class MonitoringSpec(CRModel):
@@ -517,7 +1095,10 @@ class MonitoringSpec(CRModel):
         ),
     )
     scrape_interval: str = Field(
-        "15s", description="ServiceMonitor scrape interval.", pattern=r"^[0-9]+(ms|s|m|h)$"
+        "15s",
+        description="ServiceMonitor scrape interval.",
+        pattern=r"^[0-9]+(ms|s|m|h)$",
+        max_length=16,
     )
 
 
@@ -530,19 +1111,25 @@ class SchedulingSpec(CRModel):
             "Pod affinity (core/v1 Affinity). Unset: prefer spreading pods across nodes "
             "(anti-affinity on kubernetes.io/hostname)."
         ),
+        max_length=3,
     )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list, description="Pod tolerations (core/v1 Toleration)."
+    tolerations: list[Annotated[dict[str, Any], Field(max_length=5)]] = Field(
+        default_factory=list,
+        description="Pod tolerations (core/v1 Toleration); at most 32.",
+        max_length=32,
     )
-    topology_spread_constraints: list[dict[str, Any]] = Field(
+    topology_spread_constraints: list[Annotated[dict[str, Any], Field(max_length=16)]] = Field(
         default_factory=list,
         description=(
             "Pod topology spread constraints (core/v1); labelSelector defaults to the pods of "
-            "this cluster when omitted."
+            "this cluster when omitted. At most 8."
         ),
+        max_length=8,
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
-    priority_class_name: str | None = Field(None, description="Pod priorityClassName.")
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="Pod nodeSelector; at most 32 labels."
+    )
+    priority_class_name: DnsName | None = Field(None, description="Pod priorityClassName.")
 
 
 class DisruptionSpec(CRModel):
@@ -550,7 +1137,7 @@ class DisruptionSpec(CRModel):
 
     enabled: bool = Field(True, description="Create a PodDisruptionBudget when replicas > 1.")
     max_unavailable: int = Field(
-        1, ge=1, description="Pods a voluntary disruption (drain) may take down at once."
+        1, ge=1, le=100, description="Pods a voluntary disruption (drain) may take down at once."
     )
 
 
@@ -558,13 +1145,19 @@ class NetworkPolicySpec(CRModel):
     """A NetworkPolicy that denies everything except the flows dchat needs."""
 
     enabled: bool = Field(True, description="Create the NetworkPolicy.")
-    extra_egress_ports: list[int] = Field(
+    extra_egress_ports: list[Port] = Field(
         default_factory=list,
-        description="Extra TCP ports the pods may connect to (anywhere).",
+        description=(
+            "Extra TCP ports (1-65535) the pods may connect to (anywhere). Needed for an "
+            "endpoint whose URL comes from a Secret (chain.*SecretRef, "
+            "observability.prometheusPushgatewaySecretRef): the operator cannot derive its port."
+        ),
+        max_length=32,
     )
-    metrics_from_namespaces: list[str] = Field(
+    metrics_from_namespaces: list[DnsLabel] = Field(
         default_factory=list,
-        description=("Namespaces allowed to scrape the metrics port; empty allows any namespace."),
+        description="Namespaces allowed to scrape the metrics port; empty allows any namespace.",
+        max_length=32,
     )
 
 
@@ -592,10 +1185,12 @@ class DchatClusterSpec(CRModel):
         },
     )
 
-    version: str = Field(
+    version: LabelValue = Field(
         "0.1.0",
-        description="dchat version to run; the image tag.",
-        pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$",
+        description=(
+            "dchat version to run; the image tag and the app.kubernetes.io/version label, so "
+            "a valid label value (at most 63 characters, alphanumeric at both ends)."
+        ),
     )
     image: ImageSpec = Field(default_factory=ImageSpec, description="Container image.")
     replicas: int = Field(
@@ -616,19 +1211,37 @@ class DchatClusterSpec(CRModel):
     server: ServerSpec = Field(
         default_factory=ServerSpec, description="Ports and request handling of the node."
     )
-    chain: ChainSpec = Field(default_factory=ChainSpec, description="Chain JSON-RPC endpoints.")
-    relay: RelaySpec = Field(default_factory=RelaySpec, description="libp2p relay network.")
+    chain: ChainSpec = Field(
+        default_factory=ChainSpec,
+        description=(
+            "Chain JSON-RPC endpoints. Not acted on yet by the node (no chain client); the "
+            "URLs open NetworkPolicy egress."
+        ),
+    )
+    relay: RelaySpec = Field(
+        default_factory=RelaySpec,
+        description="libp2p relay network. Not acted on yet: the node runs no libp2p host.",
+    )
     observability: ObservabilitySpec = Field(
         default_factory=ObservabilitySpec, description="Tracing, metrics push, health checks."
     )
     marketplace: MarketplaceSpec = Field(
-        default_factory=MarketplaceSpec, description="Marketplace service."
+        default_factory=MarketplaceSpec,
+        description="Marketplace service. Not acted on yet: the node has no marketplace yet.",
     )
     bridge: BridgeSpec = Field(
-        default_factory=BridgeSpec, description="Bridge service and its pause switch."
+        default_factory=BridgeSpec,
+        description=(
+            "Bridge service and its pause switch. Not acted on yet: written to config.toml, "
+            "but the node has no bridge service yet."
+        ),
     )
     accessibility: AccessibilitySpec = Field(
-        default_factory=AccessibilitySpec, description="Accessibility validation."
+        default_factory=AccessibilitySpec,
+        description=(
+            "Accessibility validation. Not acted on yet: the node has no accessibility "
+            "validation yet."
+        ),
     )
     logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Log level and format.")
     security: SecuritySpec = Field(
@@ -636,7 +1249,14 @@ class DchatClusterSpec(CRModel):
     )
     p2p: P2PSpec = Field(default_factory=P2PSpec, description="Exposure of the P2P port.")
     ingress: IngressSpec = Field(default_factory=IngressSpec, description="HTTPS Ingress.")
-    backup: BackupSpec = Field(default_factory=BackupSpec, description="Backups to S3.")
+    backup: BackupSpec = Field(
+        default_factory=BackupSpec,
+        description=(
+            "Backups to S3. Not acted on yet: no backup is taken (the backup controller is a "
+            "later release); the fields are validated, and with enabled and s3 set the "
+            "NetworkPolicy opens egress to the S3 endpoint."
+        ),
+    )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="Prometheus integration."
@@ -674,6 +1294,12 @@ class DchatClusterSpec(CRModel):
             if self.database.engine == DatabaseEngine.sqlite
             else c.POSTGRES_URL_PLACEHOLDER
         )
+        chain: dict[str, Any] = self.chain.model_dump(
+            exclude={"chat_chain_rpc_secret_ref", "currency_chain_rpc_secret_ref"}
+        )
+        observability: dict[str, Any] = self.observability.model_dump(
+            exclude={"prometheus_pushgateway_secret_ref"}
+        )
         security: dict[str, Any] = self.security.model_dump(
             exclude={"jwt_secret_ref", "tls_secret_ref"}
         )
@@ -684,9 +1310,9 @@ class DchatClusterSpec(CRModel):
                 "env": self.env,
                 "server": self.server.model_dump(),
                 "database": database,
-                "chain": self.chain.model_dump(),
+                "chain": chain,
                 "relay": self.relay.model_dump(),
-                "observability": self.observability.model_dump(),
+                "observability": observability,
                 "marketplace": self.marketplace.model_dump(),
                 "bridge": self.bridge.model_dump(),
                 "accessibility": self.accessibility.model_dump(),
@@ -696,6 +1322,14 @@ class DchatClusterSpec(CRModel):
         )
 
 
+ROOT_VALIDATIONS: list[dict[str, Any]] = [
+    cel("self.metadata.name.size() <= 52", MSG_CLUSTER_NAME_LENGTH),
+    cel(f"self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')", MSG_CLUSTER_NAME),
+]
+"""CEL rules on the whole object (the cluster's name), for the root of the CRD's schema;
+``ObjectMeta`` checks the same in the model."""
+
+
 class ObjectMeta(BaseModel):
     """The parts of metadata the operator reads."""
 
@@ -703,6 +1337,14 @@ class ObjectMeta(BaseModel):
 
     name: str = Field(max_length=52)
     namespace: str = "default"
+
+    @field_validator("name")
+    @classmethod
+    def _dns1035(cls, value: str) -> str:
+        if not re.fullmatch(DNS1035_LABEL_PATTERN, value):
+            raise ValueError(MSG_CLUSTER_NAME)
+        return value
+
     uid: str = ""
     generation: int = 0
     resource_version: str = Field("", alias="resourceVersion")

@@ -2,22 +2,73 @@
 
 Design: ``DchatClusterSpec.to_node_config`` builds a ``dchat_node.config.NodeConfig`` and
 ``dchat_node.config.render_toml`` writes it (secrets are never part of the model: the
-database URL of PostgreSQL mode and the JWT key reach the pod from Secrets). The checksum
-covers the file and the Secret references, and goes on the pod template so a change rolls
-the pods.
+database URL of PostgreSQL mode, the JWT key, and chain RPC or push gateway URLs given as
+Secret references reach the pod as files mounted from Secrets, named by ``<VAR>_FILE``, which
+the node reads like the variable itself). ``secret_files`` lists those files (the workload
+mounts them); ``secret_references`` lists every Secret key the pods need (the controller
+checks they exist). The checksum covers the file and the Secret references, and goes on the
+pod template so a change rolls the pods.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dchat_node.config import render_toml
 from dchat_operator.api import constants as c
-from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.models import DatabaseEngine, DchatCluster, SecretKeyRef
 from dchat_operator.builders.common import Obj, digest, metadata, names
+
+SECRETS_DIR = f"{c.CONFIG_DIR}/secrets"
+URL_FILE = "url"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One Secret key mounted as a file; the node gets its path as ``<env>_FILE``."""
+
+    volume: str
+    ref: SecretKeyRef
+    directory: str
+    file: str
+    env: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory}/{self.file}"
+
+
+def secret_files(cluster: DchatCluster) -> list[SecretFile]:
+    """The Secret keys the node reads as files, in mount order."""
+    spec = cluster.spec
+    files: list[SecretFile] = []
+    postgres = spec.database.postgres
+    if spec.database.engine == DatabaseEngine.postgres and postgres is not None:
+        files.append(
+            SecretFile("database", postgres.primary, c.DB_SECRET_DIR, c.DB_URL_FILE, "DATABASE_URL")
+        )
+    if spec.security.jwt_secret_ref is not None:
+        files.append(
+            SecretFile("jwt", spec.security.jwt_secret_ref, c.JWT_DIR, c.JWT_FILE, "JWT_SECRET")
+        )
+    for volume, ref, env in (
+        ("chat-chain-rpc", spec.chain.chat_chain_rpc_secret_ref, "CHAT_CHAIN_RPC"),
+        ("currency-chain-rpc", spec.chain.currency_chain_rpc_secret_ref, "CURRENCY_CHAIN_RPC"),
+        (
+            "pushgateway",
+            spec.observability.prometheus_pushgateway_secret_ref,
+            "PROMETHEUS_PUSHGATEWAY",
+        ),
+    ):
+        if ref is not None:
+            files.append(SecretFile(volume, ref, f"{SECRETS_DIR}/{volume}", URL_FILE, env))
+    return files
 
 
 def config_toml(cluster: DchatCluster) -> str:
     header = (
         f"# Rendered by dchat-operator from DchatCluster {cluster.namespace}/{cluster.name}.\n"
+        # unchanged wording on purpose: a new header would roll every cluster's pods
         "# Secrets are not in this file: DATABASE_URL_FILE (PostgreSQL) and JWT_SECRET_FILE name\n"
         "# files mounted from Kubernetes Secrets.\n"
     )
@@ -36,6 +87,9 @@ def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:
     if spec.security.tls_secret_ref is not None:
         refs.append((spec.security.tls_secret_ref.name, "tls.crt"))
         refs.append((spec.security.tls_secret_ref.name, "tls.key"))
+    # appended last, so the checksum of a cluster without them does not change
+    urls = [f for f in secret_files(cluster) if f.volume not in ("database", "jwt")]
+    refs.extend((f.ref.name, f.ref.key) for f in urls)
     return refs
 
 

@@ -7,9 +7,11 @@ Design (the guide's section 3.3 where it is right, fixed where it is not):
 - Probes on the metrics port with the guide's timings; requests/limits from the spec;
   preferred anti-affinity on the hostname for this cluster's pods.
 - SQLite: one replica, Recreate strategy (its ReadWriteOnce volume cannot be attached twice).
-  PostgreSQL: RollingUpdate with the spec's maxSurge/maxUnavailable (1/0 by default); the
-  database URL comes from the referenced Secret as a mounted file (DATABASE_URL_FILE), never
-  from the ConfigMap or a plain environment variable.
+  PostgreSQL: RollingUpdate with the spec's maxSurge/maxUnavailable (1/0 by default).
+- Secrets reach the node as mounted files named by ``<VAR>_FILE`` (``config.secret_files``):
+  the database URL (DATABASE_URL_FILE), the JWT key, and chain RPC / push gateway URLs given
+  as Secret references (CHAT_CHAIN_RPC_FILE, CURRENCY_CHAIN_RPC_FILE,
+  PROMETHEUS_PUSHGATEWAY_FILE); never the ConfigMap or a plain environment variable.
 - The ServiceAccount has no token (the node needs no API access); so does the pod.
 - The config checksum on the pod template rolls the pods when config.toml changes.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster
 from dchat_operator.builders.common import Obj, metadata, names, selector_labels
-from dchat_operator.builders.config import config_checksum
+from dchat_operator.builders.config import config_checksum, secret_files
 
 
 def service_account(cluster: DchatCluster) -> Obj:
@@ -78,13 +80,7 @@ def _resources(cluster: DchatCluster) -> Obj:
 
 
 def _env(cluster: DchatCluster) -> list[Obj]:
-    env: list[Obj] = []
-    db = cluster.spec.database
-    if db.engine == DatabaseEngine.postgres and db.postgres is not None:
-        env.append({"name": "DATABASE_URL_FILE", "value": f"{c.DB_SECRET_DIR}/{c.DB_URL_FILE}"})
-    if cluster.spec.security.jwt_secret_ref is not None:
-        env.append({"name": "JWT_SECRET_FILE", "value": f"{c.JWT_DIR}/{c.JWT_FILE}"})
-    return env
+    return [{"name": f"{f.env}_FILE", "value": f.path} for f in secret_files(cluster)]
 
 
 def _secret_volume(name: str, secret: str, items: dict[str, str] | None = None) -> Obj:
@@ -113,16 +109,10 @@ def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
     else:
         volumes.append({"name": "data", "emptyDir": {"sizeLimit": "1Gi"}})
     mounts.append({"name": "data", "mountPath": c.DATA_DIR})
-    postgres = cluster.spec.database.postgres
-    if cluster.spec.database.engine == DatabaseEngine.postgres and postgres is not None:
-        ref = postgres.primary
-        volumes.append(_secret_volume("database", ref.name, {ref.key: c.DB_URL_FILE}))
-        mounts.append({"name": "database", "mountPath": c.DB_SECRET_DIR, "readOnly": True})
+    for file in secret_files(cluster):
+        volumes.append(_secret_volume(file.volume, file.ref.name, {file.ref.key: file.file}))
+        mounts.append({"name": file.volume, "mountPath": file.directory, "readOnly": True})
     security = cluster.spec.security
-    if security.jwt_secret_ref is not None:
-        ref = security.jwt_secret_ref
-        volumes.append(_secret_volume("jwt", ref.name, {ref.key: c.JWT_FILE}))
-        mounts.append({"name": "jwt", "mountPath": c.JWT_DIR, "readOnly": True})
     if security.tls_secret_ref is not None:
         volumes.append(_secret_volume("tls", security.tls_secret_ref.name))
         mounts.append({"name": "tls", "mountPath": c.TLS_DIR, "readOnly": True})

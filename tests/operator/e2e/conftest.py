@@ -75,6 +75,10 @@ class Operator:
     def writes(self) -> float:
         return metric_sum(self.metrics(), "dchat_operator_api_writes_total")
 
+    def leader(self) -> bool:
+        """Holds the leader Lease (or runs without leader election)."""
+        return metric_sum(self.metrics(), "dchat_operator_leader") == 1
+
     def resyncs(self) -> float:
         return metric_sum(self.metrics(), "dchat_operator_resyncs_total")
 
@@ -105,6 +109,8 @@ def start_operator(
     log: Path,
     resync_seconds: float = 2.0,
     kubeconfig: Path | None = None,
+    extra: list[str] | None = None,
+    wait_leader: bool = True,
 ) -> Operator:
     metrics_port, liveness_port = free_port(), free_port()
     args = [str(OPERATOR)]
@@ -119,6 +125,7 @@ def start_operator(
         str(liveness_port),
         "--log-format",
         "json",
+        *(extra or []),
     ]
     handle = log.open("wb")
     env = {**kube.env, "PYTHONUNBUFFERED": "1"}
@@ -126,7 +133,7 @@ def start_operator(
         env["KUBECONFIG"] = str(kubeconfig)
     process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
     op = Operator(process, metrics_port, liveness_port, log, namespaces)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(
@@ -134,10 +141,11 @@ def start_operator(
             )
         try:
             op.healthz()
-            op.metrics()
-            return op
+            if not wait_leader or op.leader():
+                return op
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     op.stop()
     raise AssertionError(f"operator did not become live:\n{log.read_text()[-3000:]}")
 

@@ -189,31 +189,6 @@ def test_postgres_sample_ready_then_scale_both_ways(
     assert len([p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]) == 2
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ({"replicas": 2}, "SQLite mode allows at most 1 replica"),
-        ({"replicas": "three"}, "spec.replicas"),
-        ({"backup": {"schedule": "every night"}}, "spec.backup.schedule"),
-        ({"database": {"engine": "postgres"}}, "PostgreSQL mode needs database.postgres.primary"),
-        ({"replicaz": 1}, 'unknown field "spec.replicaz"'),
-        ({"server": {"apiPort": 9001}}, "must be distinct"),
-        ({"security": {"tlsEnabled": True}}, "tlsEnabled needs security.tlsSecretRef"),
-        ({"database": {"engine": "mysql"}}, "Unsupported value"),
-    ],
-    ids=["sqlite-2", "type", "cron", "pg-no-secret", "unknown", "ports", "tls", "enum"],
-)
-def test_invalid_crs_are_rejected_by_the_apiserver(
-    kube: KubeCluster, namespace: str, spec: dict[str, Any], message: str
-) -> None:
-    result = kube.kubectl(
-        "-n", namespace, "apply", "-f", "-", input=json.dumps(_cr("bad", **spec)), check=False
-    )
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr
-    assert kube.kubectl("-n", namespace, "get", "dchat", "bad", check=False).returncode != 0
-
-
 def test_scaling_a_sqlite_cluster_beyond_one_is_rejected(kube: KubeCluster, namespace: str) -> None:
     _apply(kube, namespace, _cr("one", resources=SMALL))
     result = kube.kubectl("-n", namespace, "scale", "dchatcluster/one", "--replicas=2", check=False)

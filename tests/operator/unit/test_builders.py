@@ -17,7 +17,12 @@ from dchat_operator.api import constants as c
 from dchat_operator.builders import monitoring, network, workload
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
 from dchat_operator.builders.common import selector_labels
-from dchat_operator.builders.config import config_checksum, config_map, config_toml
+from dchat_operator.builders.config import (
+    config_checksum,
+    config_map,
+    config_toml,
+    secret_references,
+)
 from tests.operator.unit.conftest import cluster, sample
 
 pytestmark = pytest.mark.unit
@@ -220,6 +225,73 @@ def test_secrets_reach_the_pod_only_through_secret_refs() -> None:
     assert "jwt_secret" not in tomllib.loads(toml)["security"]
     for obj in desired_children(pg, Capabilities(monitoring_crds=True)):
         assert "configMapKeyRef" not in str(obj)
+
+
+URL_REFS = {
+    "chain": {
+        "chatChainRpcSecretRef": {"name": "chain-rpc", "key": "chat"},
+        "currencyChainRpcSecretRef": {"name": "chain-rpc", "key": "currency"},
+    },
+    "observability": {"prometheusPushgatewaySecretRef": {"name": "pgw", "key": "url"}},
+    "networkPolicy": {"extraEgressPorts": [443, 9091]},
+}
+
+
+def test_chain_and_pushgateway_urls_from_secrets_are_mounted_files(tmp_path: Path) -> None:
+    cl = cluster(**URL_REFS)
+    dep = workload.deployment(cl)
+    container = _container(dep)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "CHAT_CHAIN_RPC_FILE": "/etc/dchat/secrets/chat-chain-rpc/url",
+        "CURRENCY_CHAIN_RPC_FILE": "/etc/dchat/secrets/currency-chain-rpc/url",
+        "PROMETHEUS_PUSHGATEWAY_FILE": "/etc/dchat/secrets/pushgateway/url",
+    }
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["chat-chain-rpc"]["secret"] == {
+        "secretName": "chain-rpc",
+        "items": [{"key": "chat", "path": "url"}],
+        "defaultMode": 0o440,
+    }
+    assert volumes["pushgateway"]["secret"]["items"] == [{"key": "url", "path": "url"}]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["currency-chain-rpc"] == {
+        "name": "currency-chain-rpc",
+        "mountPath": "/etc/dchat/secrets/currency-chain-rpc",
+        "readOnly": True,
+    }
+    # the controller checks these Secrets exist; a change of reference rolls the pods
+    assert secret_references(cl) == [
+        ("chain-rpc", "chat"),
+        ("chain-rpc", "currency"),
+        ("pgw", "url"),
+    ]
+    moved = cluster(**{**URL_REFS, "chain": {"chatChainRpcSecretRef": {"name": "x", "key": "y"}}})
+    assert config_checksum(moved) != config_checksum(cl)
+    # nothing of them in config.toml; the node reads the files through <VAR>_FILE
+    data = tomllib.loads(config_toml(cl))
+    assert "chat_chain_rpc" not in data["chain"]
+    assert "prometheus_pushgateway" not in data["observability"]
+    files = {}
+    for var, path in env.items():
+        local = tmp_path / path.strip("/").replace("/", "_")
+        local.write_text(f"https://{var.lower()}.example/key123\n")
+        files[var] = str(local)
+    parsed = parse_config(data, environ=files)
+    assert parsed.chain.chat_chain_rpc == "https://chat_chain_rpc_file.example/key123"
+    assert parsed.observability.prometheus_pushgateway == (
+        "https://prometheus_pushgateway_file.example/key123"
+    )
+    # the operator cannot derive their ports: only extraEgressPorts opens them
+    assert network.egress_ports(cl) == [443, 7000, 9091]
+    assert network.egress_ports(cluster(**{**URL_REFS, "networkPolicy": {}})) == [7000]
+
+
+def test_no_url_secret_refs_leave_env_and_checksum_as_before() -> None:
+    pg = sample("postgres.yaml")
+    names = [e["name"] for e in _container(workload.deployment(pg))["env"]]
+    assert names == ["DATABASE_URL_FILE", "JWT_SECRET_FILE"]
+    assert secret_references(pg) == [("dchat-postgres", "url"), ("dchat-jwt", "jwt-secret")]
 
 
 def test_config_toml_parses_with_the_nodes_own_model(tmp_path: Path) -> None:
