@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 import tomli_w
 from pydantic import (
@@ -285,13 +285,15 @@ class SecurityConfig(_Section):
     rate_limit_writes_per_user_per_sec: int = Field(
         20,
         ge=1,
+        le=1_000_000,
         description=(
             "Writes (POST/PUT/PATCH/DELETE) per second per authenticated user (the token's "
             "sub), across routes, in addition to the per-address limit."
         ),
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
+        max_length=64,
         description=(
             "CIDRs of the proxies in front of the node (e.g. the Ingress controller's pod "
             "network). Only a request whose TCP peer is in one of them has its client "
