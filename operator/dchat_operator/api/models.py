@@ -859,7 +859,11 @@ class IngressSpec(CRModel):
     model_config = ConfigDict(
         **MODEL_CONFIG,
         json_schema_extra=validations(
-            cel("self.annotations.all(k, !k.endsWith('-snippet'))", MSG_SNIPPET, ".annotations")
+            cel(
+                "!has(self.annotations) || self.annotations.all(k, !k.endsWith('-snippet'))",
+                MSG_SNIPPET,
+                ".annotations",
+            )
         ),
     )
 

@@ -416,9 +416,15 @@ def test_pods_pass_restricted_pod_security(
 
 def test_operator_probe_and_metrics(kube: KubeCluster, namespace: str, operator: Operator) -> None:
     health = operator.healthz()
-    assert "resync" in health
+    assert health["resync"]["leader"] is True
     metrics = operator.metrics()
     assert "dchat_operator_resyncs_total" in metrics
+    assert metrics["dchat_operator_leader"] == 1
+    _apply(kube, namespace, _db_secret(), _cr("probe", replicas=1, **PG_SPEC))
+    wait_ready(kube, namespace, "probe", replicas=1)
+    metrics = operator.metrics()
     assert any(
-        k.startswith("dchat_operator_reconcile_duration_seconds_bucket") for k in metrics
-    ) or ("dchat_operator_reconcile_duration_seconds_count" in metrics)
+        k.startswith('dchat_operator_reconcile_duration_seconds_bucket{kind="DchatCluster"')
+        for k in metrics
+    )
+    assert metric_sum(metrics, "dchat_operator_work_queue", state="known") == 1
