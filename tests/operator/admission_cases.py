@@ -154,6 +154,12 @@ CASES: list[Case] = [
     ),
     Case("version-dash-end", {"version": "1.0-"}, {"version": "1.0-rc.1"}, m.MSG_LABEL_VALUE),
     Case("version-plus", {"version": "1.0+build"}, {"version": "1.0_build"}, m.MSG_LABEL_VALUE),
+    Case(
+        "image-repository-space",
+        {"image": {"repository": "ghcr.io/dchat dev/dchat"}},
+        {"image": {"repository": "ghcr.io/dchat-dev/dchat"}},
+        "should match",
+    ),
     # --- ports and multiaddrs ---
     Case(
         "egress-port-0",

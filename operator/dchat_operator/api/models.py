@@ -12,6 +12,14 @@ Design:
 - Cross-field rules live twice, on purpose: as pydantic validators (exact, with croniter) and
   as CEL ``x-kubernetes-validations`` attached through ``json_schema_extra`` (so the apiserver
   rejects the CR before the operator ever sees it). Both carry the same human message.
+- Admission refuses what reconcile would fail on: names and references have their Kubernetes
+  formats (``matching``: a CEL ``matches`` rule and the same regex in the model), and every
+  string, list, map and large number is bounded. Bounds matter twice: a CR cannot carry
+  megabytes, and CEL rules stay within the apiserver's cost budget. The node's mirrored
+  sections get the CR's bounds through ``mirror(types=...)``. Note the apiserver runs CEL only
+  on an object that passed the OpenAPI checks, so an over-long value reports its length first.
+- A field the operator and the node do not act on yet says so in its description ("Not acted
+  on yet: ..."), so ``kubectl explain`` is honest.
 - Unknown fields are errors (``extra="forbid"``), matching the structural schema.
 """
 
@@ -749,6 +757,7 @@ class ImageSpec(CRModel):
         description="Image repository; the image is <repository>:<spec.version>.",
         min_length=1,
         max_length=512,
+        pattern=r"^[^\s]+$",
     )
     digest: str | None = Field(
         None,

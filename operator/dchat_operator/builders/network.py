@@ -9,7 +9,9 @@ Design:
 - One NetworkPolicy selects the node pods with both policy types, so everything not listed is
   denied: in, the API and P2P ports from anywhere and the metrics port from the monitoring
   namespaces; out, DNS, P2P peers and the TCP ports of the endpoints in the config (chain RPC,
-  PostgreSQL, tracing, push gateway, S3) plus ``extraEgressPorts``.
+  PostgreSQL, tracing, push gateway, S3) plus ``extraEgressPorts``. A URL given as a Secret
+  reference (``chain.*SecretRef``, ``observability.prometheusPushgatewaySecretRef``) is never
+  read by the operator, so its port cannot be derived: ``extraEgressPorts`` must list it.
 """
 
 from __future__ import annotations
