@@ -17,8 +17,11 @@ import pytest
 from dchat_operator.api import models
 from tests.harness.cluster import KubeCluster
 from tests.operator.admission_cases import CASES, Case, cr
+from tests.operator.e2e.conftest import Operator, condition, get_cluster, wait_ready
 
 pytestmark = pytest.mark.e2e
+
+SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +107,45 @@ def test_a_full_cr_with_every_bound_at_its_limit_is_accepted(
     }
     code, stderr = _dry_run(crd_installed, admission_ns, cr("a" * 52, spec))
     assert code == 0, stderr[:3000]
+
+
+def _secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+@pytest.mark.timeout(180)
+def test_url_from_a_secret_is_checked_then_mounted_as_a_file(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    """A chain RPC URL given as a Secret reference: a missing Secret degrades the cluster
+    (naming it), and once it exists the pod gets the key as a file and CHAT_CHAIN_RPC_FILE."""
+    spec = {
+        "replicas": 1,
+        "resources": SMALL,
+        "database": {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}},
+        "chain": {"chatChainRpcSecretRef": {"name": "chain-rpc", "key": "chat"}},
+        "networkPolicy": {"extraEgressPorts": [443]},
+    }
+    kube.apply(
+        [_secret("db", url="postgresql://dchat:pw@postgres:5432/dchat"), cr("rpc", spec)], namespace
+    )
+
+    def degraded() -> dict[str, Any] | None:
+        obj = get_cluster(kube, namespace, "rpc")
+        return obj if condition(obj, "Degraded").get("reason") == "SecretNotFound" else None
+
+    obj = kube.wait_for(degraded, timeout=30, what="Degraded/SecretNotFound")
+    assert "chain-rpc" in condition(obj, "Degraded")["message"]
+
+    kube.apply([_secret("chain-rpc", chat="https://rpc.example/key-123")], namespace)
+    wait_ready(kube, namespace, "rpc", replicas=1, timeout=60)
+    pod = kube.get_json("-n", namespace, "deployment", "rpc")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["CHAT_CHAIN_RPC_FILE"] == "/etc/dchat/secrets/chat-chain-rpc/url"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["chat-chain-rpc"]["secret"]["secretName"] == "chain-rpc"
+    assert volumes["chat-chain-rpc"]["secret"]["items"] == [{"key": "chat", "path": "url"}]
+    config = kube.get_json("-n", namespace, "configmap", "rpc-config")["data"]["config.toml"]
+    assert "rpc.example" not in config
+    policy = kube.get_json("-n", namespace, "networkpolicy", "rpc")["spec"]
+    assert {"port": 443, "protocol": "TCP"} in policy["egress"][1]["ports"]
