@@ -168,6 +168,11 @@ class _Stall(http.server.BaseHTTPRequestHandler):
         return
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """The apiserver hangs up on a webhook past its timeout: expected here."""
+
+
 @pytest.fixture
 def stalling_webhook(kube: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
     """Writes of objects labelled instance=slow in ``namespace`` stall 25 s in a webhook."""
@@ -194,7 +199,7 @@ def stalling_webhook(kube: KubeCluster, namespace: str, tmp_path: Path) -> Itera
         check=True,
         capture_output=True,
     )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stall)
+    server = _QuietServer(("127.0.0.1", 0), _Stall)
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
