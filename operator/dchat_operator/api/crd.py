@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import CLUSTER, Kind
-from dchat_operator.api.models import DchatClusterSpec, DchatClusterStatus
+from dchat_operator.api.models import ROOT_VALIDATIONS, DchatClusterSpec, DchatClusterStatus
 
 JSON = dict[str, Any]
 
@@ -182,15 +182,7 @@ CLUSTER_CRD = CrdDefinition(
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     },
-    root_rules=(
-        {
-            "rule": "self.metadata.name.size() <= 52",
-            "message": (
-                "metadata.name must be at most 52 characters (child objects append "
-                "suffixes such as -metrics)"
-            ),
-        },
-    ),
+    root_rules=tuple(ROOT_VALIDATIONS),
     printer_columns=(
         {
             "name": "Version",

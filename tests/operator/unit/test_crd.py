@@ -250,16 +250,6 @@ def test_root_rules_of_the_model() -> None:
     assert models.MSG_CLUSTER_NAME_LENGTH in messages
 
 
-@pytest.mark.xfail(
-    not any(
-        rule["message"] == models.MSG_CLUSTER_NAME
-        for rule in crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].get(
-            "x-kubernetes-validations", []
-        )
-    ),
-    reason="api/crd.py does not put models.ROOT_VALIDATIONS at the schema root yet",
-    strict=True,
-)
 def test_crd_root_carries_the_cluster_name_rules() -> None:
     root_rules = _root().get("x-kubernetes-validations", [])
     for rule in models.ROOT_VALIDATIONS:
