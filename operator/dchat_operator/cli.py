@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from dchat_operator.api import constants as c
 from dchat_operator.api.crd import render_crd_yaml, to_yaml
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.policy import DEFAULT_ANNOTATION_PREFIXES, Policy
 from dchat_operator.api.rbac import render_rbac_yaml
 from dchat_operator.builders.children import Capabilities, desired_children
 
@@ -106,6 +107,37 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease-duration", type=float, default=15.0, help="seconds a leader holds the Lease"
     )
+    policy = parser.add_argument_group(
+        "policy for shared clusters (repeatable; the environment variables "
+        "DCHAT_OPERATOR_ALLOWED_* take comma-separated lists when a flag is not given)"
+    )
+    policy.add_argument(
+        "--allowed-registry",
+        action="append",
+        metavar="PREFIX",
+        help="image repository prefix a DchatCluster may use, e.g. ghcr.io/dchat-dev/ "
+        "(default: any)",
+    )
+    policy.add_argument(
+        "--allowed-service-type",
+        action="append",
+        choices=["ClusterIP", "NodePort", "LoadBalancer", "None"],
+        help="type the P2P Service may have (default: ClusterIP, None)",
+    )
+    policy.add_argument(
+        "--allowed-annotation-prefix",
+        action="append",
+        metavar="PREFIX",
+        help="annotation key prefix allowed on Services and Ingresses ('*': any; default: "
+        + ", ".join(DEFAULT_ANNOTATION_PREFIXES)
+        + ")",
+    )
+    policy.add_argument(
+        "--allowed-cluster-issuer",
+        action="append",
+        metavar="NAME",
+        help="cert-manager ClusterIssuer an Ingress may name (default: any)",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -142,6 +174,7 @@ def run_operator(args: argparse.Namespace) -> int:
         leader_election=args.leader_elect,
         lease_namespace=lease_namespace,
         lease_duration=args.lease_duration,
+        policy=_policy(args),
     )
     kopf.run(
         standalone=True,
@@ -153,6 +186,21 @@ def run_operator(args: argparse.Namespace) -> int:
         memo=OperatorMemo(options=options),
     )
     return 0
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    from dataclasses import replace
+
+    from dchat_operator.handlers.options import policy_from_env
+
+    policy = policy_from_env()
+    given = {
+        "allowed_registries": args.allowed_registry,
+        "allowed_service_types": args.allowed_service_type,
+        "allowed_annotation_prefixes": args.allowed_annotation_prefix,
+        "allowed_cluster_issuers": args.allowed_cluster_issuer,
+    }
+    return replace(policy, **{k: tuple(v) for k, v in given.items() if v})
 
 
 def render(filename: str, with_monitoring: bool, namespace: str = "dchat") -> int:

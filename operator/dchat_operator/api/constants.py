@@ -32,6 +32,9 @@ MANAGED_BY: Final = "dchat-operator"
 
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 """SHA-256 of the desired object as the operator built it (changes when the CR changes)."""
+ANNOTATION_SECRETS_CHECKSUM: Final = f"{GROUP}/secrets-checksum"
+"""On the pod template: digest of the referenced Secrets' resourceVersions; a rotated Secret
+(a renewed certificate, a new database password) rolls the pods."""
 ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/config-checksum"
 """On the pod template: checksum of config.toml and the Secret references; a change rolls pods."""
 

@@ -9,7 +9,7 @@ changes what is built (whether the Prometheus Operator's CRDs exist) so builders
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dchat_operator.api.kinds import (
@@ -35,8 +35,19 @@ class Capabilities:
     monitoring_crds: bool = False
 
 
-def desired_children(cluster: DchatCluster, caps: Capabilities) -> list[Obj]:
-    """All children, dependencies first (the Deployment after what it mounts)."""
+def desired_children(
+    cluster: DchatCluster,
+    caps: Capabilities,
+    secret_versions: Mapping[str, str] | None = None,
+) -> list[Obj]:
+    """All children, dependencies first (the Deployment after what it mounts).
+
+    ``secret_versions``: resourceVersion of each referenced Secret, as the controller read them
+    (rolls the pods when one changes)."""
+
+    def deployment(cluster: DchatCluster) -> Obj:
+        return workload.deployment(cluster, secret_versions)
+
     builders: list[Callable[[DchatCluster], Obj | None]] = [
         workload.service_account,
         config_map,
@@ -44,7 +55,7 @@ def desired_children(cluster: DchatCluster, caps: Capabilities) -> list[Obj]:
         network.api_service,
         network.metrics_service,
         network.p2p_service,
-        workload.deployment,
+        deployment,
         workload.pod_disruption_budget,
         network.network_policy,
         network.ingress,

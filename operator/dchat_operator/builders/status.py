@@ -30,6 +30,8 @@ class Observed:
     errors: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     """Objects with a child's name that the operator does not control (left untouched)."""
+    policy: list[str] = field(default_factory=list)
+    """Operator policy rules the spec breaks (nothing was applied)."""
     retry: tuple[int, float] | None = None
     """(attempt, seconds until the next one) when this reconcile is failing."""
 
@@ -47,7 +49,23 @@ CLUSTER_OWNED = frozenset(
         "conditions",
     }
 )
-CLUSTER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+CLUSTER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded", "Warning"})
+
+
+def not_acted_on(cluster: DchatCluster) -> list[str]:
+    """Spec fields set away from their defaults that nothing acts on yet (their CRD
+    descriptions say so too)."""
+    spec = cluster.spec
+    out: list[str] = []
+    if spec.backup.enabled:
+        out.append("spec.backup")
+    if spec.database.postgres is not None and spec.database.postgres.standbys:
+        out.append("spec.database.postgres.standbys")
+    for name in ("chain", "relay", "marketplace", "bridge", "accessibility"):
+        section = getattr(spec, name)
+        if section != type(section)():
+            out.append(f"spec.{name}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,14 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     complete, stalled, message, counts = _rollout(cluster, observed.deployment)
     version = cluster.spec.version
 
-    if observed.conflicts:
+    if observed.policy:
+        degraded = _Cond(
+            "Degraded",
+            "True",
+            "PolicyViolation",
+            "refused by the operator's policy, nothing applied: " + "; ".join(observed.policy),
+        )
+    elif observed.conflicts:
         degraded = _Cond(
             "Degraded",
             "True",
@@ -138,9 +163,17 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
                 "Progressing", "True", "RollingOut", f"{message}; version {version}"
             )
 
+    unused = not_acted_on(cluster)
+    warning = (
+        _Cond(
+            "Warning", "True", "NotActedOn", "accepted but not acted on yet: " + ", ".join(unused)
+        )
+        if unused
+        else _Cond("Warning", "False", "None", "every field set is acted on")
+    )
     prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
     conditions = []
-    for cond in (ready, progressing, degraded):
+    for cond in (ready, progressing, degraded, warning):
         old = prev_conditions.get(cond.type) or {}
         since = old.get("lastTransitionTime") if old.get("status") == cond.status else None
         conditions.append(

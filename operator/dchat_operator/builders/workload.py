@@ -19,11 +19,12 @@ Design (the guide's section 3.3 where it is right, fixed where it is not):
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster
-from dchat_operator.builders.common import Obj, metadata, names, selector_labels
+from dchat_operator.builders.common import Obj, digest, metadata, names, selector_labels
 from dchat_operator.builders.config import config_checksum, secret_files
 
 
@@ -227,9 +228,13 @@ def _strategy(cluster: DchatCluster) -> Obj:
     }
 
 
-def deployment(cluster: DchatCluster) -> Obj:
+def deployment(cluster: DchatCluster, secret_versions: Mapping[str, str] | None = None) -> Obj:
+    """The node Deployment. ``secret_versions`` (Secret name -> resourceVersion of the Secrets
+    the pods mount) goes into the pod template as a digest, so rotating a Secret rolls them."""
     spec = cluster.spec
     annotations: dict[str, Any] = {c.ANNOTATION_CONFIG_CHECKSUM: config_checksum(cluster)}
+    if secret_versions:
+        annotations[c.ANNOTATION_SECRETS_CHECKSUM] = digest(sorted(secret_versions.items()))[:32]
     if spec.monitoring.scrape_annotations:
         annotations.update(
             {

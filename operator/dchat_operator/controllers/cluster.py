@@ -24,6 +24,11 @@ Design:
   A retained data PVC of the same cluster (our labels, no controller) is adopted.
 - Status is patched with the ``resourceVersion`` it was built from; on 409 the CR is re-read
   and the status rebuilt (bounded). Only the fields this controller owns are sent.
+- Operator policy (``api.policy``, the cluster admin's allow-lists) is checked before
+  anything is applied: a refused spec applies nothing and reports ``PolicyViolation``.
+- Secret rotation: the resourceVersions of the referenced Secrets, read on every full
+  reconcile (so at the latest at the next resync), go into the pod template as a digest: a
+  renewed certificate or a new database password rolls the pods.
 - A referenced Secret that does not exist does not crash anything: the Deployment is not
   applied (pods could not start), the cluster goes ``Degraded`` with ``SecretNotFound``, and
   the periodic resync (or a CR change) looks again. Apply errors and conflicts are failures:
@@ -55,9 +60,10 @@ from dchat_operator.api.kinds import (
     child_kind,
 )
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.policy import Policy
 from dchat_operator.builders import workload
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
-from dchat_operator.builders.common import with_spec_hash
+from dchat_operator.builders.common import names, with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.status import (
     Observed,
@@ -120,6 +126,8 @@ class ClusterState:
     """Generation of the last reconcile that applied everything it wanted."""
     deployment: Obj | None = None
     """Newest Deployment seen on its watch, not yet used by a reconcile."""
+    secret_versions: dict[str, str] = field(default_factory=dict)
+    """resourceVersion of each referenced Secret at the last full reconcile."""
     applied: dict[tuple[str, str], _Applied] = field(default_factory=dict)
     """Per child (kind, name): what was applied and the object's version right after."""
 
@@ -172,8 +180,10 @@ class ClusterController:
         *,
         capabilities_ttl: float = 60.0,
         clock: Callable[[], dt.datetime] = _utcnow,
+        policy: Policy | None = None,
     ) -> None:
         self.kube = kube
+        self.policy = policy or Policy()
         self._caps: Capabilities | None = None
         self._caps_at = 0.0
         self._caps_ttl = capabilities_ttl
@@ -268,6 +278,15 @@ class ClusterController:
             state.clean_generation = None
             return Outcome(result="InvalidSpec")
 
+        refused = self.policy.violations(cluster)
+        if refused:
+            live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
+            state.deployment = None
+            state.clean_generation = None
+            observed = Observed(deployment=live, policy=refused)
+            await self._finish_cluster(body, cluster, observed, now, result)
+            return Outcome(result="PolicyViolation")
+
         seen = state.deployment
         state.deployment = None
         if (
@@ -275,17 +294,17 @@ class ClusterController:
             and attempt.failures == 0
             and seen is not None
             and state.clean_generation == cluster.metadata.generation
-            and covers(with_spec_hash(workload.deployment(cluster)), seen)
+            and covers(with_spec_hash(workload.deployment(cluster, state.secret_versions)), seen)
         ):
             await self._finish_cluster(body, cluster, Observed(deployment=seen), now, result)
             return Outcome(result=result.phase)
 
         caps = await self.capabilities()
-        missing = await self.missing_secrets(cluster)
+        missing, state.secret_versions = await self.read_secrets(cluster)
         errors: list[str] = []
         conflicts: list[str] = []
         deployment: Obj | None = None
-        for desired in desired_children(cluster, caps):
+        for desired in desired_children(cluster, caps, state.secret_versions):
             kind = child_kind(desired)
             live, error, conflict = await self._sync_child(
                 cluster, state, desired, result, apply=not (kind == DEPLOYMENT and missing)
@@ -340,8 +359,8 @@ class ClusterController:
             self._caps_at = time.monotonic()
         return self._caps
 
-    async def missing_secrets(self, cluster: DchatCluster) -> list[str]:
-        """Referenced Secrets (or keys) that do not exist."""
+    async def read_secrets(self, cluster: DchatCluster) -> tuple[list[str], dict[str, str]]:
+        """(referenced Secrets or keys that do not exist, resourceVersion of each found)."""
         missing: list[str] = []
         seen: dict[str, Obj | None] = {}
         for name, key in secret_references(cluster):
@@ -357,7 +376,12 @@ class ClusterController:
                 and key not in (secret.get("stringData") or {})
             ):
                 missing.append(f"{name} (key {key})")
-        return missing
+        versions = {
+            name: str((found.get("metadata") or {}).get("resourceVersion") or "")
+            for name, found in seen.items()
+            if found is not None
+        }
+        return missing, versions
 
     async def _secret(self, namespace: str, name: str) -> Obj | None:
         """The Secret ``namespace/name``: None unless the answer really is that Secret."""

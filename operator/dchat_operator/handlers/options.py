@@ -7,13 +7,33 @@ dchat_operator.handlers`` from ``DCHAT_OPERATOR_*`` variables (``from_env``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dchat_operator.api.policy import DEFAULT_ANNOTATION_PREFIXES, DEFAULT_SERVICE_TYPES, Policy
 from dchat_operator.api.rbac import LEASE_NAME
 
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _list(name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def policy_from_env() -> Policy:
+    """The allow-lists from DCHAT_OPERATOR_ALLOWED_* (comma-separated)."""
+    return Policy(
+        allowed_registries=_list("DCHAT_OPERATOR_ALLOWED_REGISTRIES"),
+        allowed_service_types=_list("DCHAT_OPERATOR_ALLOWED_SERVICE_TYPES", DEFAULT_SERVICE_TYPES),
+        allowed_annotation_prefixes=_list(
+            "DCHAT_OPERATOR_ALLOWED_ANNOTATION_PREFIXES", DEFAULT_ANNOTATION_PREFIXES
+        ),
+        allowed_cluster_issuers=_list("DCHAT_OPERATOR_ALLOWED_CLUSTER_ISSUERS"),
+    )
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,8 @@ class Options:
     lease_namespace: str = "default"
     lease_name: str = LEASE_NAME
     lease_duration: float = 15.0
+    policy: Policy = field(default_factory=Policy)
+    """Allow-lists for shared clusters (``api.policy``)."""
 
     @classmethod
     def from_env(cls) -> Options:
@@ -50,4 +72,5 @@ class Options:
             or "default",
             lease_name=env("DCHAT_OPERATOR_LEASE_NAME", LEASE_NAME),
             lease_duration=float(env("DCHAT_OPERATOR_LEASE_DURATION", "15")),
+            policy=policy_from_env(),
         )

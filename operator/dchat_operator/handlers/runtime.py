@@ -109,7 +109,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         serve(options.metrics_port)
         runtime.metrics_started = True
     kube = await Kube.connect(request_timeout=options.request_timeout)
-    controller = ClusterController(kube)
+    controller = ClusterController(kube, policy=options.policy)
     engine: Engine[ClusterState] = Engine(
         controller, workers=options.workers, reconcile_timeout=options.reconcile_timeout
     )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT, PVC, SECRET, SERVICE
+from dchat_operator.api.policy import Policy
 from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Backoff, Engine
 from tests.operator.unit.fake_kube import FakeKube, api_error, cluster_cr
@@ -150,7 +151,7 @@ async def test_status_keeps_other_controllers_fields_and_retries_a_conflict(
     assert final["phase"] == "Ready"
     assert final["lastBackup"] == "2026-11-30T03:00:00Z"
     types = [c["type"] for c in final["conditions"]]
-    assert sorted(types) == ["BackupHealthy", "Degraded", "Progressing", "Ready"]
+    assert sorted(types) == ["BackupHealthy", "Degraded", "Progressing", "Ready", "Warning"]
     assert world.kube.event_reasons("c1").count("Ready") == 1
 
 
@@ -272,3 +273,51 @@ async def test_a_missing_secret_degrades_without_applying_the_deployment(world: 
     assert world.condition("c1", "Degraded")["reason"] == "SecretNotFound"
     assert world.kube.obj(DEPLOYMENT, NS, "c1") is None
     assert "SecretNotFound" in world.kube.event_reasons("c1")
+
+
+async def test_a_rotated_secret_rolls_the_pods_and_an_unchanged_one_writes_nothing(
+    world: World,
+) -> None:
+    world.add("c1", database=PG)
+    await world.idle()
+    world.roll_out("c1")
+    await world.idle()
+    ann = "dchat.dev/secrets-checksum"
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    before = dep["spec"]["template"]["metadata"]["annotations"][ann]
+    writes = len(world.kube.writes())
+    world.engine.resync()
+    await world.idle()
+    assert len(world.kube.writes()) == writes
+    secret = world.kube.obj(SECRET, NS, "db")
+    assert secret is not None
+    secret["data"]["url"] = "cG9zdGdyZXNxbDovL25ldw=="  # a new password
+    world.kube.put(SECRET, secret)
+    world.engine.resync()
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    assert dep["spec"]["template"]["metadata"]["annotations"][ann] != before
+
+
+async def test_a_spec_the_policy_refuses_applies_nothing(world: World) -> None:
+    world.controller.policy = Policy(allowed_registries=("ghcr.io/dchat-dev/",))
+    world.add("c1", database=PG, image={"repository": "evil.example/dchat"})
+    await world.idle()
+    degraded = world.condition("c1", "Degraded")
+    assert degraded["reason"] == "PolicyViolation"
+    assert "allowed-registries" in degraded["message"]
+    assert not any(c.verb == "APPLY" for c in world.kube.calls)
+    assert not world.engine.in_backoff((NS, "c1"))  # nothing to retry until the spec changes
+
+
+async def test_fields_not_acted_on_yet_set_a_warning_condition(world: World) -> None:
+    world.add("c1", database=PG, marketplace={"cacheSize": 7})
+    await world.idle()
+    warning = world.condition("c1", "Warning")
+    assert (warning["status"], warning["reason"]) == ("True", "NotActedOn")
+    assert "spec.marketplace" in warning["message"]
+    world.add("c2", database=PG)
+    await world.idle()
+    assert world.condition("c2", "Warning")["status"] == "False"

@@ -96,6 +96,7 @@ def test_the_patch_never_carries_another_controllers_fields_or_conditions() -> N
         "Ready",
         "Progressing",
         "Degraded",
+        "Warning",
     }
     applied = {**prev, **patch}
     assert status_patch(applied, status) is None
