@@ -46,23 +46,7 @@ def structural(node: JSON, defs: JSON) -> JSON:
         inner = _resolve(node["allOf"][0], defs)
         node = {**inner, **{k: v for k, v in node.items() if k != "allOf"}}
     if "anyOf" in node:
-        branches = [_resolve(b, defs) for b in node["anyOf"]]
-        non_null = [b for b in branches if b.get("type") != "null"]
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        types = sorted(b.get("type", "") for b in non_null)
-        if types == ["integer", "string"]:
-            out: JSON = {"x-kubernetes-int-or-string": True}
-            for key in ("description", "default"):
-                if key in rest:
-                    out[key] = rest[key]
-            return out
-        if len(non_null) != 1:
-            raise ValueError(f"unsupported union in CRD schema: {node}")
-        merged = {**non_null[0], **rest}
-        if merged.get("default", 0) is None:
-            del merged["default"]
-        return structural(merged, defs)
-
+        return _union(node, defs)
     out = {k: v for k, v in node.items() if k not in _DROP and k != "properties"}
     if out.get("default", 0) is None:
         del out["default"]
@@ -70,32 +54,55 @@ def structural(node: JSON, defs: JSON) -> JSON:
         if bound in out and not isinstance(out[bound], bool):
             out[key] = out.pop(bound)
             out[bound] = True
-
     kind = node.get("type")
     if kind == "object" or "properties" in node:
         out["type"] = "object"
-        if "properties" in node:
-            props: JSON = {}
-            for name, child in node["properties"].items():
-                converted = structural(child, defs)
-                if (
-                    converted.get("type") == "object"
-                    and "default" not in converted
-                    and "properties" in converted
-                    and not converted.get("required")
-                ):
-                    converted["default"] = {}
-                props[name] = converted
-            out["properties"] = props
-        else:
-            extra = node.get("additionalProperties")
-            if isinstance(extra, dict) and extra:
-                out["additionalProperties"] = structural(extra, defs)
-            else:
-                out["x-kubernetes-preserve-unknown-fields"] = True
+        out.update(_object_members(node, defs))
     elif kind == "array":
         out["items"] = structural(node.get("items", {}), defs)
     return out
+
+
+def _union(node: JSON, defs: JSON) -> JSON:
+    """``X | None`` is ``X``; ``int | str`` is int-or-string; other unions are refused."""
+    branches = [_resolve(b, defs) for b in node["anyOf"]]
+    non_null = [b for b in branches if b.get("type") != "null"]
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    types = sorted(b.get("type", "") for b in non_null)
+    if types == ["integer", "string"]:
+        out: JSON = {"x-kubernetes-int-or-string": True}
+        for key in ("description", "default"):
+            if key in rest:
+                out[key] = rest[key]
+        return out
+    if len(non_null) != 1:
+        raise ValueError(f"unsupported union in CRD schema: {node}")
+    merged = {**non_null[0], **rest}
+    if merged.get("default", 0) is None:
+        del merged["default"]
+    return structural(merged, defs)
+
+
+def _object_members(node: JSON, defs: JSON) -> JSON:
+    """``properties`` (nested objects defaulted to ``{}``), or a map's value schema, or
+    free-form."""
+    if "properties" not in node:
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            return {"additionalProperties": structural(extra, defs)}
+        return {"x-kubernetes-preserve-unknown-fields": True}
+    props: JSON = {}
+    for name, child in node["properties"].items():
+        converted = structural(child, defs)
+        if (
+            converted.get("type") == "object"
+            and "default" not in converted
+            and "properties" in converted
+            and not converted.get("required")
+        ):
+            converted["default"] = {}
+        props[name] = converted
+    return {"properties": props}
 
 
 def _filled(node: JSON, value: JSON) -> JSON:

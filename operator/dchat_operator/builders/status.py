@@ -105,42 +105,29 @@ def _rollout(cluster: DchatCluster, dep: Obj | None) -> tuple[bool, bool, str, d
     return complete, stalled, message, counts
 
 
-def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None, now: str) -> Obj:
-    """The whole ``status`` of the DchatCluster."""
-    previous = previous or {}
-    complete, stalled, message, counts = _rollout(cluster, observed.deployment)
-    version = cluster.spec.version
-
-    if observed.policy:
-        degraded = _Cond(
-            "Degraded",
-            "True",
-            "PolicyViolation",
-            "refused by the operator's policy, nothing applied: " + "; ".join(observed.policy),
-        )
-    elif observed.conflicts:
-        degraded = _Cond(
-            "Degraded",
-            "True",
+def _degraded(observed: Observed, stalled: bool, message: str) -> _Cond:
+    """The Degraded condition: the first problem found, most fundamental first."""
+    problems = (
+        ("PolicyViolation", "refused by the operator's policy, nothing applied: ", observed.policy),
+        (
             "ChildConflict",
-            "not taking over objects the operator does not control: "
-            + "; ".join(observed.conflicts),
-        )
-    elif observed.missing_secrets:
-        degraded = _Cond(
-            "Degraded",
-            "True",
-            "SecretNotFound",
-            "missing Secret or key: " + ", ".join(observed.missing_secrets),
-        )
-    elif observed.errors:
-        degraded = _Cond("Degraded", "True", "ReconcileFailed", "; ".join(observed.errors)[:1000])
-    elif stalled:
-        degraded = _Cond(
-            "Degraded", "True", "RolloutStalled", f"progress deadline exceeded: {message}"
-        )
+            "not taking over objects the operator does not control: ",
+            observed.conflicts,
+        ),
+        ("SecretNotFound", "missing Secret or key: ", observed.missing_secrets),
+        ("ReconcileFailed", "", observed.errors),
+    )
+    degraded = _Cond("Degraded", "False", "AsExpected", "no problems found")
+    for reason, prefix, found in problems:
+        if found:
+            joiner = ", " if reason == "SecretNotFound" else "; "
+            degraded = _Cond("Degraded", "True", reason, (prefix + joiner.join(found))[:1000])
+            break
     else:
-        degraded = _Cond("Degraded", "False", "AsExpected", "no problems found")
+        if stalled:
+            degraded = _Cond(
+                "Degraded", "True", "RolloutStalled", f"progress deadline exceeded: {message}"
+            )
     if degraded.status == "True" and observed.retry is not None:
         attempt, delay = observed.retry
         degraded = _Cond(
@@ -149,28 +136,42 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
             degraded.reason,
             f"{degraded.message[:900]} (attempt {attempt}; next retry in {delay:.0f} s)",
         )
+    return degraded
 
+
+def _ready_and_progressing(
+    complete: bool, degraded: _Cond, message: str, version: str
+) -> tuple[_Cond, _Cond]:
     if complete and degraded.status == "False":
-        ready = _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}")
-        progressing = _Cond("Progressing", "False", "RolloutComplete", f"version {version}")
-    else:
-        reason = "Degraded" if degraded.status == "True" else "RolloutInProgress"
-        ready = _Cond("Ready", "False", reason, message)
-        if degraded.status == "True" and degraded.reason != "RolloutStalled":
-            progressing = _Cond("Progressing", "False", "Blocked", degraded.message)
-        else:
-            progressing = _Cond(
-                "Progressing", "True", "RollingOut", f"{message}; version {version}"
-            )
+        return (
+            _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}"),
+            _Cond("Progressing", "False", "RolloutComplete", f"version {version}"),
+        )
+    reason = "Degraded" if degraded.status == "True" else "RolloutInProgress"
+    ready = _Cond("Ready", "False", reason, message)
+    if degraded.status == "True" and degraded.reason != "RolloutStalled":
+        return ready, _Cond("Progressing", "False", "Blocked", degraded.message)
+    return ready, _Cond("Progressing", "True", "RollingOut", f"{message}; version {version}")
 
+
+def _warning(cluster: DchatCluster) -> _Cond:
     unused = not_acted_on(cluster)
-    warning = (
-        _Cond(
+    if unused:
+        return _Cond(
             "Warning", "True", "NotActedOn", "accepted but not acted on yet: " + ", ".join(unused)
         )
-        if unused
-        else _Cond("Warning", "False", "None", "every field set is acted on")
-    )
+    return _Cond("Warning", "False", "None", "every field set is acted on")
+
+
+def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None, now: str) -> Obj:
+    """The whole ``status`` of the DchatCluster."""
+    previous = previous or {}
+    complete, stalled, message, counts = _rollout(cluster, observed.deployment)
+    version = cluster.spec.version
+
+    degraded = _degraded(observed, stalled, message)
+    ready, progressing = _ready_and_progressing(complete, degraded, message, version)
+    warning = _warning(cluster)
     prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
     conditions = []
     for cond in (ready, progressing, degraded, warning):

@@ -265,56 +265,139 @@ class ClusterController:
         try:
             cluster = DchatCluster.parse(body)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            generation = int((body.get("metadata") or {}).get("generation") or 0)
-            await self._finish(
-                body,
-                lambda previous: invalid_status(generation, previous, problems, _rfc3339(now)),
-                now,
-                result,
-            )
-            state.clean_generation = None
-            return Outcome(result="InvalidSpec")
-
+            return await self._invalid(body, state, exc, now, result)
+        seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
         if refused:
             live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
-            state.deployment = None
             state.clean_generation = None
-            observed = Observed(deployment=live, policy=refused)
-            await self._finish_cluster(body, cluster, observed, now, result)
+            await self._finish_cluster(
+                body, cluster, Observed(deployment=live, policy=refused), now, result
+            )
             return Outcome(result="PolicyViolation")
-
-        seen = state.deployment
-        state.deployment = None
-        if (
-            attempt.reasons <= {"deployment"}
-            and attempt.failures == 0
-            and seen is not None
-            and state.clean_generation == cluster.metadata.generation
-            and covers(with_spec_hash(workload.deployment(cluster, state.secret_versions)), seen)
-        ):
+        if self._status_only(cluster, state, attempt, seen):
             await self._finish_cluster(body, cluster, Observed(deployment=seen), now, result)
             return Outcome(result=result.phase)
 
         caps = await self.capabilities()
         missing, state.secret_versions = await self.read_secrets(cluster)
+        children = desired_children(cluster, caps, state.secret_versions)
+        lives, conflicts = await self._read_children(cluster, state, children)
         errors: list[str] = []
-        conflicts: list[str] = []
         deployment: Obj | None = None
-        for desired in desired_children(cluster, caps, state.secret_versions):
-            kind = child_kind(desired)
-            live, error, conflict = await self._sync_child(
-                cluster, state, desired, result, apply=not (kind == DEPLOYMENT and missing)
+        if conflicts:  # apply nothing: the pods would mount or expose someone else's object
+            deployment = next(
+                (
+                    live
+                    for d, live in zip(children, lives, strict=True)
+                    if d["kind"] == "Deployment"
+                ),
+                None,
+            )
+        else:
+            deployment, errors = await self._apply_children(
+                cluster, state, children, lives, result, skip_deployment=bool(missing)
+            )
+            await self._prune(cluster, state, caps, result)
+
+        failed = bool(errors or conflicts)
+        observed = Observed(
+            deployment=deployment,
+            missing_secrets=missing,
+            errors=errors,
+            conflicts=conflicts,
+            retry=(attempt.failures + 1, attempt.next_backoff) if failed else None,
+        )
+        await self._applied_event(body, result, now)
+        await self._finish_cluster(body, cluster, observed, now, result)
+        clean = not missing and not failed
+        state.clean_generation = cluster.metadata.generation if clean else None
+        return Outcome(failed=failed, result=result.phase)
+
+    async def _invalid(
+        self,
+        body: Obj,
+        state: ClusterState,
+        exc: ValidationError,
+        now: dt.datetime,
+        result: Result,
+    ) -> Outcome:
+        """A spec the apiserver accepted and the model refuses: say why; nothing to retry."""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        await self._finish(
+            body,
+            lambda previous: invalid_status(generation, previous, problems, _rfc3339(now)),
+            now,
+            result,
+        )
+        state.clean_generation = None
+        return Outcome(result="InvalidSpec")
+
+    @staticmethod
+    def _status_only(
+        cluster: DchatCluster, state: ClusterState, attempt: Attempt, seen: Obj | None
+    ) -> bool:
+        """Only a Deployment event, on a cluster clean at this generation, and the Deployment
+        still holds what we want: refreshing the status is all there is to do."""
+        return (
+            attempt.reasons <= {"deployment"}
+            and attempt.failures == 0
+            and seen is not None
+            and state.clean_generation == cluster.metadata.generation
+            and covers(with_spec_hash(workload.deployment(cluster, state.secret_versions)), seen)
+        )
+
+    async def _read_children(
+        self, cluster: DchatCluster, state: ClusterState, children: list[Obj]
+    ) -> tuple[list[Obj | None], list[str]]:
+        """(the live object of each child or None, the children it may not write)."""
+        lives: list[Obj | None] = []
+        conflicts: list[str] = []
+        for desired in children:
+            kind, name = child_kind(desired), desired["metadata"]["name"]
+            live = await self.kube.get(kind, cluster.namespace, name)
+            lives.append(live)
+            if live is not None and not self._may_write(cluster, kind, live):
+                state.applied.pop((kind.kind, name), None)
+                conflicts.append(f"{kind.kind}/{name} exists and is not controlled by this cluster")
+        return lives, conflicts
+
+    async def _apply_children(
+        self,
+        cluster: DchatCluster,
+        state: ClusterState,
+        children: list[Obj],
+        lives: list[Obj | None],
+        result: Result,
+        *,
+        skip_deployment: bool,
+    ) -> tuple[Obj | None, list[str]]:
+        """Apply what differs; (the Deployment as it now is, apply errors)."""
+        errors: list[str] = []
+        deployment: Obj | None = None
+        for desired, live in zip(children, lives, strict=True):
+            is_deployment = child_kind(desired) == DEPLOYMENT
+            now_live, error = await self._sync_child(
+                cluster,
+                state,
+                desired,
+                live,
+                result,
+                apply=not (is_deployment and skip_deployment),
             )
             if error:
                 errors.append(error)
-            if conflict:
-                conflicts.append(conflict)
-            if kind == DEPLOYMENT:
-                deployment = live
+            if is_deployment:
+                deployment = now_live
+        return deployment, errors
+
+    async def _prune(
+        self, cluster: DchatCluster, state: ClusterState, caps: Capabilities, result: Result
+    ) -> None:
+        """Delete optional children the spec no longer asks for, if this cluster controls them."""
         for kind, child_name in prunable(cluster, caps):
             found = await self.kube.get(kind, cluster.namespace, child_name)
             if found is not None and self._controls(cluster, found):
@@ -322,31 +405,11 @@ class ClusterController:
                     result.deleted.append(f"{kind.kind}/{child_name}")
                 state.applied.pop((kind.kind, child_name), None)
 
-        failed = bool(errors or conflicts)
-        retry = (attempt.failures + 1, attempt.next_backoff) if failed else None
-        observed = Observed(
-            deployment=deployment,
-            missing_secrets=missing,
-            errors=errors,
-            conflicts=conflicts,
-            retry=retry,
-        )
+    async def _applied_event(self, body: Obj, result: Result, now: dt.datetime) -> None:
         if result.applied or result.deleted:
-            await self._event(
-                body,
-                "Normal",
-                "Applied",
-                "applied "
-                + ", ".join(result.applied)
-                + ("; deleted " + ", ".join(result.deleted) if result.deleted else ""),
-                now,
-            )
-        await self._finish_cluster(body, cluster, observed, now, result)
-        if not missing and not failed:
-            state.clean_generation = cluster.metadata.generation
-        else:
-            state.clean_generation = None
-        return Outcome(failed=failed, result=result.phase)
+            deleted = "; deleted " + ", ".join(result.deleted) if result.deleted else ""
+            message = "applied " + ", ".join(result.applied) + deleted
+            await self._event(body, "Normal", "Applied", message, now)
 
     # --- children ---------------------------------------------------------------------------
 
@@ -417,29 +480,26 @@ class ClusterController:
             and not any(ref.get("controller") for ref in refs)
         )
 
+    @classmethod
+    def _may_write(cls, cluster: DchatCluster, kind: Kind, live: Obj) -> bool:
+        return cls._controls(cluster, live) or cls._adoptable(cluster, kind, live)
+
     async def _sync_child(
         self,
         cluster: DchatCluster,
         state: ClusterState,
         desired: Obj,
+        live: Obj | None,
         result: Result,
         *,
         apply: bool,
-    ) -> tuple[Obj | None, str | None, str | None]:
-        """(the object as it now is, apply error, conflict) for one child."""
+    ) -> tuple[Obj | None, str | None]:
+        """(the object as it now is, apply error) for one child this cluster may write."""
         kind = child_kind(desired)
         name = desired["metadata"]["name"]
         ident = (kind.kind, name)
-        live = await self.kube.get(kind, cluster.namespace, name)
-        if (
-            live is not None
-            and not self._controls(cluster, live)
-            and not self._adoptable(cluster, kind, live)
-        ):
-            state.applied.pop(ident, None)
-            return live, None, f"{kind.kind}/{name} exists and is not controlled by this cluster"
         if not apply:
-            return live, None, None
+            return live, None
         want_hash = _hash(desired)
         if live is not None:
             seen = state.applied.get(ident)
@@ -450,10 +510,10 @@ class ClusterController:
                 and seen.uid == uid
                 and seen.version == _version(live)
             ):
-                return live, None, None
+                return live, None
             if covers(desired, live):
                 state.applied[ident] = _Applied(want_hash, uid, _version(live))
-                return live, None, None
+                return live, None
             log.info(
                 "%s %s/%s differs at %s; applying",
                 kind.kind,
@@ -467,11 +527,11 @@ class ClusterController:
             reason = f"{kind.kind}/{name}: {_api_error(exc)}"
             log.warning("apply failed: %s", reason)
             state.applied.pop(ident, None)
-            return live, reason, None
+            return live, reason
         meta = applied.get("metadata") or {}
         state.applied[ident] = _Applied(want_hash, meta.get("uid", ""), _version(applied))
         result.applied.append(f"{kind.kind}/{name}")
-        return applied, None, None
+        return applied, None
 
     # --- status and events: one finish path --------------------------------------------------
 
