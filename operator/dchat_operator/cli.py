@@ -82,7 +82,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--watch-timeout", type=int, default=300, help="server-side watch timeout (s)"
     )
     parser.add_argument(
-        "--workers", type=int, default=8, help="reconciles that run at once (default 8)"
+        "--workers", type=int, default=16, help="reconciles that run at once (default 16)"
     )
     parser.add_argument(
         "--reconcile-timeout",

@@ -37,6 +37,7 @@ Design:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -354,12 +355,19 @@ class ClusterController:
         self, cluster: DchatCluster, state: ClusterState, children: list[Obj]
     ) -> tuple[list[Obj | None], list[str]]:
         """(the live object of each child or None, the children it may not write)."""
-        lives: list[Obj | None] = []
+        lives = list(
+            await asyncio.gather(
+                *(
+                    self.kube.get(
+                        child_kind(d), cluster.namespace, d["metadata"]["name"], cached=True
+                    )
+                    for d in children
+                )
+            )
+        )
         conflicts: list[str] = []
-        for desired in children:
+        for desired, live in zip(children, lives, strict=True):
             kind, name = child_kind(desired), desired["metadata"]["name"]
-            live = await self.kube.get(kind, cluster.namespace, name)
-            lives.append(live)
             if live is not None and not self._may_write(cluster, kind, live):
                 state.applied.pop((kind.kind, name), None)
                 conflicts.append(f"{kind.kind}/{name} exists and is not controlled by this cluster")
@@ -398,8 +406,11 @@ class ClusterController:
         self, cluster: DchatCluster, state: ClusterState, caps: Capabilities, result: Result
     ) -> None:
         """Delete optional children the spec no longer asks for, if this cluster controls them."""
-        for kind, child_name in prunable(cluster, caps):
-            found = await self.kube.get(kind, cluster.namespace, child_name)
+        candidates = prunable(cluster, caps)
+        found_all = await asyncio.gather(
+            *(self.kube.get(kind, cluster.namespace, n, cached=True) for kind, n in candidates)
+        )
+        for (kind, child_name), found in zip(candidates, found_all, strict=True):
             if found is not None and self._controls(cluster, found):
                 if await self.kube.delete(kind, cluster.namespace, child_name):
                     result.deleted.append(f"{kind.kind}/{child_name}")
@@ -425,10 +436,11 @@ class ClusterController:
     async def read_secrets(self, cluster: DchatCluster) -> tuple[list[str], dict[str, str]]:
         """(referenced Secrets or keys that do not exist, resourceVersion of each found)."""
         missing: list[str] = []
-        seen: dict[str, Obj | None] = {}
-        for name, key in secret_references(cluster):
-            if name not in seen:
-                seen[name] = await self._secret(cluster.namespace, name)
+        refs = secret_references(cluster)
+        wanted = list(dict.fromkeys(name for name, _ in refs))
+        found = await asyncio.gather(*(self._secret(cluster.namespace, n) for n in wanted))
+        seen: dict[str, Obj | None] = dict(zip(wanted, found, strict=True))
+        for name, key in refs:
             secret = seen[name]
             if secret is None:
                 if name not in missing:
@@ -448,7 +460,7 @@ class ClusterController:
 
     async def _secret(self, namespace: str, name: str) -> Obj | None:
         """The Secret ``namespace/name``: None unless the answer really is that Secret."""
-        found = await self.kube.get(SECRET, namespace, name)
+        found = await self.kube.get(SECRET, namespace, name, cached=True)
         if found is None:
             return None
         meta = found.get("metadata") or {}

@@ -110,7 +110,7 @@ class Engine(Generic[T]):
         self,
         reconciler: Reconciler[T],
         *,
-        workers: int = 8,
+        workers: int = 16,
         reconcile_timeout: float = 60.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,

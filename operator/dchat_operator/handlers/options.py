@@ -41,7 +41,7 @@ class Options:
     resync_seconds: float = 60.0
     metrics_port: int | None = 8081
     watch_server_timeout: int = 300
-    workers: int = 8
+    workers: int = 16
     """Reconciles that run at once (per kind)."""
     reconcile_timeout: float = 60.0
     """Deadline of one reconcile; past it the reconcile is cancelled and retried with backoff."""
@@ -63,7 +63,7 @@ class Options:
             resync_seconds=float(env("DCHAT_OPERATOR_RESYNC_SECONDS", "60")),
             metrics_port=int(port) if port and port != "0" else None,
             watch_server_timeout=int(env("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
-            workers=int(env("DCHAT_OPERATOR_WORKERS", "8")),
+            workers=int(env("DCHAT_OPERATOR_WORKERS", "16")),
             reconcile_timeout=float(env("DCHAT_OPERATOR_RECONCILE_TIMEOUT", "60")),
             request_timeout=float(env("DCHAT_OPERATOR_REQUEST_TIMEOUT", "15")),
             leader_election=_flag(env("DCHAT_OPERATOR_LEADER_ELECT", "true")),

@@ -100,7 +100,9 @@ class FakeKube:
 
     # --- KubeAPI ----------------------------------------------------------------------------
 
-    async def get(self, kind: Kind, namespace: str, name: str) -> Obj | None:
+    async def get(
+        self, kind: Kind, namespace: str, name: str, *, cached: bool = False
+    ) -> Obj | None:
         await self._enter("GET", kind.plural, name)
         return self.obj(kind, namespace, name)
 
