@@ -70,7 +70,7 @@ componentsPatches:
   # One controller-manager and one scheduler: no leader election, so a test that freezes the
   # apiserver (SIGSTOP) does not make them lose a lease and exit (kwokctl would not restart
   # them). A /16 Service range: kwokctl's default /24 holds ~250 Services (bench at N=500
-  # needs 1,500).
+  # needs 1,500). OwnerReferencesPermissionEnforcement on, as hardened clusters have it.
   - name: kube-controller-manager
     extraArgs:
       - key: leader-elect
@@ -83,6 +83,9 @@ componentsPatches:
     extraArgs:
       - key: service-cluster-ip-range
         value: 10.0.0.0/16
+      # as on clusters that restrict who may set blockOwnerDeletion: the operator must work
+      - key: enable-admission-plugins
+        value: OwnerReferencesPermissionEnforcement
 YAML
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
              pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml node/chaos/node-not-ready.yaml; do

@@ -107,13 +107,16 @@ def labels(cluster: DchatCluster) -> dict[str, str]:
 
 
 def owner_reference(cluster: DchatCluster) -> Obj:
+    """The controller reference every owned child carries. No ``blockOwnerDeletion``: under
+    the OwnerReferencesPermissionEnforcement admission plugin setting it needs ``update`` on
+    ``dchatclusters/finalizers``, a right the operator does not need otherwise (it only
+    matters to a foreground deletion of the CR, which then does not wait for the children)."""
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
         "name": cluster.name,
         "uid": cluster.metadata.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 

@@ -92,7 +92,6 @@ def test_owner_references_everywhere_except_retained_pvc() -> None:
                     "name": "dchat-sqlite",
                     "uid": "u-123",
                     "controller": True,
-                    "blockOwnerDeletion": True,
                 }
             ]
         assert obj["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]
