@@ -31,6 +31,7 @@ from contextlib import suppress
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
+from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 
 from dchat_node.app import create_api_app, create_ops_app
@@ -119,6 +120,116 @@ async def prepare_storage(config: NodeConfig, *, migrate: bool) -> Storage:
     return storage
 
 
+class _Drain:
+    """The two servers' shutdown triggers and the signals that pull them.
+
+    The first SIGTERM/SIGINT starts the drain by stopping the API server; whichever
+    server stops, for any reason, drains the node and stops the other one.
+    """
+
+    def __init__(self, config: NodeConfig, state: NodeState, metrics: NodeMetrics) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = metrics
+        self.api_stop = asyncio.Event()
+        self.ops_stop = asyncio.Event()
+
+    def on_signal(self, name: str) -> None:
+        if not self.state.draining:
+            log.info(
+                "%s received: draining (grace %.1f s)",
+                name,
+                self.config.server.shutdown_grace_secs,
+                extra={"event": "drain_start"},
+            )
+            self.state.begin_drain()
+            self.metrics.draining.set(1)
+            self.api_stop.set()
+        else:
+            # the operator (or a human pressing Ctrl-C twice) wants out now: in-flight
+            # requests are abandoned; SQLite/PostgreSQL transactions are atomic either way
+            log.warning("%s received again: exiting without waiting for the drain", name)
+            logging.shutdown()
+            os._exit(EXIT_FORCED)
+
+    async def serve(self, api: Quart, ops: Quart) -> None:
+        """Serve both apps until both have stopped; re-raise the first failure."""
+        results = await asyncio.gather(
+            self._serve_api(api), self._serve_ops(ops), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _serve_api(self, api: Quart) -> None:
+        try:
+            await serve(
+                api, hypercorn_config(self.config, api=True), shutdown_trigger=self.api_stop.wait
+            )
+        finally:
+            self.state.begin_drain()
+            self.ops_stop.set()
+
+    async def _serve_ops(self, ops: Quart) -> None:
+        try:
+            await serve(
+                ops, hypercorn_config(self.config, api=False), shutdown_trigger=self.ops_stop.wait
+            )
+        finally:
+            self.state.begin_drain()
+            self.api_stop.set()
+
+
+def _start_background(
+    loop: asyncio.AbstractEventLoop, services: Services, metrics: NodeMetrics, config: NodeConfig
+) -> list[asyncio.Task[None]]:
+    """The health loop and, when a push gateway is configured, the metrics push loop."""
+    background: list[asyncio.Task[None]] = [
+        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs))
+    ]
+    obs = config.observability
+    if obs.prometheus_pushgateway:
+        background.append(
+            loop.create_task(
+                push_loop(metrics, obs.prometheus_pushgateway, obs.prometheus_push_interval_secs)
+            )
+        )
+    return background
+
+
+def _log_start(config: NodeConfig, storage: Storage) -> None:
+    frozen = freeze_startup_heap()
+    log.debug("start-up heap frozen: %d objects", frozen)
+    log.info(
+        "dchat node starting: api %s, ops %s, storage %s",
+        _bind(config.server.host, config.server.api_port),
+        _bind(config.server.host, config.server.metrics_port),
+        storage.engine,
+        extra={"event": "start"},
+    )
+
+
+async def _close(
+    loop: asyncio.AbstractEventLoop,
+    signals: tuple[signal.Signals, ...],
+    background: list[asyncio.Task[None]],
+    storage: Storage,
+    provider: TracerProvider | None,
+) -> None:
+    """Release what start-up acquired, in this order: signal handlers, background tasks,
+    storage, then the tracer."""
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+    for task in background:
+        task.cancel()
+    for task in background:
+        with suppress(asyncio.CancelledError):
+            await task
+    await storage.close()
+    if provider is not None:
+        await asyncio.to_thread(provider.shutdown)
+
+
 async def run_node(
     config: NodeConfig,
     *,
@@ -142,80 +253,15 @@ async def run_node(
     if app_hook is not None:
         app_hook(api, ops, services)
 
-    api_stop = asyncio.Event()
-    ops_stop = asyncio.Event()
-
-    def on_signal(name: str) -> None:
-        if not state.draining:
-            log.info(
-                "%s received: draining (grace %.1f s)",
-                name,
-                config.server.shutdown_grace_secs,
-                extra={"event": "drain_start"},
-            )
-            state.begin_drain()
-            metrics.draining.set(1)
-            api_stop.set()
-        else:
-            # the operator (or a human pressing Ctrl-C twice) wants out now: in-flight
-            # requests are abandoned; SQLite/PostgreSQL transactions are atomic either way
-            log.warning("%s received again: exiting without waiting for the drain", name)
-            logging.shutdown()
-            os._exit(EXIT_FORCED)
-
+    drain = _Drain(config, state, metrics)
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig.name)
-
-    background: list[asyncio.Task[None]] = [
-        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs))
-    ]
-    obs = config.observability
-    if obs.prometheus_pushgateway:
-        background.append(
-            loop.create_task(
-                push_loop(metrics, obs.prometheus_pushgateway, obs.prometheus_push_interval_secs)
-            )
-        )
-
-    async def api_server() -> None:
-        try:
-            await serve(api, hypercorn_config(config, api=True), shutdown_trigger=api_stop.wait)
-        finally:
-            state.begin_drain()
-            ops_stop.set()
-
-    async def ops_server() -> None:
-        try:
-            await serve(ops, hypercorn_config(config, api=False), shutdown_trigger=ops_stop.wait)
-        finally:
-            state.begin_drain()
-            api_stop.set()
-
-    frozen = freeze_startup_heap()
-    log.debug("start-up heap frozen: %d objects", frozen)
-    log.info(
-        "dchat node starting: api %s, ops %s, storage %s",
-        _bind(config.server.host, config.server.api_port),
-        _bind(config.server.host, config.server.metrics_port),
-        storage.engine,
-        extra={"event": "start"},
-    )
+        loop.add_signal_handler(sig, drain.on_signal, sig.name)
+    background = _start_background(loop, services, metrics, config)
+    _log_start(config, storage)
     try:
-        results = await asyncio.gather(api_server(), ops_server(), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await drain.serve(api, ops)
         log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        for task in background:
-            task.cancel()
-        for task in background:
-            with suppress(asyncio.CancelledError):
-                await task
-        await storage.close()
-        if provider is not None:
-            await asyncio.to_thread(provider.shutdown)
+        await _close(loop, signals, background, storage, provider)
         log.info("dchat node stopped", extra={"event": "stopped"})
