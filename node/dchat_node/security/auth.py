@@ -82,73 +82,18 @@ def load_keys(config: SecurityConfig) -> tuple[dict[str, Any], list[ConfigProble
     """The verification key of each accepted algorithm, each prepared by pyjwt exactly as
     ``jwt.decode`` would prepare it, so a key of the wrong kind is found here, at start,
     and not as an exception on every request. Returns ``(keys, problems)``."""
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-    from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
-
     keys: dict[str, Any] = {}
     problems: list[ConfigProblem] = []
     secret = config.jwt_secret.get_secret_value() if config.jwt_secret is not None else ""
     if secret:
-        if len(secret.encode()) < MIN_HS256_SECRET_BYTES:
-            problems.append(
-                ConfigProblem(
-                    "security.jwt_secret",
-                    f"too short: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes "
-                    "(RFC 7518 3.2)",
-                    "JWT_SECRET",
-                )
-            )
-        else:
-            try:
-                keys["HS256"] = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
-            except jwt.InvalidKeyError:
-                problems.append(
-                    ConfigProblem(
-                        "security.jwt_secret",
-                        "is a PEM/SSH public key or certificate, not an HMAC secret (an "
-                        "RS256 public key belongs in security.jwt_public_key_path)",
-                        "JWT_SECRET",
-                    )
-                )
+        hs256 = _hs256_key(secret, problems)
+        if hs256 is not None:
+            keys["HS256"] = hs256
     path = config.jwt_public_key_path
     if path:
-        key_problem = "security.jwt_public_key_path"
-        try:
-            public_key = load_public_key(path)
-        except OSError as exc:
-            problems.append(
-                ConfigProblem(key_problem, f"cannot read {path}: {exc.strerror}", "startup")
-            )
-        except (ValueError, TypeError):
-            problems.append(
-                ConfigProblem(
-                    key_problem,
-                    f"{path} is not a PEM public key (expected -----BEGIN PUBLIC KEY-----, "
-                    "an RSA key for RS256)",
-                    "startup",
-                )
-            )
-        else:
-            if not isinstance(public_key, RSAPublicKey):
-                problems.append(
-                    ConfigProblem(
-                        key_problem,
-                        f"{path} holds a {type(public_key).__name__.removeprefix('_')}, "
-                        "but RS256 needs an RSA public key",
-                        "startup",
-                    )
-                )
-            elif public_key.key_size < MIN_RSA_KEY_BITS:
-                problems.append(
-                    ConfigProblem(
-                        key_problem,
-                        f"{path} holds a {public_key.key_size}-bit RSA key; RS256 needs at "
-                        f"least {MIN_RSA_KEY_BITS} bits",
-                        "startup",
-                    )
-                )
-            else:
-                keys["RS256"] = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(public_key)
+        rs256 = _rs256_key(path, problems)
+        if rs256 is not None:
+            keys["RS256"] = rs256
         if not config.jwt_audience:
             problems.append(
                 ConfigProblem(
@@ -159,6 +104,81 @@ def load_keys(config: SecurityConfig) -> tuple[dict[str, Any], list[ConfigProble
                 )
             )
     return keys, problems
+
+
+def _hs256_key(secret: str, problems: list[ConfigProblem]) -> Any | None:
+    """The HS256 key prepared from ``secret``; None, with the problem appended, when the
+    secret is too short or is not an HMAC secret at all."""
+    from jwt.algorithms import HMACAlgorithm
+
+    if len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+        problems.append(
+            ConfigProblem(
+                "security.jwt_secret",
+                f"too short: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 3.2)",
+                "JWT_SECRET",
+            )
+        )
+        return None
+    try:
+        return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError:
+        problems.append(
+            ConfigProblem(
+                "security.jwt_secret",
+                "is a PEM/SSH public key or certificate, not an HMAC secret (an "
+                "RS256 public key belongs in security.jwt_public_key_path)",
+                "JWT_SECRET",
+            )
+        )
+        return None
+
+
+def _rs256_key(path: str, problems: list[ConfigProblem]) -> Any | None:
+    """The RS256 key prepared from the PEM file at ``path``; None, with the problem
+    appended, when the file cannot be read or holds no RSA public key of enough bits."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from jwt.algorithms import RSAAlgorithm
+
+    key_problem = "security.jwt_public_key_path"
+    try:
+        public_key = load_public_key(path)
+    except OSError as exc:
+        problems.append(
+            ConfigProblem(key_problem, f"cannot read {path}: {exc.strerror}", "startup")
+        )
+        return None
+    except (ValueError, TypeError):
+        problems.append(
+            ConfigProblem(
+                key_problem,
+                f"{path} is not a PEM public key (expected -----BEGIN PUBLIC KEY-----, "
+                "an RSA key for RS256)",
+                "startup",
+            )
+        )
+        return None
+    if not isinstance(public_key, RSAPublicKey):
+        problems.append(
+            ConfigProblem(
+                key_problem,
+                f"{path} holds a {type(public_key).__name__.removeprefix('_')}, "
+                "but RS256 needs an RSA public key",
+                "startup",
+            )
+        )
+        return None
+    if public_key.key_size < MIN_RSA_KEY_BITS:
+        problems.append(
+            ConfigProblem(
+                key_problem,
+                f"{path} holds a {public_key.key_size}-bit RSA key; RS256 needs at "
+                f"least {MIN_RSA_KEY_BITS} bits",
+                "startup",
+            )
+        )
+        return None
+    return RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(public_key)
 
 
 def check_keys(config: SecurityConfig) -> list[ConfigProblem]:
@@ -183,12 +203,14 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         if not self._keys:
             raise AuthError(401, "auth_not_configured", "this node has no token verification key")
-        if not authorization:
-            raise AuthError(401, "missing_token", "Authorization: Bearer <token> is required")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError(401, "malformed_header", "expected 'Authorization: Bearer <token>'")
-        token = token.strip()
+        token = _bearer_token(authorization)
+        alg, key = self._key_for(token)
+        claims = self._decode(token, alg, key)
+        return Principal(_subject(claims), _scopes(claims))
+
+    def _key_for(self, token: str) -> tuple[str, Any]:
+        """The token's algorithm (from its unverified header) and this node's key for it;
+        the token never chooses a key this node does not hold for that algorithm."""
         try:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError:
@@ -196,12 +218,16 @@ class Authenticator:
         key = self._keys.get(alg) if isinstance(alg, str) else None
         if key is None:
             raise AuthError(401, "unsupported_algorithm", f"algorithm {alg!s:.16} is not accepted")
+        return str(alg), key
+
+    def _decode(self, token: str, alg: str, key: Any) -> dict[str, Any]:
+        """The verified claims; every pyjwt failure becomes a 401 saying why."""
         cfg = self._config
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 key,
-                algorithms=[str(alg)],
+                algorithms=[alg],
                 issuer=cfg.jwt_issuer,
                 # no audience configured: a token that names one was minted for another
                 # service and is refused (pyjwt's rule for audience=None)
@@ -231,10 +257,24 @@ class Authenticator:
             # every other token problem (and, defensively, a key pyjwt refuses): the
             # client's token is not accepted; never a 500
             raise AuthError(401, "invalid_token", "the token is invalid") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
-            raise AuthError(401, "invalid_subject", "the token's sub claim must be a short string")
-        return Principal(sub, _scopes(claims))
+
+
+def _bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if not authorization:
+        raise AuthError(401, "missing_token", "Authorization: Bearer <token> is required")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "malformed_header", "expected 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    """The ``sub`` claim: the user id, a short printable string."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
+        raise AuthError(401, "invalid_subject", "the token's sub claim must be a short string")
+    return sub
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
