@@ -435,62 +435,88 @@ def _rust_log_level(value: str) -> str:
     return level.strip().lower()
 
 
-def _read_env(
-    environ: Mapping[str, str], problems: list[ConfigProblem]
-) -> tuple[dict[str, Any], dict[tuple[str | None, str], str]]:
-    """Collect overrides from the environment; returns (overrides, origin of each key)."""
-    overrides: dict[str, Any] = {}
-    origins: dict[tuple[str | None, str], str] = {}
+class _EnvOverrides:
+    """Overrides read from the environment, nested as in config.toml, and the variable each
+    key came from (for error messages)."""
 
-    def value_of(name: str) -> str | None:
-        file_var = f"{name}_FILE"
-        if file_var in environ:
-            path = environ[file_var]
-            try:
-                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                problems.append(
-                    ConfigProblem(name, f"cannot read {path}: {exc.strerror}", file_var)
-                )
-                return None
-        return environ.get(name)
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.origins: dict[tuple[str | None, str], str] = {}
 
-    def put(section: str | None, key: str, raw: Any, origin: str) -> None:
+    def put(self, section: str | None, key: str, raw: Any, origin: str) -> None:
         if section is None:
-            overrides[key] = raw
+            self.values[key] = raw
         else:
-            overrides.setdefault(section, {})[key] = raw
-        origins[(section, key)] = origin
+            self.values.setdefault(section, {})[key] = raw
+        self.origins[(section, key)] = origin
 
+
+def _env_value(environ: Mapping[str, str], name: str, problems: list[ConfigProblem]) -> str | None:
+    """``name``'s value: the content of the file ``<name>_FILE`` names when that is set,
+    else the variable itself; None when neither is given or the file cannot be read."""
+    file_var = f"{name}_FILE"
+    if file_var in environ:
+        path = environ[file_var]
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            problems.append(ConfigProblem(name, f"cannot read {path}: {exc.strerror}", file_var))
+            return None
+    return environ.get(name)
+
+
+def _split_list(raw: str) -> list[str]:
+    """A comma-separated value; blank items are dropped."""
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _read_guide_vars(
+    environ: Mapping[str, str], problems: list[ConfigProblem], found: _EnvOverrides
+) -> None:
+    """The variables the guide names (``ENV_VARS``)."""
     for name, (section, key, kind) in ENV_VARS.items():
-        raw = value_of(name)
+        raw = _env_value(environ, name, problems)
         if raw is None:
             continue
         if kind == "list":
-            put(section, key, [p.strip() for p in raw.split(",") if p.strip()], name)
+            found.put(section, key, _split_list(raw), name)
         elif kind == "rust_log":
-            put(section, key, _rust_log_level(raw), name)
+            found.put(section, key, _rust_log_level(raw), name)
         else:
-            put(section, key, raw, name)
+            found.put(section, key, raw, name)
 
+
+def _read_generic_vars(
+    environ: Mapping[str, str], problems: list[ConfigProblem], found: _EnvOverrides
+) -> None:
+    """The general ``DCHAT_<SECTION>__<KEY>`` variables, in name order."""
     sections = set(NodeConfig.model_fields) - {"env"}
     names = {n.removesuffix("_FILE") for n in environ if n.startswith(GENERIC_PREFIX)}
     for name in sorted(names):
         rest = name[len(GENERIC_PREFIX) :]
         if "__" not in rest:
-            continue  # DCHAT_ENV, DCHAT_HOST, ...: handled above
+            continue  # DCHAT_ENV, DCHAT_HOST, ...: handled by _read_guide_vars
         section, _, key = rest.lower().partition("__")
         if section not in sections:
             problems.append(ConfigProblem(section, "unknown section", name))
             continue
-        raw = value_of(name)
+        raw = _env_value(environ, name, problems)
         if raw is None:
             continue
         if (section, key) in _LIST_FIELDS:
-            put(section, key, [p.strip() for p in raw.split(",") if p.strip()], name)
+            found.put(section, key, _split_list(raw), name)
         else:
-            put(section, key, raw, name)
-    return overrides, origins
+            found.put(section, key, raw, name)
+
+
+def _read_env(
+    environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> tuple[dict[str, Any], dict[tuple[str | None, str], str]]:
+    """Collect overrides from the environment; returns (overrides, origin of each key)."""
+    found = _EnvOverrides()
+    _read_guide_vars(environ, problems, found)
+    _read_generic_vars(environ, problems, found)
+    return found.values, found.origins
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
