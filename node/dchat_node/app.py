@@ -309,6 +309,16 @@ class _Provider(OpenAPIProvider):
 
 
 def _register_api_errors(app: Quart) -> None:
+    """JSON error bodies for every failure, registered in this order: the client's
+    mistakes, then the database's state, then everything else."""
+    _register_client_errors(app)
+    _register_storage_errors(app)
+    _register_fallback_errors(app)
+
+
+def _register_client_errors(app: Quart) -> None:
+    """Schema, encoding, auth and domain errors: the request is at fault (4xx)."""
+
     @app.errorhandler(RequestSchemaValidationError)
     async def _invalid(exc: RequestSchemaValidationError) -> Response:
         return error_response(
@@ -330,6 +340,10 @@ def _register_api_errors(app: Quart) -> None:
     async def _domain(exc: DomainError) -> Response:
         return error_response(exc.status, exc.message, code=exc.code)
 
+
+def _register_storage_errors(app: Quart) -> None:
+    """A full database queue (503 ``overloaded``) or an unreachable database (503)."""
+
     @app.errorhandler(StorageBusy)
     async def _shed(exc: StorageBusy) -> Response:
         # load shedding, not a failure: no log line per request (counted in
@@ -346,6 +360,11 @@ def _register_api_errors(app: Quart) -> None:
         log.error("database unavailable: %s", exc)
         app.services.metrics.errors.labels(component="storage").inc()  # type: ignore[attr-defined]
         return error_response(503, "the database is unavailable", headers={"Retry-After": "5"})
+
+
+def _register_fallback_errors(app: Quart) -> None:
+    """HTTP errors raised by Quart/werkzeug, and any other exception (500 with a request
+    id, logged with its traceback)."""
 
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:
@@ -420,6 +439,18 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
     """The ops app (port ``server.metrics_port``): health, readiness, metrics."""
     app = Quart("dchat_node.ops")
     app.extensions[EXTENSION_KEY] = services
+    _run_heartbeat(app, state)
+    _add_ops_routes(app, services, state)
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.name)
+
+    return app
+
+
+def _run_heartbeat(app: Quart, state: NodeState) -> None:
+    """The loop heartbeat behind ``/health`` runs while ``app`` serves."""
     beat: dict[str, asyncio.Task[None]] = {}
 
     @app.before_serving
@@ -431,6 +462,10 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
         task = beat.pop("task", None)
         if task is not None:
             task.cancel()
+
+
+def _add_ops_routes(app: Quart, services: Services, state: NodeState) -> None:
+    """``/health``, ``/ready``, ``/metrics`` and ``/health/<component>``."""
 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
@@ -447,25 +482,7 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
 
     @app.get("/ready")
     async def ready() -> tuple[dict[str, Any], int]:
-        checks: dict[str, str] = {}
-        if state.draining:
-            checks["draining"] = "node is shutting down"
-        try:
-            await asyncio.wait_for(services.storage.ping(), timeout=2)
-            checks_db = "ok"
-        except (StorageError, TimeoutError, OSError) as exc:
-            checks_db = f"unreachable ({type(exc).__name__})"
-            checks["database"] = checks_db
-        if checks_db == "ok" and not state.migrations_checked:
-            try:
-                pending = await services.storage.pending_migrations()
-            except StorageError as exc:
-                checks["migrations"] = f"cannot read schema version ({type(exc).__name__})"
-            else:
-                if pending:
-                    checks["migrations"] = f"{len(pending)} pending (run `dchat migrate`)"
-                else:
-                    state.migrations_checked = True
+        checks = await _readiness_problems(services, state)
         if checks:
             return {"status": "not_ready", "problems": checks}, 503
         return {"status": "ready", "storage_engine": services.storage.engine}, 200
@@ -477,32 +494,57 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
 
     @app.get("/health/<name>")
     async def component_health(name: str) -> tuple[dict[str, Any], int]:
-        component = services.components.get(name)
-        if component is None:
-            if name in OPTIONAL_COMPONENTS:
-                return {
-                    "status": "disabled",
-                    "component": name,
-                    "message": f"{name} disabled: no {name} component runs in this node",
-                }, 503
-            return {"error": {"code": "not_found", "message": "no such component"}}, 404
+        return await _component_health(services, name)
+
+
+async def _readiness_problems(services: Services, state: NodeState) -> dict[str, str]:
+    """Why the node is not ready, by check (empty: ready). Once no migration is pending,
+    ``state.migrations_checked`` is set and the schema is not read again."""
+    checks: dict[str, str] = {}
+    if state.draining:
+        checks["draining"] = "node is shutting down"
+    try:
+        await asyncio.wait_for(services.storage.ping(), timeout=2)
+        checks_db = "ok"
+    except (StorageError, TimeoutError, OSError) as exc:
+        checks_db = f"unreachable ({type(exc).__name__})"
+        checks["database"] = checks_db
+    if checks_db == "ok" and not state.migrations_checked:
         try:
-            st = await asyncio.wait_for(component.status(), timeout=5)
-        except Exception as exc:
-            services.metrics.errors.labels(component=name).inc()
-            return {"status": "error", "component": name, "message": type(exc).__name__}, 503
-        return (
-            {
-                "status": st.state,
+            pending = await services.storage.pending_migrations()
+        except StorageError as exc:
+            checks["migrations"] = f"cannot read schema version ({type(exc).__name__})"
+        else:
+            if pending:
+                checks["migrations"] = f"{len(pending)} pending (run `dchat migrate`)"
+            else:
+                state.migrations_checked = True
+    return checks
+
+
+async def _component_health(services: Services, name: str) -> tuple[dict[str, Any], int]:
+    """``/health/<name>``: the component's own status, ``disabled`` (503) for an optional
+    component this node does not run, 404 for any other name."""
+    component = services.components.get(name)
+    if component is None:
+        if name in OPTIONAL_COMPONENTS:
+            return {
+                "status": "disabled",
                 "component": name,
-                "healthy": st.healthy,
-                "details": dict(st.details),
-            },
-            200 if st.healthy else 503,
-        )
-
-    @app.errorhandler(HTTPException)
-    async def _http(exc: HTTPException) -> Response:
-        return error_response(exc.code or 500, exc.name)
-
-    return app
+                "message": f"{name} disabled: no {name} component runs in this node",
+            }, 503
+        return {"error": {"code": "not_found", "message": "no such component"}}, 404
+    try:
+        st = await asyncio.wait_for(component.status(), timeout=5)
+    except Exception as exc:
+        services.metrics.errors.labels(component=name).inc()
+        return {"status": "error", "component": name, "message": type(exc).__name__}, 503
+    return (
+        {
+            "status": st.state,
+            "component": name,
+            "healthy": st.healthy,
+            "details": dict(st.details),
+        },
+        200 if st.healthy else 503,
+    )
