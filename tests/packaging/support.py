@@ -164,20 +164,9 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, An
 
 def restricted_violations(spec: dict[str, Any]) -> list[str]:
     """What keeps a pod spec from the Pod Security Standard "restricted" (latest)."""
-    problems: list[str] = []
     pod_sc = spec.get("securityContext") or {}
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(flag):
-            problems.append(f"{flag} is set")
-    if pod_sc.get("runAsUser") == 0:
-        problems.append("pod runAsUser is 0")
     pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
-    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
-        problems.append(f"pod seccompProfile {pod_seccomp}")
-    for volume in spec.get("volumes") or []:
-        types = set(volume) - {"name"}
-        if not types <= RESTRICTED_VOLUME_TYPES:
-            problems.append(f"volume {volume['name']} has type {sorted(types)}")
+    problems = _pod_violations(spec, pod_sc, pod_seccomp)
     containers = [
         *(spec.get("initContainers") or []),
         *(spec.get("containers") or []),
@@ -186,26 +175,61 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
     for c in containers:
         sc = c.get("securityContext") or {}
         who = f"container {c['name']}"
-        if sc.get("privileged"):
-            problems.append(f"{who}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{who}: allowPrivilegeEscalation must be false")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            problems.append(f"{who}: runAsNonRoot must be true")
-        if sc.get("runAsUser") == 0:
-            problems.append(f"{who}: runAsUser is 0")
-        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{who}: seccompProfile must be RuntimeDefault or Localhost")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            problems.append(f"{who}: capabilities must drop ALL")
-        extra = set(caps.get("add") or []) - {"NET_BIND_SERVICE"}
-        if extra:
-            problems.append(f"{who}: adds capabilities {sorted(extra)}")
-        for port in c.get("ports") or []:
-            if port.get("hostPort"):
-                problems.append(f"{who}: hostPort {port['hostPort']}")
-        if sc.get("procMount") not in (None, "Default"):
-            problems.append(f"{who}: procMount {sc['procMount']}")
+        problems += _container_identity_violations(who, sc, pod_sc, pod_seccomp)
+        problems += _container_host_violations(who, c, sc)
+    return problems
+
+
+def _pod_violations(
+    spec: dict[str, Any], pod_sc: dict[str, Any], pod_seccomp: str | None
+) -> list[str]:
+    """The pod-level checks: host namespaces, root user, seccomp profile, volume types."""
+    problems: list[str] = []
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{flag} is set")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod runAsUser is 0")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        problems.append(f"pod seccompProfile {pod_seccomp}")
+    for volume in spec.get("volumes") or []:
+        types = set(volume) - {"name"}
+        if not types <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} has type {sorted(types)}")
+    return problems
+
+
+def _container_identity_violations(
+    who: str, sc: dict[str, Any], pod_sc: dict[str, Any], pod_seccomp: str | None
+) -> list[str]:
+    """Privileges, user and seccomp profile of one container (the pod's as defaults)."""
+    problems: list[str] = []
+    if sc.get("privileged"):
+        problems.append(f"{who}: privileged")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{who}: allowPrivilegeEscalation must be false")
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+        problems.append(f"{who}: runAsNonRoot must be true")
+    if sc.get("runAsUser") == 0:
+        problems.append(f"{who}: runAsUser is 0")
+    seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"{who}: seccompProfile must be RuntimeDefault or Localhost")
+    return problems
+
+
+def _container_host_violations(who: str, c: dict[str, Any], sc: dict[str, Any]) -> list[str]:
+    """Capabilities, host ports and /proc mount of one container."""
+    problems: list[str] = []
+    caps = sc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []):
+        problems.append(f"{who}: capabilities must drop ALL")
+    extra = set(caps.get("add") or []) - {"NET_BIND_SERVICE"}
+    if extra:
+        problems.append(f"{who}: adds capabilities {sorted(extra)}")
+    for port in c.get("ports") or []:
+        if port.get("hostPort"):
+            problems.append(f"{who}: hostPort {port['hostPort']}")
+    if sc.get("procMount") not in (None, "Default"):
+        problems.append(f"{who}: procMount {sc['procMount']}")
     return problems
