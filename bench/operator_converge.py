@@ -155,18 +155,26 @@ def _resync_reconciles(op: Operator) -> float:
 
 
 def idle_resync(op: Operator, n: int) -> tuple[float, float]:
-    """(seconds from the first to the last of N resync reconciles, writes meanwhile)."""
-    base = _resync_reconciles(op)
-    deadline = time.monotonic() + 120
-    while _resync_reconciles(op) == base:  # wait for the next pass to start
+    """(seconds from a resync tick until its N reconciles are done, writes meanwhile).
+
+    Polls every 20 ms; the pass starts when ``dchat_operator_resyncs_total`` moves, and the
+    resync reconciles counted before that poll are the base (between passes an idle
+    operator makes none)."""
+    deadline = time.monotonic() + 180
+    ticks, base = op.resyncs(), _resync_reconciles(op)
+    while True:
         if time.monotonic() > deadline:
             raise TimeoutError("no resync pass")
-        time.sleep(0.05)
+        now_ticks, now_reconciles = op.resyncs(), _resync_reconciles(op)
+        if now_ticks > ticks:
+            break
+        ticks, base = now_ticks, now_reconciles
+        time.sleep(0.02)
     started, writes = time.monotonic(), op.writes()
     while _resync_reconciles(op) < base + n:
         if time.monotonic() > deadline:
             raise TimeoutError("resync pass did not finish")
-        time.sleep(0.05)
+        time.sleep(0.02)
     return time.monotonic() - started, op.writes() - writes
 
 
