@@ -45,7 +45,12 @@ sys.path.insert(0, str(REPO / "operator"))
 from dchat_operator.api.models import DchatCluster  # noqa: E402
 from dchat_operator.builders.children import Capabilities, desired_children  # noqa: E402
 from tests.harness.cluster import KubeCluster  # noqa: E402
-from tests.operator.e2e.conftest import Operator, metric_sum, start_operator  # noqa: E402
+from tests.operator.e2e.conftest import (  # noqa: E402
+    Operator,
+    metric_sum,
+    ready_names,
+    start_operator,
+)
 
 POLL = 0.5
 SECRET = {
@@ -85,17 +90,7 @@ def rendered(namespace: str, n: int) -> list[dict[str, Any]]:
 
 
 def all_crs_ready(kube: KubeCluster, namespace: str, n: int) -> bool:
-    items = kube.get_json("-n", namespace, "dchatclusters")["items"]
-    ready = 0
-    for item in items:
-        status = item.get("status") or {}
-        conds = {c["type"]: c for c in status.get("conditions") or []}
-        if (
-            conds.get("Ready", {}).get("status") == "True"
-            and status.get("observedGeneration") == item["metadata"]["generation"]
-        ):
-            ready += 1
-    return ready == n
+    return len(ready_names(kube, namespace)) == n
 
 
 def all_deployments_ready(kube: KubeCluster, namespace: str, n: int) -> bool:

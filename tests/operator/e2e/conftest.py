@@ -185,6 +185,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
+
+
+def db_secret(url: str = "postgresql://dchat:pw@postgres:5432/dchat") -> dict[str, Any]:
+    """The Secret ``db`` with the key ``url`` that ``PG`` refers to."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "stringData": {"url": url},
+    }
+
+
+def cluster_cr(name: str, **spec: Any) -> dict[str, Any]:
+    """A DchatCluster with small resources and ``spec``."""
+    return {
+        "apiVersion": "dchat.dev/v1alpha1",
+        "kind": "DchatCluster",
+        "metadata": {"name": name},
+        "spec": {"resources": SMALL, **spec},
+    }
+
+
+def ready_names(kube: KubeCluster, namespace: str) -> set[str]:
+    """DchatClusters whose status says Ready for their current generation."""
+    out: set[str] = set()
+    for item in kube.get_json("-n", namespace, "dchatclusters")["items"]:
+        status = item.get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
+        if (
+            conds.get("Ready", {}).get("status") == "True"
+            and status.get("observedGeneration") == item["metadata"]["generation"]
+        ):
+            out.add(item["metadata"]["name"])
+    return out
+
+
 def load_sample(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
 

@@ -26,56 +26,32 @@ import pytest
 
 from tests.harness.cluster import KubeCluster
 from tests.operator.e2e.conftest import (
+    PG,
     Operator,
+    cluster_cr,
     condition,
+    db_secret,
     get_cluster,
     metric_sum,
+    ready_names,
     start_operator,
     wait_ready,
 )
 
 pytestmark = pytest.mark.e2e
 
-SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
-PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
-SECRET = {
-    "apiVersion": "v1",
-    "kind": "Secret",
-    "metadata": {"name": "db"},
-    "stringData": {"url": "postgresql://dchat:pw@postgres:5432/dchat"},
-}
+SECRET = db_secret()
 NEVER = "3600"  # a resync interval far beyond any test's length
 
 
 def _cr(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "dchat.dev/v1alpha1",
-        "kind": "DchatCluster",
-        "metadata": {"name": name},
-        "spec": {"resources": SMALL, "database": PG, **spec},
-    }
-
-
-def _ready_count(kube: KubeCluster, namespace: str, names: set[str]) -> int:
-    items = kube.get_json("-n", namespace, "dchatclusters")["items"]
-    ready = 0
-    for item in items:
-        if item["metadata"]["name"] not in names:
-            continue
-        status = item.get("status") or {}
-        conds = {c["type"]: c for c in status.get("conditions") or []}
-        if (
-            conds.get("Ready", {}).get("status") == "True"
-            and status.get("observedGeneration") == item["metadata"]["generation"]
-        ):
-            ready += 1
-    return ready
+    return cluster_cr(name, database=PG, **spec)
 
 
 def _wait_all_ready(kube: KubeCluster, namespace: str, names: set[str], timeout: float) -> float:
     start = time.monotonic()
     kube.wait_for(
-        lambda: _ready_count(kube, namespace, names) == len(names),
+        lambda: names <= ready_names(kube, namespace),
         timeout=timeout,
         interval=0.5,
         what=f"{len(names)} clusters Ready",

@@ -12,35 +12,17 @@ import pytest
 
 from tests.harness.cluster import KubeCluster
 from tests.operator.e2e.conftest import (
+    PG,
     Operator,
+    cluster_cr,
     condition,
+    db_secret,
     get_cluster,
     start_operator,
     wait_ready,
 )
 
 pytestmark = pytest.mark.e2e
-
-SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
-PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
-
-
-def _secret(url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "db"},
-        "stringData": {"url": url},
-    }
-
-
-def _cr(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "dchat.dev/v1alpha1",
-        "kind": "DchatCluster",
-        "metadata": {"name": name},
-        "spec": {"resources": SMALL, **spec},
-    }
 
 
 def _degraded(kube: KubeCluster, namespace: str, name: str, reason: str) -> dict[str, Any]:
@@ -111,12 +93,12 @@ def _snapshot(kube: KubeCluster, namespace: str) -> dict[str, tuple[str, Any, An
 
 
 @pytest.mark.timeout(180)
-def test_objects_it_does_not_own_are_never_taken_over_and_survive_the_cr(
+def test_objects_it_does_not_own_are_never_taken_over_and_survive_thecluster_cr(
     kube: KubeCluster, namespace: str, operator: Operator
 ) -> None:
     kube.apply(VICTIMS, namespace)
     before = _snapshot(kube, namespace)
-    kube.apply([_cr("victim")], namespace)  # SQLite: all five kinds are children
+    kube.apply([cluster_cr("victim")], namespace)  # SQLite: all five kinds are children
     obj = _degraded(kube, namespace, "victim", "ChildConflict")
     message = condition(obj, "Degraded")["message"]
     for name in before:
@@ -135,9 +117,8 @@ def test_objects_it_does_not_own_are_never_taken_over_and_survive_the_cr(
 def test_rotating_a_referenced_secret_rolls_the_pods(
     kube: KubeCluster, namespace: str, operator: Operator
 ) -> None:
-    kube.apply(
-        [_secret("postgresql://dchat:old@pg:5432/dchat"), _cr("rot", database=PG)], namespace
-    )
+    old = db_secret("postgresql://dchat:old@pg:5432/dchat")
+    kube.apply([old, cluster_cr("rot", database=PG)], namespace)
     wait_ready(kube, namespace, "rot", replicas=1)
     ann = "dchat.dev/secrets-checksum"
 
@@ -152,7 +133,7 @@ def test_rotating_a_referenced_secret_rolls_the_pods(
             "items"
         ]
     }
-    kube.apply([_secret("postgresql://dchat:new-password@pg:5432/dchat")], namespace)
+    kube.apply([db_secret("postgresql://dchat:new-password@pg:5432/dchat")], namespace)
     kube.wait_for(lambda: template_checksum() != before, timeout=30, what="pod template rolled")
     wait_ready(kube, namespace, "rot", replicas=1)
 
@@ -189,11 +170,11 @@ def test_the_policy_allow_lists_refuse_specs_and_apply_nothing(
         ingress = {"enabled": True, "host": "api.dchat.dev"}
         kube.apply(
             [
-                _secret("postgresql://dchat:pw@pg:5432/dchat"),
-                _cr("reg", database=PG, image={"repository": "evil.example/dchat"}),
-                _cr("lb", database=PG, p2p={"serviceType": "LoadBalancer"}),
-                _cr("ann", database=PG, p2p={"annotations": {"metallb.universe.tf/pool": "x"}}),
-                _cr("iss", database=PG, ingress={**ingress, "clusterIssuer": "selfsigned"}),
+                db_secret("postgresql://dchat:pw@pg:5432/dchat"),
+                cluster_cr("reg", database=PG, image={"repository": "evil.example/dchat"}),
+                cluster_cr("lb", database=PG, p2p={"serviceType": "LoadBalancer"}),
+                cluster_cr("ann", database=PG, p2p={"annotations": {"metallb.io/pool": "x"}}),
+                cluster_cr("iss", database=PG, ingress={**ingress, "clusterIssuer": "selfsigned"}),
             ],
             namespace,
         )
@@ -217,7 +198,7 @@ def test_the_policy_allow_lists_refuse_specs_and_apply_nothing(
             ).stdout.strip()
             assert found == "", found
         # the author fixes the spec: it converges
-        kube.apply([_cr("lb", database=PG, p2p={"serviceType": "ClusterIP"})], namespace)
+        kube.apply([cluster_cr("lb", database=PG, p2p={"serviceType": "ClusterIP"})], namespace)
         wait_ready(kube, namespace, "lb", replicas=1)
     finally:
         op.stop()
