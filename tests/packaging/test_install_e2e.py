@@ -33,21 +33,27 @@ def _kubectl_name(group: str, resource: str) -> tuple[str, str]:
     return (f"{name}.{group}" if group else name), sub
 
 
-# (resource as kubectl names it, subresource, namespaced, verbs): what RULES grants, and on
-# the same resources, the verbs it does not grant.
-ALLOWED: list[tuple[str, str, bool, tuple[str, ...]]] = [
+# (resource as kubectl names it, subresource, namespaced, verbs, object name or ""): what
+# RULES grants (a rule limited by resourceNames is asked once per name), and on the same
+# resources, the verbs no rule grants for every object of the resource (asked without a name).
+ALLOWED: list[tuple[str, str, bool, tuple[str, ...], str]] = [
     (
         *_kubectl_name(group, resource),
         (group, resource) not in CLUSTER_SCOPED,
         tuple(rule["verbs"]),
+        object_name,
     )
     for rule in RULES
     for group in rule["apiGroups"]
     for resource in rule["resources"]
+    for object_name in rule.get("resourceNames") or [""]
 ]
-NOT_GRANTED: list[tuple[str, str, bool, tuple[str, ...]]] = [
-    (name, sub, namespaced, tuple(v for v in VERBS if v not in granted))
-    for name, sub, namespaced, granted in ALLOWED
+_UNNAMED: dict[tuple[str, str, bool], set[str]] = {}
+for _name, _sub, _namespaced, _verbs, _object in ALLOWED:
+    _UNNAMED.setdefault((_name, _sub, _namespaced), set()).update(() if _object else _verbs)
+NOT_GRANTED: list[tuple[str, str, bool, tuple[str, ...], str]] = [
+    (name, sub, namespaced, tuple(v for v in VERBS if v not in granted), "")
+    for (name, sub, namespaced), granted in _UNNAMED.items()
 ]
 # (verb, resource, subresource, namespaced)
 DENIED: list[tuple[str, str, str, bool]] = [
@@ -191,9 +197,13 @@ def test_restricted_is_enforced_in_the_operator_namespace(
     assert "violates PodSecurity" in result.stderr
 
 
-def _resource_attributes(verb: str, resource: str, sub: str, ns: str | None) -> dict[str, str]:
+def _resource_attributes(
+    verb: str, resource: str, sub: str, ns: str | None, object_name: str = ""
+) -> dict[str, str]:
     name, _, group = resource.partition(".")
     attrs = {"verb": verb, "resource": name, "group": group}
+    if object_name:
+        attrs["name"] = object_name
     if sub:
         attrs["subresource"] = sub
     if ns:
@@ -201,7 +211,7 @@ def _resource_attributes(verb: str, resource: str, sub: str, ns: str | None) -> 
     return attrs
 
 
-def _allowed(cluster: KubeCluster, asks: list[tuple[str, str, str, str | None]]) -> list[bool]:
+def _allowed(cluster: KubeCluster, asks: list[tuple[Any, ...]]) -> list[bool]:
     """SubjectAccessReviews for the operator's ServiceAccount, all in one request. (kubectl
     auth can-i cannot name a resource the server does not serve yet, such as the
     Prometheus Operator's or the later dchat.dev kinds: it then drops the group.)"""
@@ -242,11 +252,11 @@ def _allowed(cluster: KubeCluster, asks: list[tuple[str, str, str, str | None]])
 
 
 def _asks(
-    table: list[tuple[str, str, bool, tuple[str, ...]]],
-) -> list[tuple[str, str, str, str | None]]:
+    table: list[tuple[str, str, bool, tuple[str, ...], str]],
+) -> list[tuple[str, str, str, str | None, str]]:
     return [
-        (verb, name, sub, TENANT_NS if namespaced else None)
-        for name, sub, namespaced, verbs in table
+        (verb, name, sub, TENANT_NS if namespaced else None, object_name)
+        for name, sub, namespaced, verbs, object_name in table
         for verb in verbs
     ]
 
@@ -257,7 +267,11 @@ def test_service_account_can_do_what_the_operator_needs(
     cluster, _ = installed
     asks = _asks(ALLOWED)
     assert len(asks) == sum(
-        len(r["apiGroups"]) * len(r["resources"]) * len(r["verbs"]) for r in RULES
+        len(r["apiGroups"])
+        * len(r["resources"])
+        * len(r["verbs"])
+        * len(r.get("resourceNames") or [""])
+        for r in RULES
     )
     refused = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if not ok]
     assert refused == [], f"the operator may not: {refused}"
@@ -268,7 +282,7 @@ def test_service_account_gets_no_more_than_rules_on_those_resources(
 ) -> None:
     cluster, _ = installed
     asks = _asks(NOT_GRANTED)
-    assert ("delete", "secrets", "", TENANT_NS) in asks
+    assert ("delete", "secrets", "", TENANT_NS, "") in asks
     granted = [a for a, ok in zip(asks, _allowed(cluster, asks), strict=True) if ok]
     assert granted == [], f"the operator must not be able to: {granted}"
 
