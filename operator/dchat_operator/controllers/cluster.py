@@ -166,6 +166,14 @@ class Result:
     phase: str = ""
 
 
+def _position(children: list[Obj], ref: str) -> int:
+    """Index of the child named by ``Kind/name`` (keeps the Applied event in build order)."""
+    for i, child in enumerate(children):
+        if f"{child['kind']}/{child['metadata']['name']}" == ref:
+            return i
+    return len(children)
+
+
 class _Gone(Exception):
     """The CR was deleted during the reconcile."""
 
@@ -342,14 +350,23 @@ class ClusterController:
         cluster: DchatCluster, state: ClusterState, attempt: Attempt, seen: Obj | None
     ) -> bool:
         """Only a Deployment event, on a cluster clean at this generation, and the Deployment
-        still holds what we want: refreshing the status is all there is to do."""
-        return (
+        still holds what we want: refreshing the status is all there is to do. "Still holds"
+        is first asked of the apply memory (the very object we applied or checked, unchanged
+        since: same uid, generation, labels and annotations), which costs no build; else the
+        desired Deployment is built and compared."""
+        if not (
             attempt.reasons <= {"deployment"}
             and attempt.failures == 0
             and seen is not None
             and state.clean_generation == cluster.metadata.generation
-            and covers(with_spec_hash(workload.deployment(cluster, state.secret_versions)), seen)
-        )
+        ):
+            return False
+        meta = seen.get("metadata") or {}
+        known = state.applied.get((DEPLOYMENT.kind, str(meta.get("name"))))
+        if known is not None and known.uid == meta.get("uid") and known.version == _version(seen):
+            return True
+        desired = with_spec_hash(workload.deployment(cluster, state.secret_versions))
+        return covers(desired, seen)
 
     async def _read_children(
         self, cluster: DchatCluster, state: ClusterState, children: list[Obj]
@@ -383,23 +400,34 @@ class ClusterController:
         *,
         skip_deployment: bool,
     ) -> tuple[Obj | None, list[str]]:
-        """Apply what differs; (the Deployment as it now is, apply errors)."""
-        errors: list[str] = []
-        deployment: Obj | None = None
-        for desired, live in zip(children, lives, strict=True):
-            is_deployment = child_kind(desired) == DEPLOYMENT
-            now_live, error = await self._sync_child(
-                cluster,
-                state,
-                desired,
-                live,
-                result,
-                apply=not (is_deployment and skip_deployment),
+        """Apply what differs; (the Deployment as it now is, apply errors).
+
+        In three stages, each applied concurrently: what the pods need (ServiceAccount,
+        ConfigMap, PVC, Services), then the Deployment, then the rest (PDB, NetworkPolicy,
+        Ingress, monitoring). The pods' ServiceAccount must exist before the ReplicaSet
+        creates them, so the Deployment never goes first."""
+        at = next((i for i, d in enumerate(children) if child_kind(d) == DEPLOYMENT), len(children))
+        stages = [range(at), range(at, min(at + 1, len(children))), range(at + 1, len(children))]
+        outcomes: list[tuple[Obj | None, str | None]] = [(None, None)] * len(children)
+        for stage in stages:
+            done = await asyncio.gather(
+                *(
+                    self._sync_child(
+                        cluster,
+                        state,
+                        children[i],
+                        lives[i],
+                        result,
+                        apply=not (i == at and skip_deployment),
+                    )
+                    for i in stage
+                )
             )
-            if error:
-                errors.append(error)
-            if is_deployment:
-                deployment = now_live
+            for i, outcome in zip(stage, done, strict=True):
+                outcomes[i] = outcome
+        result.applied.sort(key=lambda ref: _position(children, ref))
+        errors = [error for _, error in outcomes if error]
+        deployment = outcomes[at][0] if at < len(children) else None
         return deployment, errors
 
     async def _prune(
