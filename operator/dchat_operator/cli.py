@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -61,6 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Any:
+    """An argparse type: a number of ``kind`` in [low, high], else a clear error."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -73,25 +91,41 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)"
     )
-    parser.add_argument("--liveness-port", type=int, default=8080, help="0 disables /healthz")
-    parser.add_argument("--metrics-port", type=int, default=8081, help="0 disables /metrics")
     parser.add_argument(
-        "--resync-seconds", type=float, default=60.0, help="interval of the periodic resync"
+        "--liveness-port", type=_bounded(int, 0, 65535), default=8080, help="0 disables /healthz"
     )
     parser.add_argument(
-        "--watch-timeout", type=int, default=300, help="server-side watch timeout (s)"
+        "--metrics-port", type=_bounded(int, 0, 65535), default=8081, help="0 disables /metrics"
     )
     parser.add_argument(
-        "--workers", type=int, default=16, help="reconciles that run at once (default 16)"
+        "--resync-seconds",
+        type=_bounded(float, 0.5, 86400),
+        default=60.0,
+        help="interval of the periodic resync",
+    )
+    parser.add_argument(
+        "--watch-timeout",
+        type=_bounded(int, 10, 3600),
+        default=300,
+        help="server-side watch timeout (s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_bounded(int, 1, 256),
+        default=16,
+        help="reconciles that run at once (default 16)",
     )
     parser.add_argument(
         "--reconcile-timeout",
-        type=float,
+        type=_bounded(float, 1, 3600),
         default=60.0,
         help="deadline of one reconcile in seconds; then it is retried with backoff",
     )
     parser.add_argument(
-        "--request-timeout", type=float, default=15.0, help="deadline of one API request (s)"
+        "--request-timeout",
+        type=_bounded(float, 0.5, 600),
+        default=15.0,
+        help="deadline of one API request (s)",
     )
     parser.add_argument(
         "--leader-elect",
@@ -105,7 +139,10 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "else default)",
     )
     parser.add_argument(
-        "--lease-duration", type=float, default=15.0, help="seconds a leader holds the Lease"
+        "--lease-duration",
+        type=_bounded(float, 3, 600),
+        default=15.0,
+        help="seconds a leader holds the Lease",
     )
     policy = parser.add_argument_group(
         "policy for shared clusters (repeatable; the environment variables "

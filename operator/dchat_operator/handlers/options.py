@@ -56,7 +56,15 @@ class Options:
 
     @classmethod
     def from_env(cls) -> Options:
-        """Defaults, overridable by DCHAT_OPERATOR_* variables (for ``kopf run``)."""
+        """Defaults, overridable by DCHAT_OPERATOR_* variables (for ``kopf run``); a value
+        that is not a number fails with the variable's name."""
+        try:
+            return cls._from_env()
+        except ValueError as exc:
+            raise ValueError(f"DCHAT_OPERATOR_* environment: {exc}") from None
+
+    @classmethod
+    def _from_env(cls) -> Options:
         env = os.environ.get
         port = env("DCHAT_OPERATOR_METRICS_PORT", "8081")
         return cls(

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from dchat_operator.api.crd import render_crd_yaml
+from dchat_operator.cli import _parser
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +101,27 @@ def test_rbac_namespaced_prints_a_role_and_the_cluster_scoped_rest() -> None:
         "customresourcedefinitions",
         "namespaces",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--workers", "0", "outside 1..256"),
+        ("--workers", "many", "is not an integer"),
+        ("--request-timeout", "-1", "outside 0.5..600"),
+        ("--reconcile-timeout", "soon", "is not a number"),
+        ("--lease-duration", "1", "outside 3..600"),
+        ("--resync-seconds", "0", "outside 0.5..86400"),
+        ("--metrics-port", "70000", "outside 0..65535"),
+        ("--allowed-service-type", "Ingress", "invalid choice"),
+    ],
+)
+def test_run_flags_refuse_garbage_with_a_clear_message(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args([flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err
+    assert message in err
