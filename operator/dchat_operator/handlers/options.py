@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from dchat_operator.api.policy import DEFAULT_ANNOTATION_PREFIXES, DEFAULT_SERVICE_TYPES, Policy
 from dchat_operator.api.rbac import LEASE_NAME
@@ -15,6 +16,17 @@ from dchat_operator.api.rbac import LEASE_NAME
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(kind: type[N], name: str, default: str) -> N:
+    raw = os.environ.get(name, default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 def _list(name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -57,28 +69,25 @@ class Options:
     @classmethod
     def from_env(cls) -> Options:
         """Defaults, overridable by DCHAT_OPERATOR_* variables (for ``kopf run``); a value
-        that is not a number fails with the variable's name."""
-        try:
-            return cls._from_env()
-        except ValueError as exc:
-            raise ValueError(f"DCHAT_OPERATOR_* environment: {exc}") from None
-
-    @classmethod
-    def _from_env(cls) -> Options:
+        that is not a number fails naming the variable."""
         env = os.environ.get
         port = env("DCHAT_OPERATOR_METRICS_PORT", "8081")
         return cls(
-            resync_seconds=float(env("DCHAT_OPERATOR_RESYNC_SECONDS", "60")),
-            metrics_port=int(port) if port and port != "0" else None,
-            watch_server_timeout=int(env("DCHAT_OPERATOR_WATCH_TIMEOUT", "300")),
-            workers=int(env("DCHAT_OPERATOR_WORKERS", "16")),
-            reconcile_timeout=float(env("DCHAT_OPERATOR_RECONCILE_TIMEOUT", "60")),
-            request_timeout=float(env("DCHAT_OPERATOR_REQUEST_TIMEOUT", "15")),
+            resync_seconds=_number(float, "DCHAT_OPERATOR_RESYNC_SECONDS", "60"),
+            metrics_port=(
+                _number(int, "DCHAT_OPERATOR_METRICS_PORT", "8081")
+                if port and port != "0"
+                else None
+            ),
+            watch_server_timeout=_number(int, "DCHAT_OPERATOR_WATCH_TIMEOUT", "300"),
+            workers=max(1, _number(int, "DCHAT_OPERATOR_WORKERS", "16")),
+            reconcile_timeout=_number(float, "DCHAT_OPERATOR_RECONCILE_TIMEOUT", "60"),
+            request_timeout=_number(float, "DCHAT_OPERATOR_REQUEST_TIMEOUT", "15"),
             leader_election=_flag(env("DCHAT_OPERATOR_LEADER_ELECT", "true")),
             lease_namespace=env("DCHAT_OPERATOR_LEASE_NAMESPACE", "")
             or env("POD_NAMESPACE", "")
             or "default",
             lease_name=env("DCHAT_OPERATOR_LEASE_NAME", LEASE_NAME),
-            lease_duration=float(env("DCHAT_OPERATOR_LEASE_DURATION", "15")),
+            lease_duration=_number(float, "DCHAT_OPERATOR_LEASE_DURATION", "15"),
             policy=policy_from_env(),
         )

@@ -100,3 +100,11 @@ def test_flags_replace_the_defaults_and_the_environment_fills_the_rest(
     assert policy.allowed_service_types == ("LoadBalancer",)
     assert policy.allowed_cluster_issuers == ("a", "b")
     assert "cert-manager.io/" in policy.allowed_annotation_prefixes
+
+
+def test_a_garbage_environment_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dchat_operator.handlers.options import Options
+
+    monkeypatch.setenv("DCHAT_OPERATOR_WORKERS", "lots")
+    with pytest.raises(ValueError, match="DCHAT_OPERATOR_WORKERS='lots' is not a number"):
+        Options.from_env()
