@@ -37,7 +37,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.kinds import CLUSTER, EVENT, SECRET, Kind
+from dchat_operator.api.kinds import EVENT, Kind
 from dchat_operator.clients.metrics import API_REQUESTS, API_WRITES
 
 Obj = dict[str, Any]
@@ -257,12 +257,6 @@ class Kube:
             body={"metadata": {"resourceVersion": resource_version}, "status": status},
             content_type="application/merge-patch+json",
         )
-
-    async def get_cluster(self, namespace: str, name: str) -> Obj | None:
-        return await self.get(CLUSTER, namespace, name)
-
-    async def get_secret(self, namespace: str, name: str) -> Obj | None:
-        return await self.get(SECRET, namespace, name)
 
     async def api_resources(self, group_version: str) -> set[str]:
         """Plural names served under ``group_version``; empty when the group does not exist."""

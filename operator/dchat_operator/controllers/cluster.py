@@ -197,9 +197,6 @@ class ClusterController:
         self._caps_at = 0.0
         self._caps_ttl = capabilities_ttl
         self._clock = clock
-        self.last: dict[Key, Result] = {}
-        """The latest ``Result`` per key, kept only when ``keep_results`` (tests)."""
-        self.keep_results = False
 
     def new_state(self) -> ClusterState:
         return ClusterState()
@@ -263,8 +260,6 @@ class ClusterController:
             outcome = await self._reconcile(body, state, attempt, result)
         except _Gone:
             return Outcome(forget=True, result="gone")
-        if self.keep_results:
-            self.last[key] = result
         return outcome
 
     async def _reconcile(
