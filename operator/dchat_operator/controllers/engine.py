@@ -131,6 +131,12 @@ class Engine(Generic[T]):
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        # computed when scraped, not on every enqueue (counting backoffs is O(keys))
+        QUEUE_DEPTH.labels(self.kind, "queued").set_function(self._queue.qsize)
+        QUEUE_DEPTH.labels(self.kind, "backoff").set_function(
+            lambda: sum(1 for s in list(self.keys.values()) if s.failures and s.due is not None)
+        )
+        QUEUE_DEPTH.labels(self.kind, "known").set_function(lambda: len(self.keys))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -195,7 +201,6 @@ class Engine(Generic[T]):
         found = self.keys.pop(key, None)
         if found is not None and found.timer is not None:
             found.timer.cancel()
-        self._update_gauges()
 
     def in_backoff(self, key: Key) -> bool:
         found = self.keys.get(key)
@@ -241,7 +246,6 @@ class Engine(Generic[T]):
         state.queued = True
         self._idle.clear()
         self._queue.put_nowait(key)
-        self._update_gauges()
 
     def _schedule(self, key: Key, state: KeyState[T], delay: float) -> None:
         if state.timer is not None:
@@ -334,7 +338,6 @@ class Engine(Generic[T]):
             RETRIES.labels(self.kind).inc()
             self._schedule(key, state, delay)
             state.dirty = False  # the retry carries the reasons that came in meanwhile
-            self._update_gauges()
             return
         state.failures = 0
         if state.dirty:
@@ -343,18 +346,10 @@ class Engine(Generic[T]):
             self._schedule(key, state, outcome.requeue_after)
         else:
             state.due = None
-        self._update_gauges()
 
     def _maybe_idle(self) -> None:
         if self._running == 0 and self._queue.empty():
             self._idle.set()
-
-    def _update_gauges(self) -> None:
-        QUEUE_DEPTH.labels(self.kind, "queued").set(self._queue.qsize())
-        QUEUE_DEPTH.labels(self.kind, "backoff").set(
-            sum(1 for s in self.keys.values() if s.failures and s.due is not None)
-        )
-        QUEUE_DEPTH.labels(self.kind, "known").set(len(self.keys))
 
 
 _PRIORITY = ("spec", "child", "deployment", "retry", "requeue", "resync")
