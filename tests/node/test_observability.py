@@ -78,16 +78,23 @@ async def test_request_spans_exported_with_route_template(
     assert attrs["http.response.status_code"].int_value == 404
 
 
-async def test_sample_rate_zero_exports_nothing(
+def _zero_ratio_client(
     services: Services, http_sink: tuple[str, Recorder]
-) -> None:
+) -> tuple[Any, Any, Recorder]:
+    """(tracer provider, API test client, the collector's recorder) at sample ratio 0."""
     url, rec = http_sink
     provider = setup_tracing(
         ObservabilityConfig(jaeger_endpoint=url, jaeger_sample_rate=0.0),
         services.metrics.observability_errors,
     )
     assert provider is not None
-    client = create_api_app(services, provider).test_client()
+    return provider, create_api_app(services, provider).test_client(), rec
+
+
+async def test_sample_rate_zero_exports_nothing(
+    services: Services, http_sink: tuple[str, Recorder]
+) -> None:
+    provider, client, rec = _zero_ratio_client(services, http_sink)
     for _ in range(5):
         await client.get("/api/v1/version")
     provider.force_flush(5_000)
@@ -165,13 +172,7 @@ async def test_a_sampled_remote_parent_cannot_force_sampling(
     services: Services, http_sink: tuple[str, Recorder]
 ) -> None:
     """Ratio 0: a client's ``traceparent`` with the sampled flag still exports nothing."""
-    url, rec = http_sink
-    provider = setup_tracing(
-        ObservabilityConfig(jaeger_endpoint=url, jaeger_sample_rate=0.0),
-        services.metrics.observability_errors,
-    )
-    assert provider is not None
-    client = create_api_app(services, provider).test_client()
+    provider, client, rec = _zero_ratio_client(services, http_sink)
     for i in range(5):
         parent = f"00-{i + 1:032x}-b7ad6b7169203331-01"
         assert (
