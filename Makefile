@@ -10,7 +10,7 @@ PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 
 .PHONY: help deps venv cluster cluster-down check lint typecheck imports test test-unit \
-        test-integration test-e2e up down crds rbac lock
+        test-integration test-e2e test-real-node up down crds rbac lock
 
 help:
 	@echo "make up     bring up the local cluster, install dchat, apply a sample DchatCluster"
@@ -54,11 +54,17 @@ test-integration: deps venv
 test-e2e: cluster venv
 	$(PYTEST) -m e2e
 
+# The real-node tier alone: the project's images on a real kubelet (tests/cluster/realnode.sh).
+test-real-node: cluster venv
+	@tests/cluster/real-node-status.sh
+	$(PYTEST) -m real_node
+
 # One pytest run for integration + e2e keeps one set of session services.
 # pytest exits 5 when it collects nothing: that fails the target, as it should.
 test: deps venv cluster
 	@start=$$SECONDS; \
 	$(MAKE) --no-print-directory check; \
+	tests/cluster/real-node-status.sh; \
 	$(PYTEST) -m unit; \
 	$(PYTEST) -m "integration or e2e"; \
 	echo "make test: all green in $$((SECONDS - start)) s"

@@ -2,7 +2,9 @@
 # Build the binaries of the test control plane from the Go module proxy, once per version.
 #
 # Output: $DCHAT_CACHE/k8s-<version>/bin/{kube-apiserver,kube-controller-manager,
-#         kube-scheduler,kubectl,kubelet,etcd,kwok,kwokctl} and a stamp file.
+#         kube-scheduler,kubectl,kubelet,kube-proxy,etcd,kwok,kwokctl} and a stamp file.
+# Each binary is built only when it is missing, so adding one to the list builds just that
+# one on a machine whose cache already holds the others.
 # The cache lives outside the checkout (default ~/.cache/dchat) and is keyed by the
 # pinned versions, so a second run is a no-op. Go's own build cache (~/.cache/go-build)
 # makes a rebuild after a version bump cheaper.
@@ -20,7 +22,8 @@ source "$here/versions.env"
 cache="${DCHAT_CACHE:-$HOME/.cache/dchat}"
 out="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 bin="$out/bin"
-stamp="$out/.complete"
+stamp="$out/.complete-v2"  # v2: kube-proxy joined the set
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 if [[ -f "$stamp" ]]; then
     echo "$bin"
@@ -41,7 +44,13 @@ timed() {
     log "$name built in $((SECONDS - t0)) s"
 }
 
+missing() {  # the names among "$@" that have no binary yet
+    local c; for c in "$@"; do [[ -x "$bin/$c" ]] || echo "$c"; done
+}
+
 # ---- Kubernetes -------------------------------------------------------------------
+mapfile -t k8s_todo < <(missing "${k8s_cmds[@]}")
+if ((${#k8s_todo[@]})); then
 k8s_minor="${K8S_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
 staging_version="v0.${K8S_VERSION#v1.}"
 mkdir -p "$work/k8s" && cd "$work/k8s"
@@ -60,16 +69,8 @@ log "$(wc -l <staging.txt) staging modules pinned to $staging_version"
 while read -r m; do
     go mod edit -replace "$m=$m@$staging_version"
 done <staging.txt
-go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-       "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-       "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
-       "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
-       "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" >/dev/null 2>&1 || \
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-           "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-           "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
-           "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
-           "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION"
+pkgs=(); for cmd in "${k8s_todo[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd@$K8S_VERSION"); done
+go get "${pkgs[@]}" >/dev/null 2>&1 || go get "${pkgs[@]}"
 
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 ldflags="-s -w"
@@ -77,11 +78,13 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
     ldflags+=" -X $pkg.gitCommit=$K8S_GIT_COMMIT -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+for cmd in "${k8s_todo[@]}"; do
     timed "$cmd" go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
 done
+fi
 
 # ---- etcd -------------------------------------------------------------------------
+if [[ -n "$(missing etcd)" ]]; then
 mkdir -p "$work/etcd" && cd "$work/etcd"
 cat >go.mod <<EOF
 module dchat.dev/testcluster/etcd
@@ -90,8 +93,10 @@ go 1.26
 EOF
 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
 timed etcd go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
+fi
 
 # ---- kwok -------------------------------------------------------------------------
+if [[ -n "$(missing kwok kwokctl)" || ! -d "$out/stages" ]]; then
 mkdir -p "$work/kwok" && cd "$work/kwok"
 cat >go.mod <<EOF
 module dchat.dev/testcluster/kwok
@@ -108,6 +113,7 @@ kwok_dir="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
 mkdir -p "$out/stages"
 cp -r "$kwok_dir/kustomize/stage/." "$out/stages/"
 chmod -R u+w "$out/stages"
+fi
 
 "$bin/kubectl" version --client >&2
 touch "$stamp"

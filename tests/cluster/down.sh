@@ -7,3 +7,6 @@ name="${DCHAT_CLUSTER_NAME:-dchat-test}"
 export KWOK_WORKDIR="${DCHAT_CLUSTER_DIR:-${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters}"
 "$bin/kwokctl" delete cluster --name "$name"
 rm -f "$KWOK_WORKDIR/$name.kubeconfig"
+# The real node's kubelet, kube-proxy, containerd and containers (if this machine ran one).
+if [[ $(id -u) == 0 && -d /run/dchat-realnode ]]; then "$here/realnode.sh" down; fi
+rm -f "$KWOK_WORKDIR/$name.realnode"

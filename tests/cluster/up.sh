@@ -14,6 +14,16 @@
 # includes the defaults (node-initialize, node heartbeat with lease, pod ready/complete/
 # delete, from the kwok module) plus kwok's node-not-ready chaos stage and our
 # dchat-pod-never-ready stage (stages/dchat-faults.yaml).
+#
+# A real node (realnode.sh): when this machine can run one (root, cgroups, overlay, the
+# Debian packages; `realnode.sh check`), a kubelet with containerd joins the cluster as
+# `dchat-real-0`, labelled and tainted `dchat.dev/real-node=true` so only pods that ask
+# land there. For it the apiserver also listens on the pod bridge (10.88.0.1, fenced to
+# loopback + bridge by iptables) and advertises that address, its certificate names the
+# `kubernetes` Service IP and the bridge address, it reaches the kubelet by InternalIP
+# with a client certificate, and kwok manages only its own nodes. The outcome is written
+# to $KWOK_WORKDIR/<name>.realnode: "ready <node>" or "skipped: <reason>".
+# DCHAT_REAL_NODE=0 turns it off.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -45,6 +55,9 @@ mkdir -p "$KWOK_WORKDIR"
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 
+realnode_status="$KWOK_WORKDIR/$name.realnode"
+if reason="$("$here/realnode.sh" check)"; then real=1; else real=0; fi
+
 fault_expr='((.metadata.labels["dchat.dev/fault"] // "") == "never-ready") or ([.spec.containers[].image | contains("never-ready")] | any)'
 config="$KWOK_WORKDIR/$name.kwokctl.yaml"
 {
@@ -66,6 +79,14 @@ options:
   nodeLeaseDurationSeconds: 40
   # kwokctl's default is 200 s; node-loss tests need a node to be marked NotReady quickly.
   kubeControllerManagerNodeMonitorGracePeriodMilliseconds: ${DCHAT_NODE_GRACE_MS:-20000}
+YAML
+    if ((real)); then
+        cat <<YAML
+  # the \`kubernetes\` Service IP (first of 10.0.0.0/16) and the bridge address
+  kubeApiserverCertSANs: [10.0.0.1, 10.88.0.1]
+YAML
+    fi
+    cat <<YAML
 componentsPatches:
   # One controller-manager and one scheduler: no leader election, so a test that freezes the
   # apiserver (SIGSTOP) does not make them lose a lease and exit (kwokctl would not restart
@@ -87,6 +108,29 @@ componentsPatches:
       - key: enable-admission-plugins
         value: OwnerReferencesPermissionEnforcement
 YAML
+    if ((real)); then
+        pki="$KWOK_WORKDIR/clusters/$name/pki"
+        cat <<YAML
+      # the real node (realnode.sh): pods reach the apiserver at the bridge address
+      - key: bind-address
+        value: 0.0.0.0
+        override: true
+      - key: advertise-address
+        value: 10.88.0.1
+      - key: kubelet-preferred-address-types
+        value: InternalIP
+      - key: kubelet-client-certificate
+        value: $pki/admin.crt
+      - key: kubelet-client-key
+        value: $pki/admin.key
+  - name: kwok-controller
+    extraArgs:
+      - key: manage-all-nodes
+        value: "false"
+      - key: manage-nodes-with-annotation-selector
+        value: kwok.x-k8s.io/node=fake
+YAML
+    fi
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
              pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml node/chaos/node-not-ready.yaml; do
         echo "---"
@@ -107,16 +151,35 @@ YAML
     sed "s|@FAULT_EXPR@|$(printf '%s' "$fault_expr" | sed 's/[&|]/\\&/g')|" "$here/stages/dchat-faults.yaml"
 } >"$config.new"
 
+start_real_node() {
+    if ((!real)); then
+        echo "skipped: $reason" >"$realnode_status"
+        log "real node skipped: $reason"
+        return 0
+    fi
+    local node t0=$SECONDS
+    if node="$("$here/realnode.sh" up "$kubeconfig")"; then
+        echo "ready $node" >"$realnode_status"
+        log "real node $node Ready ($((SECONDS - t0)) s)"
+    else
+        echo "skipped: realnode.sh up failed (log: $KWOK_WORKDIR/realnode-$name)" >"$realnode_status"
+        log "real node failed to start; the real-node tests will be skipped"
+        [[ "${DCHAT_REAL_NODE:-auto}" != 1 ]] || exit 1
+    fi
+}
+
 # Reuse a running cluster made from the same configuration; otherwise (a stale cluster after a
 # reboot, or a configuration this script no longer writes) remove it and start over.
 if [[ -s "$kubeconfig" ]] && cmp -s "$config" "$config.new" \
     && "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
     rm -f "$config.new"
     log "cluster $name already running"
+    start_real_node
     echo "export KUBECONFIG=$kubeconfig"
     exit 0
 fi
 "$kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
+((!real)) || "$here/realnode.sh" down 2>/dev/null || true
 mv "$config.new" "$config"
 
 t0=$SECONDS
@@ -126,4 +189,5 @@ log "creating cluster $name (workdir $KWOK_WORKDIR)"
 "$kwokctl" scale node --name "$name" --replicas "$nodes" >&2
 "$kubectl" --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=60s >&2
 log "cluster $name up with $nodes nodes in $((SECONDS - t0)) s"
+start_real_node
 echo "export KUBECONFIG=$kubeconfig"

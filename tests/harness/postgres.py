@@ -5,6 +5,10 @@
 directory; ``start_standby()`` makes a streaming-replication standby with pg_basebackup
 (``-R`` writes primary_conninfo and standby.signal), for failover tests. When the tests
 run as root (CI does), the server runs as the ``nobody`` user: PostgreSQL refuses root.
+
+``start(..., also_listen=("10.88.0.1",), password_networks=("10.88.0.0/16",))`` also
+binds the real node's bridge address, so pods reach it; clients from those networks must
+log in with a password (``create_login_database``), loopback stays trust.
 """
 
 from __future__ import annotations
@@ -72,7 +76,13 @@ class PostgresServer:
         )
 
     @classmethod
-    def start(cls, base_dir: Path, name: str = "primary") -> PostgresServer:
+    def start(
+        cls,
+        base_dir: Path,
+        name: str = "primary",
+        also_listen: Sequence[str] = (),
+        password_networks: Sequence[str] = (),
+    ) -> PostgresServer:
         bindir = pg_bin_dir()
         base_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(base_dir, 0o755)  # noqa: S103 - the unprivileged server user must traverse it
@@ -96,13 +106,18 @@ class PostgresServer:
         with (server.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 "\n# dchat test harness\n"
-                f"listen_addresses = '{server.host}'\n"
+                f"listen_addresses = '{','.join([server.host, *also_listen])}'\n"
                 f"port = {server.port}\n"
                 f"unix_socket_directories = '{server.data_dir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '64MB'\n"
                 "hot_standby = on\nmax_connections = 200\n"
+                "password_encryption = 'scram-sha-256'\n"
             )
+        if password_networks:
+            with (server.data_dir / "pg_hba.conf").open("a") as hba:
+                for net in password_networks:
+                    hba.write(f"host all all {net} scram-sha-256\n")
         server.pg_ctl_start()
         return server
 
@@ -167,6 +182,12 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def create_login_database(self, name: str, password: str, host: str) -> str:
+        """A role ``name`` with a password owning a new database ``name``; its URL via ``host``."""
+        self.psql(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        self.psql(f'CREATE DATABASE "{name}" OWNER "{name}"')
+        return f"postgresql://{name}:{password}@{host}:{self.port}/{name}"
 
     def drop_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
