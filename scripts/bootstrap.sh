@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what the project needs on this machine, skipping what is already there.
 #
-#   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool) when absent
+#   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool) when absent;
+#                               as root also the optional ones of the real-node tests
+#                               (podman, runc, debootstrap, containerd, CNI plugins,
+#                               iptables, conntrack)
 #   scripts/bootstrap.sh venv   .venv from requirements.lock (uv, hashes required), project
 #                               installed editable with the locked setuptools
 #
@@ -31,6 +34,28 @@ deps() {
             pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
                 pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
             done
+        fi
+    fi
+    # Optional: the real-node test tier (tests/cluster/images.sh builds images with podman;
+    # a kubelet beside the kwok nodes runs them in containerd). Installed only as root; without
+    # them that tier is skipped, so a non-root run only says what is missing.
+    local optional=()
+    command -v podman >/dev/null || optional+=(podman)
+    command -v runc >/dev/null || optional+=(runc)
+    command -v debootstrap >/dev/null || optional+=(debootstrap)
+    command -v containerd >/dev/null || optional+=(containerd)
+    [[ -x /usr/lib/cni/bridge ]] || optional+=(containernetworking-plugins)
+    command -v iptables >/dev/null || optional+=(iptables)
+    command -v conntrack >/dev/null || optional+=(conntrack)
+    if ((${#optional[@]})); then
+        if [[ $(id -u) == 0 ]]; then
+            log "installing optional Debian packages (real-node tests): ${optional[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq \
+                && apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null \
+                || log "could not install ${optional[*]}: the real-node tests will be skipped"
+        else
+            log "optional (real-node tests, skipped without them; install as root): ${optional[*]}"
         fi
     fi
     command -v go >/dev/null || { log "Go >= 1.26 is required on PATH"; exit 1; }
