@@ -5,9 +5,16 @@
 #   scripts/up.sh --down   stop the operator and delete the local cluster
 #
 # When KUBECONFIG names a reachable cluster, that cluster is used instead of the local one
-# (DCHAT_USE_KUBECONFIG=0 forces the local one). The operator runs here as a process (logs in $state/operator.log), not as
-# a pod: on kwok's fake nodes no container really runs. To install it in a real cluster,
-# use `kubectl apply -k manifests/base` (docs/packaging.md).
+# (DCHAT_USE_KUBECONFIG=0 forces the local one). The operator runs here as a process (logs
+# in $state/operator.log); to install it in a cluster from its image, use
+# `kubectl apply --server-side -k manifests/base` (docs/packaging.md).
+#
+# When the local cluster has its real node (tests/cluster/realnode.sh: root, cgroups,
+# overlay), the sample's pods run there from the node image built on this machine
+# (tests/cluster/images.sh): a JWT key in a Secret, the sample scheduled onto the real node
+# with the local image, and at the end the Service address and one curl that creates a
+# channel with a token minted from that key (kept in $state/token, mode 600). Without a
+# real node the pods land on kwok's fake nodes: Ready, but nothing runs.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -65,9 +72,17 @@ for f in manifests/samples/*secret*.yaml; do
 done
 name="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$sample")"
 local_kubeconfig="${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters/${DCHAT_CLUSTER_NAME:-dchat-test}.kubeconfig"
+realnode_status="${DCHAT_CACHE:-$HOME/.cache/dchat}/clusters/${DCHAT_CLUSTER_NAME:-dchat-test}.realnode"
+real=""
+if [[ "$KUBECONFIG" == "$local_kubeconfig" && "$(cat "$realnode_status" 2>/dev/null)" == ready\ * ]]; then
+    real="$(awk '{print $2}' "$realnode_status")"
+fi
 if [[ "$KUBECONFIG" == "$local_kubeconfig" ]]; then
     # kwok's cluster has no volume provisioner: give the SQLite claim a static volume (a
-    # real cluster's default StorageClass provisions it instead). Bound by claimRef.
+    # real cluster's default StorageClass provisions it instead). Bound by claimRef; on the
+    # real node the directory belongs to the node's uid, as a provisioner's volume would.
+    mkdir -p "/tmp/dchat-up/$ns/$name"
+    [[ -z "$real" ]] || chown 1000:1000 "/tmp/dchat-up/$ns/$name"
     kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: PersistentVolume
@@ -81,8 +96,32 @@ spec:
   claimRef: {namespace: $ns, name: $name-data}
 YAML
 fi
-log "applying $sample"
-kubectl -n "$ns" apply -f "$sample"
+if [[ -n "$real" ]]; then
+    # A JWT key for the sample (kept across runs), and the sample sent to the real node.
+    if ! kubectl -n "$ns" get secret dchat-up-jwt >/dev/null 2>&1; then
+        kubectl -n "$ns" create secret generic dchat-up-jwt \
+            --from-literal=secret="$(openssl rand -hex 32)" >/dev/null
+    fi
+    log "applying $sample on the real node $real"
+    .venv/bin/python - "$sample" <<'PY' | kubectl -n "$ns" apply -f -
+import json, sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc or doc.get("kind") != "DchatCluster":
+        continue
+    spec = doc["spec"]
+    spec.setdefault("image", {})["pullPolicy"] = "Never"
+    spec.setdefault("security", {})["jwtSecretRef"] = {"name": "dchat-up-jwt", "key": "secret"}
+    sched = spec.setdefault("scheduling", {})
+    sched.setdefault("nodeSelector", {})["dchat.dev/real-node"] = "true"
+    sched.setdefault("tolerations", []).append(
+        {"key": "dchat.dev/real-node", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    )
+    print(json.dumps(doc))
+PY
+else
+    log "applying $sample"
+    kubectl -n "$ns" apply -f "$sample"
+fi
 if ! kubectl -n "$ns" wait --for=condition=Ready "dchatcluster/$name" --timeout=180s >/dev/null; then
     log "DchatCluster $name is not Ready after 180 s; operator log tail:"
     tail -n 30 "$state/operator.log" >&2
@@ -97,3 +136,23 @@ dchat is up. To watch it:
   kubectl -n $ns get deploy,svc,cm,pvc,pdb,networkpolicy -l app.kubernetes.io/instance=$name
 Operator log: $state/operator.log      Stop everything: make down
 TXT
+if [[ -n "$real" ]]; then
+    kubectl -n "$ns" get pods -l "app.kubernetes.io/instance=$name" -o wide
+    api="$(kubectl -n "$ns" get svc "$name-api" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')"
+    # A token for the sample's key, valid 12 hours, readable only by you.
+    key="$(kubectl -n "$ns" get secret dchat-up-jwt -o jsonpath='{.data.secret}' | base64 -d)"
+    (umask 077; DCHAT_UP_KEY="$key" .venv/bin/python -c '
+import os, time, jwt
+claims = {"sub": "make-up", "iss": "dchat", "scope": "chat:write", "exp": int(time.time()) + 43200}
+print(jwt.encode(claims, os.environ["DCHAT_UP_KEY"], algorithm="HS256"))' >"$state/token")
+    cat <<TXT
+
+The pods run on the real node $real. The API answers at its Service, http://$api
+(kube-proxy routes it from this machine). Create a channel:
+  curl -s -X POST http://$api/api/v1/channels -H "Authorization: Bearer \$(cat $state/token)" \\
+       -H 'Content-Type: application/json' -d '{"name": "general"}'
+  curl -s http://$api/api/v1/channels
+TXT
+else
+    echo "(no real node on this machine: the pods are on kwok's fake nodes and do not run)"
+fi

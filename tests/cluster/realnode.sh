@@ -97,7 +97,7 @@ ensure_network() {
     if ! ip link show "$bridge" >/dev/null 2>&1; then
         ip link add "$bridge" type bridge
     fi
-    ip addr show dev "$bridge" | grep -q "inet $gw/" || ip addr add "$gw/16" dev "$bridge"
+    [[ "$(ip -4 addr show dev "$bridge")" == *"inet $gw/"* ]] || ip addr add "$gw/16" dev "$bridge"
     ip link set "$bridge" up
     modprobe br_netfilter 2>/dev/null || true
     sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1

@@ -14,6 +14,12 @@ Design (the guide's section 3.3 where it is right, fixed where it is not):
   PROMETHEUS_PUSHGATEWAY_FILE); never the ConfigMap or a plain environment variable.
 - The ServiceAccount has no token (the node needs no API access); so does the pod.
 - The config checksum on the pod template rolls the pods when config.toml changes.
+- A pod being replaced keeps serving for ``PRESTOP_SLEEP_SECONDS`` (a preStop sleep, the
+  kubelet's own action: no shell in the image) before the node gets SIGTERM: the endpoint
+  controller, kube-proxy and ingress controllers stop sending it new connections
+  asynchronously, and without the delay a rollout drops the requests that arrive in that
+  window (seen on the real test node: a request timed out while a pod was replaced). The
+  node's own drain (server.shutdown_grace_secs) follows, inside terminationGracePeriodSeconds.
 """
 
 from __future__ import annotations
@@ -153,6 +159,12 @@ def _affinity(cluster: DchatCluster) -> Obj:
     }
 
 
+# Long enough for endpoint removal to reach kube-proxy and ingresses; the node's drain
+# (server.shutdown_grace_secs, 20 s by default) must fit in the 30 s grace
+# period after it.
+PRESTOP_SLEEP_SECONDS = 5
+
+
 def _pod_spec(cluster: DchatCluster) -> Obj:
     spec = cluster.spec
     server = spec.server
@@ -168,6 +180,7 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
             {"name": "p2p", "containerPort": server.p2p_port, "protocol": "TCP"},
         ],
         "livenessProbe": _probe("/health", 10, 10, 5, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "readinessProbe": _probe("/ready", 5, 5, 3, 2),
         "resources": _resources(cluster),
         "volumeMounts": mounts,

@@ -1,0 +1,691 @@
+"""The product on a real kubelet: the project's own images, really running.
+
+The test cluster's real node (tests/cluster/realnode.sh: kubelet + containerd + runc + CNI
+bridge + kube-proxy, all from this machine) runs the node image built by
+tests/cluster/images.sh. Unlike on kwok's nodes, a pod is Ready here only when the kubelet's
+own readiness probe got a 200 from the node's ``/ready``, a Service routes only to such pods
+(kube-proxy), and a process that exits really exits. The module is skipped with the reason
+up.sh recorded when the machine cannot run a real node.
+
+Scenarios: the SQLite sample serves through its Service (channel, post, read back) as uid
+1000 on a read-only root; the PostgreSQL sample against the harness PostgreSQL (bound to the
+bridge address) rolls a version bump pod by pod with a Ready pod at every sampled moment,
+and a version whose process exits leaves the old pods serving; a Job and a native sidecar
+of the node image; and the operator itself from its image, installed from manifests/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.harness.cluster import REPO, KubeCluster
+from tests.harness.postgres import PostgresServer
+
+from .conftest import PG, cluster_cr, db_secret, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
+
+IMAGE = "ghcr.io/dchat-dev/dchat"
+VERSION = "0.1.0"
+BRIDGE = "10.88.0.1"
+LABEL = "dchat.dev/real-node"
+SCHEDULING = {
+    "nodeSelector": {LABEL: "true"},
+    "tolerations": [{"key": LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+}
+JWT_KEY = "real-node-test-" + "k" * 40
+
+
+def real_node_status(kube: KubeCluster) -> str:
+    """What up.sh recorded for the real node: "ready <node>" or "skipped: <reason>"."""
+    name = kube.kubeconfig.name.removesuffix(".kubeconfig")
+    path = kube.kubeconfig.parent / f"{name}.realnode"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return "skipped: no real node for this cluster (KUBECONFIG names another cluster)"
+
+
+@pytest.fixture(scope="module")
+def real_node(kube_cluster: KubeCluster) -> str:
+    status = real_node_status(kube_cluster)
+    if not status.startswith("ready "):
+        pytest.skip(f"real-node tier: {status}")
+    node = status.split()[1]
+    kube_cluster.wait_for(
+        lambda: _node_ready(kube_cluster, node), timeout=60, what=f"node {node} Ready"
+    )
+    return node
+
+
+def _node_ready(kube: KubeCluster, node: str) -> bool:
+    obj = kube.get_json("node", node)
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
+
+
+@pytest.fixture(scope="module")
+def bridge_postgres() -> Iterator[PostgresServer]:
+    """The harness PostgreSQL, also on the bridge address pods reach (password logins)."""
+    base = Path(tempfile.mkdtemp(prefix="dchat-pg-real-"))
+    server = PostgresServer.start(base, also_listen=(BRIDGE,), password_networks=("10.88.0.0/16",))
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def real_cr(name: str, version: str = VERSION, **spec: Any) -> dict[str, Any]:
+    """A DchatCluster whose pods go to the real node and run the locally built image."""
+    return cluster_cr(
+        name,
+        version=version,
+        image={"repository": IMAGE, "pullPolicy": "Never"},
+        scheduling=SCHEDULING,
+        security={"jwtSecretRef": {"name": "jwt", "key": "secret"}},
+        **spec,
+    )
+
+
+def jwt_secret() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "jwt"},
+        "stringData": {"secret": JWT_KEY},
+    }
+
+
+def token() -> str:
+    claims = {"sub": "e2e", "iss": "dchat", "scope": "chat:write", "exp": time.time() + 600}
+    return jwt.encode(claims, JWT_KEY, algorithm="HS256")
+
+
+def http(
+    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if method != "GET":
+        headers["Authorization"] = f"Bearer {token()}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - test pod IPs
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def service_url(kube: KubeCluster, namespace: str, service: str) -> str:
+    svc = kube.get_json("-n", namespace, "service", service)
+    port = svc["spec"]["ports"][0]["port"]
+    return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def wait_serving(kube: KubeCluster, base: str) -> None:
+    """Until the Service answers: kube-proxy programs a new Service's endpoints
+    asynchronously (about a second here), as in any cluster."""
+
+    def answers() -> bool:
+        try:
+            return http("GET", f"{base}/api/v1/channels", timeout=3)[0] == 200
+        except OSError:
+            return False
+
+    kube.wait_for(answers, timeout=30, interval=0.5, what=f"{base} answering")
+
+
+def chat_round_trip(base: str, channel: str) -> None:
+    """Create a channel, post to it and read the message back, all through ``base``."""
+    status, created = http("POST", f"{base}/api/v1/channels", {"name": channel})
+    assert status == 201, created
+    cid = created["id"]
+    status, posted = http("POST", f"{base}/api/v1/channels/{cid}/messages", {"body": "hello"})
+    assert status == 201, posted
+    status, page = http("GET", f"{base}/api/v1/channels/{cid}/messages")
+    assert status == 200, page
+    assert [m["body"] for m in page["items"]] == ["hello"]
+
+
+def pods(kube: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube.get_json(
+        "-n", namespace, "pods", "-l", f"app.kubernetes.io/instance={name}"
+    )["items"]
+    return items
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def hostpath_volume(kube: KubeCluster, namespace: str, claim: str, node: str) -> str:
+    """A PersistentVolume on the real node bound to ``claim`` (the test cluster has no
+    provisioner); its directory belongs to the node's uid, as a provisioner's would."""
+    path = Path("/var/lib/dchat-test-volumes") / namespace / claim
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, 1000, 1000)
+    pv = f"{namespace}-{claim}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv, "labels": {"dchat.dev/test-volume": "true"}},
+        "spec": {
+            "capacity": {"storage": "20Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": claim},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [node],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    return pv
+
+
+@pytest.fixture
+def volumes(kube: KubeCluster) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for pv in made:
+        kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+        shutil.rmtree(Path("/var/lib/dchat-test-volumes") / pv.split("-data")[0], True)
+
+
+def probe_successes(kube: KubeCluster, node: str, namespace: str, pod: str) -> set[str]:
+    """Probe types the kubelet ran successfully against ``pod`` (prober_probe_total)."""
+    text = kube.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/metrics/probes").stdout
+    found: set[str] = set()
+    for line in text.splitlines():
+        if not line.startswith("prober_probe_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+        )
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        value = float(line.rsplit(" ", 1)[1])
+        if (
+            labels.get("namespace") == namespace
+            and labels.get("pod") == pod
+            and labels.get("result") == "successful"
+            and value >= 1
+        ):
+            found.add(labels["probe_type"])
+    return found
+
+
+def exec_in(
+    kube: KubeCluster, namespace: str, pod: str, *cmd: str
+) -> subprocess.CompletedProcess[str]:
+    return kube.kubectl("exec", "-n", namespace, pod, "-c", "dchat", "--", *cmd, check=False)
+
+
+@pytest.mark.timeout(300)
+def test_sqlite_sample_serves_from_the_real_node(
+    real_node: str, kube: KubeCluster, namespace: str, operator: Any, volumes: list[str]
+) -> None:
+    volumes.append(hostpath_volume(kube, namespace, "chat-data", real_node))
+    cr = real_cr("chat", replicas=1, database={"engine": "sqlite"})
+    kube.apply([jwt_secret(), cr], namespace)
+    wait_ready(kube, namespace, "chat", replicas=1, timeout=180)
+
+    (pod,) = pods(kube, namespace, "chat")
+    assert pod["spec"]["nodeName"] == real_node
+    (cs,) = pod["status"]["containerStatuses"]
+    assert cs["ready"]
+    assert cs["started"]
+    assert cs["restartCount"] == 0
+    assert cs["imageID"], "the runtime reports the image it really runs"
+    probes = pod["spec"]["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/health"
+
+    # The process: the image's non-root user, on a read-only root filesystem.
+    name = pod["metadata"]["name"]
+    ids = exec_in(
+        kube, namespace, name, "python", "-c", "import os; print(os.getuid(), os.getgid())"
+    )
+    assert ids.returncode == 0, ids.stderr
+    assert ids.stdout.split() == ["1000", "1000"]
+    write = exec_in(kube, namespace, name, "python", "-c", "open('/probe', 'w')")
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+
+    # The kubelet itself probed /ready and /health and got answers (its prober metrics,
+    # read through the apiserver's node proxy).
+    kube.wait_for(
+        lambda: probe_successes(kube, real_node, namespace, name) >= {"Readiness", "Liveness"},
+        timeout=60,
+        interval=2,
+        what="successful kubelet readiness and liveness probes",
+    )
+
+    # The API through the Service (kube-proxy routes the ClusterIP to the pod).
+    base = service_url(kube, namespace, "chat-api")
+    wait_serving(kube, base)
+    chat_round_trip(base, "general")
+
+
+@dataclass
+class Sampler:
+    """Samples, until stopped, the ready endpoints of a Service (EndpointSlices) and one
+    request through its ClusterIP; counts the moments without either."""
+
+    kube: KubeCluster
+    namespace: str
+    service: str
+    url: str
+    samples: int = 0
+    no_ready_endpoint: int = 0
+    failed_requests: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Sampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            slices = self.kube.get_json(
+                "-n",
+                self.namespace,
+                "endpointslices",
+                "-l",
+                f"kubernetes.io/service-name={self.service}",
+            )["items"]
+            ready = [
+                e
+                for s in slices
+                for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready")
+            ]
+            self.samples += 1
+            if not ready:
+                self.no_ready_endpoint += 1
+            try:
+                status, _ = http("GET", f"{self.url}/api/v1/channels", timeout=3)
+                if status != 200:
+                    self.failed_requests.append(str(status))
+            except OSError as exc:
+                self.failed_requests.append(repr(exc))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def crashing_version_stalls(
+    kube: KubeCluster, namespace: str, base: str, old_pods: set[str]
+) -> None:
+    """A version whose process exits: its pod never turns Ready, the old pods keep serving."""
+    sampler = Sampler(kube, namespace, "pg-api", base).start()
+    try:
+        kube.kubectl(
+            "patch",
+            "-n",
+            namespace,
+            "dchatcluster",
+            "pg",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"version": "0.1.1-exits"}}),
+        )
+
+        def crashed() -> dict[str, Any] | None:
+            for p in pods(kube, namespace, "pg"):
+                if p["spec"]["containers"][0]["image"] != f"{IMAGE}:0.1.1-exits":
+                    continue
+                for cs in p["status"].get("containerStatuses") or []:
+                    term = (cs.get("lastState") or {}).get("terminated") or (
+                        cs.get("state") or {}
+                    ).get("terminated")
+                    if term and cs["restartCount"] >= 1:
+                        return p
+            return None
+
+        bad = kube.wait_for(crashed, timeout=120, interval=1, what="the 0.1.1-exits pod to crash")
+        cs = bad["status"]["containerStatuses"][0]
+        term = (cs.get("lastState") or {}).get("terminated") or cs["state"]["terminated"]
+        assert term["exitCode"] == 1
+        logs = kube.kubectl(
+            "logs",
+            "-n",
+            namespace,
+            bad["metadata"]["name"],
+            "-c",
+            "dchat",
+            "--previous",
+            check=False,
+        )
+        assert "exits" in (logs.stdout + logs.stderr), logs
+        time.sleep(10)  # the stall holds: nothing replaced the old pods
+        now = pods(kube, namespace, "pg")
+        serving = {p["metadata"]["name"] for p in now if is_ready(p)}
+        assert serving == old_pods, (serving, old_pods)
+        assert not is_ready(bad)
+    finally:
+        sampler.stop()
+    assert sampler.no_ready_endpoint == 0, sampler
+    assert sampler.failed_requests == [], sampler
+    dep = kube.get_json("-n", namespace, "deployment", "pg")
+    assert dep["status"].get("readyReplicas") == 2
+    assert dep["status"].get("updatedReplicas") == 1
+    chat_round_trip(base, "still-serving")
+
+
+@pytest.mark.timeout(600)
+def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_stalls(
+    real_node: str,
+    kube: KubeCluster,
+    namespace: str,
+    operator: Any,
+    bridge_postgres: PostgresServer,
+) -> None:
+    db = f"rn_{uuid.uuid4().hex[:10]}"
+    url = bridge_postgres.create_login_database(db, uuid.uuid4().hex, BRIDGE)
+    cr = real_cr("pg", replicas=2, database=PG)
+    kube.apply([jwt_secret(), db_secret(url), cr], namespace)
+    wait_ready(kube, namespace, "pg", replicas=2, timeout=240)
+    for pod in pods(kube, namespace, "pg"):
+        assert pod["spec"]["nodeName"] == real_node
+        assert is_ready(pod)
+    base = service_url(kube, namespace, "pg-api")
+    wait_serving(kube, base)
+    chat_round_trip(base, "pg-general")
+
+    # A version bump: pods replaced one by one, each new one Ready before an old one goes.
+    sampler = Sampler(kube, namespace, "pg-api", base).start()
+    try:
+        kube.kubectl(
+            "patch",
+            "-n",
+            namespace,
+            "dchatcluster",
+            "pg",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"version": "0.1.1"}}),
+        )
+
+        def rolled() -> bool:
+            ps = pods(kube, namespace, "pg")
+            return len(ps) == 2 and all(
+                p["spec"]["containers"][0]["image"] == f"{IMAGE}:0.1.1" and is_ready(p) for p in ps
+            )
+
+        kube.wait_for(rolled, timeout=240, interval=1, what="rollout to 0.1.1")
+        wait_ready(kube, namespace, "pg", replicas=2, timeout=60)
+    finally:
+        sampler.stop()
+    assert sampler.samples >= 10, sampler
+    assert sampler.no_ready_endpoint == 0, sampler
+    assert sampler.failed_requests == [], sampler
+    old_pods = {p["metadata"]["name"] for p in pods(kube, namespace, "pg")}
+
+    crashing_version_stalls(kube, namespace, base, old_pods)
+
+
+SQLITE_CONFIG = """\
+env = "development"
+[server]
+host = "0.0.0.0"
+[database]
+url = "sqlite:////data/dchat.db"
+"""
+
+
+def _restricted(container: dict[str, Any]) -> dict[str, Any]:
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container["imagePullPolicy"] = "Never"
+    return container
+
+
+def _pod_spec(containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        **SCHEDULING,
+        "securityContext": {"runAsNonRoot": True, "fsGroup": 1000},
+        "automountServiceAccountToken": False,
+        "containers": containers,
+        "volumes": [
+            {"name": "config", "configMap": {"name": "node-config"}},
+            {"name": "data", "emptyDir": {}},
+        ],
+        **extra,
+    }
+
+
+MOUNTS = [
+    {"name": "config", "mountPath": "/etc/dchat", "readOnly": True},
+    {"name": "data", "mountPath": "/data"},
+]
+
+# A sidecar's loop, shaped like the backup sidecar of the backups issue: it watches the
+# node's data directory and answers its own readiness probe.
+SIDECAR = """\
+import http.server, os, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = os.path.exists('/data/dchat.db')
+        self.send_response(200 if ok else 503); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(('0.0.0.0', 9101), H).serve_forever()
+"""
+
+
+@pytest.mark.timeout(300)
+def test_job_and_native_sidecar_of_the_node_image(
+    real_node: str, kube: KubeCluster, namespace: str
+) -> None:
+    image = f"{IMAGE}:{VERSION}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "node-config"},
+        "data": {"config.toml": SQLITE_CONFIG},
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "migrate"},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 120,
+            "template": {
+                "spec": _pod_spec(
+                    [
+                        _restricted(
+                            {
+                                "name": "migrate",
+                                "image": image,
+                                "args": ["--config", "/etc/dchat/config.toml", "migrate"],
+                                "volumeMounts": MOUNTS,
+                            }
+                        )
+                    ],
+                    restartPolicy="Never",
+                )
+            },
+        },
+    }
+    node = _restricted(
+        {
+            "name": "dchat",
+            "image": image,
+            "args": ["--config", "/etc/dchat/config.toml"],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 9001}, "periodSeconds": 2},
+            "volumeMounts": MOUNTS,
+        }
+    )
+    sidecar = _restricted(
+        {
+            "name": "watcher",
+            "image": image,
+            "command": ["python", "-c", SIDECAR],
+            "restartPolicy": "Always",
+            "readinessProbe": {"httpGet": {"path": "/", "port": 9101}, "periodSeconds": 2},
+            "volumeMounts": MOUNTS,
+        }
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "with-sidecar"},
+        "spec": _pod_spec([node], initContainers=[sidecar]),
+    }
+    kube.apply([config, job, pod], namespace)
+
+    def job_done() -> dict[str, Any] | None:
+        obj: dict[str, Any] = kube.get_json("-n", namespace, "job", "migrate")
+        status = obj.get("status") or {}
+        assert not status.get("failed"), status
+        return obj if status.get("succeeded") == 1 else None
+
+    kube.wait_for(job_done, timeout=150, interval=1, what="the migrate Job to complete")
+    job_pod = kube.get_json("-n", namespace, "pods", "-l", "job-name=migrate")["items"][0]
+    assert job_pod["spec"]["nodeName"] == real_node
+    term = job_pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 0
+    assert term["reason"] == "Completed"
+
+    def both_ready() -> dict[str, Any] | None:
+        obj: dict[str, Any] = kube.get_json("-n", namespace, "pod", "with-sidecar")
+        statuses = (obj["status"].get("initContainerStatuses") or []) + (
+            obj["status"].get("containerStatuses") or []
+        )
+        if len(statuses) == 2 and all(s.get("ready") for s in statuses) and is_ready(obj):
+            return obj
+        return None
+
+    kube.wait_for(both_ready, timeout=120, interval=1, what="node + sidecar Ready")
+    time.sleep(6)  # it stays Ready: several probe periods of both containers
+    obj = both_ready()
+    assert obj is not None
+    assert obj["spec"]["nodeName"] == real_node
+    restarts = [
+        s["restartCount"]
+        for s in obj["status"]["initContainerStatuses"] + obj["status"]["containerStatuses"]
+    ]
+    assert restarts == [0, 0]
+
+
+@pytest.mark.timeout(420)
+def test_operator_runs_in_cluster_from_its_image(
+    real_node: str, kube: KubeCluster, tmp_path: Path, volumes: list[str]
+) -> None:
+    """manifests/overlays/namespaced as its comment tells a user to adapt it (another
+    namespace), plus this cluster's scheduling (the real node's taint, the local image)."""
+    ns = f"op-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    shutil.copytree(REPO / "crds", tmp_path / "crds")
+    overlay = tmp_path / "manifests" / "overlays" / "namespaced"
+    for f in (tmp_path / "manifests").rglob("*.yaml"):
+        text = f.read_text().replace("dchat-system", f"{ns}-system")
+        text = text.replace("namespace: dchat\n", f"namespace: {ns}\n")
+        text = text.replace("name: dchat\n", f"name: {ns}\n")
+        text = text.replace("namespace=dchat\n", f"namespace={ns}\n")
+        f.write_text(text)
+    kustomization = overlay / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text()
+        + json.dumps(
+            {
+                "target": {"group": "apps", "kind": "Deployment", "name": "dchat-operator"},
+                "patch": json.dumps(
+                    [
+                        {
+                            "op": "add",
+                            "path": "/spec/template/spec/tolerations",
+                            "value": SCHEDULING["tolerations"],
+                        },
+                        {
+                            "op": "add",
+                            "path": f"/spec/template/spec/nodeSelector/{LABEL.replace('/', '~1')}",
+                            "value": "true",
+                        },
+                        {
+                            "op": "replace",
+                            "path": "/spec/template/spec/containers/0/imagePullPolicy",
+                            "value": "Never",
+                        },
+                        {"op": "replace", "path": "/spec/replicas", "value": 1},
+                    ]
+                ),
+            }
+        ).join(["  - ", "\n"])
+    )
+    rendered = kube.kubectl("kustomize", str(overlay)).stdout
+    assert f"--namespace={ns}" in rendered
+    try:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
+
+        def operator_ready() -> dict[str, Any] | None:
+            items = kube.get_json(
+                "-n", f"{ns}-system", "pods", "-l", "app.kubernetes.io/name=dchat-operator"
+            )
+            ready = [p for p in items["items"] if is_ready(p)]
+            return ready[0] if ready else None
+
+        op_pod = kube.wait_for(operator_ready, timeout=180, interval=1, what="operator pod Ready")
+        assert op_pod["spec"]["nodeName"] == real_node
+        assert op_pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+        volumes.append(hostpath_volume(kube, ns, "solo-data", real_node))
+        kube.apply([jwt_secret(), real_cr("solo", replicas=1, database={"engine": "sqlite"})], ns)
+        wait_ready(kube, ns, "solo", replicas=1, timeout=180)
+        (pod,) = pods(kube, ns, "solo")
+        assert pod["spec"]["nodeName"] == real_node
+        assert is_ready(pod)
+        logs = kube.kubectl("logs", "-n", f"{ns}-system", op_pod["metadata"]["name"]).stdout
+        assert "became the leader" in logs, logs[-3000:]
+        assert " 403" not in logs, logs[-3000:]
+        assert "Forbidden" not in logs, logs[-3000:]
+        base = service_url(kube, ns, "solo-api")
+        wait_serving(kube, base)
+        chat_round_trip(base, "from-the-operator-pod")
+    finally:
+        for obj in ("namespace/" + ns, f"namespace/{ns}-system"):
+            kube.kubectl("delete", obj, "--wait=false", "--ignore-not-found", check=False)
+        for obj in ("clusterrolebinding/dchat-operator", "clusterrole/dchat-operator"):
+            kube.kubectl("delete", obj, "--ignore-not-found", check=False)
