@@ -139,6 +139,16 @@ def test_log_file_output_gets_a_writable_volume() -> None:
     assert "/var/log/dchat" in mounts
 
 
+def test_a_replaced_pod_keeps_serving_until_its_endpoint_is_gone() -> None:
+    """preStop sleep (the kubelet's action, no shell needed), then the node's own drain,
+    both inside the grace period."""
+    dep = workload.deployment(sample("postgres.yaml"))
+    container = _container(dep)
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert workload.PRESTOP_SLEEP_SECONDS + 20 < grace  # 20 s: the node's default drain
+
+
 def test_probes_ports_resources_follow_the_guide() -> None:
     dep = workload.deployment(sample("postgres.yaml"))
     container = _container(dep)
