@@ -139,6 +139,11 @@ TXT
 if [[ -n "$real" ]]; then
     kubectl -n "$ns" get pods -l "app.kubernetes.io/instance=$name" -o wide
     api="$(kubectl -n "$ns" get svc "$name-api" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')"
+    # kube-proxy programs the Service a moment after the pod is Ready: wait until it answers.
+    for _ in $(seq 40); do
+        curl -sf -o /dev/null --max-time 2 "http://$api/api/v1/channels" && break
+        sleep 0.5
+    done
     # A token for the sample's key, valid 12 hours, readable only by you.
     key="$(kubectl -n "$ns" get secret dchat-up-jwt -o jsonpath='{.data.secret}' | base64 -d)"
     (umask 077; DCHAT_UP_KEY="$key" .venv/bin/python -c '
