@@ -221,10 +221,17 @@ build() {
         return 0
     fi
     log "$ref: building (source hash $hash)"
+    local old
+    old="$(podman image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
     podman build --pull=never --network host --format docker "${ulimits[@]}" "${secret[@]}" \
         --label "dchat.dev/source-hash=$hash" -t "$ref" "$@" >"$work/build.log" 2>&1 \
         || { tail -40 "$work/build.log" >&2; die "podman build of $ref failed"; }
     built+=("$ref")
+    # The image the tag named before is garbage now (unless another tag still names it):
+    # without this, every source change would leave a few hundred MB behind.
+    if [[ -n "$old" && "$old" != "$(image_id "$ref")" ]]; then
+        podman rmi "$old" >/dev/null 2>&1 || true
+    fi
     log "$ref: built in $((SECONDS - t0)) s"
 }
 
