@@ -15,6 +15,7 @@ import pytest
 
 from tests.packaging.support import (
     REPO,
+    Instruction,
     dockerfile_instructions,
     exec_form,
     final_stage,
@@ -166,10 +167,22 @@ def test_labels_no_secrets_no_caches_no_apt(dockerfile: Path) -> None:
         if i.keyword in {"ENV", "ARG"}:
             assert not re.search(r"(PASSWORD|SECRET|TOKEN|API_KEY)", i.args, re.I), i
         if i.keyword == "RUN":
-            assert "apt-get" not in i.args, i
+            if "apt-get" in i.args:
+                _check_apt(dockerfile, i, runtime)
             assert "apk " not in i.args, i
             if "pip install" in i.args:
                 assert "--no-cache-dir" in i.args, i
+
+
+def _check_apt(dockerfile: Path, run: Instruction, runtime: list[Instruction]) -> None:
+    """The one apt install allowed: the node's runtime stage gets Debian's PostgreSQL client
+    for `dchat backup` (pg_dump/pg_restore), pinned to a major version, without recommends,
+    and the apt lists are removed in the same layer."""
+    assert dockerfile == NODE, run
+    assert run in runtime, run
+    assert "apt-get install -y --no-install-recommends 'postgresql-client-15=15.*'" in run.args
+    assert "rm -rf /var/lib/apt/lists/*" in run.args, run
+    assert "upgrade" not in run.args, run
 
 
 LOCKS = {NODE: "requirements-node.lock", OPERATOR: "requirements-operator.lock"}
