@@ -77,6 +77,8 @@ down:
 
 crds: venv
 	$(VENV)/bin/dchat-operator crd > crds/dchat.dev_dchatclusters.yaml
+	$(VENV)/bin/dchat-operator crd --kind DchatBackup > crds/dchat.dev_dchatbackups.yaml
+	$(VENV)/bin/dchat-operator crd --kind DchatRestore > crds/dchat.dev_dchatrestores.yaml
 
 rbac: venv
 	$(VENV)/bin/dchat-operator rbac > manifests/base/rbac.yaml

@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.crd import render_crd_yaml, to_yaml
+from dchat_operator.api.crd import DEFINITIONS, render_crd_yaml, to_yaml
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.api.policy import DEFAULT_ANNOTATION_PREFIXES, Policy
 from dchat_operator.api.rbac import render_rbac_yaml
@@ -52,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also build ServiceMonitor/PrometheusRule (as if their CRDs exist)",
     )
-    sub.add_parser("crd", help="print the DchatCluster CustomResourceDefinition")
+    crd = sub.add_parser("crd", help="print a CustomResourceDefinition (DchatCluster's)")
+    crd.add_argument(
+        "--kind",
+        default=c.KIND,
+        choices=[d.kind.kind for d in DEFINITIONS],
+        help="the kind whose CRD to print",
+    )
     rbac = sub.add_parser("rbac", help="print the ClusterRole with the least RBAC it needs")
     rbac.add_argument(
         "--namespaced",
@@ -262,7 +268,8 @@ def render(filename: str, with_monitoring: bool, namespace: str = "dchat") -> in
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "crd":
-        sys.stdout.write(render_crd_yaml())
+        definition = next(d for d in DEFINITIONS if d.kind.kind == args.kind)
+        sys.stdout.write(render_crd_yaml(definition))
         return 0
     if args.command == "rbac":
         sys.stdout.write(render_rbac_yaml(args.namespaced))

@@ -42,6 +42,13 @@ CHILDREN = {(k.group, k.plural) for k in CHILD_KINDS}
 MAY_WRITE: dict[tuple[str, str], set[str]] = {
     **{child: WRITE_VERBS for child in CHILDREN},
     ("dchat.dev", "dchatclusters/status"): {"patch"},
+    # backups: the schedule creates and (retention) deletes them; the backup controller patches
+    # their metadata (finalizer, cluster label); both controllers write the statuses they own
+    ("dchat.dev", "dchatbackups"): {"create", "patch", "delete"},
+    ("dchat.dev", "dchatbackups/status"): {"patch"},
+    ("dchat.dev", "dchatrestores/status"): {"patch"},
+    # backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)
+    ("batch", "jobs"): {"create", "delete"},
     ("", "events"): {"create"},
     ("coordination.k8s.io", "leases"): {"create", "update"},
 }
@@ -161,7 +168,10 @@ def test_rules_are_least_privilege() -> None:
         "admissionregistration.k8s.io",
         "certificates.k8s.io",
     }
-    assert not {("", "nodes"), ("", "pods"), ("", "pods/exec")} & grants.keys()
+    assert not {("", "nodes"), ("", "pods/exec"), ("", "pods/log")} & grants.keys()
+    # pods are only listed (a finished Job's pod, for its termination message)
+    assert grants[("", "pods")] == {"list"}
+    assert grants[("dchat.dev", "dchatrestores")] <= READ, "a restore's spec belongs to the user"
 
 
 def test_cluster_role_is_exactly_rules(base: list[dict[str, Any]]) -> None:

@@ -23,7 +23,13 @@ import yaml
 from pydantic import BaseModel
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.kinds import CLUSTER, Kind
+from dchat_operator.api.backups import (
+    DchatBackupSpec,
+    DchatBackupStatus,
+    DchatRestoreSpec,
+    DchatRestoreStatus,
+)
+from dchat_operator.api.kinds import BACKUP, CLUSTER, RESTORE, Kind
 from dchat_operator.api.models import ROOT_VALIDATIONS, DchatClusterSpec, DchatClusterStatus
 
 JSON = dict[str, Any]
@@ -218,14 +224,86 @@ CLUSTER_CRD = CrdDefinition(
         {
             "name": "Last Backup",
             "type": "date",
-            "jsonPath": ".status.lastBackup.time",
-            "description": "When the last backup completed.",
+            "jsonPath": ".status.lastSuccessfulBackup.time",
+            "description": "When the last successful backup completed.",
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
 )
-DEFINITIONS: tuple[CrdDefinition, ...] = (CLUSTER_CRD,)
-"""Every kind the operator defines (backups and restores join here)."""
+BACKUP_CRD = CrdDefinition(
+    kind=BACKUP,
+    singular="dchatbackup",
+    short_names=(),
+    description=(
+        "DchatBackup is one backup of a DchatCluster to its backup.s3 target, taken by a Job "
+        "of the node image (`dchat backup create`) that dchat-operator creates and watches. "
+        "Deleting it deletes its S3 objects first (finalizer dchat.dev/backup-objects)."
+    ),
+    spec_model=DchatBackupSpec,
+    status_model=DchatBackupStatus,
+    printer_columns=(
+        {
+            "name": "Cluster",
+            "type": "string",
+            "jsonPath": ".spec.cluster",
+            "description": "The DchatCluster backed up.",
+        },
+        {
+            "name": "Phase",
+            "type": "string",
+            "jsonPath": ".status.phase",
+            "description": "Pending, Running, Completed or Failed.",
+        },
+        {
+            "name": "Size",
+            "type": "integer",
+            "jsonPath": ".status.size",
+            "description": "Bytes stored.",
+        },
+        {
+            "name": "Started",
+            "type": "date",
+            "jsonPath": ".status.startedAt",
+            "description": "When the backup started.",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+)
+RESTORE_CRD = CrdDefinition(
+    kind=RESTORE,
+    singular="dchatrestore",
+    short_names=(),
+    description=(
+        "DchatRestore restores a DchatBackup into an existing DchatCluster: dchat-operator "
+        "scales it to 0, runs a restore Job of the node image (`dchat backup restore`), then "
+        "scales it back."
+    ),
+    spec_model=DchatRestoreSpec,
+    status_model=DchatRestoreStatus,
+    printer_columns=(
+        {
+            "name": "Target",
+            "type": "string",
+            "jsonPath": ".spec.target",
+            "description": "The DchatCluster restored into.",
+        },
+        {
+            "name": "Backup",
+            "type": "string",
+            "jsonPath": ".status.backup",
+            "description": "The DchatBackup restored.",
+        },
+        {
+            "name": "Phase",
+            "type": "string",
+            "jsonPath": ".status.phase",
+            "description": "Where the restore is.",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+)
+DEFINITIONS: tuple[CrdDefinition, ...] = (CLUSTER_CRD, BACKUP_CRD, RESTORE_CRD)
+"""Every kind the operator defines."""
 
 
 def crd(definition: CrdDefinition = CLUSTER_CRD) -> JSON:
@@ -278,7 +356,7 @@ def crd(definition: CrdDefinition = CLUSTER_CRD) -> JSON:
                 "listKind": f"{kind.kind}List",
                 "plural": kind.plural,
                 "singular": definition.singular,
-                "shortNames": list(definition.short_names),
+                **({"shortNames": list(definition.short_names)} if definition.short_names else {}),
                 "categories": list(definition.categories),
             },
             "versions": [version],

@@ -2,7 +2,7 @@
 
 Design: one ``Kind`` value per Kubernetes kind, so clients build paths from it, builders stamp
 ``apiVersion``/``kind`` from it and controllers name what they watch with it. The operator's
-own kinds (``CLUSTER``; the backup and restore kinds join here) and the children it manages
+own kinds (``CLUSTER``, ``BACKUP``, ``RESTORE``) and the children it manages
 (``CHILD_KINDS``) are listed apart: a child is something a cluster owns.
 """
 
@@ -32,11 +32,17 @@ class Kind:
 
 # The operator's own custom resources.
 CLUSTER = Kind(c.API_VERSION, c.KIND, c.PLURAL)
+BACKUP = Kind(c.API_VERSION, c.BACKUP_KIND, c.BACKUP_PLURAL)
+RESTORE = Kind(c.API_VERSION, c.RESTORE_KIND, c.RESTORE_PLURAL)
 
 # Read or written besides the children.
 SECRET = Kind("v1", "Secret", "secrets")
 EVENT = Kind("v1", "Event", "events")
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
+JOB = Kind("batch/v1", "Job", "jobs")
+"""Backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)."""
+POD = Kind("v1", "Pod", "pods")
+"""Listed to read a Job pod's termination message."""
 
 # Children of a DchatCluster.
 SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")

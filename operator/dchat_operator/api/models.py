@@ -914,35 +914,93 @@ class IngressSpec(CRModel):
         return value
 
 
+MSG_KMS_KEY = "backup.s3.kmsKeyId needs backup.s3.sse: aws:kms"
+
+
 class S3Target(CRModel):
-    """An S3 (or S3-compatible) location."""
+    """An S3 (or S3-compatible) location. The operator never reads the credentials: the pods
+    that back up (Jobs, the Litestream sidecar) get them from the Secret."""
+
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(
+            cel("!has(self.kmsKeyId) || (has(self.sse) && self.sse == 'aws:kms')", MSG_KMS_KEY)
+        ),
+    )
 
     bucket: str = Field(description="Bucket name.", min_length=3, max_length=63)
     prefix: str = Field(
-        "dchat/", description="Key prefix under which backups are written.", max_length=1024
+        "dchat/",
+        description=(
+            "Key prefix; a cluster's backups are written under <prefix><namespace>/<cluster>/ "
+            "(Litestream's replica under <prefix><namespace>/<cluster>/litestream)."
+        ),
+        max_length=1024,
     )
     region: str = Field("us-east-1", description="Bucket region.", max_length=64)
     endpoint: Url | None = Field(
-        None, description="Endpoint URL of an S3-compatible service; unset uses AWS."
+        None,
+        description=(
+            "Endpoint URL of an S3-compatible service; unset uses AWS. When set, Litestream "
+            "uses path-style addressing."
+        ),
     )
     credentials_secret_ref: SecretRef = Field(
-        description=("Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the bucket.")
+        description=(
+            "Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the bucket: "
+            "mounted as files into backup Jobs, and given as environment variables to the "
+            "Litestream sidecar (SQLite)."
+        )
     )
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None,
+        description=(
+            "Server-side encryption of backup objects written by backup Jobs "
+            "(DCHAT_BACKUP_SSE); unset leaves the bucket's default."
+        ),
+    )
+    kms_key_id: str | None = Field(
+        None,
+        description="KMS key for sse: aws:kms (DCHAT_BACKUP_KMS_KEY_ID); unset uses the AWS key.",
+        min_length=1,
+        max_length=2048,
+    )
+
+    @_model_validator(mode="after")
+    def _kms_needs_sse(self) -> S3Target:
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError(MSG_KMS_KEY)
+        return self
 
 
 class RetentionSpec(CRModel):
-    """How many backups are kept."""
+    """Which scheduled backups are kept. Applied after each scheduled backup finishes (and on
+    every schedule reconcile) to the DchatBackups the schedule made; on-demand backups are
+    never deleted by retention. The newest Completed backup is never deleted."""
 
-    keep_last: int = Field(7, ge=1, le=1000, description="Keep at least this many backups.")
+    keep_last: int = Field(
+        7,
+        ge=1,
+        le=1000,
+        description=(
+            "Keep the newest keepLast finished scheduled backups; older ones are deleted "
+            "(their S3 objects first)."
+        ),
+    )
     max_age_days: int = Field(
-        30, ge=1, le=3650, description="Delete backups older than this (beyond keepLast)."
+        30,
+        ge=1,
+        le=3650,
+        description=(
+            "Delete finished scheduled backups created more than this many days ago, even "
+            "within keepLast."
+        ),
     )
 
 
 class BackupSpec(CRModel):
-    """Scheduled backups to S3. Not acted on yet: no backup is taken (the backup controller is
-    a later release); with enabled and s3 set, the operator only opens NetworkPolicy egress to
-    the S3 endpoint."""
+    """Backups to S3: a DchatBackup on every cron time of the schedule (made and watched by
+    the operator), retention, and for SQLite continuous replication by a Litestream sidecar."""
 
     model_config = ConfigDict(
         **MODEL_CONFIG,
@@ -959,19 +1017,45 @@ class BackupSpec(CRModel):
     enabled: bool = Field(
         False,
         description=(
-            "Take backups on schedule. Not acted on yet: no backup is taken before the backup "
-            "controller ships."
+            "Take scheduled backups (a DchatBackup named <cluster>-<yyyymmddhhmmss> at each "
+            "cron time) and, for SQLite, run the Litestream sidecar; opens NetworkPolicy "
+            "egress to the S3 endpoint."
+        ),
+    )
+    suspend: bool = Field(
+        False,
+        description=(
+            "Stop creating scheduled backups (retention and status still run; the Litestream "
+            "sidecar keeps replicating)."
         ),
     )
     schedule: str = Field(
         "0 3 * * *",
-        description="Cron expression (5 fields, or @daily/@hourly/...) in UTC.",
+        description=(
+            "Cron expression (5 fields, or @daily/@hourly/...) in UTC. After operator "
+            "downtime that missed several times, one backup is taken, not one per time."
+        ),
         pattern=CRON_PATTERN,
         max_length=100,
     )
-    s3: S3Target | None = Field(None, description="Where backups go.")
+    s3: S3Target | None = Field(
+        None,
+        description=(
+            "Where backups go; also needed for on-demand DchatBackups of this cluster and "
+            "restores from its backups."
+        ),
+    )
     retention: RetentionSpec = Field(
-        default_factory=RetentionSpec, description="How many backups are kept."
+        default_factory=RetentionSpec, description="Which scheduled backups are kept."
+    )
+    verify_every: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description=(
+            "Every verifyEvery-th scheduled backup is verified after it completes (a verify "
+            "Job: `dchat backup verify`); 1 verifies each one, 0 none."
+        ),
     )
 
     @field_validator("schedule")
@@ -986,6 +1070,31 @@ class BackupSpec(CRModel):
         if self.enabled and self.s3 is None:
             raise ValueError("backup.enabled needs backup.s3 (bucket and credentials Secret)")
         return self
+
+
+class FromBackup(CRModel):
+    """The backup a new cluster starts from."""
+
+    name: DnsName = Field(
+        description=(
+            "Name of a Completed DchatBackup in this namespace; its objects are read with this "
+            "cluster's backup.s3 settings (same bucket and credentials), from the prefix of "
+            "the backup's own cluster."
+        )
+    )
+
+
+class BootstrapSpec(CRModel):
+    """How a new cluster's database starts."""
+
+    from_backup: FromBackup | None = Field(
+        None,
+        description=(
+            "Restore this backup before the node pods start. PostgreSQL: the Deployment stays "
+            "at 0 replicas until a restore Job (`dchat backup restore`) succeeded into the "
+            "(empty) database. Read once: later changes do nothing."
+        ),
+    )
 
 
 MAX_SURGE_PERCENT = "^(0|[1-9][0-9]{0,2})%$"
@@ -1265,10 +1374,13 @@ class DchatClusterSpec(CRModel):
     backup: BackupSpec = Field(
         default_factory=BackupSpec,
         description=(
-            "Backups to S3. Not acted on yet: no backup is taken (the backup controller is a "
-            "later release); the fields are validated, and with enabled and s3 set the "
-            "NetworkPolicy opens egress to the S3 endpoint."
+            "Backups to S3: schedule, target, retention, verification; for SQLite, "
+            "continuous replication (Litestream)."
         ),
+    )
+    bootstrap: BootstrapSpec = Field(
+        default_factory=BootstrapSpec,
+        description="How the database of a new cluster starts (empty, or from a backup).",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
     monitoring: MonitoringSpec = Field(
@@ -1367,7 +1479,7 @@ class ObjectMeta(BaseModel):
 class Condition(CRModel):
     """A status condition (Kubernetes metav1.Condition shape)."""
 
-    type: str = Field(description="Ready, Progressing or Degraded.")
+    type: str = Field(description="Condition type (e.g. Ready, BackupHealthy).")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field("", description="Human-readable detail.")
@@ -1376,11 +1488,30 @@ class Condition(CRModel):
 
 
 class LastBackup(CRModel):
-    """The most recent backup (filled by the backup controller)."""
+    """A DchatBackup of this cluster, as the backup schedule controller last saw it."""
 
-    name: str = Field(description="Backup name.")
-    time: str = Field(description="Completion time (RFC 3339).")
-    location: str = Field("", description="s3://bucket/key of the backup.")
+    name: str = Field(description="DchatBackup name.")
+    phase: str = Field("", description="Its phase: Pending, Running, Completed or Failed.")
+    time: str = Field(
+        description="When it completed (RFC 3339); its start or creation time before that."
+    )
+    location: str = Field("", description="s3:// location of the backup, once known.")
+
+
+class BackupScheduleStatus(CRModel):
+    """Bookkeeping of the backup schedule (written by the backup schedule controller)."""
+
+    schedule: str = Field("", description="The cron expression the times below were computed from.")
+    since: str = Field("", description="When the operator started following this schedule.")
+    last_schedule_time: str | None = Field(
+        None, description="Cron time of the last scheduled backup created."
+    )
+    next_schedule_time: str | None = Field(
+        None, description="Cron time at which the next scheduled backup will be created."
+    )
+    scheduled: int = Field(
+        0, description="Scheduled backups created so far (verifyEvery counts these)."
+    )
 
 
 class DchatClusterStatus(CRModel):
@@ -1402,9 +1533,24 @@ class DchatClusterStatus(CRModel):
         None, description="Version all pods run once a rollout completed."
     )
     config_checksum: str | None = Field(None, description="Checksum of the config the pods run.")
-    last_backup: LastBackup | None = Field(None, description="The most recent backup.")
+    last_backup: LastBackup | None = Field(
+        None, description="The most recently created DchatBackup of this cluster."
+    )
+    last_successful_backup: LastBackup | None = Field(
+        None, description="The most recently completed DchatBackup of this cluster."
+    )
+    first_recoverability_point: str | None = Field(
+        None, description="completedAt of the oldest Completed DchatBackup of this cluster."
+    )
+    backup_schedule: BackupScheduleStatus | None = Field(
+        None, description="Times of the backup schedule."
+    )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing and Degraded conditions."
+        default_factory=list,
+        description=(
+            "Ready, Progressing and Degraded (the cluster controller); BackupHealthy, "
+            "BackupVerified and ContinuousArchiving (the backup schedule controller)."
+        ),
     )
 
 

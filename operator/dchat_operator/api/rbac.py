@@ -9,9 +9,8 @@ Role with the namespaced rules plus a ClusterRole with only the cluster-scoped o
 (``manifests/overlays/namespaced/rbac.yaml``). Unit tests fail when those files are stale,
 and the packaging tests check the bundle and the real cluster's answers against ``RULES``.
 
-Nothing is granted ahead of need: when a later feature needs more (backups and restores:
-``dchatbackups``/``dchatrestores``, Jobs, ...), it adds its rule here, with its reason, in
-the same change as the code that calls the API, then runs ``make rbac``.
+Nothing is granted ahead of need: when a feature needs more, it adds its rule here, with its
+reason, in the same change as the code that calls the API, then runs ``make rbac``.
 """
 
 from __future__ import annotations
@@ -52,6 +51,26 @@ RULES: list[dict[str, Any]] = [
         "resources": ["servicemonitors", "prometheusrules"],
         "verbs": _CHILD_VERBS,
     },
+    # backups (controllers/backup.py, controllers/schedule.py): kopf watches them; the schedule
+    # lists a cluster's backups, creates the scheduled ones and deletes expired ones; the
+    # backup controller patches metadata (its finalizer, the cluster label) and writes status
+    {
+        "apiGroups": [c.GROUP],
+        "resources": [c.BACKUP_PLURAL],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
+    {"apiGroups": [c.GROUP], "resources": [f"{c.BACKUP_PLURAL}/status"], "verbs": ["patch"]},
+    # restores (controllers/restore.py): read and watched; status written
+    {"apiGroups": [c.GROUP], "resources": [c.RESTORE_PLURAL], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [c.GROUP], "resources": [f"{c.RESTORE_PLURAL}/status"], "verbs": ["patch"]},
+    # backup, verify, delete and restore Jobs: created, read, watched (kopf), deleted to rerun
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    # a finished Job's pod is listed (by its job-name label) to read its termination message
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     # referenced Secrets must exist (read, never written)
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # Events of the operator and of kopf

@@ -57,8 +57,6 @@ def not_acted_on(cluster: DchatCluster) -> list[str]:
     descriptions say so too)."""
     spec = cluster.spec
     out: list[str] = []
-    if spec.backup.enabled:
-        out.append("spec.backup")
     if spec.database.postgres is not None and spec.database.postgres.standbys:
         out.append("spec.database.postgres.standbys")
     for name in ("chain", "relay", "marketplace", "bridge", "accessibility"):

@@ -31,7 +31,7 @@ from typing import Any
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster
 from dchat_operator.builders.common import Obj, digest, metadata, names, selector_labels
-from dchat_operator.builders.config import config_checksum, secret_files
+from dchat_operator.builders.config import SecretFile, config_checksum, secret_files
 
 
 def service_account(cluster: DchatCluster) -> Obj:
@@ -87,10 +87,10 @@ def _resources(cluster: DchatCluster) -> Obj:
 
 
 def _env(cluster: DchatCluster) -> list[Obj]:
-    return [{"name": f"{f.env}_FILE", "value": f.path} for f in secret_files(cluster)]
+    return secret_file_env(secret_files(cluster))
 
 
-def _secret_volume(name: str, secret: str, items: dict[str, str] | None = None) -> Obj:
+def secret_volume(name: str, secret: str, items: dict[str, str] | None = None) -> Obj:
     """A Secret volume readable by the pod's group only; ``items`` maps keys to file names
     (all keys, under their own names, when None)."""
     source: Obj = {"secretName": secret}
@@ -100,8 +100,9 @@ def _secret_volume(name: str, secret: str, items: dict[str, str] | None = None) 
     return {"name": name, "secret": source}
 
 
-def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
-    """(volumes, volumeMounts) of the node container."""
+def base_volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, volumeMounts) every pod of the node image needs: the config (read-only),
+    /tmp, and /data (the SQLite claim, or an emptyDir in PostgreSQL mode)."""
     n = names(cluster)
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": n.config_map}},
@@ -116,12 +117,32 @@ def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
     else:
         volumes.append({"name": "data", "emptyDir": {"sizeLimit": "1Gi"}})
     mounts.append({"name": "data", "mountPath": c.DATA_DIR})
+    return volumes, mounts
+
+
+def secret_file_volume(file: SecretFile) -> tuple[Obj, Obj]:
+    """(volume, volumeMount) of one Secret key the node reads as a file."""
+    return (
+        secret_volume(file.volume, file.ref.name, {file.ref.key: file.file}),
+        {"name": file.volume, "mountPath": file.directory, "readOnly": True},
+    )
+
+
+def secret_file_env(files: list[SecretFile]) -> list[Obj]:
+    """``<VAR>_FILE`` variables naming the mounted Secret files."""
+    return [{"name": f"{f.env}_FILE", "value": f.path} for f in files]
+
+
+def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, volumeMounts) of the node container."""
+    volumes, mounts = base_volumes(cluster)
     for file in secret_files(cluster):
-        volumes.append(_secret_volume(file.volume, file.ref.name, {file.ref.key: file.file}))
-        mounts.append({"name": file.volume, "mountPath": file.directory, "readOnly": True})
+        volume, mount = secret_file_volume(file)
+        volumes.append(volume)
+        mounts.append(mount)
     security = cluster.spec.security
     if security.tls_secret_ref is not None:
-        volumes.append(_secret_volume("tls", security.tls_secret_ref.name))
+        volumes.append(secret_volume("tls", security.tls_secret_ref.name))
         mounts.append({"name": "tls", "mountPath": c.TLS_DIR, "readOnly": True})
     if cluster.spec.logging.output == "file":
         volumes.append({"name": "logs", "emptyDir": {"sizeLimit": "2Gi"}})
@@ -129,6 +150,31 @@ def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:
             {"name": "logs", "mountPath": posixpath.dirname(cluster.spec.logging.file_path)}
         )
     return volumes, mounts
+
+
+def container_security_context() -> Obj:
+    """Restricted Pod Security for every container of the node image."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": c.NODE_UID,
+        "runAsGroup": c.NODE_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> Obj:
+    """Restricted Pod Security for every pod of the node image (fsGroup owns /data)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": c.NODE_UID,
+        "runAsGroup": c.NODE_UID,
+        "fsGroup": c.NODE_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _probe(path: str, initial: int, period: int, timeout: int, failures: int) -> Obj:
@@ -184,15 +230,7 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
         "readinessProbe": _probe("/ready", 5, 5, 3, 2),
         "resources": _resources(cluster),
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": c.NODE_UID,
-            "runAsGroup": c.NODE_UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(),
     }
     env = _env(cluster)
     if env:
@@ -202,14 +240,7 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.NODE_UID,
-            "runAsGroup": c.NODE_UID,
-            "fsGroup": c.NODE_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
         "affinity": _affinity(cluster),

@@ -84,6 +84,14 @@ class KubeAPI(Protocol):
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> bool: ...
 
+    async def create(self, obj: Obj, kind: Kind) -> Obj: ...
+
+    async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Obj]: ...
+
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, body: Obj, resource_version: str
+    ) -> Obj: ...
+
     async def patch_status(
         self, kind: Kind, namespace: str, name: str, status: Obj, resource_version: str
     ) -> Obj: ...
@@ -217,6 +225,30 @@ class Kube:
             resource=kind.plural,
             body=obj,
             counted=counted,
+        )
+
+    async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Obj]:
+        """The objects of ``kind`` in ``namespace`` matching ``label_selector``."""
+        found = await self.request(
+            "GET",
+            path(kind, namespace),
+            resource=kind.plural,
+            query=[("labelSelector", label_selector)],
+        )
+        return [item for item in found.get("items") or [] if isinstance(item, dict)]
+
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, body: Obj, resource_version: str
+    ) -> Obj:
+        """Merge-patch the object (metadata such as finalizers and labels), only if it is still
+        at ``resource_version`` (409 otherwise)."""
+        meta = {**(body.get("metadata") or {}), "resourceVersion": resource_version}
+        return await self.request(
+            "PATCH",
+            path(kind, namespace, name),
+            resource=kind.plural,
+            body={**body, "metadata": meta},
+            content_type="application/merge-patch+json",
         )
 
     async def replace(self, obj: Obj, kind: Kind, *, counted: bool = True) -> Obj:

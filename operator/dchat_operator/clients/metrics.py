@@ -64,6 +64,28 @@ LEADER_TRANSITIONS = Counter(
     "dchat_operator_leader_transitions_total", "Times this replica gained or lost leadership."
 )
 
+BACKUP_RESULTS = Counter(
+    "dchat_operator_backups_total",
+    "Backups that finished, by namespace, cluster and result (Completed or Failed).",
+    ["namespace", "cluster", "result"],
+)
+BACKUP_SECONDS = Histogram(
+    "dchat_operator_backup_duration_seconds",
+    "Duration of completed backups (startedAt to completedAt as the backup pod reported).",
+    ["namespace", "cluster"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600),
+)
+BACKUP_SIZE = Gauge(
+    "dchat_operator_backup_size_bytes",
+    "Size of the last completed backup.",
+    ["namespace", "cluster"],
+)
+BACKUP_LAST_SUCCESS = Gauge(
+    "dchat_operator_backup_last_success_timestamp_seconds",
+    "Completion time of the last completed backup (Unix time).",
+    ["namespace", "cluster"],
+)
+
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:
     """Expose /metrics on ``port`` (a daemon thread)."""

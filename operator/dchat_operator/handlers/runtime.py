@@ -34,6 +34,7 @@ import kopf
 from dchat_operator.clients.kube import Kube, credentials, load_configuration
 from dchat_operator.clients.leader import LeaderElector, LeaseConfig
 from dchat_operator.clients.metrics import LEADER, RESYNCS, serve
+from dchat_operator.controllers.backup import BackupController, BackupState
 from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Engine
 from dchat_operator.handlers.options import Options
@@ -48,13 +49,15 @@ class Runtime:
     kube: Kube | None = None
     clusters: Engine[ClusterState] | None = None
     cluster_controller: ClusterController | None = None
+    backups: Engine[BackupState] | None = None
+    backup_controller: BackupController | None = None
     elector: LeaderElector | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_resync: float = field(default_factory=time.time)
     metrics_started: bool = False
 
     def engines(self) -> list[Engine[Any]]:
-        return [e for e in (self.clusters,) if e is not None]
+        return [e for e in (self.clusters, self.backups) if e is not None]
 
 
 @dataclass
@@ -114,6 +117,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         controller, workers=options.workers, reconcile_timeout=options.reconcile_timeout
     )
     runtime.kube, runtime.cluster_controller, runtime.clusters = kube, controller, engine
+    runtime.backup_controller = BackupController(kube)
+    runtime.backups = Engine(
+        runtime.backup_controller,
+        workers=max(1, options.workers // 2),
+        reconcile_timeout=options.reconcile_timeout,
+    )
     runtime.last_resync = time.time()
     if options.leader_election:
 

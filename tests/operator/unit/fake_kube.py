@@ -48,6 +48,8 @@ class FakeKube:
     """(verb, plural, name) -> exception factory; name "*" matches any."""
     stall: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
     served: set[str] = field(default_factory=set)
+    now: str = "2026-01-01T00:00:00Z"
+    """creationTimestamp of objects made by ``create``."""
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
     _uid: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -83,7 +85,11 @@ class FakeKube:
         found["metadata"]["resourceVersion"] = str(next(self._rv))
 
     def writes(self) -> list[Call]:
-        return [c for c in self.calls if c.verb in ("APPLY", "PATCH_STATUS", "DELETE")]
+        return [
+            c
+            for c in self.calls
+            if c.verb in ("APPLY", "PATCH_STATUS", "DELETE", "CREATE", "PATCH")
+        ]
 
     def count(self, verb: str, plural: str | None = None) -> int:
         return sum(1 for c in self.calls if c.verb == verb and plural in (None, c.plural))
@@ -127,8 +133,63 @@ class FakeKube:
         return self.put(kind, new)
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        """Removes the object, or (when it has finalizers) marks it deleted, as the apiserver."""
         await self._enter("DELETE", kind.plural, name)
-        return self.objects.pop((kind.plural, namespace, name), None) is not None
+        found = self.objects.get((kind.plural, namespace, name))
+        if found is None:
+            return False
+        meta = found["metadata"]
+        if meta.get("finalizers"):
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+                meta["resourceVersion"] = str(next(self._rv))
+            return True
+        del self.objects[(kind.plural, namespace, name)]
+        return True
+
+    async def create(self, obj: Obj, kind: Kind) -> Obj:
+        meta = obj["metadata"]
+        await self._enter("CREATE", kind.plural, meta["name"])
+        if (kind.plural, meta["namespace"], meta["name"]) in self.objects:
+            raise api_error(409, "already exists")
+        obj = copy.deepcopy(obj)
+        obj["metadata"].setdefault("creationTimestamp", self.now)
+        return self.put(kind, obj)
+
+    async def list_objects(self, kind: Kind, namespace: str, label_selector: str) -> list[Obj]:
+        await self._enter("LIST", kind.plural, label_selector)
+        wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+        out = []
+        for (plural, ns, _), found in sorted(self.objects.items()):
+            labels = found["metadata"].get("labels") or {}
+            if (plural, ns) == (kind.plural, namespace) and all(
+                labels.get(k) == v for k, v in wanted.items()
+            ):
+                out.append(copy.deepcopy(found))
+        return out
+
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, body: Obj, resource_version: str
+    ) -> Obj:
+        """Merge patch of metadata (labels merged, finalizers replaced); an object marked
+        deleted whose last finalizer goes is removed."""
+        await self._enter("PATCH", kind.plural, name)
+        key = (kind.plural, namespace, name)
+        found = self.objects.get(key)
+        if found is None:
+            raise api_error(404)
+        meta = found["metadata"]
+        if resource_version and meta["resourceVersion"] != resource_version:
+            raise api_error(409, "the object has been modified")
+        new_meta = body.get("metadata") or {}
+        if "labels" in new_meta:
+            meta["labels"] = {**(meta.get("labels") or {}), **new_meta["labels"]}
+        if "finalizers" in new_meta:
+            meta["finalizers"] = list(new_meta["finalizers"] or [])
+        meta["resourceVersion"] = str(next(self._rv))
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            del self.objects[key]
+        return copy.deepcopy(found)
 
     async def patch_status(
         self, kind: Kind, namespace: str, name: str, status: Obj, resource_version: str

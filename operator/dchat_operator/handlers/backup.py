@@ -1,0 +1,29 @@
+"""kopf watch handlers for DchatBackups and the Jobs the operator runs: route, nothing else.
+
+Design: as ``handlers.cluster``: each event is handed to the controller, which triggers a key
+on its engine. Jobs are watched only when labelled ``app.kubernetes.io/managed-by=
+dchat-operator``; their ``dchat.dev/backup`` label names the DchatBackup they work for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from dchat_operator.api import constants as c
+from dchat_operator.handlers.runtime import memo_of
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.BACKUP_PLURAL)
+async def backup_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = memo_of(memo).runtime
+    if runtime.backup_controller is not None and runtime.backups is not None:
+        runtime.backup_controller.backup_event(runtime.backups, type or "ADDED", body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+async def job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = memo_of(memo).runtime
+    if runtime.backup_controller is not None and runtime.backups is not None:
+        runtime.backup_controller.job_event(runtime.backups, body)
