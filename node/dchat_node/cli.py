@@ -6,6 +6,9 @@
                                                    URL parameters, omits jwt_secret)
     dchat [--config PATH] migrate                  apply pending schema migrations
     dchat [--config PATH] verify                   database integrity check
+    dchat [--config PATH] backup create|restore|verify|delete|list ...
+                                                   backups to S3 (see dchat_node.backup:
+                                                   the environment, the JSON result)
 
 Exit status: 0 ok; 1 runtime failure (database unreachable, port in use, verify found
 problems); 2 bad configuration (one line per problem: ``section.key: what is wrong (from
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("migrate", parents=[common], help="apply pending migrations")
     sub.add_parser("verify", parents=[common], help="check database integrity and schema")
+    from dchat_node.backup.command import add_parser as add_backup_parser
+
+    add_backup_parser(sub, common)
     return parser
 
 
@@ -154,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(config))
     if command == "verify":
         return asyncio.run(_verify(config))
+    if command == "backup":
+        from dchat_node.backup.command import run as run_backup
+
+        return run_backup(args, config)
     return _serve(config, migrate=not args.no_migrate)
 
 

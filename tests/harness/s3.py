@@ -35,7 +35,9 @@ class S3Server:
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, log_dir: Path) -> S3Server:
+    def start(cls, log_dir: Path, env: dict[str, str] | None = None) -> S3Server:
+        """``env``: extra environment of moto's server (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT``
+        turns its IAM authentication on); ignored for an external endpoint."""
         endpoint = os.environ.get("DCHAT_TEST_S3_ENDPOINT")
         if endpoint:
             return cls(
@@ -51,6 +53,7 @@ class S3Server:
             [str(moto), "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         try:
             wait_for_port("127.0.0.1", port, timeout=30)

@@ -1,0 +1,527 @@
+"""`dchat backup ...` against real PostgreSQL (the harness server) and the S3 server (moto
+on loopback): the CLI as the operator runs it, a subprocess whose last stdout line and
+termination log are the JSON result."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dchat_node.backup.settings import load_settings, read_credentials
+from dchat_node.backup.store import S3Store
+from dchat_node.config import DatabaseConfig
+from dchat_node.storage import Storage, open_storage
+from tests.harness.net import free_port
+from tests.harness.postgres import PostgresServer
+from tests.harness.s3 import S3Server
+from tests.node.conftest import DCHAT
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "backups/ns/c1/"
+
+
+@dataclass
+class Result:
+    code: int
+    json: dict[str, Any]
+    stdout: str
+    stderr: str
+    termination: dict[str, Any] | None
+
+
+@dataclass
+class Backups:
+    """Runs `dchat backup` with the operator's environment for one bucket and database."""
+
+    s3: S3Server
+    bucket: str
+    env: dict[str, str]
+    termination_log: Path
+
+    def run(self, *args: str, timeout: float = 110, **env: str) -> Result:
+        self.termination_log.unlink(missing_ok=True)
+        self.termination_log.touch()
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
+        full.update(self.env)
+        full.update(env)
+        proc = subprocess.run(
+            [DCHAT, "backup", *args], capture_output=True, text=True, timeout=timeout, env=full
+        )
+        return _result(proc.returncode, proc.stdout, proc.stderr, self.termination_log)
+
+    def object_keys(self, prefix: str = PREFIX) -> list[str]:
+        listing = self.s3.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    def multipart_uploads(self) -> list[dict[str, Any]]:
+        answer = self.s3.client().list_multipart_uploads(Bucket=self.bucket)
+        return list(answer.get("Uploads", []))
+
+    def flip_byte(self, key: str, offset: int = 1000) -> None:
+        client = self.s3.client()
+        data = bytearray(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        data[offset % len(data)] ^= 0x01
+        client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+
+
+def _result(code: int, stdout: str, stderr: str, termination_log: Path) -> Result:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert lines, f"no stdout; stderr: {stderr}"
+    last = json.loads(lines[-1])
+    text = termination_log.read_text()
+    termination = json.loads(text) if text else None
+    return Result(code, last, stdout, stderr, termination)
+
+
+def _credentials(directory: Path, key: str, secret: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "AWS_ACCESS_KEY_ID").write_text(key + "\n")
+    (directory / "AWS_SECRET_ACCESS_KEY").write_text(secret + "\n")
+    return directory
+
+
+@pytest.fixture
+def backups(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Backups:
+    creds = _credentials(tmp_path / "s3-secret", s3_server.access_key, s3_server.secret_key)
+    termination = tmp_path / "termination-log"
+    env = {
+        "DCHAT_BACKUP_BUCKET": s3_bucket,
+        "DCHAT_BACKUP_PREFIX": PREFIX,
+        "DCHAT_BACKUP_REGION": s3_server.region,
+        "DCHAT_BACKUP_ENDPOINT": s3_server.endpoint,
+        "DCHAT_BACKUP_CLUSTER": "c1",
+        "DCHAT_BACKUP_CREDENTIALS_DIR": str(creds),
+        "DCHAT_BACKUP_PART_SIZE_MIB": "5",
+        "DCHAT_BACKUP_ABORT_TIMEOUT_SECS": "20",
+        "DCHAT_TERMINATION_LOG": str(termination),
+        "TMPDIR": str(tmp_path),
+    }
+    return Backups(s3_server, s3_bucket, env, termination)
+
+
+async def _populate(storage: Storage, channels: int = 3, messages: int = 40) -> None:
+    await storage.migrate()
+    for u in ("alice", "bob"):
+        await storage.ensure_user(u)
+    for c in range(channels):
+        channel = await storage.create_channel(f"chan-{c}", f"topic {c} ✓", "alice")
+        for m in range(messages):
+            await storage.create_message(channel.id, "bob" if m % 2 else "alice", f"m{m} ' \" é")
+
+
+async def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    storage = await open_storage(DatabaseConfig(url=url))
+    try:
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table, order in (("users", "id"), ("channels", "id"), ("messages", "id")):
+            rows = await storage._fetch(f"SELECT * FROM {table} ORDER BY {order}")  # type: ignore[attr-defined]  # noqa: S608
+            out[table] = [tuple(r) for r in rows]
+        return out
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+async def pg_source(postgres_url: str) -> str:
+    storage = await open_storage(DatabaseConfig(url=postgres_url))
+    try:
+        await _populate(storage)
+    finally:
+        await storage.close()
+    return postgres_url
+
+
+@pytest.fixture
+def empty_pg(postgres_server: PostgresServer) -> Iterator[str]:
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+async def test_postgres_round_trip_restores_identical_rows(
+    backups: Backups, pg_source: str, empty_pg: str, tmp_path: Path
+) -> None:
+    created = backups.run("create", "--name", "b1", DATABASE_URL=pg_source)
+    assert created.code == 0, created.stderr
+    out = created.json
+    assert out["ok"] is True
+    assert out["command"] == "create"
+    assert out["name"] == "b1"
+    assert out["location"] == f"s3://{backups.bucket}/{PREFIX}b1/"
+    assert out["engine"] == "postgres"
+    assert out["schemaVersion"] == 3
+    assert out["rowCounts"] == {
+        "channels": 3,
+        "messages": 120,
+        "schema_migrations": 3,
+        "users": 2,
+    }
+    assert out["serverVersion"]
+    assert len(out["sha256"]) == 64
+    assert out["size"] > 0
+    assert out["startedAt"].endswith("Z")
+    assert out["completedAt"].endswith("Z")
+    assert created.termination == out
+    assert backups.object_keys() == [f"{PREFIX}b1/dump.pgcustom.zst", f"{PREFIX}b1/manifest.json"]
+    manifest = json.loads(
+        backups.s3.client()
+        .get_object(Bucket=backups.bucket, Key=f"{PREFIX}b1/manifest.json")["Body"]
+        .read()
+    )
+    assert manifest["formatVersion"] == 1
+    assert manifest["cluster"] == "c1"
+    assert manifest["objects"][0]["sha256"] == out["sha256"]
+
+    work = tmp_path / "work"
+    work.mkdir()
+    restored = backups.run(
+        "restore", "--name", "b1", "--work-dir", str(work), "--jobs", "2", DATABASE_URL=empty_pg
+    )
+    assert restored.code == 0, restored.stdout + restored.stderr
+    assert restored.json["verified"] is True
+    assert "dchat verify ok" in restored.json["detail"]
+    assert restored.json["rowCounts"] == out["rowCounts"]
+    assert list(work.iterdir()) == []  # the downloaded dump is gone
+    assert await _rows(empty_pg) == await _rows(pg_source)
+
+
+async def test_restore_refuses_a_flipped_byte_and_leaves_the_target_untouched(
+    backups: Backups, pg_source: str, empty_pg: str, postgres_server: PostgresServer
+) -> None:
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    backups.flip_byte(f"{PREFIX}b1/dump.pgcustom.zst")
+    restored = backups.run("restore", "--name", "b1", DATABASE_URL=empty_pg)
+    assert restored.code == 1
+    error = restored.json["error"]
+    assert error.startswith(f"checksum mismatch on {PREFIX}b1/dump.pgcustom.zst"), error
+    assert restored.json["verified"] is False
+    assert restored.termination == restored.json
+    db = empty_pg.rsplit("/", 1)[1]
+    assert (
+        postgres_server.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db)
+        == "0"
+    )
+
+
+async def test_restore_refuses_a_target_that_is_not_empty(backups: Backups, pg_source: str) -> None:
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    restored = backups.run("restore", "--latest", DATABASE_URL=pg_source)
+    assert restored.code == 1
+    assert restored.json["error"].startswith("target not empty"), restored.json
+    assert "channels" in restored.json["error"]
+
+
+async def test_verify_passes_on_a_good_backup_and_fails_on_a_tampered_one(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    assert backups.run("create", "--name", "good", DATABASE_URL=pg_source).code == 0
+    good = backups.run("verify", "--name", "good", DATABASE_URL=pg_source)
+    assert good.code == 0, good.stdout + good.stderr
+    assert good.json["verified"] is True
+    assert good.json["rowCounts"]["messages"] == 120
+    assert backups.run("create", "--name", "bad", DATABASE_URL=pg_source).code == 0
+    backups.flip_byte(f"{PREFIX}bad/dump.pgcustom.zst", offset=5000)
+    bad = backups.run("verify", "--latest", DATABASE_URL=pg_source)
+    assert bad.code == 1
+    assert bad.json["name"] is None or bad.json["name"] == "bad"
+    assert "checksum mismatch" in bad.json["error"]
+    assert bad.json["verified"] is False
+    leftovers = postgres_server.psql(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'dchat_verify_%'"
+    )
+    assert leftovers == "0"
+
+
+async def test_verify_without_createdb_says_so(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    role = f"nocreate_{uuid.uuid4().hex[:8]}"
+    postgres_server.psql(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    try:
+        url = pg_source.replace("postgresql://dchat@", f"postgresql://{role}@")
+        result = backups.run("verify", "--name", "b1", DATABASE_URL=url)
+        assert result.code == 1
+        assert f"role {role} lacks CREATEDB" in result.json["error"]
+    finally:
+        postgres_server.psql(f'DROP ROLE "{role}"')
+
+
+def test_database_unreachable(backups: Backups) -> None:
+    url = f"postgresql://dchat:s3cr3t-pw@127.0.0.1:{free_port()}/nothing"
+    result = backups.run("create", "--name", "b1", DATABASE_URL=url)
+    assert result.code == 1
+    assert result.json["error"].startswith("database unreachable"), result.json
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+    assert backups.object_keys() == []
+
+
+def test_missing_bucket_and_wrong_credentials(backups: Backups, tmp_path: Path) -> None:
+    missing = backups.run("list", DCHAT_BACKUP_BUCKET="no-such-bucket-here")
+    assert missing.code == 1
+    assert "no such bucket: no-such-bucket-here" in missing.json["error"]
+    # moto accepts any key unless its IAM auth is on: a server with auth on for this case
+    server = S3Server.start(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        creds = _credentials(tmp_path / "wrong", "AKIAWRONGWRONGWRONG1", "wrong-secret-value")
+        denied = backups.run(
+            "list",
+            DCHAT_BACKUP_ENDPOINT=server.endpoint,
+            DCHAT_BACKUP_CREDENTIALS_DIR=str(creds),
+        )
+    finally:
+        server.stop()
+    assert denied.code == 1
+    assert "access denied by S3" in denied.json["error"], denied.json
+    assert "wrong-secret-value" not in denied.stdout + denied.stderr
+
+
+def test_settings_errors_exit_2_naming_the_variable(backups: Backups) -> None:
+    result = backups.run("list", DCHAT_BACKUP_BUCKET="", DCHAT_BACKUP_PREFIX="no-slash")
+    assert result.code == 2
+    assert "DCHAT_BACKUP_BUCKET: required" in result.json["error"]
+    assert "DCHAT_BACKUP_PREFIX" in result.json["error"]
+    assert result.termination == result.json
+
+
+# -- S3 outage in the middle of an upload ---------------------------------------------------
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback in front of the S3 server. After ``cut_after`` bytes from
+    clients it resets every connection and refuses new ones until ``restore()``."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.cut_after = cut_after
+        self.forwarded = 0
+        self.down = threading.Event()
+        self._target = target_port
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if counted:
+                    with self._lock:
+                        self.forwarded += len(data)
+                        if self.forwarded >= self.cut_after:
+                            self.down.set()
+                if self.down.is_set():
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        if self.down.is_set():
+            self._reset_all()
+
+    def _reset_all(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                conn.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        with self._lock:
+            self.cut_after = 2**62
+        self.down.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+        self._reset_all()
+
+
+def _big_database(server: PostgresServer, url: str, rows: int) -> None:
+    db = url.rsplit("/", 1)[1]
+    sql = (
+        "INSERT INTO users (id, created_at) VALUES ('bulk', 0);"  # noqa: S608
+        "INSERT INTO channels (name, topic, created_by, created_at) VALUES ('bulk', '', 'bulk', 0);"
+        "INSERT INTO messages (channel_id, author, body, created_at) "
+        "SELECT (SELECT id FROM channels WHERE name = 'bulk'), 'bulk', "
+        "encode(sha512(i::text::bytea), 'base64') || "
+        "encode(sha512((i + 1)::text::bytea), 'hex'), i "
+        f"FROM generate_series(1, {int(rows)}) AS i"
+    )
+    server.psql(sql, db)
+
+
+def test_s3_outage_mid_upload_fails_aborts_and_writes_no_manifest(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    _big_database(postgres_server, pg_source, 120_000)  # ~40 MB of pg_dump, ~20 MB compressed
+    port = int(backups.s3.endpoint.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, cut_after=12 * 1024 * 1024)  # in the second or third part
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
+    full.update(backups.env)
+    full.update(
+        DATABASE_URL=pg_source,
+        DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+        DCHAT_BACKUP_ABORT_TIMEOUT_SECS="60",
+        DCHAT_BACKUP_CONCURRENCY="1",
+    )
+    try:
+        proc = subprocess.Popen(
+            [DCHAT, "backup", "create", "--name", "cut"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full,
+        )
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait until the CLI tries to abort against the outage
+            seen.append(line)
+            if "aborting the multipart upload" in line:
+                break
+        assert proxy.down.is_set(), "".join(seen)
+        assert backups.multipart_uploads(), "a multipart upload is open during the outage"
+        proxy.restore()  # S3 is back: the pending abort goes through
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        proxy.close()
+    result = _result(proc.returncode, stdout, "".join(seen) + stderr, backups.termination_log)
+    assert result.code == 1, result.stderr
+    assert "S3 unreachable" in result.json["error"], result.json
+    assert result.termination == result.json
+    assert f"{PREFIX}cut/manifest.json" not in backups.object_keys()
+    assert backups.multipart_uploads() == []
+    listing = backups.run("list")
+    assert listing.json["backups"] == []
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+async def test_sqlite_round_trip_and_verify(backups: Backups, tmp_path: Path) -> None:
+    source = tmp_path / "node" / "dchat.db"
+    url = f"sqlite:///{source}"
+    storage = await open_storage(DatabaseConfig(url=url))
+    try:
+        await _populate(storage, channels=2, messages=25)
+        created = backups.run("create", "--name", "s1", DATABASE_URL=url)  # node still open
+    finally:
+        await storage.close()
+    assert created.code == 0, created.stderr
+    assert created.json["engine"] == "sqlite"
+    assert created.json["rowCounts"]["messages"] == 50
+    assert created.json["serverVersion"] == sqlite3.sqlite_version
+    target = tmp_path / "restored" / "dchat.db"
+    restored = backups.run("restore", "--name", "s1", DATABASE_URL=f"sqlite:///{target}")
+    assert restored.code == 0, restored.stdout + restored.stderr
+    assert restored.json["verified"] is True
+    assert await _rows(f"sqlite:///{target}") == await _rows(url)
+    again = backups.run("restore", "--name", "s1", DATABASE_URL=f"sqlite:///{target}")
+    assert again.code == 1
+    assert again.json["error"].startswith("target not empty"), again.json
+    verified = backups.run("verify", "--latest", DATABASE_URL=url)
+    assert verified.code == 0, verified.stdout
+    backups.flip_byte(f"{PREFIX}s1/dchat.db.zst", offset=300)
+    tampered = backups.run("verify", "--name", "s1", DATABASE_URL=url)
+    assert tampered.code == 1
+    assert tampered.json["error"].startswith(f"checksum mismatch on {PREFIX}s1/dchat.db.zst")
+
+
+# -- list and delete ----------------------------------------------------------------------------
+
+
+def test_list_newest_first_and_delete_removes_the_manifest_first(
+    backups: Backups, tmp_path: Path
+) -> None:
+    db = tmp_path / "l" / "dchat.db"
+    url = f"sqlite:///{db}"
+    migrated = subprocess.run(
+        [DCHAT, "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    for name in ("first", "second", "third"):
+        assert backups.run("create", "--name", name, DATABASE_URL=url).code == 0
+        time.sleep(0.01)
+    again = backups.run("create", "--name", "second", DATABASE_URL=url)
+    assert again.code == 1
+    assert "already exists" in again.json["error"]
+    # an incomplete backup (data, no manifest) is not listed as complete
+    backups.s3.client().put_object(
+        Bucket=backups.bucket, Key=f"{PREFIX}partial/dchat.db.zst", Body=b"x"
+    )
+    listing = backups.run("list")
+    assert listing.code == 0
+    assert [b["name"] for b in listing.json["backups"]] == ["third", "second", "first"]
+    assert listing.json["incomplete"] == ["partial"]
+
+    deleted = backups.run("delete", "--name", "second")
+    assert deleted.code == 0, deleted.stderr
+    assert deleted.json["deletedObjects"] == 2
+    assert [b["name"] for b in backups.run("list").json["backups"]] == ["third", "first"]
+    assert not [k for k in backups.object_keys() if k.startswith(f"{PREFIX}second/")]
+    missing = backups.run("delete", "--name", "second")
+    assert missing.code == 1
+    assert "no backup named second" in missing.json["error"]
+
+
+def test_delete_sends_the_manifest_delete_before_the_data(backups: Backups) -> None:
+    """The order of S3 requests of a delete, recorded by a hook on the real client."""
+    settings = load_settings(backups.env)
+    store = S3Store(settings, read_credentials(settings.credentials_dir))
+    client = backups.s3.client()
+    for obj in ("dchat.db.zst", "manifest.json"):
+        client.put_object(Bucket=backups.bucket, Key=f"{PREFIX}d1/{obj}", Body=b"x")
+    calls: list[tuple[str, list[str]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if model.name == "DeleteObject":
+            calls.append((model.name, [params["Key"]]))
+        elif model.name == "DeleteObjects":
+            calls.append((model.name, [o["Key"] for o in params["Delete"]["Objects"]]))
+
+    store.client.meta.events.register("provide-client-params.s3.*", record)
+    assert store.delete_backup("d1") == 2
+    assert calls == [
+        ("DeleteObject", [f"{PREFIX}d1/manifest.json"]),
+        ("DeleteObjects", [f"{PREFIX}d1/dchat.db.zst"]),
+    ]
