@@ -1,8 +1,10 @@
 """kopf watch handlers for DchatBackups and the Jobs the operator runs: route, nothing else.
 
 Design: as ``handlers.cluster``: each event is handed to the controller, which triggers a key
-on its engine. Jobs are watched only when labelled ``app.kubernetes.io/managed-by=
-dchat-operator``; their ``dchat.dev/backup`` label names the DchatBackup they work for.
+on its engine (a DchatBackup's events also reach its cluster's backup schedule, which keeps
+the cluster's backup status). Jobs are watched only when labelled
+``app.kubernetes.io/managed-by=dchat-operator``; their ``dchat.dev/backup`` label names the
+DchatBackup they work for.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ async def backup_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime = memo_of(memo).runtime
     if runtime.backup_controller is not None and runtime.backups is not None:
         runtime.backup_controller.backup_event(runtime.backups, type or "ADDED", body)
+    if runtime.schedule_controller is not None and runtime.schedules is not None:
+        runtime.schedule_controller.backup_event(runtime.schedules, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})

@@ -37,6 +37,7 @@ from dchat_operator.clients.metrics import LEADER, RESYNCS, serve
 from dchat_operator.controllers.backup import BackupController, BackupState
 from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Engine
+from dchat_operator.controllers.schedule import ScheduleController, ScheduleState
 from dchat_operator.handlers.options import Options
 
 log = logging.getLogger("dchat_operator.handlers")
@@ -51,13 +52,15 @@ class Runtime:
     cluster_controller: ClusterController | None = None
     backups: Engine[BackupState] | None = None
     backup_controller: BackupController | None = None
+    schedules: Engine[ScheduleState] | None = None
+    schedule_controller: ScheduleController | None = None
     elector: LeaderElector | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_resync: float = field(default_factory=time.time)
     metrics_started: bool = False
 
     def engines(self) -> list[Engine[Any]]:
-        return [e for e in (self.clusters, self.backups) if e is not None]
+        return [e for e in (self.clusters, self.backups, self.schedules) if e is not None]
 
 
 @dataclass
@@ -120,6 +123,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     runtime.backup_controller = BackupController(kube)
     runtime.backups = Engine(
         runtime.backup_controller,
+        workers=max(1, options.workers // 2),
+        reconcile_timeout=options.reconcile_timeout,
+    )
+    runtime.schedule_controller = ScheduleController(kube)
+    runtime.schedules = Engine(
+        runtime.schedule_controller,
         workers=max(1, options.workers // 2),
         reconcile_timeout=options.reconcile_timeout,
     )

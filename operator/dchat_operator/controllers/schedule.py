@@ -1,0 +1,176 @@
+"""The backup schedule of one DchatCluster: scheduled DchatBackups, retention, backup status.
+
+Design:
+- Its own engine and key per cluster (``(namespace, cluster)``), so the schedule never waits
+  behind the cluster controller and vice versa. Triggers: a new generation of the cluster, any
+  event of one of its DchatBackups (label ``dchat.dev/cluster``), the resync, and its own
+  ``requeue_after`` until the next cron time (CloudNativePG's ScheduledBackup way; no
+  CronJob).
+- Each run: read the cluster and its DchatBackups (one list by label), decide with the pure
+  ``builders.schedule.plan`` (one backup when due, however many times were missed), create
+  that DchatBackup (named after its cron time, so a crash between the create and the status
+  write finds it existing and moves on), apply retention (``builders.schedule.expired``: a
+  delete; the backup's finalizer deletes its S3 objects first), then write the status fields
+  it owns (``BACKUP_OWNED``, conditions ``BACKUP_CONDITIONS``) with the resourceVersion read;
+  the cluster controller's fields and conditions are left as they are, and a conflict is a
+  failure the engine retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from dchat_operator.api import constants as c
+from dchat_operator.api.kinds import BACKUP, CLUSTER
+from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders.backup import scheduled_backup
+from dchat_operator.builders.schedule import (
+    BACKUP_CONDITIONS,
+    BACKUP_OWNED,
+    BackupView,
+    backup_status,
+    expired,
+    plan,
+)
+from dchat_operator.builders.status import status_patch
+from dchat_operator.clients.kube import KubeAPI
+from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
+
+log = logging.getLogger("dchat_operator.schedule")
+Obj = dict[str, Any]
+MAX_REQUEUE = 3600.0
+"""Run at least hourly while backups are scheduled (overdue checks, retention by age)."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class ScheduleState:
+    uid: str = ""
+    requested_generation: int = 0
+
+
+class ScheduleController:
+    """Drives every cluster's backup schedule through an ``Engine``."""
+
+    kind = "DchatClusterBackups"
+
+    def __init__(self, kube: KubeAPI, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.kube = kube
+        self._clock = clock
+
+    def new_state(self) -> ScheduleState:
+        return ScheduleState()
+
+    # --- watch events -----------------------------------------------------------------------
+
+    def cluster_event(
+        self, engine: Engine[ScheduleState], event_type: str, body: Mapping[str, Any]
+    ) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        if event_type == "DELETED":
+            engine.forget(key)
+            return
+        state = engine.ensure(key)
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        if uid != state.uid or generation > state.requested_generation:
+            state.uid, state.requested_generation = uid, generation
+            engine.trigger(key, "spec")
+
+    def backup_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        cluster = (meta.get("labels") or {}).get(c.LABEL_CLUSTER) or (body.get("spec") or {}).get(
+            "cluster"
+        )
+        if cluster:
+            engine.trigger((str(meta.get("namespace") or "default"), str(cluster)), "child")
+
+    # --- the reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: Key, state: ScheduleState, attempt: Attempt) -> Outcome:
+        namespace, name = key
+        body = await self.kube.get(CLUSTER, namespace, name)
+        if body is None:
+            return Outcome(forget=True, result="gone")
+        try:
+            cluster = DchatCluster.parse(body)
+        except ValidationError:
+            return Outcome(result="InvalidSpec")  # the cluster controller reports it
+        now = self._clock()
+        spec = cluster.spec.backup
+        previous: Obj = body.get("status") or {}
+        items = await self.kube.list_objects(BACKUP, namespace, f"{c.LABEL_CLUSTER}={name}")
+        backups = [BackupView.of(item) for item in items]
+        decision = plan(spec, previous.get("backupSchedule"), now)
+        if decision.due is not None:
+            created = await self._create(cluster, decision.due, decision.verify)
+            if created is not None:
+                backups.append(BackupView.of(created))
+        backups = await self._retention(namespace, backups, cluster, now)
+        owned = backup_status(
+            spec,
+            decision.schedule_status,
+            backups,
+            previous,
+            now,
+            cluster.metadata.generation,
+        )
+        if not await self._write(body, previous, owned):
+            return Outcome(forget=True, result="gone")
+        if decision.schedule_status is None:
+            return Outcome(result="unscheduled")
+        wait = decision.requeue_after if decision.requeue_after is not None else MAX_REQUEUE
+        return Outcome(requeue_after=min(wait, MAX_REQUEUE), result="scheduled")
+
+    async def _retention(
+        self, namespace: str, backups: list[BackupView], cluster: DchatCluster, now: dt.datetime
+    ) -> list[BackupView]:
+        """Delete what retention expires; the backups that remain."""
+        gone = set()
+        for expired_name in expired(backups, cluster.spec.backup.retention, now):
+            log.info("retention: deleting DchatBackup %s/%s", namespace, expired_name)
+            await self.kube.delete(BACKUP, namespace, expired_name)
+            gone.add(expired_name)
+        return [b for b in backups if b.name not in gone]
+
+    async def _write(self, body: Obj, previous: Obj, owned: Obj) -> bool:
+        """Patch the owned status fields (False: the cluster is gone; 409 raises)."""
+        patch = status_patch(previous, owned, BACKUP_OWNED, BACKUP_CONDITIONS)
+        if patch is None:
+            return True
+        meta = body.get("metadata") or {}
+        try:
+            await self.kube.patch_status(
+                CLUSTER,
+                str(meta.get("namespace")),
+                str(meta.get("name")),
+                patch,
+                str(meta.get("resourceVersion") or ""),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def _create(self, cluster: DchatCluster, due: dt.datetime, verify: bool) -> Obj | None:
+        obj = scheduled_backup(cluster, due, verify=verify)
+        try:
+            created = await self.kube.create(obj, BACKUP)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            log.info("scheduled DchatBackup %s exists already", obj["metadata"]["name"])
+            return None
+        log.info("schedule: created DchatBackup %s/%s", cluster.namespace, obj["metadata"]["name"])
+        return created
