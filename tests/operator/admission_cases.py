@@ -15,6 +15,7 @@ from typing import Any
 from dchat_operator.api import models as m
 
 PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
+_S3 = {"bucket": "bkt", "credentialsSecretRef": {"name": "s3-creds"}}
 TOO_BIG = "at most"  # both apiserver and pydantic say "... at most N ..." for a size bound
 
 
@@ -408,6 +409,25 @@ CASES: list[Case] = [
         },
         {"observability": {"prometheusPushgatewaySecretRef": _ref("pgw")}},
         "prometheusPushgateway and prometheusPushgatewaySecretRef are mutually exclusive",
+    ),
+    # --- backups ---
+    Case(
+        "s3-kms-key-without-kms",
+        {"backup": {"s3": {**_S3, "sse": "AES256", "kmsKeyId": "k1"}}},
+        {"backup": {"s3": {**_S3, "sse": "aws:kms", "kmsKeyId": "k1"}}},
+        m.MSG_KMS_KEY,
+    ),
+    Case(
+        "bootstrap-sqlite",
+        {"backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}},
+        {"backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}, "database": PG},
+        m.MSG_BOOTSTRAP_ENGINE,
+    ),
+    Case(
+        "bootstrap-without-s3",
+        {"database": PG, "bootstrap": {"fromBackup": {"name": "b1"}}},
+        {"database": PG, "backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}},
+        m.MSG_BOOTSTRAP_S3,
     ),
 ]
 

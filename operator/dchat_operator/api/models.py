@@ -1072,15 +1072,32 @@ class BackupSpec(CRModel):
         return self
 
 
+MSG_BOOTSTRAP_ENGINE = (
+    "bootstrap.fromBackup works with database.engine: postgres only (for now); a SQLite "
+    "cluster restores from its Litestream replica"
+)
+MSG_BOOTSTRAP_S3 = "bootstrap.fromBackup needs backup.s3 (where the backup is read from)"
+MSG_BOOTSTRAP_IMMUTABLE = "spec.bootstrap cannot change after the cluster is created"
+
+
 class FromBackup(CRModel):
     """The backup a new cluster starts from."""
 
     name: DnsName = Field(
         description=(
-            "Name of a Completed DchatBackup in this namespace; its objects are read with this "
-            "cluster's backup.s3 settings (same bucket and credentials), from the prefix of "
-            "the backup's own cluster."
+            "Name of the backup (a DchatBackup in this namespace, which must be Completed when "
+            "it exists); its objects are read with this cluster's backup.s3 settings (same "
+            "bucket and credentials)."
         )
+    )
+    cluster: DnsLabel | None = Field(
+        None,
+        description=(
+            "The cluster that made the backup (its objects are under "
+            "<s3.prefix><namespace>/<cluster>/); default: the DchatBackup's spec.cluster. "
+            "Needed when no DchatBackup of that name exists here (restoring into another "
+            "Kubernetes cluster from the same bucket)."
+        ),
     )
 
 
@@ -1090,9 +1107,9 @@ class BootstrapSpec(CRModel):
     from_backup: FromBackup | None = Field(
         None,
         description=(
-            "Restore this backup before the node pods start. PostgreSQL: the Deployment stays "
-            "at 0 replicas until a restore Job (`dchat backup restore`) succeeded into the "
-            "(empty) database. Read once: later changes do nothing."
+            "Restore this backup before the node pods start (PostgreSQL only): the Deployment "
+            "stays at 0 replicas until a restore Job (`dchat backup restore`) succeeded into "
+            "the (empty) database; status.bootstrap says where it is. Set at creation only."
         ),
     )
 
@@ -1303,6 +1320,17 @@ class DchatClusterSpec(CRModel):
                     "!self.ingress.enabled || has(self.ingress.host)",
                     "ingress.enabled needs ingress.host",
                 ),
+                cel(
+                    "!has(self.bootstrap.fromBackup) || self.database.engine == 'postgres'",
+                    MSG_BOOTSTRAP_ENGINE,
+                    ".bootstrap.fromBackup",
+                ),
+                cel(
+                    "!has(self.bootstrap.fromBackup) || has(self.backup.s3)",
+                    MSG_BOOTSTRAP_S3,
+                    ".bootstrap.fromBackup",
+                ),
+                cel("self.bootstrap == oldSelf.bootstrap", MSG_BOOTSTRAP_IMMUTABLE, ".bootstrap"),
             ]
         },
     )
@@ -1403,6 +1431,11 @@ class DchatClusterSpec(CRModel):
             )
         if self.ingress.enabled and not self.ingress.host:
             raise ValueError("ingress.enabled needs ingress.host")
+        if self.bootstrap.from_backup is not None:
+            if self.database.engine != DatabaseEngine.postgres:
+                raise ValueError(MSG_BOOTSTRAP_ENGINE)
+            if self.backup.s3 is None:
+                raise ValueError(MSG_BOOTSTRAP_S3)
         try:
             self.to_node_config()
         except ValidationError as exc:
@@ -1514,6 +1547,26 @@ class BackupScheduleStatus(CRModel):
     )
 
 
+class RestoreHold(CRModel):
+    """A restore that holds the cluster at 0 replicas (written by the restore controller)."""
+
+    name: str = Field(description="The DchatRestore.")
+    since: str = Field("", description="When the hold started (RFC 3339).")
+
+
+class BootstrapStatus(CRModel):
+    """Progress of spec.bootstrap.fromBackup (written by the restore controller)."""
+
+    phase: Literal["Pending", "Restoring", "Completed", "Failed"] = Field(
+        "Pending", description="Completed releases the pods; Failed keeps them at 0."
+    )
+    backup: str = Field("", description="The DchatBackup restored.")
+    job: str | None = Field(None, description="The restore Job.")
+    error: str | None = Field(None, description="Why it failed or waits.")
+    verified: bool | None = Field(None, description="The node's verification after restore.")
+    completed_at: str | None = Field(None, description="When the restore completed.")
+
+
 class DchatClusterStatus(CRModel):
     """Observed state, written by the operator only."""
 
@@ -1544,6 +1597,12 @@ class DchatClusterStatus(CRModel):
     )
     backup_schedule: BackupScheduleStatus | None = Field(
         None, description="Times of the backup schedule."
+    )
+    restore_in_progress: RestoreHold | None = Field(
+        None, description="Set while a DchatRestore holds the cluster at 0 replicas."
+    )
+    bootstrap: BootstrapStatus | None = Field(
+        None, description="Progress of spec.bootstrap.fromBackup."
     )
     conditions: list[Condition] = Field(
         default_factory=list,

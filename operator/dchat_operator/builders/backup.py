@@ -118,10 +118,17 @@ def _affinity(cluster: DchatCluster) -> Obj:
     }
 
 
+WORK_DIR = "/work"
+"""emptyDir where verify and restore Jobs download a backup (``--work-dir``); /tmp is small."""
+
+
 def _pod_spec(
     cluster: DchatCluster, s3: S3Target, args: list[str], source: str | None, beside_node: bool
 ) -> Obj:
     volumes, mounts = workload.base_volumes(cluster)
+    if "--work-dir" in args:
+        volumes.append({"name": "work", "emptyDir": {}})
+        mounts.append({"name": "work", "mountPath": WORK_DIR})
     files = [f for f in secret_files(cluster) if f.volume == "database"]
     for file in files:
         volume, mount = workload.secret_file_volume(file)
@@ -229,9 +236,40 @@ def backup_job(
         name=job_name(backup, suffix[command]),
         labels=job_labels(cluster, c.LABEL_BACKUP, backup),
         owner=owner_reference(BACKUP.api_version, BACKUP.kind, backup, backup_uid),
-        args=["backup", command, "--name", backup],
+        args=[
+            "backup",
+            command,
+            "--name",
+            backup,
+            *(["--work-dir", WORK_DIR] if command == "verify" else []),
+        ],
         retries=DELETE_RETRIES if deleting else 0,
         deadline=DELETE_DEADLINE_SECONDS if deleting else BACKUP_DEADLINE_SECONDS,
+    )
+
+
+def restore_job(
+    cluster: DchatCluster,
+    s3: S3Target,
+    *,
+    job: str,
+    backup: str,
+    source: str,
+    owner: Obj,
+    labels: dict[str, str],
+) -> Obj:
+    """The Job that restores ``backup`` (made by cluster ``source``) into ``cluster``'s
+    database (``dchat backup restore``; the node refuses a non-empty target). The cluster
+    runs no pod meanwhile, so it needs no affinity."""
+    return node_job(
+        cluster,
+        s3,
+        name=job,
+        labels=labels,
+        owner=owner,
+        args=["backup", "restore", "--name", backup, "--work-dir", WORK_DIR],
+        source=source,
+        beside_node=False,
     )
 
 

@@ -50,6 +50,7 @@ from dchat_operator.builders.backup import (
     job_outcome,
     termination_message,
 )
+from dchat_operator.builders.restore import hold_reason
 from dchat_operator.clients.kube import KubeAPI
 from dchat_operator.clients.metrics import (
     BACKUP_LAST_SUCCESS,
@@ -127,6 +128,9 @@ def cluster_blocker(
             f"database (use {default_method(cluster)})",
         )
     status = cluster_body.get("status") or {}
+    hold = hold_reason(cluster, status)
+    if hold is not None:
+        raise _Blocked("Pending", f"waiting: DchatCluster {name} runs no pod ({hold})")
     ready = next((x for x in status.get("conditions") or [] if x.get("type") == "Ready"), None)
     generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
     if ready is None or ready.get("status") != "True":

@@ -24,6 +24,10 @@ Design:
   A retained data PVC of the same cluster (our labels, no controller) is adopted.
 - Status is patched with the ``resourceVersion`` it was built from; on 409 the CR is re-read
   and the status rebuilt (bounded). Only the fields this controller owns are sent.
+- A restore holds the pods: while ``status.restoreInProgress`` or an unfinished
+  ``status.bootstrap`` (written by the restore controllers) is there, everything is built from
+  the cluster with 0 replicas (``builders.restore.held``); the restore controllers wake the
+  key when they change a hold (status writes trigger nothing here).
 - Operator policy (``api.policy``, the cluster admin's allow-lists) is checked before
   anything is applied: a refused spec applies nothing and reports ``PolicyViolation``.
 - Secret rotation: the resourceVersions of the referenced Secrets, read on every full
@@ -66,6 +70,7 @@ from dchat_operator.builders import workload
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
 from dchat_operator.builders.common import names, with_spec_hash
 from dchat_operator.builders.config import secret_references
+from dchat_operator.builders.restore import held
 from dchat_operator.builders.status import (
     Observed,
     build_status,
@@ -270,6 +275,8 @@ class ClusterController:
             cluster = DchatCluster.parse(body)
         except ValidationError as exc:
             return await self._invalid(body, state, exc, now, result)
+        # a restore (DchatRestore or spec.bootstrap) holds the pods at 0 while it runs
+        cluster = held(cluster, body.get("status"))
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
         if refused:

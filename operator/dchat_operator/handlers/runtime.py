@@ -37,6 +37,11 @@ from dchat_operator.clients.metrics import LEADER, RESYNCS, serve
 from dchat_operator.controllers.backup import BackupController, BackupState
 from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Engine
+from dchat_operator.controllers.restore import (
+    BootstrapController,
+    RestoreController,
+    RestoreState,
+)
 from dchat_operator.controllers.schedule import ScheduleController, ScheduleState
 from dchat_operator.handlers.options import Options
 
@@ -54,13 +59,18 @@ class Runtime:
     backup_controller: BackupController | None = None
     schedules: Engine[ScheduleState] | None = None
     schedule_controller: ScheduleController | None = None
+    restores: Engine[RestoreState] | None = None
+    restore_controller: RestoreController | None = None
+    bootstraps: Engine[RestoreState] | None = None
+    bootstrap_controller: BootstrapController | None = None
     elector: LeaderElector | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_resync: float = field(default_factory=time.time)
     metrics_started: bool = False
 
     def engines(self) -> list[Engine[Any]]:
-        return [e for e in (self.clusters, self.backups, self.schedules) if e is not None]
+        engines = (self.clusters, self.backups, self.schedules, self.restores, self.bootstraps)
+        return [e for e in engines if e is not None]
 
 
 @dataclass
@@ -85,6 +95,26 @@ def cluster_engine(memo: Any) -> Engine[ClusterState]:
     if engine is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     return engine
+
+
+def _backup_engines(
+    runtime: Runtime, kube: Kube, options: Options, clusters: Engine[ClusterState]
+) -> None:
+    """The backup, schedule, restore and bootstrap controllers, each on its own engine."""
+
+    def wake(key: tuple[str, str]) -> None:
+        clusters.trigger(key, "child")
+
+    few = max(1, options.workers // 4)
+    timeout = options.reconcile_timeout
+    runtime.schedule_controller = ScheduleController(kube)
+    runtime.schedules = Engine(runtime.schedule_controller, workers=few, reconcile_timeout=timeout)
+    runtime.restore_controller = RestoreController(kube, wake=wake)
+    runtime.restores = Engine(runtime.restore_controller, workers=few, reconcile_timeout=timeout)
+    runtime.bootstrap_controller = BootstrapController(kube, wake=wake)
+    runtime.bootstraps = Engine(
+        runtime.bootstrap_controller, workers=few, reconcile_timeout=timeout
+    )
 
 
 @kopf.on.login()
@@ -126,12 +156,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         workers=max(1, options.workers // 2),
         reconcile_timeout=options.reconcile_timeout,
     )
-    runtime.schedule_controller = ScheduleController(kube)
-    runtime.schedules = Engine(
-        runtime.schedule_controller,
-        workers=max(1, options.workers // 2),
-        reconcile_timeout=options.reconcile_timeout,
-    )
+    _backup_engines(runtime, kube, options, engine)
     runtime.last_resync = time.time()
     if options.leader_election:
 

@@ -321,3 +321,23 @@ async def test_fields_not_acted_on_yet_set_a_warning_condition(world: World) -> 
     world.add("c2", database=PG)
     await world.idle()
     assert world.condition("c2", "Warning")["status"] == "False"
+
+
+async def test_a_restore_hold_scales_the_deployment_to_zero_and_back(world: World) -> None:
+    world.add("c1", replicas=2, database=PG)
+    await world.idle()
+    held_status = {**world.status("c1"), "restoreInProgress": {"name": "r1", "since": "t"}}
+    world.kube.set_status(CLUSTER, NS, "c1", held_status)
+    world.engine.trigger((NS, "c1"), "child")  # the restore controller wakes the cluster
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 0
+    assert world.status("c1")["restoreInProgress"] == {"name": "r1", "since": "t"}  # not ours
+    released = {k: v for k, v in world.status("c1").items() if k != "restoreInProgress"}
+    world.kube.set_status(CLUSTER, NS, "c1", released)
+    world.engine.trigger((NS, "c1"), "child")
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 2

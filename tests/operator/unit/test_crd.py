@@ -10,9 +10,16 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from dchat_operator.api import backups, models
 from dchat_operator.api import constants as c
-from dchat_operator.api import models
-from dchat_operator.api.crd import crd, render_crd_yaml
+from dchat_operator.api.crd import (
+    BACKUP_CRD,
+    DEFINITIONS,
+    RESTORE_CRD,
+    CrdDefinition,
+    crd,
+    render_crd_yaml,
+)
 from dchat_operator.api.models import DchatCluster, DchatClusterSpec
 from tests.operator.admission_cases import CASES, Case, cr
 
@@ -301,3 +308,92 @@ def test_not_acted_on_fields_say_so() -> None:
         ("backup", "schedule"),
     ):
         assert "Not acted on" not in spec[section]["properties"][key]["description"]
+
+
+# --- DchatBackup and DchatRestore ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("definition", DEFINITIONS, ids=[d.kind.kind for d in DEFINITIONS])
+def test_every_kind_has_a_fresh_crd_file(definition: CrdDefinition) -> None:
+    path = REPO / "crds" / definition.file_name
+    assert path.read_text(encoding="utf-8") == render_crd_yaml(definition), (
+        f"{path.name} is stale: run `make crds`"
+    )
+    listed = (REPO / "crds" / "kustomization.yaml").read_text(encoding="utf-8")
+    assert definition.file_name in listed
+
+
+def _kind_root(definition: CrdDefinition) -> dict[str, Any]:
+    schema: dict[str, Any] = crd(definition)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_backup_crd_columns_schema_and_rules() -> None:
+    doc = crd(BACKUP_CRD)
+    assert doc["metadata"]["name"] == "dchatbackups.dchat.dev"
+    version = doc["spec"]["versions"][0]
+    assert [col["name"] for col in version["additionalPrinterColumns"]] == [
+        "Cluster",
+        "Phase",
+        "Size",
+        "Started",
+        "Age",
+    ]
+    assert version["subresources"] == {"status": {}}
+    spec = _kind_root(BACKUP_CRD)["properties"]["spec"]
+    assert spec["required"] == ["cluster"]
+    assert spec["properties"]["method"]["enum"] == ["logical", "snapshot"]
+    assert "self == oldSelf" in _rules(spec)
+    status = _kind_root(BACKUP_CRD)["properties"]["status"]["properties"]
+    for name in (
+        "phase",
+        "startedAt",
+        "completedAt",
+        "location",
+        "size",
+        "sha256",
+        "engine",
+        "serverVersion",
+        "schemaVersion",
+        "error",
+        "verified",
+        "conditions",
+        "observedGeneration",
+    ):
+        assert name in status, name
+    assert status["phase"]["enum"] == ["Pending", "Running", "Completed", "Failed"]
+    validator = jsonschema.Draft4Validator(_kind_root(BACKUP_CRD))
+    good = {"apiVersion": "dchat.dev/v1alpha1", "kind": "DchatBackup", "metadata": {"name": "b"}}
+    validator.validate({**good, "spec": {"cluster": "c1", "method": "logical"}})
+    assert list(validator.iter_errors({**good, "spec": {"cluster": "c1", "method": "tar"}}))
+    assert list(validator.iter_errors({**good, "spec": {"verify": True}}))
+
+
+def test_restore_crd_schema_and_rules() -> None:
+    root = _kind_root(RESTORE_CRD)
+    spec = root["properties"]["spec"]
+    assert spec["required"] == ["target"]
+    rules = _rules(spec)
+    assert "self == oldSelf" in rules
+    assert any("has(self.backup)" in r for r in rules)
+    messages = [v["message"] for v in spec["x-kubernetes-validations"]]
+    assert backups.MSG_RESTORE_SOURCE in messages
+    for name in ("phase", "progress", "verified", "error", "backup", "conditions"):
+        assert name in root["properties"]["status"]["properties"], name
+
+
+def test_cluster_crd_backup_fields_are_documented_and_checked() -> None:
+    spec = _root()["properties"]["spec"]
+    backup = spec["properties"]["backup"]["properties"]
+    for name in ("suspend", "verifyEvery", "retention", "schedule", "s3"):
+        assert "Not acted on" not in backup[name]["description"], name
+    s3 = backup["s3"]["properties"]
+    assert s3["sse"]["enum"] == ["AES256", "aws:kms"]
+    assert models.MSG_KMS_KEY in [v["message"] for v in backup["s3"]["x-kubernetes-validations"]]
+    messages = [v["message"] for v in spec["x-kubernetes-validations"]]
+    assert models.MSG_BOOTSTRAP_ENGINE in messages
+    assert models.MSG_BOOTSTRAP_S3 in messages
+    assert models.MSG_BOOTSTRAP_IMMUTABLE in messages
+    status = _root()["properties"]["status"]["properties"]
+    for name in ("lastBackup", "lastSuccessfulBackup", "firstRecoverabilityPoint", "bootstrap"):
+        assert name in status, name
