@@ -29,8 +29,7 @@ Design (the contract with the node's ``dchat backup`` commands):
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Any, Literal
+from typing import Literal
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, JOB
@@ -38,6 +37,7 @@ from dchat_operator.api.models import DatabaseEngine, DchatCluster, S3Target
 from dchat_operator.builders import workload
 from dchat_operator.builders.common import Obj, digest, names, selector_labels
 from dchat_operator.builders.config import secret_files
+from dchat_operator.builders.litestream import backup_prefix
 
 Command = Literal["create", "verify", "delete", "restore"]
 
@@ -62,11 +62,6 @@ def job_name(owner: str, suffix: str) -> str:
 def scheduled_backup_name(cluster: str, due: dt.datetime) -> str:
     """``<cluster>-<yyyymmddhhmmss>`` of the cron time (UTC): the same time, the same name."""
     return f"{cluster}-{due.astimezone(dt.UTC).strftime('%Y%m%d%H%M%S')}"
-
-
-def backup_prefix(cluster: DchatCluster, s3: S3Target, source: str | None = None) -> str:
-    """The key prefix of one cluster's backups: ``<s3.prefix><namespace>/<cluster>/``."""
-    return f"{s3.prefix}{cluster.namespace}/{source or cluster.name}/"
 
 
 def default_method(cluster: DchatCluster) -> str:
@@ -318,29 +313,3 @@ def termination_message(pods: list[Obj], container: str = c.BACKUP_CONTAINER) ->
                 message = terminated.get("message")
                 return str(message) if message else None
     return None
-
-
-def litestream_config(cluster: DchatCluster, s3: S3Target) -> str:
-    """Litestream's YAML (no credentials: they come from the Secret as environment)."""
-    replica: dict[str, Any] = {
-        "type": "s3",
-        "bucket": s3.bucket,
-        "path": f"{backup_prefix(cluster, s3)}litestream",
-        "region": s3.region,
-        "sync-interval": "1s",
-    }
-    if s3.endpoint:
-        replica["endpoint"] = s3.endpoint
-        replica["force-path-style"] = True
-    lines = ["dbs:", f"  - path: {c.SQLITE_PATH}", "    replicas:"]
-    first = True
-    for key, value in replica.items():
-        text = "true" if value is True else _yaml_string(str(value))
-        lines.append(f"      {'- ' if first else '  '}{key}: {text}")
-        first = False
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_string(value: str) -> str:
-    """A double-quoted YAML scalar (JSON string syntax is valid YAML)."""
-    return json.dumps(value)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dchat_node.config import render_toml
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster, SecretKeyRef
+from dchat_operator.builders import litestream
 from dchat_operator.builders.common import Obj, digest, metadata, names
 
 SECRETS_DIR = f"{c.CONFIG_DIR}/secrets"
@@ -90,11 +91,24 @@ def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:
     # appended last, so the checksum of a cluster without them does not change
     urls = [f for f in secret_files(cluster) if f.volume not in ("database", "jwt")]
     refs.extend((f.ref.name, f.ref.key) for f in urls)
+    s3 = litestream.target(cluster)
+    if s3 is not None:  # the Litestream containers read the S3 keys from it
+        name = s3.credentials_secret_ref.name
+        refs.extend([(name, "AWS_ACCESS_KEY_ID"), (name, "AWS_SECRET_ACCESS_KEY")])
     return refs
 
 
+def litestream_yaml(cluster: DchatCluster) -> str | None:
+    s3 = litestream.target(cluster)
+    return None if s3 is None else litestream.litestream_config(cluster, s3)
+
+
 def config_checksum(cluster: DchatCluster) -> str:
-    return digest([config_toml(cluster), secret_references(cluster)])[:32]
+    parts: list[object] = [config_toml(cluster), secret_references(cluster)]
+    extra = litestream_yaml(cluster)
+    if extra is not None:  # only then, so other clusters' checksums do not change
+        parts.append(extra)
+    return digest(parts)[:32]
 
 
 def config_map(cluster: DchatCluster) -> Obj:
@@ -102,5 +116,8 @@ def config_map(cluster: DchatCluster) -> Obj:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(cluster, names(cluster).config_map),
-        "data": {c.CONFIG_FILE: config_toml(cluster)},
+        "data": {
+            c.CONFIG_FILE: config_toml(cluster),
+            **({c.LITESTREAM_CONFIG: extra} if (extra := litestream_yaml(cluster)) else {}),
+        },
     }

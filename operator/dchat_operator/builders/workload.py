@@ -14,6 +14,8 @@ Design (the guide's section 3.3 where it is right, fixed where it is not):
   PROMETHEUS_PUSHGATEWAY_FILE); never the ConfigMap or a plain environment variable.
 - The ServiceAccount has no token (the node needs no API access); so does the pod.
 - The config checksum on the pod template rolls the pods when config.toml changes.
+- SQLite with backups on: Litestream's restore init container and replicating native sidecar
+  (``builders.litestream``).
 - A pod being replaced keeps serving for ``PRESTOP_SLEEP_SECONDS`` (a preStop sleep, the
   kubelet's own action: no shell in the image) before the node gets SIGTERM: the endpoint
   controller, kube-proxy and ingress controllers stop sending it new connections
@@ -30,6 +32,7 @@ from typing import Any
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster
+from dchat_operator.builders import litestream
 from dchat_operator.builders.common import Obj, digest, metadata, names, selector_labels
 from dchat_operator.builders.config import SecretFile, config_checksum, secret_files
 
@@ -245,6 +248,14 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
         "volumes": volumes,
         "affinity": _affinity(cluster),
     }
+    sidecars = litestream.init_containers(
+        cluster,
+        {"image": container["image"], "imagePullPolicy": container["imagePullPolicy"]},
+        base_volumes(cluster)[1],
+        container_security_context(),
+    )
+    if sidecars:
+        pod["initContainers"] = sidecars
     sched = spec.scheduling
     if sched.tolerations:
         pod["tolerations"] = [dict(t) for t in sched.tolerations]

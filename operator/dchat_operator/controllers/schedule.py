@@ -14,6 +14,9 @@ Design:
   it owns (``BACKUP_OWNED``, conditions ``BACKUP_CONDITIONS``) with the resourceVersion read;
   the cluster controller's fields and conditions are left as they are, and a conflict is a
   failure the engine retries.
+- ContinuousArchiving (SQLite with backups on): True when the Litestream sidecar is ready in
+  every node pod (one list of the cluster's pods). Deployment events trigger a run; while the
+  sidecar is not ready the schedule also looks again every 30 s.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.kinds import BACKUP, CLUSTER
+from dchat_operator.api.kinds import BACKUP, CLUSTER, POD
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders import litestream
 from dchat_operator.builders.backup import scheduled_backup
+from dchat_operator.builders.common import selector_string
 from dchat_operator.builders.schedule import (
     BACKUP_CONDITIONS,
     BACKUP_OWNED,
@@ -45,6 +50,7 @@ from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
 
 log = logging.getLogger("dchat_operator.schedule")
 Obj = dict[str, Any]
+ARCHIVING_POLL = 30.0
 MAX_REQUEUE = 3600.0
 """Run at least hourly while backups are scheduled (overdue checks, retention by age)."""
 
@@ -87,6 +93,14 @@ class ScheduleController:
             state.uid, state.requested_generation = uid, generation
             engine.trigger(key, "spec")
 
+    def deployment_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
+        """The node Deployment changed (pods came or went): ContinuousArchiving may have."""
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
+        key = (str(meta.get("namespace") or "default"), str(owner or ""))
+        if owner and engine.state(key) is not None:
+            engine.trigger(key, "child")
+
     def backup_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         cluster = (meta.get("labels") or {}).get(c.LABEL_CLUSTER) or (body.get("spec") or {}).get(
@@ -117,6 +131,7 @@ class ScheduleController:
             if created is not None:
                 backups.append(BackupView.of(created))
         backups = await self._retention(namespace, backups, cluster, now)
+        archiving = await self._archiving(cluster)
         owned = backup_status(
             spec,
             decision.schedule_status,
@@ -124,13 +139,32 @@ class ScheduleController:
             previous,
             now,
             cluster.metadata.generation,
+            archiving,
         )
         if not await self._write(body, previous, owned):
             return Outcome(forget=True, result="gone")
         if decision.schedule_status is None:
             return Outcome(result="unscheduled")
         wait = decision.requeue_after if decision.requeue_after is not None else MAX_REQUEUE
+        if any(cond["status"] != "True" for cond in archiving):
+            wait = min(wait, ARCHIVING_POLL)  # pod changes do not all reach this engine
         return Outcome(requeue_after=min(wait, MAX_REQUEUE), result="scheduled")
+
+    async def _archiving(self, cluster: DchatCluster) -> tuple[Obj, ...]:
+        """The ContinuousArchiving condition of a SQLite cluster with backups on."""
+        if litestream.target(cluster) is None:
+            return ()
+        pods = await self.kube.list_objects(POD, cluster.namespace, selector_string(cluster))
+        ready, message = litestream.sidecar_ready(pods)
+        reason = "SidecarReady" if ready else "SidecarNotReady"
+        return (
+            {
+                "type": "ContinuousArchiving",
+                "status": "True" if ready else "False",
+                "reason": reason,
+                "message": message,
+            },
+        )
 
     async def _retention(
         self, namespace: str, backups: list[BackupView], cluster: DchatCluster, now: dt.datetime

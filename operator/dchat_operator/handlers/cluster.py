@@ -34,6 +34,9 @@ async def cluster_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
 async def deployment_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    controller = memo_of(memo).runtime.cluster_controller
+    runtime = memo_of(memo).runtime
+    controller = runtime.cluster_controller
     if controller is not None:
         controller.deployment_event(cluster_engine(memo), type or "ADDED", body)
+    if runtime.schedule_controller is not None and runtime.schedules is not None:
+        runtime.schedule_controller.deployment_event(runtime.schedules, body)

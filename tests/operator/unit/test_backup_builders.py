@@ -16,11 +16,12 @@ from dchat_operator.builders.backup import (
     backup_job,
     job_name,
     job_outcome,
-    litestream_config,
     scheduled_backup,
     scheduled_backup_name,
     termination_message,
 )
+from dchat_operator.builders.config import config_checksum, config_map, secret_references
+from dchat_operator.builders.litestream import litestream_config, sidecar_ready
 from tests.operator.unit.conftest import cluster
 
 pytestmark = pytest.mark.unit
@@ -260,3 +261,62 @@ def test_restore_spec_needs_exactly_one_source() -> None:
     ):
         with pytest.raises(ValueError, match="exactly one"):
             DchatRestoreSpec.model_validate(bad)
+
+
+def test_sqlite_with_backups_gets_the_litestream_restore_and_sidecar() -> None:
+    cl = cluster("c1", backup={"enabled": True, "s3": {**S3, "endpoint": "http://s3:9000"}})
+    pod = workload.deployment(cl)["spec"]["template"]["spec"]
+    restore, sidecar = pod["initContainers"]
+    assert restore["name"] == "litestream-restore"
+    assert restore["command"] == ["litestream"]
+    assert restore["args"] == [
+        "restore",
+        "-config",
+        "/etc/dchat/litestream.yml",
+        "-if-db-not-exists",
+        "-if-replica-exists",
+        "/data/dchat.db",
+    ]
+    assert "restartPolicy" not in restore
+    assert sidecar["name"] == "litestream"
+    assert sidecar["args"] == ["replicate", "-config", "/etc/dchat/litestream.yml"]
+    assert sidecar["restartPolicy"] == "Always"  # a native sidecar
+    for container in (restore, sidecar):
+        assert container["image"] == cl.image
+        assert container["securityContext"] == workload.container_security_context()
+        secret_env = {
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+        }
+        assert secret_env == {
+            "AWS_ACCESS_KEY_ID": {"name": "s3creds", "key": "AWS_ACCESS_KEY_ID"},
+            "AWS_SECRET_ACCESS_KEY": {"name": "s3creds", "key": "AWS_SECRET_ACCESS_KEY"},
+        }
+        assert {m["name"] for m in container["volumeMounts"]} == {"config", "tmp", "data"}
+    cm = config_map(cl)
+    doc = yaml.safe_load(cm["data"]["litestream.yml"])
+    assert doc["dbs"][0]["replicas"][0]["force-path-style"] is True
+    assert "AWS_SECRET_ACCESS_KEY" not in cm["data"]["litestream.yml"]
+    assert ("s3creds", "AWS_ACCESS_KEY_ID") in secret_references(cl)
+    # the config checksum (rolls the pods) covers the Litestream config
+    other = cluster("c1", backup={"enabled": True, "s3": {**S3, "bucket": "other"}})
+    assert config_checksum(other) != config_checksum(cl)
+
+
+def test_no_litestream_without_backups_or_on_postgres() -> None:
+    for cl in (
+        cluster("c1"),
+        cluster("c1", backup={"s3": S3}),
+        cluster("c1", database=PG, backup={"enabled": True, "s3": S3}),
+    ):
+        assert "initContainers" not in workload.deployment(cl)["spec"]["template"]["spec"]
+        assert "litestream.yml" not in config_map(cl)["data"]
+
+
+def test_the_sidecar_readiness_is_read_from_pod_status() -> None:
+    def pod(ready: bool) -> dict[str, Any]:
+        status = {"name": "litestream", "ready": ready}
+        return {"metadata": {"name": "p"}, "status": {"initContainerStatuses": [status]}}
+
+    assert sidecar_ready([pod(True)])[0]
+    assert not sidecar_ready([pod(False)])[0]
+    assert not sidecar_ready([])[0]

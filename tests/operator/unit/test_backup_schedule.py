@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.kinds import BACKUP, CLUSTER
+from dchat_operator.api.kinds import BACKUP, CLUSTER, POD
 from dchat_operator.api.models import BackupSpec, RetentionSpec
 from dchat_operator.builders.schedule import BackupView, backup_status, expired, health, plan
 from dchat_operator.builders.status import CLUSTER_OWNED
@@ -336,3 +336,29 @@ async def test_the_schedule_leaves_the_cluster_controllers_status_alone(world: W
     writes = len(world.kube.writes())
     await world.tick(at(10, 21))
     assert len(world.kube.writes()) == writes  # nothing changed: nothing written
+
+
+async def test_continuous_archiving_follows_the_litestream_sidecar(world: World) -> None:
+    world.kube.put(
+        CLUSTER,
+        cluster_cr("lite", NS, backup={"enabled": True, "s3": S3, "schedule": "0 * * * *"}),
+    )
+    world.event("lite")
+    await world.tick(at(10, 20), "lite")
+    cond = next(x for x in world.status("lite")["conditions"] if x["type"] == "ContinuousArchiving")
+    assert (cond["status"], cond["message"]) == ("False", "no node pod")
+    labels = {
+        c.LABEL_NAME: c.APP_NAME,
+        c.LABEL_INSTANCE: "lite",
+        c.LABEL_COMPONENT: c.COMPONENT,
+    }
+    world.kube.put(
+        POD,
+        {
+            "metadata": {"name": "lite-abc", "namespace": NS, "labels": labels},
+            "status": {"initContainerStatuses": [{"name": "litestream", "ready": True}]},
+        },
+    )
+    await world.tick(at(10, 21), "lite")
+    cond = next(x for x in world.status("lite")["conditions"] if x["type"] == "ContinuousArchiving")
+    assert (cond["status"], cond["reason"]) == ("True", "SidecarReady")
