@@ -23,7 +23,10 @@ Design:
   runs a delete Job (``dchat backup delete``, a few retries in the Job itself); the finalizer
   goes when that Job completed. When it failed, the finalizer stays and the ``DeleteFailed``
   condition says why and how to abandon the objects. Nothing to delete: the finalizer goes at
-  once.
+  once. When no delete Job can run (the cluster, whose S3 settings it needs, is gone; the
+  namespace is being deleted), the objects are kept and the finalizer goes, with a Warning
+  event naming the location: a stuck object would block the namespace's deletion, and kept
+  objects lose nothing.
 - Status is the whole ``status`` (only this controller writes it), sent as a merge patch with
   the resourceVersion it was built from; a conflict is a failure the engine retries.
 """
@@ -385,20 +388,39 @@ class BackupController:
             except ValidationError:
                 cluster = None
         if cluster is None or s3 is None:
-            await self._delete_failed(
+            return await self._abandon(
                 body,
-                status,
-                f"cannot delete the S3 objects: DchatCluster {backup.spec.cluster} is gone or "
-                "has no spec.backup.s3",
+                backup,
+                f"DchatCluster {backup.spec.cluster} is gone or has no spec.backup.s3",
             )
-            return Outcome(requeue_after=300.0, result="DeleteBlocked")
         job = backup_job(cluster, s3, backup.name, backup.metadata.uid, "delete")
         try:
             await self.kube.create(job, JOB)
         except ApiException as exc:
+            if exc.status == 403:  # e.g. the namespace is being deleted: no Job can start
+                return await self._abandon(body, backup, f"no delete Job can start: {exc.reason}")
             if exc.status != 409:
                 raise
         return Outcome(requeue_after=POLL_SECONDS, result="Deleting")
+
+    async def _abandon(self, body: Obj, backup: DchatBackup, why: str) -> Outcome:
+        """Let the DchatBackup go and keep its S3 objects: losing track of a backup's objects
+        costs storage, holding the object forever would block the namespace's deletion, and
+        deleting data without the settings to do it right is not an option."""
+        where = backup.status.location or "its prefix"
+        message = f"{why}: the backup's S3 objects are kept ({where})"
+        log.warning("DchatBackup %s/%s: %s", backup.namespace, backup.name, message)
+        await self._event(body, "ObjectsKept", message)
+        await self._release(backup)
+        return Outcome(forget=True, result="Abandoned")
+
+    async def _event(self, body: Obj, reason: str, message: str) -> None:
+        try:
+            await self.kube.post_event(
+                body, type_="Warning", reason=reason, message=message, now=self._clock()
+            )
+        except ApiException as exc:  # events are best effort
+            log.warning("could not post event %s: %s", reason, exc.reason)
 
     async def _delete_failed(self, body: Obj, status: DchatBackupStatus, reason: str) -> None:
         message = (

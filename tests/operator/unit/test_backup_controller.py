@@ -16,7 +16,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, CLUSTER, JOB, POD
 from dchat_operator.controllers.backup import BackupController, BackupState
 from dchat_operator.controllers.engine import Backoff, Engine
-from tests.operator.unit.fake_kube import FakeKube, cluster_cr
+from tests.operator.unit.fake_kube import FakeKube, api_error, cluster_cr
 
 pytestmark = pytest.mark.unit
 
@@ -319,3 +319,31 @@ async def test_a_failed_backup_without_objects_goes_without_a_job(world: World) 
     await world.idle()
     assert world.kube.obj(BACKUP, NS, "b2") is None
     assert world.kube.count("CREATE", "jobs") == 0
+
+
+async def test_a_backup_whose_cluster_is_gone_keeps_its_objects_and_goes(world: World) -> None:
+    world.cluster()
+    world.backup()
+    await world.idle()
+    world.finish_job("b1-backup", json.dumps(OK))
+    await world.idle()
+    world.kube.remove(CLUSTER, NS, "c1")
+    await world.kube.delete(BACKUP, NS, "b1")
+    world.trigger()
+    await world.idle()
+    assert world.kube.obj(BACKUP, NS, "b1") is None
+    assert world.kube.obj(JOB, NS, "b1-delete") is None
+    assert "ObjectsKept" in world.kube.event_reasons("b1")
+
+
+async def test_a_terminating_namespace_does_not_hold_the_backup(world: World) -> None:
+    world.cluster()
+    world.backup()
+    await world.idle()
+    world.finish_job("b1-backup", json.dumps(OK))
+    await world.idle()
+    world.kube.fail[("CREATE", "jobs", "*")] = lambda: api_error(403, "namespace terminating")
+    await world.kube.delete(BACKUP, NS, "b1")
+    world.trigger()
+    await world.idle()
+    assert world.kube.obj(BACKUP, NS, "b1") is None
