@@ -9,7 +9,9 @@ Design:
 - Each run: read the cluster and its DchatBackups (one list by label), decide with the pure
   ``builders.schedule.plan`` (one backup when due, however many times were missed), create
   that DchatBackup (named after its cron time, so a crash between the create and the status
-  write finds it existing and moves on), apply retention (``builders.schedule.expired``: a
+  write finds it existing and moves on; none while the previous scheduled one is still
+  Pending or Running, so a cluster that cannot take backups does not pile them up), apply
+  retention (``builders.schedule.expired``: a
   delete; the backup's finalizer deletes its S3 objects first), then write the status fields
   it owns (``BACKUP_OWNED``, conditions ``BACKUP_CONDITIONS``) with the resourceVersion read;
   the cluster controller's fields and conditions are left as they are, and a conflict is a
@@ -126,7 +128,18 @@ class ScheduleController:
         items = await self.kube.list_objects(BACKUP, namespace, f"{c.LABEL_CLUSTER}={name}")
         backups = [BackupView.of(item) for item in items]
         decision = plan(spec, previous.get("backupSchedule"), now)
-        if decision.due is not None:
+        unfinished = [b.name for b in backups if b.scheduled and b.phase in ("Pending", "Running")]
+        if decision.due is not None and unfinished:
+            # never stack backups on a cluster that cannot take them (BackupHealthy turns
+            # False as the schedule gets overdue)
+            log.warning(
+                "schedule of %s/%s: skipping the backup due at %s, %s has not finished",
+                namespace,
+                name,
+                decision.due.isoformat(),
+                unfinished[0],
+            )
+        elif decision.due is not None:
             created = await self._create(cluster, decision.due, decision.verify)
             if created is not None:
                 backups.append(BackupView.of(created))

@@ -283,6 +283,7 @@ async def test_the_schedule_creates_backups_on_time_and_once_after_downtime(worl
     assert made["metadata"]["labels"][c.LABEL_CLUSTER] == "c1"
     assert made["spec"] == {"cluster": "c1", "verify": True}
     assert world.status()["lastBackup"]["name"] == "c1-20261130110000"
+    world.finish("c1-20261130110000", "Completed", "2026-11-30T11:05:00Z")
     # the operator is away from 11:30 to 15:10: one backup, not four
     await world.tick(at(15, 10))
     assert world.backups() == ["c1-20261130110000", "c1-20261130150000"]
@@ -362,3 +363,17 @@ async def test_continuous_archiving_follows_the_litestream_sidecar(world: World)
     await world.tick(at(10, 21), "lite")
     cond = next(x for x in world.status("lite")["conditions"] if x["type"] == "ContinuousArchiving")
     assert (cond["status"], cond["reason"]) == ("True", "SidecarReady")
+
+
+async def test_no_new_backup_while_the_last_scheduled_one_has_not_finished(world: World) -> None:
+    world.cluster()
+    await world.tick(at(10, 20))
+    await world.tick(at(11, 0))
+    await world.tick(at(12, 0))  # the 11:00 backup is still Pending (cluster not Ready)
+    assert world.backups() == ["c1-20261130110000"]
+    await world.tick(at(13, 30))
+    healthy = next(x for x in world.status()["conditions"] if x["type"] == "BackupHealthy")
+    assert (healthy["status"], healthy["reason"]) == ("False", "BackupOverdue")
+    world.finish("c1-20261130110000", "Completed", "2026-11-30T13:31:00Z")
+    await world.tick(at(14, 0))
+    assert world.backups() == ["c1-20261130110000", "c1-20261130140000"]
