@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -13,6 +14,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.backups import BackupResult, DchatRestoreSpec
 from dchat_operator.builders import workload
 from dchat_operator.builders.backup import (
+    Command,
     backup_job,
     job_name,
     job_outcome,
@@ -23,6 +25,7 @@ from dchat_operator.builders.backup import (
 from dchat_operator.builders.config import config_checksum, config_map, secret_references
 from dchat_operator.builders.litestream import litestream_config, sidecar_ready
 from tests.operator.unit.conftest import cluster
+from tests.packaging.support import pod_specs, restricted_violations
 
 pytestmark = pytest.mark.unit
 
@@ -320,3 +323,19 @@ def test_the_sidecar_readiness_is_read_from_pod_status() -> None:
     assert sidecar_ready([pod(True)])[0]
     assert not sidecar_ready([pod(False)])[0]
     assert not sidecar_ready([])[0]
+
+
+def test_backup_pods_are_valid_and_restricted() -> None:
+    """Every Job and the Litestream pod validate offline and meet Pod Security restricted."""
+    lite = cluster("c1", backup={"enabled": True, "s3": S3})
+    pg = cluster("c2", database=PG, backup={"s3": {**S3, "sse": "AES256"}})
+    objects: list[dict[str, Any]] = [workload.deployment(lite)]
+    for cl in (lite, pg):
+        assert cl.spec.backup.s3 is not None
+        commands: tuple[Command, ...] = ("create", "verify", "delete")
+        for command in commands:
+            objects.append(backup_job(cl, cl.spec.backup.s3, "b1", "u", command))
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.34.0", strict=True)
+    for name, spec in pod_specs(objects):
+        assert restricted_violations(spec) == [], name
