@@ -418,12 +418,6 @@ CASES: list[Case] = [
         m.MSG_KMS_KEY,
     ),
     Case(
-        "bootstrap-sqlite",
-        {"backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}},
-        {"backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}, "database": PG},
-        m.MSG_BOOTSTRAP_ENGINE,
-    ),
-    Case(
         "bootstrap-without-s3",
         {"database": PG, "bootstrap": {"fromBackup": {"name": "b1"}}},
         {"database": PG, "backup": {"s3": _S3}, "bootstrap": {"fromBackup": {"name": "b1"}}},

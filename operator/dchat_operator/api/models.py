@@ -1072,10 +1072,6 @@ class BackupSpec(CRModel):
         return self
 
 
-MSG_BOOTSTRAP_ENGINE = (
-    "bootstrap.fromBackup works with database.engine: postgres only (for now); a SQLite "
-    "cluster restores from its Litestream replica"
-)
 MSG_BOOTSTRAP_S3 = "bootstrap.fromBackup needs backup.s3 (where the backup is read from)"
 MSG_BOOTSTRAP_IMMUTABLE = "spec.bootstrap cannot change after the cluster is created"
 
@@ -1107,9 +1103,10 @@ class BootstrapSpec(CRModel):
     from_backup: FromBackup | None = Field(
         None,
         description=(
-            "Restore this backup before the node pods start (PostgreSQL only): the Deployment "
-            "stays at 0 replicas until a restore Job (`dchat backup restore`) succeeded into "
-            "the (empty) database; status.bootstrap says where it is. Set at creation only."
+            "Restore this backup before the node pods start: the Deployment stays at 0 "
+            "replicas until a restore Job (`dchat backup restore`) succeeded into the empty "
+            "database (PostgreSQL) or the new volume (SQLite); status.bootstrap says where it "
+            "is. Set at creation only."
         ),
     )
 
@@ -1321,11 +1318,6 @@ class DchatClusterSpec(CRModel):
                     "ingress.enabled needs ingress.host",
                 ),
                 cel(
-                    "!has(self.bootstrap.fromBackup) || self.database.engine == 'postgres'",
-                    MSG_BOOTSTRAP_ENGINE,
-                    ".bootstrap.fromBackup",
-                ),
-                cel(
                     "!has(self.bootstrap.fromBackup) || has(self.backup.s3)",
                     MSG_BOOTSTRAP_S3,
                     ".bootstrap.fromBackup",
@@ -1431,11 +1423,8 @@ class DchatClusterSpec(CRModel):
             )
         if self.ingress.enabled and not self.ingress.host:
             raise ValueError("ingress.enabled needs ingress.host")
-        if self.bootstrap.from_backup is not None:
-            if self.database.engine != DatabaseEngine.postgres:
-                raise ValueError(MSG_BOOTSTRAP_ENGINE)
-            if self.backup.s3 is None:
-                raise ValueError(MSG_BOOTSTRAP_S3)
+        if self.bootstrap.from_backup is not None and self.backup.s3 is None:
+            raise ValueError(MSG_BOOTSTRAP_S3)
         try:
             self.to_node_config()
         except ValidationError as exc:

@@ -14,9 +14,12 @@ Design:
   the target before it writes, so a refused restore left the data as it was). One restore
   holds a cluster at a time; another waits. PostgreSQL only for now: the node refuses to
   restore into an existing SQLite file, and the operator cannot remove it.
-- Bootstrap (PostgreSQL): the cluster is held from its creation (``bootstrap`` not Completed),
-  so no pod ever runs on the empty database before the restore; Completed releases it, Failed
-  keeps it at 0 replicas and says why.
+- Bootstrap: the cluster is held from its creation (``bootstrap`` not Completed), so no pod
+  ever runs on the empty database before the restore; Completed releases it, Failed keeps it
+  at 0 replicas and says why. SQLite the same way: with no pod running, the restore Job
+  mounts the new ReadWriteOnce volume itself and the node restores into the empty file (a
+  restore init container in the node pod would run again on every start, where the node
+  refuses an existing file).
 - The result comes from the Job pod's termination message, as for backups.
 """
 
@@ -340,7 +343,7 @@ class RestoreController(_Jobs):
 
 
 class BootstrapController(_Jobs):
-    """Restores spec.bootstrap.fromBackup into a new PostgreSQL cluster before its pods run."""
+    """Restores spec.bootstrap.fromBackup into a new cluster before its pods run."""
 
     kind = "DchatClusterBootstrap"
 

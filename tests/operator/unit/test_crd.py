@@ -391,7 +391,6 @@ def test_cluster_crd_backup_fields_are_documented_and_checked() -> None:
     assert s3["sse"]["enum"] == ["AES256", "aws:kms"]
     assert models.MSG_KMS_KEY in [v["message"] for v in backup["s3"]["x-kubernetes-validations"]]
     messages = [v["message"] for v in spec["x-kubernetes-validations"]]
-    assert models.MSG_BOOTSTRAP_ENGINE in messages
     assert models.MSG_BOOTSTRAP_S3 in messages
     assert models.MSG_BOOTSTRAP_IMMUTABLE in messages
     status = _root()["properties"]["status"]["properties"]

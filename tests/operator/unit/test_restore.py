@@ -142,11 +142,10 @@ def test_a_hold_builds_the_cluster_with_zero_replicas() -> None:
     assert held(boot, {"bootstrap": {"phase": "Completed"}}).spec.replicas == 2
 
 
-def test_bootstrap_is_postgres_only_and_needs_s3() -> None:
-    with pytest.raises(ValueError, match="postgres only"):
-        DchatCluster.parse(
-            cluster_cr("c1", NS, backup={"s3": S3}, bootstrap={"fromBackup": {"name": "b1"}})
-        )
+def test_bootstrap_needs_s3() -> None:
+    DchatCluster.parse(  # SQLite too: the restore Job fills the new volume
+        cluster_cr("c1", NS, backup={"s3": S3}, bootstrap={"fromBackup": {"name": "b1"}})
+    )
     with pytest.raises(ValueError, match=r"needs backup\.s3"):
         DchatCluster.parse(
             cluster_cr("c1", NS, database=PG, bootstrap={"fromBackup": {"name": "b1"}})
@@ -307,3 +306,22 @@ async def test_bootstrap_from_a_backup_of_another_kubernetes_cluster(world: Worl
     assert job is not None
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["DCHAT_BACKUP_PREFIX"] == "dchat/ns1/prod/"
+
+
+async def test_sqlite_bootstrap_restores_onto_the_new_volume(world: World) -> None:
+    world.backup("b1", "old")
+    world.kube.put(
+        CLUSTER,
+        cluster_cr(
+            "lite", NS, backup={"enabled": True, "s3": S3}, bootstrap={"fromBackup": {"name": "b1"}}
+        ),
+    )
+    world.bootstrap_engine.trigger((NS, "lite"), "spec")
+    await world.idle()
+    job = world.kube.obj(JOB, NS, "lite-bootstrap")
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    assert "affinity" not in pod  # no node pod runs: the Job takes the volume itself
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"] == {"claimName": "lite-data"}
+    assert pod["containers"][0]["args"][:4] == ["backup", "restore", "--name", "b1"]
