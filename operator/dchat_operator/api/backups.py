@@ -145,6 +145,9 @@ class DchatRestoreStatus(CRModel):
     )
     progress: str | None = Field(None, description="What the restore does now, in words.")
     backup: str | None = Field(None, description="The DchatBackup being restored.")
+    source_cluster: str | None = Field(
+        None, description="The cluster that made the backup (whose S3 prefix is read)."
+    )
     job: str | None = Field(None, description="Name of the restore Job.")
     started_at: str | None = Field(None, description="When the restore started (RFC 3339).")
     completed_at: str | None = Field(None, description="When it finished (RFC 3339).")

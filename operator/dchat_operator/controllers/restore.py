@@ -233,10 +233,7 @@ class RestoreController(_Jobs):
     async def _step(self, body: Obj, restore: DchatRestore, status: DchatRestoreStatus) -> Outcome:
         cluster_body, cluster, s3 = await self._target(body, restore, status)
         if status.backup is None:
-            status.backup, source = await self._backup(body, restore, status)
-            status.conditions = []
-        else:
-            source = ""
+            status.backup, status.source_cluster = await self._backup(body, restore, status)
         holder = ((cluster_body.get("status") or {}).get("restoreInProgress") or {}).get("name")
         if status.phase in ("Pending", "ScalingDown"):
             if holder and holder != restore.name:
@@ -259,7 +256,7 @@ class RestoreController(_Jobs):
                 return Outcome(requeue_after=STEP_SECONDS, result="ScalingDown")
             status.phase = "Restoring"
         if status.phase == "Restoring":
-            return await self._restoring(body, restore, status, cluster, s3, source)
+            return await self._restoring(body, restore, status, cluster, s3)
         return await self._scaling_up(body, status, cluster)
 
     async def _restoring(
@@ -269,7 +266,6 @@ class RestoreController(_Jobs):
         status: DchatRestoreStatus,
         cluster: DchatCluster,
         s3: S3Target,
-        source: str,
     ) -> Outcome:
         backup = str(status.backup)
         job_id = job_name(restore.name, "restore")
@@ -282,7 +278,7 @@ class RestoreController(_Jobs):
                 s3,
                 job=job_id,
                 backup=backup,
-                source=source or cluster.name,
+                source=status.source_cluster or cluster.name,
                 owner=owner_reference(
                     RESTORE.api_version, RESTORE.kind, restore.name, restore.metadata.uid
                 ),

@@ -204,14 +204,17 @@ async def test_a_failed_restore_releases_the_cluster_and_says_why(world: World) 
 
 
 async def test_latest_picks_the_newest_completed_backup_of_the_source(world: World) -> None:
-    world.cluster("c2")
-    world.deployment("c2", 0, 0)
+    world.cluster("c2")  # runs pods: the Job comes in a later run, after the scale-down
     world.backup("old", "c1", done="2026-11-28T03:00:00Z")
     world.backup("new", "c1", done="2026-11-30T03:00:00Z")
     world.backup("broken", "c1", phase="Failed", done="2026-11-30T04:00:00Z")
     world.restore(latest=True, cluster="c1", target="c2")
     await world.idle()
     assert world.status()["backup"] == "new"
+    assert world.status()["sourceCluster"] == "c1"
+    world.deployment("c2", 0, 0)
+    world.trigger()
+    await world.idle()
     job = world.kube.obj(JOB, NS, "r1-restore")
     assert job is not None
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
