@@ -22,6 +22,8 @@ Design (the contract with the node's ``dchat backup`` commands):
   cluster's pod: required pod affinity to the cluster's pods on ``kubernetes.io/hostname``,
   and the same claim mounted read-write. Read-write on purpose: SQLite in WAL mode needs to
   write the ``-shm`` file even to read, so a read-only mount of a live WAL database fails.
+  (``Data``: a restore takes the claim while no pod runs; verify and delete Jobs get an
+  emptyDir at /data instead and run anywhere.)
 - Names: Job names must be labels (63 characters); ``job_name`` keeps ``<owner>-<suffix>``
   when it fits and otherwise shortens the owner and adds a hash, so names never collide.
 """
@@ -40,6 +42,10 @@ from dchat_operator.builders.config import secret_files
 from dchat_operator.builders.litestream import backup_prefix
 
 Command = Literal["create", "verify", "delete", "restore"]
+Data = Literal["beside", "alone", "none"]
+"""How a Job uses a SQLite cluster's volume: ``beside`` the running node pod (same node,
+same claim: a backup), ``alone`` (the claim while no pod runs: a restore), ``none`` (an
+emptyDir at /data: verify and delete need no data and must not take the volume)."""
 
 BACKUP_DEADLINE_SECONDS = 6 * 3600
 DELETE_DEADLINE_SECONDS = 3600
@@ -118,9 +124,14 @@ WORK_DIR = "/work"
 
 
 def _pod_spec(
-    cluster: DchatCluster, s3: S3Target, args: list[str], source: str | None, beside_node: bool
+    cluster: DchatCluster, s3: S3Target, args: list[str], source: str | None, data: Data
 ) -> Obj:
     volumes, mounts = workload.base_volumes(cluster)
+    if data == "none":
+        volumes = [
+            {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}} if v["name"] == "data" else v
+            for v in volumes
+        ]
     if "--work-dir" in args:
         volumes.append({"name": "work", "emptyDir": {}})
         mounts.append({"name": "work", "mountPath": WORK_DIR})
@@ -161,7 +172,7 @@ def _pod_spec(
         "volumes": volumes,
     }
     sched = cluster.spec.scheduling
-    if beside_node and cluster.spec.database.engine == DatabaseEngine.sqlite:
+    if data == "beside" and cluster.spec.database.engine == DatabaseEngine.sqlite:
         pod["affinity"] = _affinity(cluster)
     if sched.tolerations:
         pod["tolerations"] = [dict(t) for t in sched.tolerations]
@@ -193,7 +204,7 @@ def node_job(
     owner: Obj,
     args: list[str],
     source: str | None = None,
-    beside_node: bool = True,
+    data: Data = "beside",
     retries: int = 0,
     deadline: int = BACKUP_DEADLINE_SECONDS,
 ) -> Obj:
@@ -213,7 +224,7 @@ def node_job(
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {
                 "metadata": {"labels": dict(labels)},
-                "spec": _pod_spec(cluster, s3, args, source, beside_node),
+                "spec": _pod_spec(cluster, s3, args, source, data),
             },
         },
     }
@@ -238,6 +249,7 @@ def backup_job(
             backup,
             *(["--work-dir", WORK_DIR] if command == "verify" else []),
         ],
+        data="beside" if command == "create" else "none",
         retries=DELETE_RETRIES if deleting else 0,
         deadline=DELETE_DEADLINE_SECONDS if deleting else BACKUP_DEADLINE_SECONDS,
     )
@@ -255,7 +267,7 @@ def restore_job(
 ) -> Obj:
     """The Job that restores ``backup`` (made by cluster ``source``) into ``cluster``'s
     database (``dchat backup restore``; the node refuses a non-empty target). The cluster
-    runs no pod meanwhile, so it needs no affinity."""
+    runs no pod meanwhile: the Job takes the volume alone, with no affinity."""
     return node_job(
         cluster,
         s3,
@@ -264,7 +276,7 @@ def restore_job(
         owner=owner,
         args=["backup", "restore", "--name", backup, "--work-dir", WORK_DIR],
         source=source,
-        beside_node=False,
+        data="alone",
     )
 
 

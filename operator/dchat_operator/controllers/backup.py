@@ -111,10 +111,8 @@ class _Blocked(Exception):
         self.reason = reason
 
 
-def cluster_blocker(
-    cluster_body: Obj | None, name: str, method: str | None
-) -> tuple[DchatCluster, S3Target]:
-    """The cluster and its S3 target, or ``_Blocked`` saying why a backup cannot start."""
+def cluster_target(cluster_body: Obj | None, name: str) -> tuple[DchatCluster, S3Target]:
+    """The cluster and its S3 target, or ``_Blocked`` (Failed) saying why there is none."""
     if cluster_body is None:
         raise _Blocked("Failed", f"DchatCluster {name} does not exist")
     try:
@@ -124,18 +122,26 @@ def cluster_blocker(
     s3 = cluster.spec.backup.s3
     if s3 is None:
         raise _Blocked("Failed", f"DchatCluster {name} has no spec.backup.s3")
+    return cluster, s3
+
+
+def cluster_blocker(
+    cluster_body: Obj | None, name: str, method: str | None
+) -> tuple[DchatCluster, S3Target]:
+    """The cluster and its S3 target, or ``_Blocked`` saying why a backup cannot start."""
+    cluster, s3 = cluster_target(cluster_body, name)
     if method is not None and method != default_method(cluster):
         raise _Blocked(
             "Failed",
             f"method {method} does not fit the cluster's {cluster.spec.database.engine} "
             f"database (use {default_method(cluster)})",
         )
-    status = cluster_body.get("status") or {}
+    status = (cluster_body or {}).get("status") or {}
     hold = hold_reason(cluster, status)
     if hold is not None:
         raise _Blocked("Pending", f"waiting: DchatCluster {name} runs no pod ({hold})")
     ready = next((x for x in status.get("conditions") or [] if x.get("type") == "Ready"), None)
-    generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
+    generation = cluster.metadata.generation
     if ready is None or ready.get("status") != "True":
         raise _Blocked("Pending", f"waiting for DchatCluster {name} to be Ready")
     if int(status.get("observedGeneration") or 0) < generation:
@@ -309,9 +315,11 @@ class BackupController:
         job = await self.kube.get(JOB, backup.namespace, job_id)
         if job is None:
             cluster_body = await self.kube.get(CLUSTER, backup.namespace, backup.spec.cluster)
-            try:
-                cluster, s3 = cluster_blocker(cluster_body, backup.spec.cluster, None)
+            try:  # verification needs the S3 settings, not the cluster's pods
+                cluster, s3 = cluster_target(cluster_body, backup.spec.cluster)
             except _Blocked as blocked:
+                if blocked.phase != "Failed":
+                    return Outcome(requeue_after=WAIT_SECONDS, result="Verifying")
                 return await self._verified(body, status, False, f"not verified: {blocked.reason}")
             job = backup_job(cluster, s3, backup.name, backup.metadata.uid, "verify")
             try:

@@ -339,3 +339,13 @@ def test_backup_pods_are_valid_and_restricted() -> None:
         kubernetes_validate.validate(obj, "1.34.0", strict=True)
     for name, spec in pod_specs(objects):
         assert restricted_violations(spec) == [], name
+
+
+def test_sqlite_verify_and_delete_jobs_leave_the_volume_to_the_node_pod() -> None:
+    cl = cluster("c1", backup={"s3": S3})
+    assert cl.spec.backup.s3 is not None
+    for command in ("verify", "delete"):
+        pod = backup_job(cl, cl.spec.backup.s3, "b1", "u", command)["spec"]["template"]["spec"]
+        assert "affinity" not in pod, command
+        data = next(v for v in pod["volumes"] if v["name"] == "data")
+        assert "emptyDir" in data, command

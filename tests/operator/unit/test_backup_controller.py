@@ -254,6 +254,17 @@ async def test_verify_runs_a_second_job(world: World) -> None:
     assert (cond["status"], cond["reason"]) == ("True", "VerifySucceeded")
 
 
+async def test_verification_does_not_wait_for_the_cluster_to_be_ready(world: World) -> None:
+    world.cluster()
+    world.backup(verify=True)
+    await world.idle()
+    world.cluster(ready=False)  # a rollout started after the backup
+    world.finish_job("b1-backup", json.dumps(OK))
+    await world.idle()
+    assert world.kube.obj(JOB, NS, "b1-verify") is not None
+    assert "verified" not in world.status()
+
+
 async def test_a_tampered_backup_fails_verification(world: World) -> None:
     world.cluster()
     world.backup(verify=True)
