@@ -94,6 +94,13 @@ class DchatBackupStatus(CRModel):
         None, description="Result of `dchat backup verify` (unset when not verified)."
     )
     verify_detail: str | None = Field(None, description="What the verification reported.")
+    verify_request: str | None = Field(
+        None,
+        description=(
+            "The value of the annotation dchat.dev/verify-request the last verification "
+            "answered (a new value verifies the backup again)."
+        ),
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Verified and DeleteFailed conditions."
     )
@@ -198,6 +205,7 @@ class _Meta(BaseModel):
     generation: int = 0
     resource_version: str = Field("", alias="resourceVersion")
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
     finalizers: list[str] = Field(default_factory=list)
     deletion_timestamp: str | None = Field(None, alias="deletionTimestamp")
     creation_timestamp: str | None = Field(None, alias="creationTimestamp")

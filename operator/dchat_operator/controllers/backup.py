@@ -18,7 +18,8 @@ Design:
   that finished without a readable one fails the backup with "the backup pod reported no
   result". A Job that disappeared while the backup was Running fails it too. A Completed backup
   with ``spec.verify`` gets a second Job (``dchat backup verify``); its result is
-  ``status.verified``.
+  ``status.verified``; a new value of the annotation ``dchat.dev/verify-request`` on a
+  Completed backup verifies it again (a fresh verify Job).
 - Deletion: a backup that may have objects in S3 (Completed, Running, or any with a location)
   runs a delete Job (``dchat backup delete``, a few retries in the Job itself); the finalizer
   goes when that Job completed. When it failed, the finalizer stays and the ``DeleteFailed``
@@ -200,6 +201,9 @@ class BackupController:
         status = backup.status.model_copy()
         status.observed_generation = backup.metadata.generation
         if status.phase == "Completed":
+            requested = backup.metadata.annotations.get(c.ANNOTATION_VERIFY_REQUEST)
+            if requested and requested != status.verify_request:
+                return await self._reverify(body, backup, status, requested)
             return await self._verify(body, backup, status)
         if status.phase == "Failed":
             await self._write(body, status)
@@ -307,8 +311,19 @@ class BackupController:
 
     # --- verification -----------------------------------------------------------------------
 
+    async def _reverify(
+        self, body: Obj, backup: DchatBackup, status: DchatBackupStatus, requested: str
+    ) -> Outcome:
+        """A new verify request: forget the last result and its Job, then verify again."""
+        await self.kube.delete(JOB, backup.namespace, job_name(backup.name, "verify"))
+        status.verify_request, status.verified, status.verify_detail = requested, None, None
+        status.conditions = [x for x in status.conditions if x.type != "Verified"]
+        await self._write(body, status)
+        return Outcome(requeue_after=1.0, result="Verifying")
+
     async def _verify(self, body: Obj, backup: DchatBackup, status: DchatBackupStatus) -> Outcome:
-        if not backup.spec.verify or status.verified is not None:
+        wanted = backup.spec.verify or status.verify_request is not None
+        if not wanted or status.verified is not None:
             await self._write(body, status)
             return Outcome(result="Completed")
         job_id = job_name(backup.name, "verify")

@@ -283,6 +283,40 @@ async def test_a_tampered_backup_fails_verification(world: World) -> None:
     assert "checksum mismatch" in status["verifyDetail"]
 
 
+async def test_a_verify_request_verifies_again(world: World) -> None:
+    world.cluster()
+    world.backup(verify=True)
+    await world.idle()
+    world.finish_job("b1-backup", json.dumps(OK))
+    await world.idle()
+    world.finish_job("b1-verify", json.dumps({"ok": True, "verified": True, "detail": "ok"}))
+    await world.idle()
+    assert world.status()["verified"] is True
+    # someone flips a byte in S3, then asks for a new verification
+    body = world.kube.obj(BACKUP, NS, "b1")
+    assert body is not None
+    body["metadata"]["annotations"] = {c.ANNOTATION_VERIFY_REQUEST: "after-tamper"}
+    world.kube.put(BACKUP, body)
+    world.trigger()
+    await asyncio.sleep(1.2)  # the old verify Job is deleted; the run after creates a new one
+    await world.idle()
+    status = world.status()
+    assert status["verifyRequest"] == "after-tamper"
+    assert "verified" not in status
+    assert world.kube.count("CREATE", "jobs") == 3
+    world.kube.remove(POD, NS, "b1-verify-abcde")
+    world.finish_job(
+        "b1-verify", json.dumps({"ok": False, "error": "sha256 mismatch in part 3"}), ok=False
+    )
+    await world.idle()
+    status = world.status()
+    assert status["verified"] is False
+    assert "sha256 mismatch" in status["verifyDetail"]
+    world.trigger()
+    await world.idle()
+    assert world.kube.count("CREATE", "jobs") == 3  # one request, one verification
+
+
 async def test_deleting_a_completed_backup_deletes_its_objects_first(world: World) -> None:
     world.cluster()
     world.backup()
