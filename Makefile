@@ -59,13 +59,18 @@ test-real-node: cluster venv
 	@tests/cluster/real-node-status.sh
 	$(PYTEST) -m real_node
 
-# One pytest run for integration + e2e keeps one set of session services.
+# `make check` runs beside the unit tests (both CPU-bound, one core each); its output is
+# printed after them. One pytest run for integration + e2e keeps one set of session services.
 # pytest exits 5 when it collects nothing: that fails the target, as it should.
 test: deps venv cluster
 	@start=$$SECONDS; \
-	$(MAKE) --no-print-directory check; \
 	tests/cluster/real-node-status.sh; \
-	$(PYTEST) -m unit; \
+	check_log=$$(mktemp); \
+	$(MAKE) --no-print-directory check >"$$check_log" 2>&1 & check_pid=$$!; \
+	unit_rc=0; $(PYTEST) -m unit || unit_rc=$$?; \
+	check_rc=0; wait $$check_pid || check_rc=$$?; \
+	cat "$$check_log"; rm -f "$$check_log"; \
+	if ((check_rc || unit_rc)); then echo "make test: check exit $$check_rc, unit exit $$unit_rc"; exit 1; fi; \
 	$(PYTEST) -m "integration or e2e"; \
 	echo "make test: all green in $$((SECONDS - start)) s"
 

@@ -222,6 +222,9 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
         "name": c.CONTAINER_NAME,
         "image": cluster.image,
         "imagePullPolicy": spec.image.effective_pull_policy,
+        # A node that exits leaves the tail of its log in the pod status (and in `kubectl
+        # describe`), where it survives the container's removal.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "args": ["--config", f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"],
         "ports": [
             {"name": "api", "containerPort": server.api_port, "protocol": "TCP"},

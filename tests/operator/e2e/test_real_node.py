@@ -382,18 +382,10 @@ def crashing_version_stalls(
         cs = bad["status"]["containerStatuses"][0]
         term = (cs.get("lastState") or {}).get("terminated") or cs["state"]["terminated"]
         assert term["exitCode"] == 1
-        logs = kube.kubectl(
-            "logs",
-            "-n",
-            namespace,
-            bad["metadata"]["name"],
-            "-c",
-            "dchat",
-            "--previous",
-            check=False,
-        )
-        assert "exits" in (logs.stdout + logs.stderr), logs
-        time.sleep(10)  # the stall holds: nothing replaced the old pods
+        # What the process printed before it exited, kept by the kubelet in the pod status
+        # (terminationMessagePolicy FallbackToLogsOnError): no log file needed.
+        assert "exits" in (term.get("message") or ""), term
+        time.sleep(5)  # the stall holds: nothing replaced the old pods
         now = pods(kube, namespace, "pg")
         serving = {p["metadata"]["name"] for p in now if is_ready(p)}
         assert serving == old_pods, (serving, old_pods)

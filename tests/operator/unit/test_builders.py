@@ -145,6 +145,8 @@ def test_a_replaced_pod_keeps_serving_until_its_endpoint_is_gone() -> None:
     dep = workload.deployment(sample("postgres.yaml"))
     container = _container(dep)
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    # and a node that exits leaves its last log lines in the pod status
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > workload.PRESTOP_SLEEP_SECONDS + 20  # 20 s: the node's default drain
 
