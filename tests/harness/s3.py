@@ -35,9 +35,12 @@ class S3Server:
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, log_dir: Path, env: dict[str, str] | None = None) -> S3Server:
+    def start(
+        cls, log_dir: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> S3Server:
         """``env``: extra environment of moto's server (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT``
-        turns its IAM authentication on); ignored for an external endpoint."""
+        turns its IAM authentication on); ignored for an external endpoint. ``host``: the
+        address it binds (the real node's bridge address makes it reachable from pods)."""
         endpoint = os.environ.get("DCHAT_TEST_S3_ENDPOINT")
         if endpoint:
             return cls(
@@ -46,22 +49,22 @@ class S3Server:
                 secret_key=os.environ.get("DCHAT_TEST_S3_SECRET_KEY", ""),
                 region=os.environ.get("DCHAT_TEST_S3_REGION", "us-east-1"),
             )
-        port = free_port()
+        port = free_port(host)
         moto = Path(sys.executable).with_name("moto_server")
         log = (log_dir / "moto.log").open("wb")
         process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            [str(moto), "-H", host, "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
         try:
-            wait_for_port("127.0.0.1", port, timeout=30)
+            wait_for_port(host, port, timeout=30)
         except TimeoutError:
             process.kill()
             raise
         return cls(
-            endpoint=f"http://127.0.0.1:{port}",
+            endpoint=f"http://{host}:{port}",
             access_key="testing",
             secret_key="testing",  # moto accepts any credentials
             region="us-east-1",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +25,15 @@ import pytest
 import yaml
 
 from tests.harness.cluster import KubeCluster
+from tests.harness.postgres import PostgresServer
+from tests.harness.s3 import S3Server
+
+from .objects import PG, SMALL, cluster_cr, db_secret  # noqa: F401 - the test modules import them from here
+from .realnode import BRIDGE, real_node_status
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "dchat.dev_dchatclusters.yaml"
+CRDS = sorted((REPO / "crds").glob("dchat.dev_*.yaml"))
 SAMPLES = REPO / "manifests" / "samples"
 OPERATOR = Path(sys.executable).parent / "dchat-operator"
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
@@ -152,10 +160,11 @@ def start_operator(
 
 @pytest.fixture(scope="session")
 def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
-    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/dchatclusters.dchat.dev", "--timeout=60s"
-    )
+    """Every CRD of crds/ (DchatCluster, DchatBackup, DchatRestore: the operator watches all)."""
+    for crd in CRDS:
+        kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    names = [f"crd/{p.stem.removeprefix('dchat.dev_')}.dchat.dev" for p in CRDS]
+    kube_cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
     return kube_cluster
 
 
@@ -183,30 +192,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
-PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
-
-
-def db_secret(url: str = "postgresql://dchat:pw@postgres:5432/dchat") -> dict[str, Any]:
-    """The Secret ``db`` with the key ``url`` that ``PG`` refers to."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "db"},
-        "stringData": {"url": url},
-    }
-
-
-def cluster_cr(name: str, **spec: Any) -> dict[str, Any]:
-    """A DchatCluster with small resources and ``spec``."""
-    return {
-        "apiVersion": "dchat.dev/v1alpha1",
-        "kind": "DchatCluster",
-        "metadata": {"name": name},
-        "spec": {"resources": SMALL, **spec},
-    }
 
 
 def ready_names(kube: KubeCluster, namespace: str) -> set[str]:
@@ -255,3 +240,54 @@ def wait_ready(
 
     result: dict[str, Any] = kube.wait_for(check, timeout=timeout, what=f"{name} Ready")
     return result
+
+
+# --- the real node (tests/cluster/realnode.sh): fixtures of the real_node tests -----------
+
+
+@pytest.fixture(scope="module")
+def real_node(kube_cluster: KubeCluster) -> str:
+    status = real_node_status(kube_cluster)
+    if not status.startswith("ready "):
+        pytest.skip(f"real-node tier: {status}")
+    node = status.split()[1]
+    kube_cluster.wait_for(
+        lambda: _node_ready(kube_cluster, node), timeout=60, what=f"node {node} Ready"
+    )
+    return node
+
+
+def _node_ready(kube: KubeCluster, node: str) -> bool:
+    obj = kube.get_json("node", node)
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
+
+
+@pytest.fixture(scope="module")
+def bridge_postgres() -> Iterator[PostgresServer]:
+    """The harness PostgreSQL, also on the bridge address pods reach (password logins)."""
+    base = Path(tempfile.mkdtemp(prefix="dchat-pg-real-"))
+    server = PostgresServer.start(base, also_listen=(BRIDGE,), password_networks=("10.88.0.0/16",))
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def volumes(kube: KubeCluster) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for pv in made:
+        kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+        shutil.rmtree(Path("/var/lib/dchat-test-volumes") / pv.split("-data")[0], True)
+
+
+@pytest.fixture(scope="module")
+def bridge_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on the bridge address, where pods (backup Jobs, Litestream) reach it."""
+    server = S3Server.start(tmp_path_factory.mktemp("s3-real"), host=BRIDGE)
+    try:
+        yield server
+    finally:
+        server.stop()

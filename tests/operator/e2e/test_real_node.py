@@ -17,209 +17,39 @@ of the node image; and the operator itself from its image, installed from manife
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
 from tests.harness.cluster import REPO, KubeCluster
 from tests.harness.postgres import PostgresServer
 
-from .conftest import PG, cluster_cr, db_secret, wait_ready
+from .conftest import PG, db_secret, wait_ready
+from .realnode import (
+    BRIDGE,
+    IMAGE,
+    LABEL,
+    SCHEDULING,
+    VERSION,
+    chat_round_trip,
+    hostpath_volume,
+    http,
+    is_ready,
+    jwt_secret,
+    pods,
+    real_cr,
+    service_url,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
-
-IMAGE = "ghcr.io/dchat-dev/dchat"
-VERSION = "0.1.0"
-BRIDGE = "10.88.0.1"
-LABEL = "dchat.dev/real-node"
-SCHEDULING = {
-    "nodeSelector": {LABEL: "true"},
-    "tolerations": [{"key": LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
-}
-JWT_KEY = "real-node-test-" + "k" * 40
-
-
-def real_node_status(kube: KubeCluster) -> str:
-    """What up.sh recorded for the real node: "ready <node>" or "skipped: <reason>"."""
-    name = kube.kubeconfig.name.removesuffix(".kubeconfig")
-    path = kube.kubeconfig.parent / f"{name}.realnode"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return "skipped: no real node for this cluster (KUBECONFIG names another cluster)"
-
-
-@pytest.fixture(scope="module")
-def real_node(kube_cluster: KubeCluster) -> str:
-    status = real_node_status(kube_cluster)
-    if not status.startswith("ready "):
-        pytest.skip(f"real-node tier: {status}")
-    node = status.split()[1]
-    kube_cluster.wait_for(
-        lambda: _node_ready(kube_cluster, node), timeout=60, what=f"node {node} Ready"
-    )
-    return node
-
-
-def _node_ready(kube: KubeCluster, node: str) -> bool:
-    obj = kube.get_json("node", node)
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
-
-
-@pytest.fixture(scope="module")
-def bridge_postgres() -> Iterator[PostgresServer]:
-    """The harness PostgreSQL, also on the bridge address pods reach (password logins)."""
-    base = Path(tempfile.mkdtemp(prefix="dchat-pg-real-"))
-    server = PostgresServer.start(base, also_listen=(BRIDGE,), password_networks=("10.88.0.0/16",))
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def real_cr(name: str, version: str = VERSION, **spec: Any) -> dict[str, Any]:
-    """A DchatCluster whose pods go to the real node and run the locally built image."""
-    return cluster_cr(
-        name,
-        version=version,
-        image={"repository": IMAGE, "pullPolicy": "Never"},
-        scheduling=SCHEDULING,
-        security={"jwtSecretRef": {"name": "jwt", "key": "secret"}},
-        **spec,
-    )
-
-
-def jwt_secret() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "jwt"},
-        "stringData": {"secret": JWT_KEY},
-    }
-
-
-def token() -> str:
-    claims = {"sub": "e2e", "iss": "dchat", "scope": "chat:write", "exp": time.time() + 600}
-    return jwt.encode(claims, JWT_KEY, algorithm="HS256")
-
-
-def http(
-    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    if method != "GET":
-        headers["Authorization"] = f"Bearer {token()}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - test pod IPs
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def service_url(kube: KubeCluster, namespace: str, service: str) -> str:
-    svc = kube.get_json("-n", namespace, "service", service)
-    port = svc["spec"]["ports"][0]["port"]
-    return f"http://{svc['spec']['clusterIP']}:{port}"
-
-
-def wait_serving(kube: KubeCluster, base: str) -> None:
-    """Until the Service answers: kube-proxy programs a new Service's endpoints
-    asynchronously (about a second here), as in any cluster."""
-
-    def answers() -> bool:
-        try:
-            return http("GET", f"{base}/api/v1/channels", timeout=3)[0] == 200
-        except OSError:
-            return False
-
-    kube.wait_for(answers, timeout=30, interval=0.5, what=f"{base} answering")
-
-
-def chat_round_trip(base: str, channel: str) -> None:
-    """Create a channel, post to it and read the message back, all through ``base``."""
-    status, created = http("POST", f"{base}/api/v1/channels", {"name": channel})
-    assert status == 201, created
-    cid = created["id"]
-    status, posted = http("POST", f"{base}/api/v1/channels/{cid}/messages", {"body": "hello"})
-    assert status == 201, posted
-    status, page = http("GET", f"{base}/api/v1/channels/{cid}/messages")
-    assert status == 200, page
-    assert [m["body"] for m in page["items"]] == ["hello"]
-
-
-def pods(kube: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kube.get_json(
-        "-n", namespace, "pods", "-l", f"app.kubernetes.io/instance={name}"
-    )["items"]
-    return items
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-
-
-def hostpath_volume(kube: KubeCluster, namespace: str, claim: str, node: str) -> str:
-    """A PersistentVolume on the real node bound to ``claim`` (the test cluster has no
-    provisioner); its directory belongs to the node's uid, as a provisioner's would."""
-    path = Path("/var/lib/dchat-test-volumes") / namespace / claim
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, 1000, 1000)
-    pv = f"{namespace}-{claim}"
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv, "labels": {"dchat.dev/test-volume": "true"}},
-        "spec": {
-            "capacity": {"storage": "20Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(path), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": claim},
-            "nodeAffinity": {
-                "required": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {
-                                    "key": "kubernetes.io/hostname",
-                                    "operator": "In",
-                                    "values": [node],
-                                }
-                            ]
-                        }
-                    ]
-                }
-            },
-        },
-    }
-    kube.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    return pv
-
-
-@pytest.fixture
-def volumes(kube: KubeCluster) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for pv in made:
-        kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
-        shutil.rmtree(Path("/var/lib/dchat-test-volumes") / pv.split("-data")[0], True)
 
 
 def probe_successes(kube: KubeCluster, node: str, namespace: str, pod: str) -> set[str]:

@@ -1,0 +1,272 @@
+"""Backups and restores, run for real: Jobs of the node image on the real node, against the
+harness PostgreSQL and moto's S3 server, both bound to the bridge address pods reach.
+
+- An on-demand DchatBackup of a PostgreSQL cluster completes (location, size, SHA-256 from
+  the Job's termination message), its verification (a restore into a throw-away database
+  and ``dchat verify``) passes, and a new cluster bootstrapped from it serves the same
+  channels and messages over its API.
+- One flipped byte in the backup's data object: verifying again turns ``verified`` false,
+  and a cluster bootstrapped from it fails with the checksum error before touching its
+  database.
+- A schedule of every minute fires on time, once, and the cluster reports BackupHealthy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.harness.cluster import KubeCluster
+from tests.harness.postgres import PostgresServer
+from tests.harness.s3 import S3Server
+
+from .conftest import PG, condition, db_secret, get_cluster, wait_ready
+from .realnode import BRIDGE, http, jwt_secret, real_cr, service_url, wait_serving
+
+pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
+
+NEVER = "0 0 1 1 *"  # once a year: no scheduled backup during a test
+
+
+def s3_secret(s3: S3Server) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key},
+    }
+
+
+def backup_spec(s3: S3Server, bucket: str, schedule: str = NEVER) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "schedule": schedule,
+        "verifyEvery": 1,
+        "retention": {"keepLast": 5, "maxAgeDays": 1},
+        "s3": {
+            "bucket": bucket,
+            "endpoint": s3.endpoint,
+            "region": s3.region,
+            "credentialsSecretRef": {"name": "s3creds"},
+        },
+    }
+
+
+def pg_cluster(
+    kube: KubeCluster,
+    namespace: str,
+    pg: PostgresServer,
+    name: str,
+    backup: dict[str, Any],
+    **spec: Any,
+) -> None:
+    """A one-replica PostgreSQL cluster on its own, empty database of the harness server."""
+    db = f"bk_{uuid.uuid4().hex[:10]}"
+    url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE)
+    secret = db_secret(url)
+    secret["metadata"]["name"] = f"{name}-db"
+    database = {**PG, "postgres": {"primary": {"name": f"{name}-db", "key": "url"}}}
+    cr = real_cr(name, replicas=1, database=database, backup=backup, **spec)
+    kube.apply([secret, cr], namespace)
+
+
+def backup_obj(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = kube.get_json("-n", namespace, "dchatbackup", name)
+    return data
+
+
+def wait_backup(
+    kube: KubeCluster, namespace: str, name: str, timeout: float = 240
+) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        obj = backup_obj(kube, namespace, name)
+        status = obj.get("status") or {}
+        assert status.get("phase") != "Failed", status
+        return obj if status.get("phase") == "Completed" else None
+
+    result: dict[str, Any] = kube.wait_for(done, timeout=timeout, interval=2, what=f"{name}")
+    return result
+
+
+def wait_verified(
+    kube: KubeCluster, namespace: str, name: str, expect: bool, timeout: float = 240
+) -> dict[str, Any]:
+    def verified() -> dict[str, Any] | None:
+        status = backup_obj(kube, namespace, name).get("status") or {}
+        return status if status.get("verified") is expect else None
+
+    result: dict[str, Any] = kube.wait_for(
+        verified, timeout=timeout, interval=2, what=f"{name} verified={expect}"
+    )
+    return result
+
+
+def chat_data(base: str) -> list[tuple[str, list[str]]]:
+    """Every channel with its messages' bodies, through the API."""
+    status, page = http("GET", f"{base}/api/v1/channels?limit=100")
+    assert status == 200, page
+    out = []
+    for ch in page["items"]:
+        status, msgs = http("GET", f"{base}/api/v1/channels/{ch['id']}/messages?limit=100")
+        assert status == 200, msgs
+        out.append((ch["name"], [m["body"] for m in msgs["items"]]))
+    return out
+
+
+def write_chat(base: str) -> None:
+    for channel in ("general", "ops"):
+        status, created = http("POST", f"{base}/api/v1/channels", {"name": channel})
+        assert status == 201, created
+        for i in range(3):
+            status, posted = http(
+                "POST",
+                f"{base}/api/v1/channels/{created['id']}/messages",
+                {"body": f"{channel} message {i}"},
+            )
+            assert status == 201, posted
+
+
+def flip_one_byte(s3: S3Server, bucket: str, location: str) -> str:
+    """Flip a byte in the middle of the backup's data object (not the manifest)."""
+    prefix = location.removeprefix(f"s3://{bucket}/")
+    client = s3.client()
+    keys = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        if not o["Key"].endswith("manifest.json")
+    ]
+    assert keys, f"no data object under {location}"
+    key = keys[0]
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    return key
+
+
+@pytest.mark.timeout(900)
+def test_backup_verify_restore_and_a_tampered_backup_is_refused(
+    real_node: str,
+    kube: KubeCluster,
+    namespace: str,
+    operator: Any,
+    bridge_postgres: PostgresServer,
+    bridge_s3: S3Server,
+) -> None:
+    bucket = bridge_s3.create_bucket(f"bk-{uuid.uuid4().hex[:10]}")
+    kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)
+    spec = backup_spec(bridge_s3, bucket)
+    pg_cluster(kube, namespace, bridge_postgres, "src", spec)
+    wait_ready(kube, namespace, "src", replicas=1, timeout=180)
+    src = service_url(kube, namespace, "src-api")
+    wait_serving(kube, src)
+    write_chat(src)
+    before = chat_data(src)
+
+    # On demand, verified.
+    kube.apply(
+        {
+            "apiVersion": "dchat.dev/v1alpha1",
+            "kind": "DchatBackup",
+            "metadata": {"name": "b1"},
+            "spec": {"cluster": "src", "verify": True},
+        },
+        namespace,
+    )
+    status = wait_backup(kube, namespace, "b1")["status"]
+    assert status["location"].startswith(f"s3://{bucket}/"), status
+    assert status["size"] > 0
+    assert len(status["sha256"]) == 64
+    assert status["engine"] == "postgres"
+    manifests = [
+        o["Key"]
+        for o in bridge_s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        if o["Key"].endswith("manifest.json")
+    ]
+    assert len(manifests) == 1, manifests
+    wait_verified(kube, namespace, "b1", True)
+
+    # A new cluster from it serves the same data.
+    pg_cluster(
+        kube, namespace, bridge_postgres, "dst", spec, bootstrap={"fromBackup": {"name": "b1"}}
+    )
+
+    def bootstrapped() -> dict[str, Any] | None:
+        st = (get_cluster(kube, namespace, "dst").get("status") or {}).get("bootstrap") or {}
+        assert st.get("phase") != "Failed", st
+        return st if st.get("phase") == "Completed" else None
+
+    kube.wait_for(bootstrapped, timeout=240, interval=2, what="dst bootstrapped")
+    wait_ready(kube, namespace, "dst", replicas=1, timeout=180)
+    dst = service_url(kube, namespace, "dst-api")
+    wait_serving(kube, dst)
+    assert chat_data(dst) == before
+
+    # One flipped byte: verification fails, and a bootstrap from it is refused.
+    flip_one_byte(bridge_s3, bucket, status["location"])
+    kube.kubectl(
+        "annotate", "-n", namespace, "dchatbackup", "b1", "dchat.dev/verify-request=tamper-1"
+    )
+    tampered = wait_verified(kube, namespace, "b1", False)
+    assert "checksum" in json.dumps(tampered).lower(), tampered
+    pg_cluster(
+        kube, namespace, bridge_postgres, "bad", spec, bootstrap={"fromBackup": {"name": "b1"}}
+    )
+
+    def refused() -> dict[str, Any] | None:
+        st = (get_cluster(kube, namespace, "bad").get("status") or {}).get("bootstrap") or {}
+        return st if st.get("phase") == "Failed" else None
+
+    failed = kube.wait_for(refused, timeout=240, interval=2, what="bad bootstrap Failed")
+    assert "checksum" in json.dumps(failed).lower(), failed
+    # Nothing was restored into bad's database: it holds no pods and no data.
+    assert kube.get_json("-n", namespace, "deployment", "bad")["spec"]["replicas"] == 0
+
+
+@pytest.mark.timeout(420)
+def test_a_schedule_of_every_minute_fires_on_time(
+    real_node: str,
+    kube: KubeCluster,
+    namespace: str,
+    operator: Any,
+    bridge_postgres: PostgresServer,
+    bridge_s3: S3Server,
+) -> None:
+    bucket = bridge_s3.create_bucket(f"bk-{uuid.uuid4().hex[:10]}")
+    kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)
+    pg_cluster(
+        kube, namespace, bridge_postgres, "cron", backup_spec(bridge_s3, bucket, "* * * * *")
+    )
+    wait_ready(kube, namespace, "cron", replicas=1, timeout=180)
+
+    def scheduled() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = kube.get_json(
+            "-n",
+            namespace,
+            "dchatbackups",
+            "-l",
+            "dchat.dev/cluster=cron,dchat.dev/origin=schedule",
+        )["items"]
+        return items
+
+    first = kube.wait_for(scheduled, timeout=130, interval=1, what="a scheduled backup")[0]
+    created = first["metadata"]["creationTimestamp"]
+    # Fired within a few seconds after a minute boundary (the cron time), not at a resync.
+    seconds = int(created[17:19])
+    assert seconds <= 10, created
+    wait_backup(kube, namespace, first["metadata"]["name"])
+    sched = get_cluster(kube, namespace, "cron")["status"]["backupSchedule"]
+    assert sched["lastScheduleTime"][:16] == created[:16], (sched, created)
+    kube.wait_for(
+        lambda: (
+            condition(get_cluster(kube, namespace, "cron"), "BackupHealthy").get("status") == "True"
+        ),
+        timeout=60,
+        interval=2,
+        what="BackupHealthy",
+    )
+    time.sleep(1)
+    assert len(scheduled()) == 1, "one backup per cron time"
