@@ -183,9 +183,13 @@ class PostgresServer:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def create_login_database(self, name: str, password: str, host: str) -> str:
-        """A role ``name`` with a password owning a new database ``name``; its URL via ``host``."""
-        self.psql(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+    def create_login_database(
+        self, name: str, password: str, host: str, createdb: bool = False
+    ) -> str:
+        """A role ``name`` with a password owning a new database ``name``; its URL via ``host``.
+        ``createdb``: the role may create databases (a backup's verification needs one)."""
+        extra = " CREATEDB" if createdb else ""
+        self.psql(f"CREATE ROLE \"{name}\" LOGIN{extra} PASSWORD '{password}'")
         self.psql(f'CREATE DATABASE "{name}" OWNER "{name}"')
         return f"postgresql://{name}:{password}@{host}:{self.port}/{name}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator as _model_validator
 
 from dchat_operator.api.models import (
@@ -176,7 +176,14 @@ class BackupResult(BaseModel):
     sha256: str | None = None
     engine: str | None = None
     server_version: str | None = Field(None, alias="serverVersion")
+    # the node reports its migration number (an int); status shows it as a string
     schema_version: str | None = Field(None, alias="schemaVersion")
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _schema_version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     started_at: str | None = Field(None, alias="startedAt")
     completed_at: str | None = Field(None, alias="completedAt")
     row_counts: dict[str, int] | None = Field(None, alias="rowCounts")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -64,14 +65,40 @@ def pg_cluster(
     backup: dict[str, Any],
     **spec: Any,
 ) -> None:
-    """A one-replica PostgreSQL cluster on its own, empty database of the harness server."""
+    """A one-replica PostgreSQL cluster on its own, empty database of the harness server; its
+    role may create databases (verifying a backup restores it into a throw-away one)."""
     db = f"bk_{uuid.uuid4().hex[:10]}"
-    url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE)
+    url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE, createdb=True)
     secret = db_secret(url)
     secret["metadata"]["name"] = f"{name}-db"
     database = {**PG, "postgres": {"primary": {"name": f"{name}-db", "key": "url"}}}
     cr = real_cr(name, replicas=1, database=database, backup=backup, **spec)
     kube.apply([secret, cr], namespace)
+
+
+@pytest.fixture
+def backups_deleted(kube: KubeCluster, namespace: str, operator: Any) -> Iterator[None]:
+    """At the end, while the operator still runs, delete the namespace's DchatBackups (their
+    finalizer removes the S3 objects first); a namespace would otherwise wait for an
+    operator that is gone."""
+    yield
+    result = kube.kubectl(
+        "delete", "-n", namespace, "dchatbackups", "--all", "--timeout=90s", check=False
+    )
+    if result.returncode != 0:  # leave nothing stuck behind
+        for name in kube.kubectl(
+            "get", "-n", namespace, "dchatbackups", "-o", "name", check=False
+        ).stdout.split():
+            kube.kubectl(
+                "patch",
+                "-n",
+                namespace,
+                name,
+                "--type=merge",
+                "-p",
+                '{"metadata": {"finalizers": null}}',
+                check=False,
+            )
 
 
 def backup_obj(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
@@ -155,6 +182,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     operator: Any,
     bridge_postgres: PostgresServer,
     bridge_s3: S3Server,
+    backups_deleted: None,
 ) -> None:
     bucket = bridge_s3.create_bucket(f"bk-{uuid.uuid4().hex[:10]}")
     kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)

@@ -185,7 +185,7 @@ def test_termination_messages_parse_or_are_none() -> None:
         "sha256": "ab" * 32,
         "engine": "postgres",
         "serverVersion": "15.4",
-        "schemaVersion": "7",
+        "schemaVersion": 7,
         "startedAt": "2026-11-30T03:00:00Z",
         "completedAt": "2026-11-30T03:01:00Z",
         "rowCounts": {"users": 3},

@@ -32,7 +32,7 @@ OK = {
     "sha256": "ab" * 32,
     "engine": "postgres",
     "serverVersion": "15.4",
-    "schemaVersion": "7",
+    "schemaVersion": 7,  # the node reports its migration number
     "startedAt": "2026-11-30T12:00:01Z",
     "completedAt": "2026-11-30T12:00:09Z",
 }
