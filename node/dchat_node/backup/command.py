@@ -17,9 +17,9 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dchat_node.backup.errors import BackupError, SettingsError, one_line
+from dchat_node.backup.errors import BackupError, SettingsError, one_line, scrub
 from dchat_node.backup.settings import (
     TERMINATION_LOG,
     BackupSettings,
@@ -28,6 +28,9 @@ from dchat_node.backup.settings import (
     read_credentials,
 )
 from dchat_node.config import NodeConfig
+
+if TYPE_CHECKING:
+    from dchat_node.backup.service import Job
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -69,19 +72,21 @@ def run(
     name: str | None = getattr(args, "name", None)
     termination = Path(env.get("DCHAT_TERMINATION_LOG") or TERMINATION_LOG)
     result: dict[str, Any] = {"ok": False, "command": command, "name": name}
+    secrets = _database_secrets(config)
     try:
         settings = load_settings(env)
         termination = settings.termination_log
         if name is not None:
             check_backup_name(name)
         job = _job(args, config, settings)
+        secrets += job.store.secrets
         result = {"ok": True, "command": command, **asyncio.run(_dispatch(job, args))}
         code = EXIT_OK
     except SettingsError as exc:
         result["error"] = one_line("invalid settings: " + "; ".join(exc.problems))
         code = EXIT_SETTINGS
     except BackupError as exc:
-        result["error"] = one_line(str(exc))
+        result["error"] = one_line(scrub(str(exc), secrets))
         if command in {"restore", "verify"}:
             result["verified"] = False
             result["detail"] = result["error"]
@@ -90,7 +95,13 @@ def run(
     return code
 
 
-def _job(args: argparse.Namespace, config: NodeConfig, settings: BackupSettings) -> Any:
+def _database_secrets(config: NodeConfig) -> list[str]:
+    from dchat_node.backup.postgres import secrets_of
+
+    return secrets_of(config.database.url) if config.database.engine == "postgresql" else []
+
+
+def _job(args: argparse.Namespace, config: NodeConfig, settings: BackupSettings) -> Job:
     from dchat_node.backup.service import Job
     from dchat_node.backup.store import S3Store
 
@@ -105,7 +116,7 @@ def _job(args: argparse.Namespace, config: NodeConfig, settings: BackupSettings)
     return Job(store, config.database, settings.cluster, work_dir, jobs=jobs)
 
 
-async def _dispatch(job: Any, args: argparse.Namespace) -> dict[str, Any]:
+async def _dispatch(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     from dchat_node.backup import service
 
     command = args.backup_command

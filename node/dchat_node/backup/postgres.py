@@ -227,5 +227,6 @@ def dump_version_hint(error: str) -> str:
     return error
 
 
-async def wait_process(output: ProcessOutput) -> None:
+async def stop_process(output: ProcessOutput) -> None:
+    """Kill pg_dump if it still runs (a failed upload stops reading it) and reap it."""
     await asyncio.to_thread(output.stop)

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class Job:
 
 async def create(job: Job, name: str) -> dict[str, Any]:
     store = job.store
-    if await asyncio.to_thread(_has_manifest, store, name):
+    if await asyncio.to_thread(store.has_manifest, name):
         raise BackupError(f"backup {name} already exists at {store.location(name)}")
     started = utc_now()
     if job.engine == "postgres":
@@ -94,11 +95,6 @@ async def create(job: Job, name: str) -> dict[str, Any]:
     return manifest.summary(store.location(name))
 
 
-def _has_manifest(store: S3Store, name: str) -> bool:
-    complete, _ = store.backup_names()
-    return name in complete
-
-
 Facts = tuple[str, int, dict[str, int]]
 
 
@@ -114,7 +110,7 @@ async def _create_postgres(job: Job, name: str) -> tuple[ManifestObject, Facts]:
         try:
             counts = await pg.table_counts(conn)  # same snapshot as the dump
         except BaseException:
-            await pg.wait_process(output)  # kills pg_dump: the upload fails and is aborted
+            await pg.stop_process(output)  # kills pg_dump: the upload fails and is aborted
             await asyncio.gather(upload, return_exceptions=True)
             raise
         try:
@@ -122,7 +118,7 @@ async def _create_postgres(job: Job, name: str) -> tuple[ManifestObject, Facts]:
         except BackupError as exc:
             raise BackupError(pg.dump_version_hint(str(exc))) from None
         finally:
-            await pg.wait_process(output)
+            await pg.stop_process(output)
     obj = ManifestObject(
         key=PG_OBJECT, size=reader.size, sha256=reader.sha256, content="pg_dump-custom"
     )
@@ -247,9 +243,14 @@ async def _restore_postgres(job: Job, manifest: Manifest, url: str) -> dict[str,
         await conn.close()
     with _scratch(job.work_dir) as scratch:
         dump = scratch / "dump.pgcustom"
+        started = time.monotonic()
         for obj in manifest.objects:
             await asyncio.to_thread(download_verified, job.store, manifest.name, obj, dump)
+        log.info("downloaded and checked %d bytes in %.1f s", manifest.size, _since(started))
+        started = time.monotonic()
         await asyncio.to_thread(pg.run_restore, url, dump, job.jobs)
+        log.info("pg_restore --jobs %d took %.1f s", job.jobs, _since(started))
+    started = time.monotonic()
     conn = await pg.connect(url, job.timeout)
     try:
         counts = await pg.table_counts(conn)
@@ -257,7 +258,12 @@ async def _restore_postgres(job: Job, manifest: Manifest, url: str) -> dict[str,
         await conn.close()
     problems = _compare_counts(manifest.row_counts, counts)
     problems += await _node_verify(job.database.model_copy(update={"url": url}))
+    log.info("verified in %.1f s", _since(started))
     return _verdict(problems, manifest)
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
 
 
 async def _restore_sqlite(job: Job, manifest: Manifest, target: Path) -> dict[str, Any]:

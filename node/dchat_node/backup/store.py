@@ -59,9 +59,9 @@ _DENIED = {
 class S3Store:
     def __init__(self, settings: BackupSettings, credentials: Credentials | None) -> None:
         self.settings = settings
-        self._secrets = [credentials.secret_access_key] if credentials else []
+        self.secrets = [credentials.secret_access_key] if credentials else []
         if credentials and credentials.session_token:
-            self._secrets.append(credentials.session_token)
+            self.secrets.append(credentials.session_token)
         options: dict[str, Any] = {
             "region_name": settings.region,
             "retries": {"max_attempts": 4, "mode": "standard"},
@@ -106,7 +106,7 @@ class S3Store:
     # -- errors --------------------------------------------------------------------------
     def describe(self, exc: BaseException, doing: str) -> BackupError:
         """One line saying why ``doing`` failed (no secret in it)."""
-        return BackupError(scrub(f"{doing}: {self._why(exc)}", self._secrets))
+        return BackupError(scrub(f"{doing}: {self._why(exc)}", self.secrets))
 
     def _why(self, exc: BaseException) -> str:
         seen: BaseException | None = exc
@@ -223,6 +223,18 @@ class S3Store:
             )
         except Exception as exc:
             raise self.describe(exc, f"writing s3://{self.bucket}/{key} failed") from None
+
+    def has_manifest(self, name: str) -> bool:
+        key = self.key(name, MANIFEST_NAME)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise self.describe(exc, f"reading s3://{self.bucket}/{key} failed") from None
+        except Exception as exc:
+            raise self.describe(exc, f"reading s3://{self.bucket}/{key} failed") from None
+        return True
 
     def get_manifest(self, name: str) -> Manifest:
         key = self.key(name, MANIFEST_NAME)
