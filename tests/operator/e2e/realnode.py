@@ -30,6 +30,7 @@ SCHEDULING = {
     "nodeSelector": {LABEL: "true"},
     "tolerations": [{"key": LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
 }
+VOLUMES = Path("/var/lib/dchat-test-volumes")  # hostPath volumes on the real node
 JWT_KEY = "real-node-test-" + "k" * 40
 
 
@@ -130,7 +131,7 @@ def is_ready(pod: dict[str, Any]) -> bool:
 def hostpath_volume(kube: KubeCluster, namespace: str, claim: str, node: str) -> str:
     """A PersistentVolume on the real node bound to ``claim`` (the test cluster has no
     provisioner); its directory belongs to the node's uid, as a provisioner's would."""
-    path = Path("/var/lib/dchat-test-volumes") / namespace / claim
+    path = VOLUMES / namespace / claim
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, 1000, 1000)
     pv = f"{namespace}-{claim}"

@@ -14,9 +14,11 @@ harness PostgreSQL and moto's S3 server, both bound to the bridge address pods r
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,18 @@ from tests.harness.postgres import PostgresServer
 from tests.harness.s3 import S3Server
 
 from .conftest import PG, condition, db_secret, get_cluster, wait_ready
-from .realnode import BRIDGE, http, jwt_secret, real_cr, service_url, wait_serving
+from .realnode import (
+    BRIDGE,
+    VOLUMES,
+    hostpath_volume,
+    http,
+    is_ready,
+    jwt_secret,
+    pods,
+    real_cr,
+    service_url,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
 
@@ -298,3 +311,138 @@ def test_a_schedule_of_every_minute_fires_on_time(
     )
     time.sleep(1)
     assert len(scheduled()) == 1, "one backup per cron time"
+
+
+@pytest.mark.timeout(420)
+def test_an_unreachable_s3_fails_the_backup_and_says_why(
+    real_node: str,
+    kube: KubeCluster,
+    namespace: str,
+    operator: Any,
+    bridge_postgres: PostgresServer,
+    tmp_path: Path,
+    backups_deleted: None,
+) -> None:
+    s3 = S3Server.start(tmp_path, host=BRIDGE)
+    try:
+        bucket = s3.create_bucket("outage")
+        kube.apply([jwt_secret(), s3_secret(s3)], namespace)
+        pg_cluster(kube, namespace, bridge_postgres, "down", backup_spec(s3, bucket))
+        wait_ready(kube, namespace, "down", replicas=1, timeout=180)
+    finally:
+        s3.stop()  # the S3 endpoint is gone before the backup starts
+    kube.apply(
+        {
+            "apiVersion": "dchat.dev/v1alpha1",
+            "kind": "DchatBackup",
+            "metadata": {"name": "b-down"},
+            "spec": {"cluster": "down"},
+        },
+        namespace,
+    )
+
+    def failed() -> dict[str, Any] | None:
+        status = backup_obj(kube, namespace, "b-down").get("status") or {}
+        assert status.get("phase") != "Completed", status
+        return status if status.get("phase") == "Failed" else None
+
+    status = kube.wait_for(failed, timeout=180, interval=2, what="b-down Failed")
+    assert "s3" in status["error"].lower(), status
+    assert not status.get("location"), status
+    assert "testing" not in json.dumps(status)  # no credential in what it says
+
+
+@pytest.mark.timeout(600)
+def test_sqlite_replica_recovery_point_after_losing_pod_and_volume(
+    real_node: str,
+    kube: KubeCluster,
+    namespace: str,
+    operator: Any,
+    bridge_s3: S3Server,
+    volumes: list[str],
+) -> None:
+    """Litestream replicates the SQLite file continuously: write through the API, kill the
+    pod and empty its volume at once, let the new pod restore from the replica, count what
+    survived. The recovery point is the age of the newest surviving write relative to the
+    last acknowledged one."""
+    bucket = bridge_s3.create_bucket(f"lite-{uuid.uuid4().hex[:10]}")
+    volumes.append(hostpath_volume(kube, namespace, "lite-data", real_node))
+    data_dir = VOLUMES / namespace / "lite-data"
+    kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)
+    cr = real_cr(
+        "lite", replicas=1, database={"engine": "sqlite"}, backup=backup_spec(bridge_s3, bucket)
+    )
+    kube.apply(cr, namespace)
+    wait_ready(kube, namespace, "lite", replicas=1, timeout=180)
+    kube.wait_for(
+        lambda: (
+            condition(get_cluster(kube, namespace, "lite"), "ContinuousArchiving").get("status")
+            == "True"
+        ),
+        timeout=90,
+        interval=2,
+        what="ContinuousArchiving",
+    )
+    base = service_url(kube, namespace, "lite-api")
+    wait_serving(kube, base)
+    status, channel = http("POST", f"{base}/api/v1/channels", {"name": "rpo"})
+    assert status == 201, channel
+    posts = f"{base}/api/v1/channels/{channel['id']}/messages"
+
+    acked: list[tuple[float, str]] = []
+    deadline = time.monotonic() + 8  # bounded: 8 s of writes
+    i = 0
+    while time.monotonic() < deadline:
+        body = f"m{i:06d}"
+        code, _ = http("POST", posts, {"body": body}, timeout=3)
+        if code == 201:
+            acked.append((time.monotonic(), body))
+        i += 1
+    (old_pod,) = pods(kube, namespace, "lite")
+    # Lose it all at once: the pod killed, the volume emptied before a new pod can start.
+    kube.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        namespace,
+        old_pod["metadata"]["name"],
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    )
+    for entry in data_dir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    assert acked, "no write was acknowledged"
+
+    def restored() -> dict[str, Any] | None:
+        ps = [
+            p
+            for p in pods(kube, namespace, "lite")
+            if p["metadata"]["name"] != old_pod["metadata"]["name"]
+        ]
+        return ps[0] if ps and is_ready(ps[0]) else None
+
+    kube.wait_for(restored, timeout=180, interval=1, what="the new pod restored and Ready")
+    wait_serving(kube, base)
+    survived: set[str] = set()
+    after = ""
+    while True:
+        code, page = http("GET", f"{posts}?limit=200" + (f"&cursor={after}" if after else ""))
+        assert code == 200, page
+        survived.update(m["body"] for m in page["items"])
+        after = page.get("next_cursor") or ""
+        if not after:
+            break
+    last_ack = acked[-1][0]
+    kept = [t for t, body in acked if body in survived]
+    assert kept, f"nothing of {len(acked)} writes survived"
+    rpo = last_ack - max(kept)
+    lost = len(acked) - len(kept)
+    print(
+        f"SQLite via Litestream: {len(acked)} writes acknowledged, {lost} lost, "
+        f"recovery point {rpo:.2f} s"
+    )
+    assert rpo < 5.0, (rpo, lost, len(acked))
