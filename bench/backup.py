@@ -44,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.postgres import SUPERUSER, PostgresServer, pg_bin_dir  # noqa: E402
+from tests.harness.postgres import PostgresServer  # noqa: E402
 from tests.harness.s3 import S3Server  # noqa: E402
 
 PY = sys.executable
@@ -85,34 +85,8 @@ def aws_cli() -> Path:
 
 
 def psql(server: PostgresServer, database: str, sql: str) -> str:
-    """psql as the superuser, without the harness helper's 120 s timeout (bulk loads)."""
-    result = subprocess.run(
-        [
-            str(pg_bin_dir() / "psql"),
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            server.host,
-            "-p",
-            str(server.port),
-            "-U",
-            SUPERUSER,
-            "-d",
-            database,
-            "-c",
-            sql,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"psql failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+    """psql as the superuser, without the harness's default timeout (bulk loads)."""
+    return server.psql(sql, database, timeout=None)
 
 
 def populate(server: PostgresServer, database: str, size_mib: int) -> int:

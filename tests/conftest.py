@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,14 +34,25 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database on the harness server."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    url = postgres_server.create_database(name)
+def new_database(postgres_server: PostgresServer) -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty databases on the harness server (URL each); all dropped after."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"t_{uuid.uuid4().hex[:12]}")
+        return postgres_server.create_database(names[-1])
+
     try:
-        yield url
+        yield make
     finally:
-        postgres_server.drop_database(name)
+        for name in names:
+            postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(new_database: Callable[[], str]) -> str:
+    """A fresh, empty database on the harness server."""
+    return new_database()
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,11 @@ class PostgresServer:
     host: str = "127.0.0.1"
     user: str | None = field(default_factory=_run_as)
 
-    def _cmd(self, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _cmd(
+        self, args: Sequence[str], *, check: bool = True, timeout: float | None = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            list(args), user=self.user, capture_output=True, text=True, check=check, timeout=120
+            list(args), user=self.user, capture_output=True, text=True, check=check, timeout=timeout
         )
 
     @classmethod
@@ -156,8 +158,9 @@ class PostgresServer:
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         return f"postgresql://{user}@{self.host}:{self.port}/{database}"
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        """Run SQL with psql; return its unaligned, tuples-only output."""
+    def psql(self, sql: str, database: str = "postgres", timeout: float | None = 120) -> str:
+        """Run SQL with psql; return its unaligned, tuples-only output (``timeout=None``:
+        no limit, for bulk loads)."""
         result = self._cmd(
             [
                 str(pg_bin_dir() / "psql"),
@@ -174,6 +177,7 @@ class PostgresServer:
                 sql,
             ],
             check=False,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")

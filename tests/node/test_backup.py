@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,13 +146,8 @@ async def pg_source(postgres_url: str) -> str:
 
 
 @pytest.fixture
-def empty_pg(postgres_server: PostgresServer) -> Iterator[str]:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    url = postgres_server.create_database(name)
-    try:
-        yield url
-    finally:
-        postgres_server.drop_database(name)
+def empty_pg(new_database: Callable[[], str]) -> str:
+    return new_database()
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
