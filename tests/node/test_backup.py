@@ -557,3 +557,35 @@ def test_the_node_extra_ships_the_litestream_binary() -> None:
         [str(litestream), "version"], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip().lstrip("v").startswith("0.5."), out.stdout
+
+
+def test_pg_dump_killed_mid_stream_fails_the_upload_without_a_manifest(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    """A dump that dies half-way must not complete the upload with a truncated object."""
+    _big_database(postgres_server, pg_source, 300_000)  # a COPY long enough to catch
+    db = pg_source.rsplit("/", 1)[1]
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
+    proc = subprocess.Popen(
+        [DCHAT, "backup", "create", "--name", "killed"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**full, **backups.env, "DATABASE_URL": pg_source},
+    )
+    killed = "0"
+    deadline = time.monotonic() + 30
+    while killed == "0" and proc.poll() is None and time.monotonic() < deadline:
+        # pg_dump's session, once it copies the messages table
+        killed = postgres_server.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
+            f"WHERE application_name = 'pg_dump' AND datname = '{db}' "
+            "AND query LIKE 'COPY public.messages%'"
+        )
+    stdout, stderr = proc.communicate(timeout=60)
+    assert killed == "1", (stdout, stderr)
+    result = _result(proc.returncode, stdout, stderr, backups.termination_log)
+    assert result.code == 1
+    assert "pg_dump failed" in result.json["error"], result.json
+    assert f"{PREFIX}killed/manifest.json" not in backups.object_keys()
+    assert backups.multipart_uploads() == []
