@@ -8,7 +8,12 @@ harness PostgreSQL and moto's S3 server, both bound to the bridge address pods r
 - One flipped byte in the backup's data object: verifying again turns ``verified`` false,
   and a cluster bootstrapped from it fails with the checksum error before touching its
   database.
-- A schedule of every minute fires on time, once, and the cluster reports BackupHealthy.
+- A schedule of every minute fires on time, once, and the cluster reports BackupHealthy;
+  with keepLast 1 the next minute's backup makes retention delete the first (S3 objects,
+  then the DchatBackup).
+- An unreachable S3 endpoint fails a backup with a reason and no location.
+- SQLite with Litestream: the pod and its volume lost at once, the new pod restores from
+  the replica; the recovery point is printed and must stay under 5 s.
 """
 
 from __future__ import annotations
@@ -268,7 +273,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
 
 
 @pytest.mark.timeout(420)
-def test_a_schedule_of_every_minute_fires_on_time(
+def test_a_schedule_of_every_minute_fires_on_time_and_retention_keeps_the_last(
     real_node: str,
     kube: KubeCluster,
     namespace: str,
@@ -278,9 +283,9 @@ def test_a_schedule_of_every_minute_fires_on_time(
 ) -> None:
     bucket = bridge_s3.create_bucket(f"bk-{uuid.uuid4().hex[:10]}")
     kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)
-    pg_cluster(
-        kube, namespace, bridge_postgres, "cron", backup_spec(bridge_s3, bucket, "* * * * *")
-    )
+    spec = backup_spec(bridge_s3, bucket, "* * * * *")
+    spec["retention"] = {"keepLast": 1, "maxAgeDays": 1}
+    pg_cluster(kube, namespace, bridge_postgres, "cron", spec)
     wait_ready(kube, namespace, "cron", replicas=1, timeout=180)
 
     def scheduled() -> list[dict[str, Any]]:
@@ -309,8 +314,28 @@ def test_a_schedule_of_every_minute_fires_on_time(
         interval=2,
         what="BackupHealthy",
     )
-    time.sleep(1)
     assert len(scheduled()) == 1, "one backup per cron time"
+
+    # Retention (keepLast 1): when the next minute's backup completed, the first one goes,
+    # its S3 objects first (the finalizer's delete Job), then the DchatBackup.
+    first_name = first["metadata"]["name"]
+    first_prefix = backup_obj(kube, namespace, first_name)["status"]["location"]
+    second = kube.wait_for(
+        lambda: [b for b in scheduled() if b["metadata"]["name"] != first_name],
+        timeout=90,
+        interval=1,
+        what="the next scheduled backup",
+    )[0]
+    wait_backup(kube, namespace, second["metadata"]["name"])
+    kube.wait_for(
+        lambda: [b["metadata"]["name"] for b in scheduled()] == [second["metadata"]["name"]],
+        timeout=120,
+        interval=2,
+        what=f"retention to delete {first_name}",
+    )
+    key_prefix = first_prefix.removeprefix(f"s3://{bucket}/")
+    left = bridge_s3.client().list_objects_v2(Bucket=bucket, Prefix=key_prefix).get("KeyCount")
+    assert not left, f"{left} objects of {first_name} left in S3"
 
 
 @pytest.mark.timeout(420)
