@@ -129,7 +129,8 @@ image_id() { podman image inspect --format '{{.Id}}' "$1"; }
 hash_files() {  # sha256 (16 hex) over the names and contents of the files, in order
     local f
     for f in "$@"; do
-        printf '%s\0' "$f"
+        # names relative to the checkout: a clone elsewhere (CI) must hash the same
+        printf '%s\0' "$(realpath --relative-to="$root" "$f")"
         sha256sum <"$f"
     done | sha256sum | cut -c1-16
 }
@@ -366,7 +367,8 @@ EOF
             ref=${line% *} tar=${line#* }
             ctr -a "$d/c.sock" -n k8s.io images import "$tar" >"$work/ctr.log" 2>&1 \
                 || { cat "$work/ctr.log" >&2; die "ctr import of $tar failed"; }
-            if ! ctr -a "$d/c.sock" -n k8s.io images ls -q | grep -qFx "$ref"; then
+            # (no `| grep -q`: with pipefail, grep quitting early can fail the pipeline)
+            if [[ $'\n'"$(ctr -a "$d/c.sock" -n k8s.io images ls -q)"$'\n' != *$'\n'"$ref"$'\n'* ]]; then
                 ctr -a "$d/c.sock" -n k8s.io images ls -q >&2
                 die "ctr import of $tar did not name the image $ref"
             fi

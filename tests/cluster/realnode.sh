@@ -75,6 +75,10 @@ alive() { [[ -f "$run/$1.pid" ]] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; 
 
 ctr_() { ctr --address "$sock" -n k8s.io "$@"; }
 
+has_image() {  # has_image REF (no `ctr ... | grep -q`: with pipefail grep's early exit fails it)
+    [[ $'\n'"$(ctr_ images ls -q)"$'\n' == *$'\n'"$1"$'\n'* ]]
+}
+
 down() {
     stop_pid kube-proxy
     stop_pid kubelet
@@ -264,10 +268,10 @@ import_images() {
     while read -r ref archive; do
         [[ -n "$ref" ]] || continue
         stamp="$ctrd_root/imported-$(basename "$archive")"
-        if [[ -f "$stamp" ]] && ctr_ images ls -q | grep -qxF "$ref"; then continue; fi
+        if [[ -f "$stamp" ]] && has_image "$ref"; then continue; fi
         local t0=$SECONDS
         ctr_ images import --no-unpack=false "$archive" >/dev/null
-        ctr_ images ls -q | grep -qxF "$ref" || { log "import of $archive did not give $ref"; return 1; }
+        has_image "$ref" || { log "import of $archive did not give $ref"; return 1; }
         touch "$stamp"
         log "imported $ref in $((SECONDS - t0)) s"
     done

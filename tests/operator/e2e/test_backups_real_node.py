@@ -150,6 +150,18 @@ def wait_verified(
     return result
 
 
+def cluster_verified(kube: KubeCluster, namespace: str, name: str, expect: str) -> None:
+    """The cluster's BackupVerified condition follows its newest verification."""
+    kube.wait_for(
+        lambda: (
+            condition(get_cluster(kube, namespace, name), "BackupVerified").get("status") == expect
+        ),
+        timeout=60,
+        interval=2,
+        what=f"{name} BackupVerified={expect}",
+    )
+
+
 def chat_data(base: str) -> list[tuple[str, list[str]]]:
     """Every channel with its messages' bodies, through the API."""
     status, page = http("GET", f"{base}/api/v1/channels?limit=100")
@@ -234,6 +246,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     ]
     assert len(manifests) == 1, manifests
     wait_verified(kube, namespace, "b1", True)
+    cluster_verified(kube, namespace, "src", "True")
 
     # A new cluster from it serves the same data.
     pg_cluster(
@@ -257,6 +270,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
         "annotate", "-n", namespace, "dchatbackup", "b1", "dchat.dev/verify-request=tamper-1"
     )
     tampered = wait_verified(kube, namespace, "b1", False)
+    cluster_verified(kube, namespace, "src", "False")
     assert "checksum" in json.dumps(tampered).lower(), tampered
     pg_cluster(
         kube, namespace, bridge_postgres, "bad", spec, bootstrap={"fromBackup": {"name": "b1"}}
