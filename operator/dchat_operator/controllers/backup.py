@@ -62,7 +62,14 @@ from dchat_operator.clients.metrics import (
     BACKUP_SECONDS,
     BACKUP_SIZE,
 )
-from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
+from dchat_operator.controllers.engine import (
+    Attempt,
+    Engine,
+    Key,
+    Outcome,
+    route_child_event,
+    route_own_event,
+)
 
 log = logging.getLogger("dchat_operator.backup")
 Obj = dict[str, Any]
@@ -169,18 +176,11 @@ class BackupController:
     def backup_event(
         self, engine: Engine[BackupState], event_type: str, body: Mapping[str, Any]
     ) -> None:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-        if event_type == "DELETED":
-            engine.forget(key)
-            return
-        engine.trigger(key, "spec")
+        route_own_event(engine, event_type, body)
 
     def job_event(self, engine: Engine[BackupState], body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(c.LABEL_BACKUP)
-        if owner:
-            engine.trigger((str(meta.get("namespace") or "default"), str(owner)), "child")
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        route_child_event(engine, body, labels.get(c.LABEL_BACKUP))
 
     # --- the reconcile ----------------------------------------------------------------------
 

@@ -29,9 +29,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from dchat_operator.clients.metrics import (
     BACKOFF_SECONDS,
@@ -367,3 +367,25 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+def object_key(body: Mapping[str, Any]) -> Key:
+    """The engine key (namespace, name) of a watched object."""
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+
+
+def route_own_event(engine: Engine[Any], event_type: str, body: Mapping[str, Any]) -> None:
+    """An event of the controller's own kind: DELETED forgets the key, anything else runs it."""
+    key = object_key(body)
+    if event_type == "DELETED":
+        engine.forget(key)
+    else:
+        engine.trigger(key, "spec")
+
+
+def route_child_event(engine: Engine[Any], body: Mapping[str, Any], owner: str | None) -> None:
+    """A child changed: run its owner's key (``owner``: the owner's name, from a label)."""
+    if owner:
+        meta = body.get("metadata") or {}
+        engine.trigger((str(meta.get("namespace") or "default"), str(owner)), "child")

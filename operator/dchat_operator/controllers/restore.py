@@ -60,7 +60,14 @@ from dchat_operator.controllers.backup import (
     job_pods_selector,
     rfc3339,
 )
-from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
+from dchat_operator.controllers.engine import (
+    Attempt,
+    Engine,
+    Key,
+    Outcome,
+    route_child_event,
+    route_own_event,
+)
 
 log = logging.getLogger("dchat_operator.restore")
 Obj = dict[str, Any]
@@ -140,18 +147,11 @@ class RestoreController(_Jobs):
     def restore_event(
         self, engine: Engine[RestoreState], event_type: str, body: Mapping[str, Any]
     ) -> None:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-        if event_type == "DELETED":
-            engine.forget(key)
-            return
-        engine.trigger(key, "spec")
+        route_own_event(engine, event_type, body)
 
     def job_event(self, engine: Engine[RestoreState], body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(c.LABEL_RESTORE)
-        if owner:
-            engine.trigger((str(meta.get("namespace") or "default"), str(owner)), "child")
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        route_child_event(engine, body, labels.get(c.LABEL_RESTORE))
 
     async def reconcile(self, key: Key, state: RestoreState, attempt: Attempt) -> Outcome:
         namespace, name = key

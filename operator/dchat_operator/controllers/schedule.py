@@ -48,7 +48,14 @@ from dchat_operator.builders.schedule import (
 )
 from dchat_operator.builders.status import status_patch
 from dchat_operator.clients.kube import KubeAPI
-from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
+from dchat_operator.controllers.engine import (
+    Attempt,
+    Engine,
+    Key,
+    Outcome,
+    object_key,
+    route_child_event,
+)
 
 log = logging.getLogger("dchat_operator.schedule")
 Obj = dict[str, Any]
@@ -85,7 +92,7 @@ class ScheduleController:
         self, engine: Engine[ScheduleState], event_type: str, body: Mapping[str, Any]
     ) -> None:
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        key = object_key(body)
         if event_type == "DELETED":
             engine.forget(key)
             return
@@ -104,12 +111,10 @@ class ScheduleController:
             engine.trigger(key, "child")
 
     def backup_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        cluster = (meta.get("labels") or {}).get(c.LABEL_CLUSTER) or (body.get("spec") or {}).get(
-            "cluster"
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        route_child_event(
+            engine, body, labels.get(c.LABEL_CLUSTER) or (body.get("spec") or {}).get("cluster")
         )
-        if cluster:
-            engine.trigger((str(meta.get("namespace") or "default"), str(cluster)), "child")
 
     # --- the reconcile ----------------------------------------------------------------------
 
