@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+# kubectl's discovery cache (~/.kube/cache) outlives CRD changes for hours: a stale one
+# made `kubectl get dchat` expand a category the CRDs no longer have. One per test process.
+KUBECTL_CACHE = tempfile.mkdtemp(prefix="dchat-kubectl-cache-")
 UP = REPO / "tests" / "cluster" / "up.sh"
 
 RESTRICTED_LABELS = {
@@ -99,7 +103,14 @@ class KubeCluster:
         check: bool = True,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        cmd = [
+            str(self.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            KUBECTL_CACHE,
+            *args,
+        ]
         result = subprocess.run(
             cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )

@@ -179,8 +179,20 @@ def status_schema(model: type[BaseModel] = DchatClusterStatus) -> JSON:
     if conditions is not None:
         conditions["x-kubernetes-list-type"] = "map"
         conditions["x-kubernetes-list-map-keys"] = ["type"]
-    schema.pop("default", None)
+    _drop_defaults(schema)
     return schema
+
+
+def _drop_defaults(node: JSON) -> None:
+    """No defaults anywhere in a status: only controllers write it, and a default the
+    apiserver fills in (``backupSchedule: {}`` materialized to an object of empty fields)
+    differs from what the controller wrote, so it would patch it back on every resync."""
+    node.pop("default", None)
+    for child in (node.get("properties") or {}).values():
+        _drop_defaults(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _drop_defaults(node[key])
 
 
 CLUSTER_CRD = CrdDefinition(
@@ -239,6 +251,9 @@ BACKUP_CRD = CrdDefinition(
     kind=BACKUP,
     singular="dchatbackup",
     short_names=(),
+    # not in the `dchat` category: `kubectl get dchat` (DchatCluster's short name, and that
+    # category) must keep listing clusters alone
+    categories=(),
     description=(
         "DchatBackup is one backup of a DchatCluster to its backup.s3 target, taken by a Job "
         "of the node image (`dchat backup create`) that dchat-operator creates and watches. "
@@ -278,6 +293,7 @@ RESTORE_CRD = CrdDefinition(
     kind=RESTORE,
     singular="dchatrestore",
     short_names=(),
+    categories=(),
     description=(
         "DchatRestore restores a DchatBackup into an existing DchatCluster: dchat-operator "
         "scales it to 0, runs a restore Job of the node image (`dchat backup restore`), then "
@@ -363,7 +379,7 @@ def crd(definition: CrdDefinition = CLUSTER_CRD) -> JSON:
                 "plural": kind.plural,
                 "singular": definition.singular,
                 **({"shortNames": list(definition.short_names)} if definition.short_names else {}),
-                "categories": list(definition.categories),
+                **({"categories": list(definition.categories)} if definition.categories else {}),
             },
             "versions": [version],
         },

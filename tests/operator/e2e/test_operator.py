@@ -427,4 +427,4 @@ def test_operator_probe_and_metrics(kube: KubeCluster, namespace: str, operator:
         k.startswith('dchat_operator_reconcile_duration_seconds_bucket{kind="DchatCluster"')
         for k in metrics
     )
-    assert metric_sum(metrics, "dchat_operator_work_queue", state="known") == 1
+    assert metric_sum(metrics, "dchat_operator_work_queue", kind="DchatCluster", state="known") == 1
