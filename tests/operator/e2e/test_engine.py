@@ -351,7 +351,10 @@ def test_a_child_rejected_forever_is_retried_with_backoff_visible_in_status_and_
         assert "next retry in" in cond["message"]
         metrics = op.metrics()
         assert metric_sum(metrics, "dchat_operator_reconcile_retries_total") >= 3
-        assert metric_sum(metrics, "dchat_operator_work_queue", kind="DchatCluster", state="backoff") == 1
+        assert (
+            metric_sum(metrics, "dchat_operator_work_queue", kind="DchatCluster", state="backoff")
+            == 1
+        )
     finally:
         op.stop()
 
