@@ -11,7 +11,7 @@ reported no result".
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator as _model_validator
@@ -218,59 +218,42 @@ class _Meta(BaseModel):
     creation_timestamp: str | None = Field(None, alias="creationTimestamp")
 
 
-class DchatBackup(BaseModel):
-    """A DchatBackup as the operator reads it."""
+class _Resource(BaseModel):
+    """What DchatBackup and DchatRestore share: metadata, accessors, one parse."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     metadata: _Meta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @classmethod
+    def parse(cls, body: Any) -> Self:
+        data = dict(body)
+        return cls.model_validate(
+            {
+                "metadata": dict(data.get("metadata") or {}),
+                "spec": dict(data.get("spec") or {}),
+                "status": dict(data.get("status") or {}),
+            }
+        )
+
+
+class DchatBackup(_Resource):
+    """A DchatBackup as the operator reads it."""
+
     spec: DchatBackupSpec
     status: DchatBackupStatus = Field(default_factory=DchatBackupStatus)
 
-    @property
-    def name(self) -> str:
-        return self.metadata.name
 
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @classmethod
-    def parse(cls, body: Any) -> DchatBackup:
-        data = dict(body)
-        return cls.model_validate(
-            {
-                "metadata": dict(data.get("metadata") or {}),
-                "spec": dict(data.get("spec") or {}),
-                "status": dict(data.get("status") or {}),
-            }
-        )
-
-
-class DchatRestore(BaseModel):
+class DchatRestore(_Resource):
     """A DchatRestore as the operator reads it."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    metadata: _Meta
     spec: DchatRestoreSpec
     status: DchatRestoreStatus = Field(default_factory=DchatRestoreStatus)
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @classmethod
-    def parse(cls, body: Any) -> DchatRestore:
-        data = dict(body)
-        return cls.model_validate(
-            {
-                "metadata": dict(data.get("metadata") or {}),
-                "spec": dict(data.get("spec") or {}),
-                "status": dict(data.get("status") or {}),
-            }
-        )
