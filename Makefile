@@ -8,6 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
+TEST_WORKERS ?= 4
 
 .PHONY: help deps venv cluster cluster-down check lint typecheck imports test test-unit \
         test-integration test-e2e test-real-node up down crds rbac lock
@@ -60,7 +61,10 @@ test-real-node: cluster venv
 	$(PYTEST) -m real_node
 
 # `make check` runs beside the unit tests (both CPU-bound, one core each); its output is
-# printed after them. One pytest run for integration + e2e keeps one set of session services.
+# printed after them. Then integration + e2e in two phases: the tests that only share the
+# cluster run on TEST_WORKERS parallel workers (most of their time is waiting for pods,
+# rollouts and minute boundaries; the real node's tests stay on one worker, xdist_group),
+# and the `serial` ones (apiserver frozen, cluster-wide CRDs, CPU-saturating stress) alone.
 # pytest exits 5 when it collects nothing: that fails the target, as it should.
 test: deps venv cluster
 	@start=$$SECONDS; \
@@ -71,7 +75,8 @@ test: deps venv cluster
 	check_rc=0; wait $$check_pid || check_rc=$$?; \
 	cat "$$check_log"; rm -f "$$check_log"; \
 	if ((check_rc || unit_rc)); then echo "make test: check exit $$check_rc, unit exit $$unit_rc"; exit 1; fi; \
-	$(PYTEST) -m "integration or e2e"; \
+	$(PYTEST) -m "(integration or e2e) and not serial" -n $(TEST_WORKERS) --dist loadgroup; \
+	$(PYTEST) -m "(integration or e2e) and serial"; \
 	echo "make test: all green in $$((SECONDS - start)) s"
 
 up: deps venv

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import KubeCluster
+from tests.harness.cluster import REPO, KubeCluster
 from tests.harness.postgres import PostgresServer
 from tests.harness.s3 import S3Server
 
@@ -72,6 +72,20 @@ def s3_bucket(s3_server: S3Server) -> str:
 @pytest.fixture(scope="session")
 def kube_cluster() -> KubeCluster:
     return KubeCluster.ensure()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
+    """Every CRD of crds/ (DchatCluster, DchatBackup, DchatRestore: the operator watches all).
+
+    Applied once per test process and never deleted by a test: with parallel workers
+    another process may be using them at any moment."""
+    crds = sorted((REPO / "crds").glob("dchat.dev_*.yaml"))
+    for crd in crds:
+        kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    names = [f"crd/{p.stem.removeprefix('dchat.dev_')}.dchat.dev" for p in crds]
+    kube_cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
+    return kube_cluster
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ is built (``DCHAT_USE_KUBECONFIG=0`` forces the local one). Tests never touch ~/
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -43,17 +44,23 @@ class KubeCluster:
 
     @classmethod
     def ensure(cls) -> KubeCluster:
-        result = subprocess.run(
-            ["bash", str(UP)], capture_output=True, text=True, timeout=1800, check=False
-        )
+        """Run tests/cluster/up.sh (a no-op of ~1.5 s on a running, current cluster) and
+        connect. Parallel test workers each call this: a lock lets one up.sh run at a time,
+        so two never build images or start the real node at once."""
+        cache = Path(os.environ.get("DCHAT_CACHE", str(Path.home() / ".cache" / "dchat")))
+        cache.mkdir(parents=True, exist_ok=True)
+        with (cache / "up.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            result = subprocess.run(
+                ["bash", str(UP)], capture_output=True, text=True, timeout=1800, check=False
+            )
         if result.returncode != 0:
             raise RuntimeError(
                 f"tests/cluster/up.sh failed ({result.returncode}):\n{result.stderr[-5000:]}"
             )
         line = [x for x in result.stdout.splitlines() if x.startswith("export KUBECONFIG=")][-1]
         kubeconfig = Path(line.split("=", 1)[1])
-        cache = os.environ.get("DCHAT_CACHE", str(Path.home() / ".cache" / "dchat"))
-        bins = sorted(Path(cache).glob("k8s-*/bin/kubectl"))
+        bins = sorted(cache.glob("k8s-*/bin/kubectl"))
         if not bins:  # an external cluster, nothing built: use the kubectl on PATH
             found = shutil.which("kubectl")
             if not found:

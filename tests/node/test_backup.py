@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,8 +23,8 @@ from dchat_node.backup.settings import load_settings, read_credentials
 from dchat_node.backup.store import S3Store
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage import Storage, open_storage
-from tests.harness.net import free_port
-from tests.harness.postgres import PostgresServer
+from tests.harness.net import CuttingProxy, free_port
+from tests.harness.postgres import PostgresServer, bulk_messages
 from tests.harness.s3 import S3Server
 from tests.node.conftest import DCHAT
 
@@ -226,6 +225,48 @@ async def test_restore_refuses_a_target_that_is_not_empty(backups: Backups, pg_s
     assert "channels" in restored.json["error"]
 
 
+async def test_replace_restores_over_existing_tables_in_one_transaction(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    """--replace (the node stopped): rows written after the backup are gone, an extra table
+    too, the backup's rows are back; a restore that fails part-way rolls back to the old
+    tables; a tampered object is refused before anything is dropped."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    before = await _rows(pg_source)
+    storage = await open_storage(DatabaseConfig(url=pg_source))
+    try:
+        channel = await storage.create_channel("after-the-backup", "later", "alice")
+        await storage.create_message(channel.id, "alice", "written after the backup")
+    finally:
+        await storage.close()
+    db = pg_source.rsplit("/", 1)[1]
+    postgres_server.psql("CREATE TABLE scratch (x int); INSERT INTO scratch VALUES (1)", db)
+
+    replaced = backups.run("restore", "--name", "b1", "--replace", DATABASE_URL=pg_source)
+    assert replaced.code == 0, replaced.stdout + replaced.stderr
+    assert replaced.json["verified"] is True
+    assert await _rows(pg_source) == before
+    assert postgres_server.psql("SELECT to_regclass('scratch') IS NULL", db) == "t"
+
+    # a backup with a table `blocker`, restored where a composite type of that name exists
+    # (the drop leaves types): the dump's SQL fails mid-way, after the old tables were
+    # dropped in the same transaction, and all of it rolls back
+    postgres_server.psql("CREATE TABLE blocker (x int)", db)
+    assert backups.run("create", "--name", "b2", DATABASE_URL=pg_source).code == 0
+    postgres_server.psql("DROP TABLE blocker; CREATE TYPE blocker AS (x int)", db)
+    failed = backups.run("restore", "--name", "b2", "--replace", DATABASE_URL=pg_source)
+    assert failed.code == 1
+    assert "rolled back" in failed.json["error"], failed.json
+    assert "blocker" in failed.json["error"], failed.json
+    assert await _rows(pg_source) == before  # the old tables, untouched
+
+    backups.flip_byte(f"{PREFIX}b1/dump.pgcustom.zst")
+    tampered = backups.run("restore", "--name", "b1", "--replace", DATABASE_URL=pg_source)
+    assert tampered.code == 1
+    assert tampered.json["error"].startswith("checksum mismatch"), tampered.json
+    assert await _rows(pg_source) == before
+
+
 async def test_verify_passes_on_a_good_backup_and_fails_on_a_tampered_one(
     backups: Backups, pg_source: str, postgres_server: PostgresServer
 ) -> None:
@@ -302,92 +343,12 @@ def test_settings_errors_exit_2_naming_the_variable(backups: Backups) -> None:
 # -- S3 outage in the middle of an upload ---------------------------------------------------
 
 
-class CuttingProxy:
-    """A TCP proxy on loopback in front of the S3 server. After ``cut_after`` bytes from
-    clients it resets every connection and refuses new ones until ``restore()``."""
-
-    def __init__(self, target_port: int, cut_after: int) -> None:
-        self.cut_after = cut_after
-        self.forwarded = 0
-        self.down = threading.Event()
-        self._target = target_port
-        self._lock = threading.Lock()
-        self._conns: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.down.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if counted:
-                    with self._lock:
-                        self.forwarded += len(data)
-                        if self.forwarded >= self.cut_after:
-                            self.down.set()
-                if self.down.is_set():
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        if self.down.is_set():
-            self._reset_all()
-
-    def _reset_all(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                conn.close()
-            except OSError:
-                pass
-
-    def restore(self) -> None:
-        with self._lock:
-            self.cut_after = 2**62
-        self.down.clear()
-
-    def close(self) -> None:
-        self._listener.close()
-        self._reset_all()
-
-
-def _big_database(server: PostgresServer, url: str, rows: int) -> None:
-    db = url.rsplit("/", 1)[1]
-    sql = (
-        "INSERT INTO users (id, created_at) VALUES ('bulk', 0);"  # noqa: S608
-        "INSERT INTO channels (name, topic, created_by, created_at) VALUES ('bulk', '', 'bulk', 0);"
-        "INSERT INTO messages (channel_id, author, body, created_at) "
-        "SELECT (SELECT id FROM channels WHERE name = 'bulk'), 'bulk', "
-        "encode(sha512(i::text::bytea), 'base64') || "
-        "encode(sha512((i + 1)::text::bytea), 'hex'), i "
-        f"FROM generate_series(1, {int(rows)}) AS i"
-    )
-    server.psql(sql, db)
-
-
 def test_s3_outage_mid_upload_fails_aborts_and_writes_no_manifest(
     backups: Backups, pg_source: str, postgres_server: PostgresServer
 ) -> None:
-    _big_database(postgres_server, pg_source, 120_000)  # ~40 MB of pg_dump, ~20 MB compressed
+    bulk_messages(
+        postgres_server, pg_source.rsplit("/", 1)[1], 120_000
+    )  # ~40 MB of pg_dump, ~20 MB compressed
     port = int(backups.s3.endpoint.rsplit(":", 1)[1])
     proxy = CuttingProxy(port, cut_after=12 * 1024 * 1024)  # in the second or third part
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
@@ -428,6 +389,50 @@ def test_s3_outage_mid_upload_fails_aborts_and_writes_no_manifest(
     assert listing.json["backups"] == []
 
 
+def test_sigterm_mid_upload_aborts_the_upload_and_writes_no_manifest(
+    backups: Backups, pg_source: str, postgres_server: PostgresServer
+) -> None:
+    """The backup Job's pod deleted (or evicted) mid-upload: SIGTERM cancels the transfer,
+    the multipart upload is aborted and no manifest written, well within a pod's default
+    30 s grace period; the result says why."""
+    bulk_messages(postgres_server, pg_source.rsplit("/", 1)[1], 120_000)
+    port = int(backups.s3.endpoint.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, cut_after=2**62, rate=2 * 1024 * 1024)  # ~10 s for ~20 MB
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
+    full.update(backups.env)
+    full.update(
+        DATABASE_URL=pg_source,
+        DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+        DCHAT_BACKUP_CONCURRENCY="1",
+    )
+    try:
+        proc = subprocess.Popen(
+            [DCHAT, "backup", "create", "--name", "term"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full,
+        )
+        deadline = time.monotonic() + 60
+        while not backups.multipart_uploads():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no multipart upload started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proxy.close()
+    result = _result(proc.returncode, stdout, stderr, backups.termination_log)
+    assert result.code == 1, result.stdout + result.stderr
+    assert "SIGTERM" in result.json["error"], result.json
+    assert result.termination == result.json
+    assert took < 15, took
+    assert backups.multipart_uploads() == []
+    assert f"{PREFIX}term/manifest.json" not in backups.object_keys()
+
+
 # -- SQLite ---------------------------------------------------------------------------------
 
 
@@ -456,6 +461,20 @@ async def test_sqlite_round_trip_and_verify(backups: Backups, tmp_path: Path) ->
     again = backups.run("restore", "--name", "s1", DATABASE_URL=f"sqlite:///{target}")
     assert again.code == 1
     assert again.json["error"].startswith("target not empty"), again.json
+    # --replace over a database that moved on (the node stopped): the backup's rows
+    later = await open_storage(DatabaseConfig(url=f"sqlite:///{target}"))
+    try:
+        channel = await later.create_channel("after-the-backup", "later", "alice")
+        await later.create_message(channel.id, "alice", "written after the backup")
+    finally:
+        await later.close()
+    assert await _rows(f"sqlite:///{target}") != await _rows(url)
+    replaced = backups.run(
+        "restore", "--name", "s1", "--replace", DATABASE_URL=f"sqlite:///{target}"
+    )
+    assert replaced.code == 0, replaced.stdout + replaced.stderr
+    assert await _rows(f"sqlite:///{target}") == await _rows(url)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["dchat.db"]
     verified = backups.run("verify", "--latest", DATABASE_URL=url)
     assert verified.code == 0, verified.stdout
     backups.flip_byte(f"{PREFIX}s1/dchat.db.zst", offset=300)
@@ -563,8 +582,8 @@ def test_pg_dump_killed_mid_stream_fails_the_upload_without_a_manifest(
     backups: Backups, pg_source: str, postgres_server: PostgresServer
 ) -> None:
     """A dump that dies half-way must not complete the upload with a truncated object."""
-    _big_database(postgres_server, pg_source, 300_000)  # a COPY long enough to catch
     db = pg_source.rsplit("/", 1)[1]
+    bulk_messages(postgres_server, db, 300_000)  # a COPY long enough to catch
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
     proc = subprocess.Popen(
         [DCHAT, "backup", "create", "--name", "killed"],

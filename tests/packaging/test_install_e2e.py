@@ -18,7 +18,10 @@ from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
 from tests.harness.cluster import KubeCluster
 from tests.packaging.support import OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SA, REPO, kustomize
 
-pytestmark = pytest.mark.e2e
+# One worker runs the whole module (`--dist loadgroup`): its module fixture installs the
+# bundle under fixed names (dchat-system, ClusterRole dchat-operator) and removes it after;
+# a second worker doing the same would delete the namespace under the first.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("install-bundle")]
 
 BASE = REPO / "manifests" / "base"
 AS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
@@ -105,9 +108,11 @@ def _exists(cluster: KubeCluster, obj: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def installed(kube_cluster: KubeCluster) -> Iterator[tuple[KubeCluster, str]]:
+def installed(crd_installed: KubeCluster) -> Iterator[tuple[KubeCluster, str]]:
     """`kubectl apply --server-side -k manifests/base`; afterwards, delete what it created
-    (objects that were there before, such as a CRD another test installed, stay)."""
+    (objects that were there before stay: the CRDs are applied first, as other tests,
+    perhaps running beside this one, use them)."""
+    kube_cluster = crd_installed
     # A namespace left Terminating by an earlier run must be gone before applying again.
     kube_cluster.wait_for(
         lambda: (

@@ -12,7 +12,7 @@ from ``DATABASE_URL`` / ``DATABASE_URL_FILE`` or the config file, exactly as ``d
 verify`` gets it)::
 
     dchat backup create  --name NAME
-    dchat backup restore --name NAME | --latest  [--work-dir DIR] [--jobs N]
+    dchat backup restore --name NAME | --latest  [--work-dir DIR] [--jobs N] [--replace]
     dchat backup verify  --name NAME | --latest  [--work-dir DIR] [--jobs N]
     dchat backup delete  --name NAME
     dchat backup list
@@ -21,14 +21,18 @@ verify`` gets it)::
   snapshot, zstd, SHA-256, streamed into a multipart upload (no local copy); row counts per
   table of the node's schema from the same snapshot. SQLite: an online-backup-API copy in
   the work directory, zstd, upload. Then ``manifest.json``, last. An existing complete
-  backup of that name is refused.
+  backup of that name is refused. SIGTERM cancels the transfer, aborts the multipart
+  upload and fails with ``stopped by SIGTERM`` (no manifest).
 - ``restore``: downloads each object while hashing it (and decompressing into ``--work-dir``,
   default ``$TMPDIR``), refuses with ``checksum mismatch on <key>`` before touching the
   target if a size or SHA-256 differs, refuses a non-empty target (PostgreSQL: any table in
   its schema; SQLite: the file exists), restores (``pg_restore --jobs N --no-owner
   --no-privileges``; SQLite: the file appears only after it passed), then verifies: row
   counts equal the manifest's, SQLite ``integrity_check``, and the node's own ``dchat
-  verify`` checks.
+  verify`` checks. ``--replace`` (the node stopped) restores over a non-empty target
+  instead, atomically: PostgreSQL drops the schema's views, tables and sequences and
+  restores in ONE transaction (``pg_restore -f - | psql --single-transaction``); SQLite
+  renames the checked file over the old one (its WAL and Litestream state removed first).
 - ``verify``: the same restore into a throw-away target, then dropped: PostgreSQL a
   temporary database ``dchat_verify_<random>`` on the same server (the role needs
   CREATEDB, else it fails saying so), SQLite a temporary file.

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     create = cmds.add_parser("create", parents=[common], help="back up the node's database")
     create.add_argument("--name", required=True)
     for verb, text in (
-        ("restore", "restore a backup into the node's (empty) database"),
+        ("restore", "restore a backup into the node's (empty) database, or --replace"),
         ("verify", "restore a backup into a throw-away database and check it"),
     ):
         cmd = cmds.add_parser(verb, parents=[common], help=text)
@@ -56,6 +57,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             "--work-dir", type=Path, default=None, help="for downloads (default $TMPDIR)"
         )
         cmd.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs (default 2)")
+        if verb == "restore":
+            cmd.add_argument(
+                "--replace",
+                action="store_true",
+                help="replace what the database holds (stop the node first): PostgreSQL in one "
+                "transaction, SQLite by renaming the checked file over the old one",
+            )
     delete = cmds.add_parser("delete", parents=[common], help="delete one backup")
     delete.add_argument("--name", required=True)
     cmds.add_parser("list", parents=[common], help="complete backups, newest first (JSON)")
@@ -73,6 +81,8 @@ def run(
     termination = Path(env.get("DCHAT_TERMINATION_LOG") or TERMINATION_LOG)
     result: dict[str, Any] = {"ok": False, "command": command, "name": name}
     secrets = _database_secrets(config)
+    if command == "create":
+        _stop_on_sigterm()
     try:
         settings = load_settings(env)
         termination = settings.termination_log
@@ -93,6 +103,23 @@ def run(
         code = EXIT_FAILURE
     report(result, termination)
     return code
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (the Job's pod deleted or evicted) stops a backup cleanly: the upload is
+    cancelled and aborted, pg_dump killed, the result says why, the exit code is 1. A
+    second SIGTERM, or the end of the grace period (SIGKILL), ends it at once."""
+    from dchat_node.backup.streams import STOP
+
+    def handler(signum: int, frame: object) -> None:
+        if STOP.is_set():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        STOP.set()
+        logging.getLogger("dchat_node.backup").warning("SIGTERM: stopping the backup")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _database_secrets(config: NodeConfig) -> list[str]:
@@ -125,7 +152,7 @@ async def _dispatch(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         assert name is not None
         return await service.create(job, name)
     if command == "restore":
-        return await service.restore(job, name)
+        return await service.restore(job, name, replace=bool(args.replace))
     if command == "verify":
         return await service.verify(job, name)
     if command == "delete":

@@ -213,13 +213,17 @@ def _check_engine(job: Job, manifest: Manifest) -> None:
         )
 
 
-async def restore(job: Job, name: str | None) -> dict[str, Any]:
+async def restore(job: Job, name: str | None, replace: bool = False) -> dict[str, Any]:
+    """Restore into the node's database: an empty one, or with ``replace`` over what it
+    holds (the node must be stopped). Either way nothing touches the target before the
+    download matched its size and SHA-256; a replace is atomic (PostgreSQL: one
+    transaction; SQLite: a checked file renamed over the old one)."""
     manifest = await resolve(job, name)
     _check_engine(job, manifest)
     if job.engine == "postgres":
-        detail = await _restore_postgres(job, manifest, job.database.url)
+        detail = await _restore_postgres(job, manifest, job.database.url, replace=replace)
     else:
-        detail = await _restore_sqlite(job, manifest, job.sqlite_file())
+        detail = await _restore_sqlite(job, manifest, job.sqlite_file(), replace=replace)
     return {**manifest.summary(job.store.location(manifest.name)), **detail}
 
 
@@ -235,10 +239,13 @@ async def verify(job: Job, name: str | None) -> dict[str, Any]:
     return {**manifest.summary(job.store.location(manifest.name)), **detail}
 
 
-async def _restore_postgres(job: Job, manifest: Manifest, url: str) -> dict[str, Any]:
+async def _restore_postgres(
+    job: Job, manifest: Manifest, url: str, replace: bool = False
+) -> dict[str, Any]:
     conn = await pg.connect(url, job.timeout)
     try:
-        await pg.check_empty(conn, pg.split_password(url)[0])
+        if not replace:
+            await pg.check_empty(conn, pg.split_password(url)[0])
     finally:
         await conn.close()
     with _scratch(job.work_dir) as scratch:
@@ -248,8 +255,12 @@ async def _restore_postgres(job: Job, manifest: Manifest, url: str) -> dict[str,
             await asyncio.to_thread(download_verified, job.store, manifest.name, obj, dump)
         log.info("downloaded and checked %d bytes in %.1f s", manifest.size, _since(started))
         started = time.monotonic()
-        await asyncio.to_thread(pg.run_restore, url, dump, job.jobs)
-        log.info("pg_restore --jobs %d took %.1f s", job.jobs, _since(started))
+        if replace:
+            await asyncio.to_thread(pg.run_replace, url, dump)
+            log.info("replaced the database's tables in one transaction in %.1f s", _since(started))
+        else:
+            await asyncio.to_thread(pg.run_restore, url, dump, job.jobs)
+            log.info("pg_restore --jobs %d took %.1f s", job.jobs, _since(started))
     started = time.monotonic()
     conn = await pg.connect(url, job.timeout)
     try:
@@ -266,8 +277,11 @@ def _since(started: float) -> float:
     return time.monotonic() - started
 
 
-async def _restore_sqlite(job: Job, manifest: Manifest, target: Path) -> dict[str, Any]:
-    lite.check_absent(target)
+async def _restore_sqlite(
+    job: Job, manifest: Manifest, target: Path, replace: bool = False
+) -> dict[str, Any]:
+    if not replace:
+        lite.check_absent(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -284,10 +298,15 @@ async def _restore_sqlite(job: Job, manifest: Manifest, target: Path) -> dict[st
         )
         if problems:
             return _verdict(problems, manifest)
-        try:
-            os.link(temp, target)  # fails if the target appeared meanwhile
-        except FileExistsError:
-            raise BackupError(f"target not empty: {target} appeared during the restore") from None
+        if replace:
+            await asyncio.to_thread(lite.replace_file, temp, target)
+        else:
+            try:
+                os.link(temp, target)  # fails if the target appeared meanwhile
+            except FileExistsError:
+                raise BackupError(
+                    f"target not empty: {target} appeared during the restore"
+                ) from None
     finally:
         for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
             leftover.unlink(missing_ok=True)

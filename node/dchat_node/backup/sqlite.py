@@ -9,6 +9,8 @@ the operator's sidecar; these snapshots are the scheduled, verifiable backups.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -83,6 +85,28 @@ def check_absent(target: Path) -> None:
                 f"target not empty: {path} exists; restore a SQLite backup only to a path that "
                 "does not exist yet"
             )
+
+
+def replace_file(new: Path, target: Path) -> None:
+    """Put the checked file ``new`` in place of ``target``; no process may have ``target``
+    open (the node is stopped). The old WAL and shared-memory files go first: SQLite would
+    otherwise replay the old database's WAL onto the new file. A crash between the two
+    steps leaves the old database without its WAL tail (consistent as of its last
+    checkpoint), and a retry of the restore replaces it."""
+    try:
+        for side in (Path(f"{target}-wal"), Path(f"{target}-shm"), Path(f"{target}-journal")):
+            side.unlink(missing_ok=True)
+        # Litestream's state of the old file (its default meta directory): without it the
+        # sidecar starts a new generation of the replica from the new file.
+        shutil.rmtree(target.with_name(f".{target.name}-litestream"), ignore_errors=True)
+        os.replace(new, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise BackupError(f"cannot replace {target}: {exc.strerror}") from None
 
 
 def server_version() -> str:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -37,6 +37,7 @@ from botocore.exceptions import (
 from dchat_node.backup.errors import BackupError, one_line, scrub
 from dchat_node.backup.manifest import MANIFEST_NAME, Manifest
 from dchat_node.backup.settings import MIB, BackupSettings, Credentials
+from dchat_node.backup.streams import STOP, STOPPED
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -157,15 +158,25 @@ class S3Store:
         any multipart upload of ``key`` and raise ``BackupError``."""
         extra = {**self._extra_args(), "ContentType": content_type}
         try:
-            self.client.upload_fileobj(
-                source,  # type: ignore[arg-type]  # any object with read()
-                self.bucket,
-                key,
-                ExtraArgs=extra,
-                Config=self.transfer,
-            )
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                future = manager.upload(
+                    source,  # type: ignore[arg-type]  # any object with read()
+                    self.bucket,
+                    key,
+                    extra_args=extra,
+                )
+                # parts read ahead are uploaded from memory: a stop (SIGTERM) must cancel
+                # the transfer itself, not only fail the next read of the stream
+                while not future.done():
+                    if STOP.wait(0.2):
+                        future.cancel()
+                        break
+                future.result()
         except Exception as exc:
-            error = self.describe(exc, f"upload of s3://{self.bucket}/{key} failed")
+            doing = f"upload of s3://{self.bucket}/{key} failed"
+            error = (
+                BackupError(f"{doing}: {STOPPED}") if STOP.is_set() else self.describe(exc, doing)
+            )
             left = self.abort_uploads(key)
             if left:
                 raise BackupError(f"{error}; {left}") from None

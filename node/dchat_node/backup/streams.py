@@ -27,6 +27,13 @@ from dchat_node.backup.errors import BackupError, one_line
 
 READ_SIZE = 1024 * 1024
 
+STOP = threading.Event()
+"""Set when the process is told to stop (SIGTERM: the backup Job's pod deleted or evicted).
+Upload streams then fail their next read and ``S3Store.upload`` cancels the transfer, so
+the multipart upload is aborted and no manifest is written within the pod's grace period."""
+
+STOPPED = "stopped by SIGTERM (the backup's pod was deleted or evicted)"
+
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
@@ -39,6 +46,8 @@ class HashingReader:
         self.size = 0
 
     def read(self, size: int | None = -1) -> bytes:
+        if STOP.is_set():
+            raise BackupError(STOPPED)
         if size is None or size < 0:
             chunks = []
             while chunk := self._raw.read(READ_SIZE):

@@ -107,7 +107,8 @@ class DchatBackupStatus(CRModel):
 
 
 class DchatRestoreSpec(CRModel):
-    """Restore a backup into an existing DchatCluster (scaled to 0, restored, scaled back)."""
+    """Restore a backup into an existing DchatCluster (scaled to 0, restored over what its
+    database holds, scaled back)."""
 
     model_config = ConfigDict(
         **MODEL_CONFIG,
@@ -129,8 +130,10 @@ class DchatRestoreSpec(CRModel):
     )
     target: ClusterName = Field(
         description=(
-            "DchatCluster (this namespace) to restore into; for PostgreSQL its database must "
-            "be empty (the node refuses otherwise)."
+            "DchatCluster (this namespace) to restore into. Its data is REPLACED by the "
+            "backup's, atomically (PostgreSQL: the tables of its schema dropped and restored "
+            "in one transaction; SQLite: the checked file renamed over the old one); nothing "
+            "is touched before every object's SHA-256 matched."
         )
     )
 

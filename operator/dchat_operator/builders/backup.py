@@ -264,17 +264,21 @@ def restore_job(
     source: str,
     owner: Obj,
     labels: dict[str, str],
+    replace: bool = False,
 ) -> Obj:
     """The Job that restores ``backup`` (made by cluster ``source``) into ``cluster``'s
-    database (``dchat backup restore``; the node refuses a non-empty target). The cluster
-    runs no pod meanwhile: the Job takes the volume alone, with no affinity."""
+    database (``dchat backup restore``): into an empty one (a new cluster's bootstrap: the
+    node refuses a non-empty target) or, with ``replace`` (a DchatRestore into an existing
+    cluster), over what it holds, atomically. The cluster runs no pod meanwhile: the Job
+    takes the volume alone, with no affinity."""
+    args = ["backup", "restore", "--name", backup, "--work-dir", WORK_DIR]
     return node_job(
         cluster,
         s3,
         name=job,
         labels=labels,
         owner=owner,
-        args=["backup", "restore", "--name", backup, "--work-dir", WORK_DIR],
+        args=[*args, "--replace"] if replace else args,
         source=source,
         data="alone",
     )

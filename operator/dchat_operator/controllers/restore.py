@@ -10,10 +10,11 @@ Design:
   backup controller's check of the hold).
 - DchatRestore: Pending → ScalingDown (hold set; waits until the Deployment has no pod) →
   Restoring (the Job) → ScalingUp (hold released; waits until the pods are Ready) →
-  Completed, or Failed with the reason (the hold is released on failure too: the node checks
-  the target before it writes, so a refused restore left the data as it was). One restore
-  holds a cluster at a time; another waits. PostgreSQL only for now: the node refuses to
-  restore into an existing SQLite file, and the operator cannot remove it.
+  Completed, or Failed with the reason (the hold is released on failure too: the node
+  checks the download before it writes and replaces atomically, ``dchat backup restore
+  --replace``: PostgreSQL in one transaction, SQLite by renaming the checked file over the
+  old one, so a failed restore left the data as it was). One restore holds a cluster at a
+  time; another waits.
 - Bootstrap: the cluster is held from its creation (``bootstrap`` not Completed), so no pod
   ever runs on the empty database before the restore; Completed releases it, Failed keeps it
   at 0 replicas and says why. SQLite the same way: with no pod running, the restore Job
@@ -192,20 +193,12 @@ class RestoreController(_Jobs):
             raise await self._fail(
                 body, status, f"DchatCluster {target} has an invalid spec"
             ) from None
-        if cluster.spec.database.engine != DatabaseEngine.postgres:
-            raise await self._fail(
-                body,
-                status,
-                "restoring into an existing SQLite cluster is not supported: the node refuses "
-                "to overwrite a database file (a lost SQLite volume restores from the "
-                "Litestream replica)",
-            )
         if cluster.spec.backup.s3 is None:
             raise await self._fail(body, status, f"DchatCluster {target} has no spec.backup.s3")
         return cluster_body, cluster, cluster.spec.backup.s3
 
     async def _backup(
-        self, body: Obj, restore: DchatRestore, status: DchatRestoreStatus
+        self, body: Obj, restore: DchatRestore, status: DchatRestoreStatus, cluster: DchatCluster
     ) -> tuple[str, str]:
         """(backup name, the cluster that made it)."""
         spec = restore.spec
@@ -228,12 +221,23 @@ class RestoreController(_Jobs):
             raise await self._fail(
                 body, status, f"DchatBackup {backup_name} is {phase}, not Completed"
             )
+        engine = (found.get("status") or {}).get("engine")
+        wanted = "sqlite" if cluster.spec.database.engine == DatabaseEngine.sqlite else "postgres"
+        if engine and engine != wanted:
+            raise await self._fail(
+                body,
+                status,
+                f"DchatBackup {backup_name} is a {engine} backup; DchatCluster {cluster.name} "
+                f"runs {wanted}",
+            )
         return backup_name, str((found.get("spec") or {}).get("cluster") or "")
 
     async def _step(self, body: Obj, restore: DchatRestore, status: DchatRestoreStatus) -> Outcome:
         cluster_body, cluster, s3 = await self._target(body, restore, status)
         if status.backup is None:
-            status.backup, status.source_cluster = await self._backup(body, restore, status)
+            status.backup, status.source_cluster = await self._backup(
+                body, restore, status, cluster
+            )
         holder = ((cluster_body.get("status") or {}).get("restoreInProgress") or {}).get("name")
         if status.phase in ("Pending", "ScalingDown"):
             if holder and holder != restore.name:
@@ -283,6 +287,7 @@ class RestoreController(_Jobs):
                     RESTORE.api_version, RESTORE.kind, restore.name, restore.metadata.uid
                 ),
                 labels=restore_labels(cluster, restore.name),
+                replace=True,
             )
 
         job = await self.run_job(restore.namespace, job_id, build)

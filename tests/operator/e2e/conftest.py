@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.harness.cluster import KubeCluster
+from tests.harness.net import free_port
 from tests.harness.postgres import PostgresServer
 from tests.harness.s3 import S3Server
 
@@ -33,16 +33,9 @@ from .realnode import BRIDGE, real_node_status
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "dchat.dev_dchatclusters.yaml"
-CRDS = sorted((REPO / "crds").glob("dchat.dev_*.yaml"))
 SAMPLES = REPO / "manifests" / "samples"
 OPERATOR = Path(sys.executable).parent / "dchat-operator"
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -74,6 +67,36 @@ class Operator:
     liveness_port: int
     log: Path
     namespaces: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL (no cleanup: the leader Lease stays held until it expires), then the same
+        command again in its place, appending to the same log; returns once it leads."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                self.argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env
+            )
+        self.wait_live(wait_leader=True)
+
+    def wait_live(self, wait_leader: bool) -> None:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"operator exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                self.healthz()
+                if not wait_leader or self.leader():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"operator did not become live:\n{self.log.read_text()[-3000:]}")
 
     def metrics(self) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -140,32 +163,9 @@ def start_operator(
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    op = Operator(process, metrics_port, liveness_port, log, namespaces)
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"operator exited {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            op.healthz()
-            if not wait_leader or op.leader():
-                return op
-        except OSError:
-            pass
-        time.sleep(0.2)
-    op.stop()
-    raise AssertionError(f"operator did not become live:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
-    """Every CRD of crds/ (DchatCluster, DchatBackup, DchatRestore: the operator watches all)."""
-    for crd in CRDS:
-        kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    names = [f"crd/{p.stem.removeprefix('dchat.dev_')}.dchat.dev" for p in CRDS]
-    kube_cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
-    return kube_cluster
+    op = Operator(process, metrics_port, liveness_port, log, namespaces, args, env)
+    op.wait_live(wait_leader)
+    return op
 
 
 @pytest.fixture

@@ -23,16 +23,16 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.cluster import KubeCluster
-from tests.harness.postgres import PostgresServer
+from tests.harness.net import CuttingProxy
+from tests.harness.postgres import PostgresServer, bulk_messages
 from tests.harness.s3 import S3Server
 
-from .conftest import PG, condition, db_secret, get_cluster, wait_ready
+from .conftest import PG, Operator, condition, db_secret, get_cluster, wait_ready
 from .realnode import (
     BRIDGE,
     VOLUMES,
@@ -46,7 +46,10 @@ from .realnode import (
     wait_serving,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
+# The tests of this module run one after another on one parallel worker (`--dist
+# loadgroup`: they share its module fixtures and keep the one real node's two cores from
+# starting many node images at once), beside the kwok-only tests and the other real-node module.
+pytestmark = [pytest.mark.e2e, pytest.mark.real_node, pytest.mark.xdist_group("real-node-backups")]
 
 NEVER = "0 0 1 1 *"  # once a year: no scheduled backup during a test
 
@@ -82,9 +85,10 @@ def pg_cluster(
     name: str,
     backup: dict[str, Any],
     **spec: Any,
-) -> None:
+) -> str:
     """A one-replica PostgreSQL cluster on its own, empty database of the harness server; its
-    role may create databases (verifying a backup restores it into a throw-away one)."""
+    role may create databases (verifying a backup restores it into a throw-away one). The
+    database's name."""
     db = f"bk_{uuid.uuid4().hex[:10]}"
     url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE, createdb=True)
     secret = db_secret(url)
@@ -92,6 +96,7 @@ def pg_cluster(
     database = {**PG, "postgres": {"primary": {"name": f"{name}-db", "key": "url"}}}
     cr = real_cr(name, replicas=1, database=database, backup=backup, **spec)
     kube.apply([secret, cr], namespace)
+    return db
 
 
 @pytest.fixture
@@ -187,6 +192,53 @@ def write_chat(base: str) -> None:
             assert status == 201, posted
 
 
+def kill_operator_while_running(
+    kube: KubeCluster, namespace: str, operator: Operator, backup: str
+) -> str:
+    """SIGKILL the operator once ``backup`` is Running and start it again: the new one must
+    finish the backup from the Job that runs (not a new one, no lost result). The uid of
+    that Job."""
+    phase = kube.wait_for(
+        lambda: (
+            (backup_obj(kube, namespace, backup).get("status") or {}).get("phase")
+            in ("Running", "Completed")
+            and backup_obj(kube, namespace, backup)["status"]["phase"]
+        ),
+        timeout=120,
+        interval=0.2,
+        what=f"{backup} Running",
+    )
+    assert phase == "Running", phase
+    uid: str = kube.get_json("-n", namespace, "job", f"{backup}-backup")["metadata"]["uid"]
+    operator.kill_and_restart()
+    return uid
+
+
+def restore_into(
+    kube: KubeCluster, namespace: str, name: str, backup: str, target: str
+) -> dict[str, Any]:
+    """Apply a DchatRestore and wait until it is Completed; its status."""
+    kube.apply(
+        {
+            "apiVersion": "dchat.dev/v1alpha1",
+            "kind": "DchatRestore",
+            "metadata": {"name": name},
+            "spec": {"backup": backup, "target": target},
+        },
+        namespace,
+    )
+
+    def restored() -> dict[str, Any] | None:
+        st = kube.get_json("-n", namespace, "dchatrestore", name).get("status") or {}
+        assert st.get("phase") != "Failed", st
+        return st if st.get("phase") == "Completed" else None
+
+    result: dict[str, Any] = kube.wait_for(
+        restored, timeout=300, interval=2, what=f"{name} Completed"
+    )
+    return result
+
+
 def flip_one_byte(s3: S3Server, bucket: str, location: str) -> str:
     """Flip a byte in the middle of the backup's data object (not the manifest)."""
     prefix = location.removeprefix(f"s3://{bucket}/")
@@ -224,7 +276,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     write_chat(src)
     before = chat_data(src)
 
-    # On demand, verified.
+    # On demand, verified; the operator is killed while the backup Job runs.
     kube.apply(
         {
             "apiVersion": "dchat.dev/v1alpha1",
@@ -234,7 +286,9 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
         },
         namespace,
     )
+    job_uid = kill_operator_while_running(kube, namespace, operator, "b1")
     status = wait_backup(kube, namespace, "b1")["status"]
+    assert kube.get_json("-n", namespace, "job", "b1-backup")["metadata"]["uid"] == job_uid
     assert status["location"].startswith(f"s3://{bucket}/"), status
     assert status["size"] > 0
     assert len(status["sha256"]) == 64
@@ -264,6 +318,17 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     wait_serving(kube, dst)
     assert chat_data(dst) == before
 
+    # A DchatRestore into the existing cluster: what was written after the backup is gone,
+    # the backup's data is back, and the pods serve again.
+    status_code, extra = http("POST", f"{src}/api/v1/channels", {"name": "after-b1"})
+    assert status_code == 201, extra
+    assert chat_data(src) != before
+    done = restore_into(kube, namespace, "r1", backup="b1", target="src")
+    assert done["verified"] is True, done
+    wait_ready(kube, namespace, "src", replicas=1, timeout=180)
+    wait_serving(kube, src)
+    assert chat_data(src) == before
+
     # One flipped byte: verification fails, and a bootstrap from it is refused.
     flip_one_byte(bridge_s3, bucket, status["location"])
     kube.kubectl(
@@ -286,6 +351,8 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     assert kube.get_json("-n", namespace, "deployment", "bad")["spec"]["replicas"] == 0
 
 
+# Its own parallel worker: it mostly waits for two minute boundaries.
+@pytest.mark.xdist_group("real-node-cron")
 @pytest.mark.timeout(420)
 def test_a_schedule_of_every_minute_fires_on_time_and_retention_keeps_the_last(
     real_node: str,
@@ -352,43 +419,108 @@ def test_a_schedule_of_every_minute_fires_on_time_and_retention_keeps_the_last(
     assert not left, f"{left} objects of {first_name} left in S3"
 
 
-@pytest.mark.timeout(420)
-def test_an_unreachable_s3_fails_the_backup_and_says_why(
+def on_demand(kube: KubeCluster, namespace: str, name: str, cluster: str) -> None:
+    kube.apply(
+        {
+            "apiVersion": "dchat.dev/v1alpha1",
+            "kind": "DchatBackup",
+            "metadata": {"name": name},
+            "spec": {"cluster": cluster},
+        },
+        namespace,
+    )
+
+
+def wait_failed(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    def failed() -> dict[str, Any] | None:
+        status = backup_obj(kube, namespace, name).get("status") or {}
+        assert status.get("phase") != "Completed", status
+        return status if status.get("phase") == "Failed" else None
+
+    result: dict[str, Any] = kube.wait_for(failed, timeout=240, interval=2, what=f"{name} Failed")
+    return result
+
+
+def no_upload_left(s3: S3Server, bucket: str) -> None:
+    """No open multipart upload (no orphaned parts) and no manifest in ``bucket``."""
+    client = s3.client()
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not [k for k in keys if k.endswith("manifest.json")], keys
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_pod_an_s3_outage_mid_backup_and_an_unreachable_s3_fail_the_backup(
     real_node: str,
     kube: KubeCluster,
     namespace: str,
     operator: Any,
     bridge_postgres: PostgresServer,
-    tmp_path: Path,
+    bridge_s3: S3Server,
     backups_deleted: None,
 ) -> None:
-    s3 = S3Server.start(tmp_path, host=BRIDGE)
+    """The cluster's S3 endpoint is a proxy on the bridge in front of the test S3 server.
+    1. The backup Job's pod is deleted mid-upload (uploads throttled to 4 MiB/s): SIGTERM
+       cancels the transfer and aborts the multipart upload; the backup Fails.
+    2. The proxy cuts every connection in the middle of the multipart upload and refuses
+       new ones until the Job's pod retries the abort: the backup Fails and says S3.
+    3. The endpoint is gone for good: the next backup Fails and says S3.
+    None leaves a manifest or an open multipart upload (no orphaned parts)."""
+    bucket = bridge_s3.create_bucket(f"cut-{uuid.uuid4().hex[:8]}")
+    client = bridge_s3.client()
+    port = int(bridge_s3.endpoint.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, cut_after=2**62, host=BRIDGE, rate=4 * 1024 * 1024)
     try:
-        bucket = s3.create_bucket("outage")
-        kube.apply([jwt_secret(), s3_secret(s3)], namespace)
-        pg_cluster(kube, namespace, bridge_postgres, "down", backup_spec(s3, bucket))
+        spec = backup_spec(bridge_s3, bucket)
+        spec["s3"]["endpoint"] = f"http://{BRIDGE}:{proxy.port}"
+        kube.apply([jwt_secret(), s3_secret(bridge_s3)], namespace)
+        db = pg_cluster(kube, namespace, bridge_postgres, "down", spec)
         wait_ready(kube, namespace, "down", replicas=1, timeout=180)
+        # 200,000 messages: ~65 MB of dump, ~33 MB zstd in 16 MiB parts.
+        bulk_messages(bridge_postgres, db, 200_000)
+
+        # 1. The pod deleted while its upload runs.
+        on_demand(kube, namespace, "b-kill", "down")
+        kube.wait_for(
+            lambda: client.list_multipart_uploads(Bucket=bucket).get("Uploads"),
+            timeout=240,
+            interval=0.2,
+            what="b-kill's multipart upload open",
+        )
+        kube.kubectl(
+            "delete", "pod", "-n", namespace, "-l", "job-name=b-kill-backup", "--wait=false"
+        )
+        status = wait_failed(kube, namespace, "b-kill")
+        assert status.get("error"), status
+        no_upload_left(bridge_s3, bucket)
+
+        # 2. An outage in the middle of the multipart upload.
+        proxy.rate = None
+        proxy.cut_in(20 * 1024 * 1024)  # in the second part
+        on_demand(kube, namespace, "b-cut", "down")
+
+        def aborting() -> bool:
+            logs = kube.kubectl(
+                "logs", "-n", namespace, "job/b-cut-backup", "--tail=50", check=False
+            ).stdout
+            return "aborting the multipart upload" in logs
+
+        kube.wait_for(aborting, timeout=240, interval=0.5, what="the Job retrying the abort")
+        assert proxy.down.is_set()
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "none open mid-cut"
+        proxy.restore()  # S3 is back: the pending abort goes through
+        status = wait_failed(kube, namespace, "b-cut")
+        assert "s3" in status["error"].lower(), status
+        assert not status.get("location"), status
+        no_upload_left(bridge_s3, bucket)
     finally:
-        s3.stop()  # the S3 endpoint is gone before the backup starts
-    kube.apply(
-        {
-            "apiVersion": "dchat.dev/v1alpha1",
-            "kind": "DchatBackup",
-            "metadata": {"name": "b-down"},
-            "spec": {"cluster": "down"},
-        },
-        namespace,
-    )
-
-    def failed() -> dict[str, Any] | None:
-        status = backup_obj(kube, namespace, "b-down").get("status") or {}
-        assert status.get("phase") != "Completed", status
-        return status if status.get("phase") == "Failed" else None
-
-    status = kube.wait_for(failed, timeout=180, interval=2, what="b-down Failed")
+        proxy.close()  # 3. the S3 endpoint is gone before the next backup starts
+    on_demand(kube, namespace, "b-down", "down")
+    status = wait_failed(kube, namespace, "b-down")
     assert "s3" in status["error"].lower(), status
     assert not status.get("location"), status
     assert "testing" not in json.dumps(status)  # no credential in what it says
+    no_upload_left(bridge_s3, bucket)
 
 
 @pytest.mark.timeout(600)

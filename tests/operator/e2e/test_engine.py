@@ -59,6 +59,7 @@ def _wait_all_ready(kube: KubeCluster, namespace: str, names: set[str], timeout:
     return time.monotonic() - start
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(600)
 def test_no_trigger_is_lost_over_ten_rounds_of_fifty_clusters(
     kube: KubeCluster, namespace: str, tmp_path: Path
@@ -82,6 +83,7 @@ def test_no_trigger_is_lost_over_ten_rounds_of_fifty_clusters(
         op.stop()
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(240)
 def test_a_frozen_apiserver_does_not_hang_the_operator_and_clusters_converge_after(
     kube: KubeCluster, namespace: str, tmp_path: Path

@@ -108,6 +108,7 @@ def monitoring_crds(kube: KubeCluster) -> Iterator[None]:
         kube.kubectl("delete", "-f", "-", "--wait=false", input=payload, check=False)
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(120)
 def test_monitoring_objects_only_when_their_crds_exist(
     kube: KubeCluster, namespace: str, tmp_path: Path
@@ -123,6 +124,7 @@ def test_monitoring_objects_only_when_their_crds_exist(
         op.stop()
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(120)
 def test_service_monitor_and_rules_when_crds_exist(
     kube: KubeCluster, namespace: str, tmp_path: Path, monitoring_crds: None

@@ -252,6 +252,9 @@ def test_spec_the_schema_accepts_but_the_model_rejects_is_degraded(
     assert operator.healthz()
 
 
+# serial: the zero-writes proof reads the apiserver's own request counters, which are
+# cluster-wide; a test running beside it would write too.
+@pytest.mark.serial
 @pytest.mark.timeout(180)
 def test_drift_is_reverted_and_idle_resync_makes_no_writes(
     kube: KubeCluster, namespace: str, operator: Operator

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.cluster import REPO, KubeCluster
 from tests.harness.postgres import PostgresServer
@@ -49,7 +50,10 @@ from .realnode import (
     wait_serving,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
+# The tests of this module run one after another on one parallel worker (`--dist
+# loadgroup`: they share its module fixtures and keep the one real node's two cores from
+# starting many node images at once), beside the kwok-only tests and the other real-node module.
+pytestmark = [pytest.mark.e2e, pytest.mark.real_node, pytest.mark.xdist_group("real-node")]
 
 
 def probe_successes(kube: KubeCluster, node: str, namespace: str, pod: str) -> set[str]:
@@ -479,6 +483,15 @@ def test_operator_runs_in_cluster_from_its_image(
     )
     rendered = kube.kubectl("kustomize", str(overlay)).stdout
     assert f"--namespace={ns}" in rendered
+    # The cluster-scoped ClusterRole and its binding get this test's name too, so the test
+    # may run beside the install test (which applies the base's `dchat-operator`).
+    docs = list(yaml.safe_load_all(rendered))
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            doc["metadata"]["name"] = f"dchat-operator-{ns}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] = f"dchat-operator-{ns}"
+    rendered = yaml.safe_dump_all(docs)
     try:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
 
@@ -509,5 +522,5 @@ def test_operator_runs_in_cluster_from_its_image(
     finally:
         for obj in ("namespace/" + ns, f"namespace/{ns}-system"):
             kube.kubectl("delete", obj, "--wait=false", "--ignore-not-found", check=False)
-        for obj in ("clusterrolebinding/dchat-operator", "clusterrole/dchat-operator"):
+        for obj in (f"clusterrolebinding/dchat-operator-{ns}", f"clusterrole/dchat-operator-{ns}"):
             kube.kubectl("delete", obj, "--ignore-not-found", check=False)

@@ -77,14 +77,23 @@ class World:
         )
 
     def backup(
-        self, name: str, cluster: str = "c1", phase: str = "Completed", done: str = ""
+        self,
+        name: str,
+        cluster: str = "c1",
+        phase: str = "Completed",
+        done: str = "",
+        engine: str = "postgres",
     ) -> None:
         self.kube.put(
             BACKUP,
             {
                 "metadata": {"name": name, "namespace": NS, "labels": {c.LABEL_CLUSTER: cluster}},
                 "spec": {"cluster": cluster},
-                "status": {"phase": phase, "completedAt": done or "2026-11-30T03:00:00Z"},
+                "status": {
+                    "phase": phase,
+                    "completedAt": done or "2026-11-30T03:00:00Z",
+                    "engine": engine,
+                },
             },
         )
 
@@ -171,6 +180,7 @@ async def test_a_restore_holds_the_cluster_restores_and_releases_it(world: World
     assert job is not None
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:4] == ["backup", "restore", "--name", "b1"]
+    assert "--replace" in container["args"]  # over what the existing cluster holds
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DCHAT_BACKUP_PREFIX"] == "dchat/ns1/c1/"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "DchatRestore"
@@ -234,11 +244,31 @@ async def test_restores_that_cannot_run_fail_with_a_reason(world: World) -> None
     await world.idle()
     assert "DchatBackup nope does not exist" in world.status("r1")["error"]
     assert "DchatCluster missing does not exist" in world.status("r2")["error"]
-    assert "SQLite" in world.status("r3")["error"]
+    assert world.status("r3")["error"] == (
+        "DchatBackup b1 is a postgres backup; DchatCluster lite runs sqlite"
+    )
     assert "not Completed" in world.status("r4")["error"]
     for name in ("r1", "r2", "r3", "r4"):
         assert world.status(name)["phase"] == "Failed"
     assert "restoreInProgress" not in world.cluster_status()
+
+
+async def test_a_restore_into_an_existing_sqlite_cluster_replaces_its_file(world: World) -> None:
+    world.cluster("lite", replicas=1, database={"engine": "sqlite"})
+    world.backup("s1", "lite", engine="sqlite")
+    world.restore(backup="s1", target="lite")
+    await world.idle()
+    assert world.status()["phase"] == "ScalingDown"
+    world.deployment("lite", 0, 0)
+    world.trigger()
+    await world.idle()
+    job = world.kube.obj(JOB, NS, "r1-restore")
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:4] == ["backup", "restore", "--name", "s1"]
+    assert "--replace" in pod["containers"][0]["args"]
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"] == {"claimName": "lite-data"}
 
 
 async def test_one_restore_at_a_time(world: World) -> None:
@@ -328,3 +358,4 @@ async def test_sqlite_bootstrap_restores_onto_the_new_volume(world: World) -> No
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "lite-data"}
     assert pod["containers"][0]["args"][:4] == ["backup", "restore", "--name", "b1"]
+    assert "--replace" not in pod["containers"][0]["args"]  # a new, empty volume
