@@ -60,23 +60,30 @@ test-real-node: cluster venv
 	@tests/cluster/real-node-status.sh
 	$(PYTEST) -m real_node
 
-# `make check` runs beside the unit tests (both CPU-bound, one core each); its output is
-# printed after them. Then integration + e2e in two phases: the tests that only share the
-# cluster run on TEST_WORKERS parallel workers (most of their time is waiting for pods,
-# rollouts and minute boundaries; the real node's tests stay on one worker, xdist_group),
-# and the `serial` ones (apiserver frozen, cluster-wide CRDs, CPU-saturating stress) alone.
-# pytest exits 5 when it collects nothing: that fails the target, as it should.
+# Three parts, arranged for a 2-core machine: (1) integration + e2e tests that only share
+# the cluster, on TEST_WORKERS parallel workers (much of their time is waiting for pods,
+# rollouts and minute boundaries; each real-node module stays on one worker, xdist_group);
+# (2) the `serial` ones alone (apiserver frozen 30 s, cluster-wide CRDs, a CPU-saturating
+# stress test), with (3) `make check` and the unit tests running beside them (they use no
+# cluster, and fill the CPU the freeze leaves idle). Every part runs even if one failed;
+# their output and exit codes are printed. DCHAT_TEST_KUBECONFIG hands the cluster the
+# `cluster` target brought up to every worker (none runs up.sh again, so none rebuilds an
+# image in the middle of a run).
 test: deps venv cluster
 	@start=$$SECONDS; \
 	tests/cluster/real-node-status.sh; \
-	check_log=$$(mktemp); \
-	$(MAKE) --no-print-directory check >"$$check_log" 2>&1 & check_pid=$$!; \
-	unit_rc=0; $(PYTEST) -m unit || unit_rc=$$?; \
-	check_rc=0; wait $$check_pid || check_rc=$$?; \
-	cat "$$check_log"; rm -f "$$check_log"; \
-	if ((check_rc || unit_rc)); then echo "make test: check exit $$check_rc, unit exit $$unit_rc"; exit 1; fi; \
-	$(PYTEST) -m "(integration or e2e) and not serial" -n $(TEST_WORKERS) --dist loadgroup; \
-	$(PYTEST) -m "(integration or e2e) and serial"; \
+	export DCHAT_TEST_KUBECONFIG="$$(tests/cluster/up.sh 2>/dev/null | sed -n 's/^export KUBECONFIG=//p' | tail -1)"; \
+	e2e_rc=0; $(PYTEST) -m "(integration or e2e) and not serial" -n $(TEST_WORKERS) --dist loadgroup || e2e_rc=$$?; \
+	side_log=$$(mktemp); \
+	{ check_rc=0; $(MAKE) --no-print-directory check || check_rc=$$?; \
+	  unit_rc=0; $(PYTEST) -m unit || unit_rc=$$?; \
+	  echo "side: check exit $$check_rc, unit exit $$unit_rc"; \
+	  exit $$((check_rc || unit_rc)); } >"$$side_log" 2>&1 & side_pid=$$!; \
+	serial_rc=0; $(PYTEST) -m "(integration or e2e) and serial" || serial_rc=$$?; \
+	side_rc=0; wait $$side_pid || side_rc=$$?; \
+	cat "$$side_log"; rm -f "$$side_log"; \
+	if ((e2e_rc || serial_rc || side_rc)); then \
+	  echo "make test: FAILED (parallel integration+e2e exit $$e2e_rc, serial e2e exit $$serial_rc, check+unit exit $$side_rc) after $$((SECONDS - start)) s"; exit 1; fi; \
 	echo "make test: all green in $$((SECONDS - start)) s"
 
 up: deps venv

@@ -432,12 +432,13 @@ def test_target_lock_installs_by_hash_into_a_fresh_venv(target: str, tmp_path: P
         assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
-    run(sys.base_prefix + "/bin/python3", "-m", "venv", venv, timeout=120)
+    # uv's venv: no pip bootstrapped into it (ensurepip cost ~4 s of CPU per venv)
+    run(UV, "venv", "-q", "--python", sys.base_prefix + "/bin/python3", venv, timeout=120)
     install: tuple[str | Path, ...] = (UV, "pip", "install", "-q", "--python", py)
     only_binary = ("--only-binary", ":all:") if target == "operator" else ()
     run(*install, "--require-hashes", *only_binary, "-r", src / f"requirements-{target}.lock")
     run(*install, "--no-deps", "--no-build-isolation", src)
-    freeze = run(py, "-m", "pip", "--disable-pip-version-check", "freeze", "--all")
+    freeze = run(UV, "pip", "freeze", "--python", py)
     installed = {
         canonicalize_name(re.split(r"[=@ ]", line, maxsplit=1)[0]) for line in freeze.splitlines()
     }
