@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,6 +431,63 @@ def test_sigterm_mid_upload_aborts_the_upload_and_writes_no_manifest(
     assert took < 15, took
     assert backups.multipart_uploads() == []
     assert f"{PREFIX}term/manifest.json" not in backups.object_keys()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real ENOSPC for the work directory."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 1 MiB tmpfs needs root (CI runs as root)")
+    directory = tmp_path / "tiny"
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+async def test_a_full_disk_fails_saying_so_and_touches_nothing(
+    backups: Backups,
+    pg_source: str,
+    empty_pg: str,
+    tiny_dir: Path,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    """Restore's download and SQLite's snapshot copy into a work directory that fills up:
+    the command fails with "disk full", leaves nothing in the directory, no table in the
+    target and no manifest."""
+    bulk_messages(postgres_server, pg_source.rsplit("/", 1)[1], 20_000)  # ~6 MB of dump
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    restored = backups.run(
+        "restore", "--name", "b1", "--work-dir", str(tiny_dir), DATABASE_URL=empty_pg
+    )
+    assert restored.code == 1, restored.stdout
+    assert "disk full" in restored.json["error"], restored.json
+    assert os.listdir(tiny_dir) == []
+    db = empty_pg.rsplit("/", 1)[1]
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_server.psql(tables, db) == "0"
+
+    source = tmp_path / "node" / "dchat.db"
+    storage = await open_storage(DatabaseConfig(url=f"sqlite:///{source}"))
+    try:
+        await _populate(storage, channels=1, messages=1)
+    finally:
+        await storage.close()
+    with sqlite3.connect(source) as conn:  # ~2 MB: more than the tmpfs holds
+        conn.executemany(
+            "INSERT INTO messages (channel_id, author, body, created_at) VALUES (1, 'alice', ?, 0)",
+            [(os.urandom(200).hex(),) for _ in range(5000)],
+        )
+    created = backups.run(
+        "create", "--name", "s1", DATABASE_URL=f"sqlite:///{source}", TMPDIR=str(tiny_dir)
+    )
+    assert created.code == 1, created.stdout
+    assert "full" in created.json["error"], created.json
+    assert os.listdir(tiny_dir) == []
+    assert f"{PREFIX}s1/manifest.json" not in backups.object_keys()
 
 
 # -- SQLite ---------------------------------------------------------------------------------
