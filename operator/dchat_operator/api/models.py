@@ -1177,7 +1177,10 @@ class RolloutSpec(CRModel):
         ge=10,
         le=DAY,
         description=(
-            "A rollout with no progress for this long is reported Degraded; above minReadySeconds."
+            "A rollout with no progress for this long (pods that never turn Ready or keep "
+            "crashing) is rolled back by the operator to status.lastGoodRevision "
+            "(Degraded/RolledBack until the spec changes), or reported Degraded/RolloutStalled "
+            "when there is no earlier good revision; above minReadySeconds."
         ),
     )
     min_ready_seconds: int = Field(
@@ -1556,6 +1559,43 @@ class BootstrapStatus(CRModel):
     completed_at: str | None = Field(None, description="When the restore completed.")
 
 
+class GoodRevision(CRModel):
+    """The newest spec whose rollout completed with every replica Ready (cluster controller)."""
+
+    version: str = Field(description="spec.version of that revision.")
+    generation: int = Field(description="metadata.generation of that revision.")
+    completed_at: str = Field("", description="When its rollout completed (RFC 3339).")
+    spec: str = Field(
+        description=(
+            "That spec as JSON, replicas left out (scaling is never rolled back): what an "
+            "automatic rollback applies."
+        )
+    )
+
+
+class Rollback(CRModel):
+    """An automatic rollback in force: the pods run lastGoodRevision instead of the spec."""
+
+    from_version: str = Field(description="The version that did not roll out.")
+    from_generation: int = Field(
+        description="Its metadata.generation: the rollback holds until the spec changes."
+    )
+    to_version: str = Field(description="The version of the revision rolled back to.")
+    to_generation: int = Field(description="The generation of the revision rolled back to.")
+    reason: str = Field(description="Why the rollout failed.")
+    at: str = Field(description="When the operator rolled back (RFC 3339).")
+
+
+class RolloutRecord(CRModel):
+    """One entry of status.rolloutHistory."""
+
+    generation: int = Field(description="metadata.generation rolled out.")
+    version: str = Field(description="spec.version rolled out.")
+    result: Literal["Completed", "RolledBack"] = Field(description="How it ended.")
+    at: str = Field(description="When (RFC 3339).")
+    message: str = Field("", description="Why, for a rollback.")
+
+
 class DchatClusterStatus(CRModel):
     """Observed state, written by the operator only."""
 
@@ -1575,6 +1615,22 @@ class DchatClusterStatus(CRModel):
         None, description="Version all pods run once a rollout completed."
     )
     config_checksum: str | None = Field(None, description="Checksum of the config the pods run.")
+    last_good_revision: GoodRevision | None = Field(
+        None, description="The newest revision that rolled out completely (rollback target)."
+    )
+    rollback: Rollback | None = Field(
+        None,
+        description=(
+            "Set when a rollout stalled (progress deadline exceeded) and the operator went back "
+            "to lastGoodRevision; kept, and the failed spec not tried again, until the spec "
+            "changes."
+        ),
+    )
+    rollout_history: list[RolloutRecord] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The last 10 rollouts: completed, or rolled back and why.",
+    )
     last_backup: LastBackup | None = Field(
         None, description="The most recently created DchatBackup of this cluster."
     )

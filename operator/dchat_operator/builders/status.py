@@ -19,6 +19,13 @@ from typing import Any
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.builders.common import Obj, selector_string
 from dchat_operator.builders.config import config_checksum
+from dchat_operator.builders.rollout import (
+    good_revision,
+    new_rollback,
+    rollback_in_force,
+    rolled_back_message,
+    with_record,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ CLUSTER_OWNED = frozenset(
         "selector",
         "configChecksum",
         "currentVersion",
+        "lastGoodRevision",
+        "rollback",
+        "rolloutHistory",
         "conditions",
     }
 )
@@ -103,7 +113,7 @@ def _rollout(cluster: DchatCluster, dep: Obj | None) -> tuple[bool, bool, str, d
     return complete, stalled, message, counts
 
 
-def _degraded(observed: Observed, stalled: bool, message: str) -> _Cond:
+def _degraded(observed: Observed, stalled: bool, message: str, rollback: Obj | None) -> _Cond:
     """The Degraded condition: the first problem found, most fundamental first."""
     problems = (
         ("PolicyViolation", "refused by the operator's policy, nothing applied: ", observed.policy),
@@ -122,7 +132,9 @@ def _degraded(observed: Observed, stalled: bool, message: str) -> _Cond:
             degraded = _Cond("Degraded", "True", reason, (prefix + joiner.join(found))[:1000])
             break
     else:
-        if stalled:
+        if rollback is not None:
+            degraded = _Cond("Degraded", "True", "RolledBack", rolled_back_message(rollback))
+        elif stalled:
             degraded = _Cond(
                 "Degraded", "True", "RolloutStalled", f"progress deadline exceeded: {message}"
             )
@@ -145,6 +157,11 @@ def _ready_and_progressing(
             _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}"),
             _Cond("Progressing", "False", "RolloutComplete", f"version {version}"),
         )
+    if complete and degraded.reason == "RolledBack":  # the last good revision serves
+        return (
+            _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}"),
+            _Cond("Progressing", "False", "RolledBack", degraded.message),
+        )
     reason = "Degraded" if degraded.status == "True" else "RolloutInProgress"
     ready = _Cond("Ready", "False", reason, message)
     if degraded.status == "True" and degraded.reason != "RolloutStalled":
@@ -166,8 +183,9 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     previous = previous or {}
     complete, stalled, message, counts = _rollout(cluster, observed.deployment)
     version = cluster.spec.version
+    good, rollback, history = _revisions(cluster, observed, previous, stalled, message, now)
 
-    degraded = _degraded(observed, stalled, message)
+    degraded = _degraded(observed, stalled, message, rollback)
     ready, progressing = _ready_and_progressing(complete, degraded, message, version)
     warning = _warning(cluster)
     prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
@@ -208,7 +226,75 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     current = version if complete else previous.get("currentVersion")
     if current:
         status["currentVersion"] = current
+    if complete and degraded.status == "False" and rollback is None:
+        good, history = _completed(cluster, good, history, now)
+    if good is not None:
+        status["lastGoodRevision"] = good
+    if rollback is not None:
+        status["rollback"] = rollback
+    if history:
+        status["rolloutHistory"] = history
     return status
+
+
+def _completed(
+    cluster: DchatCluster, good: Obj | None, history: list[Obj], now: str
+) -> tuple[Obj, list[Obj]]:
+    """The rollout of ``cluster`` completed: it is the good revision (recorded once)."""
+    new_good = good_revision(cluster, good, now)
+    if new_good is not good:
+        record = {
+            "generation": cluster.metadata.generation,
+            "version": cluster.spec.version,
+            "result": "Completed",
+            "at": now,
+        }
+        history = with_record(history, record)
+    return new_good, history
+
+
+def _revisions(
+    cluster: DchatCluster,
+    observed: Observed,
+    previous: Obj,
+    stalled: bool,
+    message: str,
+    now: str,
+) -> tuple[Obj | None, Obj | None, list[Obj]]:
+    """(lastGoodRevision, the rollback in force, rolloutHistory) before this rollout's
+    completion is recorded: a rollback starts when the Deployment, having observed its
+    current template, exceeded its progress deadline, a good revision of another generation
+    exists, and nothing else (policy, conflicts, Secrets, apply errors) explains it."""
+    good = previous.get("lastGoodRevision")
+    good = good if isinstance(good, dict) else None
+    history = list(previous.get("rolloutHistory") or [])
+    rollback = rollback_in_force(cluster, previous)
+    dep = observed.deployment or {}
+    current_template = int((dep.get("status") or {}).get("observedGeneration") or 0) >= int(
+        (dep.get("metadata") or {}).get("generation") or 0
+    )
+    blocked = observed.policy or observed.conflicts or observed.missing_secrets or observed.errors
+    if (
+        rollback is None
+        and stalled
+        and current_template
+        and not blocked
+        and good is not None
+        and good.get("spec")
+        and good.get("generation") != cluster.metadata.generation
+    ):
+        rollback = new_rollback(cluster, good, f"progress deadline exceeded: {message}", now)
+        history = with_record(
+            history,
+            {
+                "generation": cluster.metadata.generation,
+                "version": cluster.spec.version,
+                "result": "RolledBack",
+                "at": now,
+                "message": rollback["reason"],
+            },
+        )
+    return good, rollback, history
 
 
 def status_patch(

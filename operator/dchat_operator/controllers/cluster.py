@@ -28,6 +28,10 @@ Design:
   ``status.bootstrap`` (written by the restore controllers) is there, everything is built from
   the cluster with 0 replicas (``builders.restore.held``); the restore controllers wake the
   key when they change a hold (status writes trigger nothing here).
+- Automatic rollback (``builders.rollout``): a rollout past its progress deadline makes
+  ``build_status`` write ``status.rollback``; the run that wrote it requeues at once and
+  every run from then builds the children from ``lastGoodRevision`` (``pinned``) until the
+  spec's generation changes.
 - Operator policy (``api.policy``, the cluster admin's allow-lists) is checked before
   anything is applied: a refused spec applies nothing and reports ``PolicyViolation``.
 - Secret rotation: the resourceVersions of the referenced Secrets, read on every full
@@ -71,6 +75,7 @@ from dchat_operator.builders.children import Capabilities, desired_children, pru
 from dchat_operator.builders.common import names, with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.restore import held
+from dchat_operator.builders.rollout import pinned
 from dchat_operator.builders.status import (
     Observed,
     build_status,
@@ -86,6 +91,8 @@ from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
 log = logging.getLogger("dchat_operator.controller")
 Obj = dict[str, Any]
 STATUS_CONFLICT_RETRIES = 3
+ROLLBACK_REQUEUE_SECONDS = 0.2
+"""After writing a rollback, the run that applies the last good revision starts this soon."""
 
 
 def _utcnow() -> dt.datetime:
@@ -169,6 +176,8 @@ class Result:
     deleted: list[str] = field(default_factory=list)
     status_written: bool = False
     phase: str = ""
+    rolled_back: bool = False
+    """This run wrote a new automatic rollback into the status."""
 
 
 def _position(children: list[Obj], ref: str) -> int:
@@ -275,8 +284,9 @@ class ClusterController:
             cluster = DchatCluster.parse(body)
         except ValidationError as exc:
             return await self._invalid(body, state, exc, now, result)
+        # an automatic rollback builds from the last good revision until the spec changes;
         # a restore (DchatRestore or spec.bootstrap) holds the pods at 0 while it runs
-        cluster = held(cluster, body.get("status"))
+        cluster = held(pinned(cluster, body.get("status")), body.get("status"))
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
         if refused:
@@ -288,7 +298,7 @@ class ClusterController:
             return Outcome(result="PolicyViolation")
         if self._status_only(cluster, state, attempt, seen):
             await self._finish_cluster(body, cluster, Observed(deployment=seen), now, result)
-            return Outcome(result=result.phase)
+            return self._after_status(state, result)
 
         caps = await self.capabilities()
         missing, state.secret_versions = await self.read_secrets(cluster)
@@ -323,7 +333,17 @@ class ClusterController:
         await self._finish_cluster(body, cluster, observed, now, result)
         clean = not missing and not failed
         state.clean_generation = cluster.metadata.generation if clean else None
+        if result.rolled_back:
+            return self._after_status(state, result)
         return Outcome(failed=failed, result=result.phase)
+
+    @staticmethod
+    def _after_status(state: ClusterState, result: Result) -> Outcome:
+        """A rollback written just now: run again at once, building the last good revision."""
+        if result.rolled_back:
+            state.clean_generation = None
+            return Outcome(requeue_after=ROLLBACK_REQUEUE_SECONDS, result="RolledBack")
+        return Outcome(result=result.phase)
 
     async def _invalid(
         self,
@@ -620,6 +640,10 @@ class ClusterController:
                 body = fresh
                 continue
             result.status_written = True
+            new_rollback = owned.get("rollback")
+            result.rolled_back = bool(new_rollback) and new_rollback != (previous or {}).get(
+                "rollback"
+            )
             await self._transition_events(body, previous, owned, now)
             return
         raise RuntimeError(f"status of {body['metadata'].get('name')}: conflicts on every retry")

@@ -234,8 +234,40 @@ def crashing_version_stalls(
     chat_round_trip(base, "still-serving")
 
 
+def crashing_version_rolled_back(
+    kube: KubeCluster, namespace: str, base: str, old_pods: set[str]
+) -> None:
+    """Past the progress deadline the operator rolls back by itself: the crashing pod goes,
+    the old pods (the very same ones) serve throughout, the status says why."""
+    sampler = Sampler(kube, namespace, "pg-api", base).start()
+    try:
+
+        def rolled_back() -> dict[str, Any] | None:
+            obj = kube.get_json("-n", namespace, "dchatcluster", "pg")
+            status = obj.get("status") or {}
+            gone = all(
+                p["spec"]["containers"][0]["image"] != f"{IMAGE}:0.1.1-exits"
+                for p in pods(kube, namespace, "pg")
+            )
+            return obj if status.get("rollback") and gone else None
+
+        obj = kube.wait_for(rolled_back, timeout=180, interval=1, what="the automatic rollback")
+    finally:
+        sampler.stop()
+    assert sampler.no_ready_endpoint == 0, sampler
+    assert sampler.failed_requests == [], sampler
+    rollback = obj["status"]["rollback"]
+    assert (rollback["fromVersion"], rollback["toVersion"]) == ("0.1.1-exits", "0.1.1")
+    degraded = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RolledBack", degraded
+    wait_ready(kube, namespace, "pg", replicas=2, timeout=60)
+    serving = {p["metadata"]["name"] for p in pods(kube, namespace, "pg") if is_ready(p)}
+    assert serving == old_pods, (serving, old_pods)
+    chat_round_trip(base, "after-the-rollback")
+
+
 @pytest.mark.timeout(600)
-def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_stalls(
+def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_is_rolled_back(
     real_node: str,
     kube: KubeCluster,
     namespace: str,
@@ -244,7 +276,9 @@ def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_stalls(
 ) -> None:
     db = f"rn_{uuid.uuid4().hex[:10]}"
     url = bridge_postgres.create_login_database(db, uuid.uuid4().hex, BRIDGE)
-    cr = real_cr("pg", replicas=2, database=PG)
+    # a progress deadline long enough for a real pod to start on a busy machine, short
+    # enough for the automatic rollback of the crashing version to come within the test
+    cr = real_cr("pg", replicas=2, database=PG, rollout={"progressDeadlineSeconds": 60})
     kube.apply([jwt_secret(), db_secret(url), cr], namespace)
     wait_ready(kube, namespace, "pg", replicas=2, timeout=240)
     for pod in pods(kube, namespace, "pg"):
@@ -284,6 +318,7 @@ def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_stalls(
     old_pods = {p["metadata"]["name"] for p in pods(kube, namespace, "pg")}
 
     crashing_version_stalls(kube, namespace, base, old_pods)
+    crashing_version_rolled_back(kube, namespace, base, old_pods)
 
 
 SQLITE_CONFIG = """\

@@ -1,0 +1,95 @@
+"""Automatic rollback on the real control plane: a version whose pods never turn Ready
+(kwok's fault stage: an image tag containing "never-ready") is rolled back by the operator
+to the last good revision, and not tried again until the spec changes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness.cluster import KubeCluster
+
+from .conftest import Operator, condition, get_cluster, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
+SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "db"},
+    "stringData": {"url": "postgresql://dchat:pw@postgres:5432/dchat"},
+}
+
+
+def _cr(version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dchat.dev/v1alpha1",
+        "kind": "DchatCluster",
+        "metadata": {"name": "rb"},
+        "spec": {
+            "version": version,
+            "replicas": 2,
+            "database": PG,
+            "resources": SMALL,
+            "rollout": {"progressDeadlineSeconds": 10},
+        },
+    }
+
+
+def _image(kube: KubeCluster, namespace: str) -> str:
+    dep = kube.get_json("-n", namespace, "deployment", "rb")
+    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.mark.timeout(240)
+def test_a_version_that_never_turns_ready_is_rolled_back_until_the_spec_changes(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    kube.apply([SECRET, _cr("0.1.0")], namespace)
+    wait_ready(kube, namespace, "rb", replicas=2)
+    good = _image(kube, namespace)
+    assert get_cluster(kube, namespace, "rb")["status"]["lastGoodRevision"]["version"] == "0.1.0"
+
+    started = time.monotonic()
+    kube.apply([_cr("0.2.0-never-ready")], namespace)
+
+    def rolled_back() -> dict[str, Any] | None:
+        obj = get_cluster(kube, namespace, "rb")
+        return obj if (obj.get("status") or {}).get("rollback") else None
+
+    obj = kube.wait_for(rolled_back, timeout=90, interval=0.5, what="a rollback")
+    rollback = obj["status"]["rollback"]
+    assert rollback["fromVersion"] == "0.2.0-never-ready"
+    assert rollback["toVersion"] == "0.1.0"
+    assert condition(obj, "Degraded")["reason"] == "RolledBack"
+    assert obj["status"]["rolloutHistory"][-1]["result"] == "RolledBack"
+    kube.wait_for(lambda: _image(kube, namespace) == good, timeout=30, what="the good image back")
+    serving = wait_ready(kube, namespace, "rb", replicas=2, timeout=60)
+    print(
+        f"rolled back and serving the good version {time.monotonic() - started:.1f} s "
+        "after the bad one was applied (progress deadline 10 s)"
+    )
+    assert serving["status"]["currentVersion"] == "0.1.0"
+    assert serving["status"]["phase"] == "Degraded"
+    events = kube.get_json("-n", namespace, "events", "--field-selector", "involvedObject.name=rb")[
+        "items"
+    ]
+    assert any(e["reason"] == "RolledBack" for e in events), [e["reason"] for e in events]
+
+    # not tried again: resyncs every 2 s leave the good revision in place
+    resyncs = operator.resyncs()
+    kube.wait_for(lambda: operator.resyncs() >= resyncs + 3, timeout=30, what="3 resyncs")
+    assert _image(kube, namespace) == good
+    assert get_cluster(kube, namespace, "rb")["status"]["rollback"] == rollback
+
+    # a new spec is tried, rolls out, and becomes the good revision
+    kube.apply([_cr("0.2.1")], namespace)
+    done = wait_ready(kube, namespace, "rb", replicas=2, timeout=90)
+    assert "rollback" not in done["status"]
+    assert done["status"]["phase"] == "Ready"
+    assert done["status"]["lastGoodRevision"]["version"] == "0.2.1"
+    assert _image(kube, namespace).endswith(":0.2.1")
