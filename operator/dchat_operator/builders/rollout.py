@@ -58,6 +58,17 @@ def pinned(cluster: DchatCluster, status: Obj | None) -> DchatCluster:
     return cluster.model_copy(update={"spec": spec})
 
 
+def serving_image(cluster: DchatCluster, status: Obj | None) -> DchatCluster:
+    """``cluster`` with the version and image its pods run: the last good revision's while a
+    rollback is in force. For the Jobs of backups and restores, which run the node image
+    beside (or instead of) the pods but keep the spec's other settings."""
+    run = pinned(cluster, status)
+    if run is cluster:
+        return cluster
+    spec = cluster.spec.model_copy(update={"version": run.spec.version, "image": run.spec.image})
+    return cluster.model_copy(update={"spec": spec})
+
+
 def good_revision(cluster: DchatCluster, previous: Obj | None, now: str) -> Obj:
     """lastGoodRevision for a rollout of ``cluster`` that just completed; the previous one
     unchanged (its time too) when it is the same revision, so an idle cluster writes nothing."""

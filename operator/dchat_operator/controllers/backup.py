@@ -55,6 +55,7 @@ from dchat_operator.builders.backup import (
     termination_message,
 )
 from dchat_operator.builders.restore import hold_reason
+from dchat_operator.builders.rollout import serving_image
 from dchat_operator.clients.kube import KubeAPI
 from dchat_operator.clients.metrics import (
     BACKUP_LAST_SUCCESS,
@@ -124,7 +125,7 @@ def cluster_target(cluster_body: Obj | None, name: str) -> tuple[DchatCluster, S
     if cluster_body is None:
         raise _Blocked("Failed", f"DchatCluster {name} does not exist")
     try:
-        cluster = DchatCluster.parse(cluster_body)
+        cluster = serving_image(DchatCluster.parse(cluster_body), cluster_body.get("status"))
     except ValidationError:
         raise _Blocked("Pending", f"DchatCluster {name} has an invalid spec") from None
     s3 = cluster.spec.backup.s3

@@ -53,6 +53,7 @@ from dchat_operator.builders.restore import (
     newest_completed_backup,
     restore_labels,
 )
+from dchat_operator.builders.rollout import serving_image
 from dchat_operator.clients.kube import KubeAPI
 from dchat_operator.controllers.backup import (
     NO_RESULT,
@@ -188,7 +189,7 @@ class RestoreController(_Jobs):
         if cluster_body is None:
             raise await self._fail(body, status, f"DchatCluster {target} does not exist")
         try:
-            cluster = DchatCluster.parse(cluster_body)
+            cluster = serving_image(DchatCluster.parse(cluster_body), cluster_body.get("status"))
         except ValidationError:
             raise await self._fail(
                 body, status, f"DchatCluster {target} has an invalid spec"

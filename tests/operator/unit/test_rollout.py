@@ -11,7 +11,7 @@ import pytest
 
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT
 from dchat_operator.api.models import DchatCluster
-from dchat_operator.builders.rollout import HISTORY_LIMIT, pinned, with_record
+from dchat_operator.builders.rollout import HISTORY_LIMIT, pinned, serving_image, with_record
 from dchat_operator.builders.status import Observed, build_status, condition, status_patch
 from dchat_operator.controllers.cluster import ROLLBACK_REQUEUE_SECONDS
 from tests.operator.unit.conftest import cluster
@@ -195,3 +195,13 @@ async def test_the_controller_rolls_a_stalled_rollout_back_and_does_not_retry_it
         await world.idle()
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == good_image  # type: ignore[index]
+
+
+def test_backup_and_restore_jobs_run_the_image_that_serves() -> None:
+    before = build_status(_at(2, "0.1.0"), Observed(deployment=_dep(1)), None, "t1")
+    bad = _at(3, "0.2.0", backup={"schedule": "0 3 * * *"})
+    stalled = build_status(bad, Observed(deployment=_dep(0, stalled=True)), before, "t2")
+    jobs = serving_image(bad, stalled)
+    assert jobs.spec.version == "0.1.0"  # the pods' image
+    assert jobs.spec.backup == bad.spec.backup  # the spec's other settings
+    assert serving_image(bad, before) is bad  # no rollback: the spec as it is
