@@ -99,14 +99,16 @@ componentsPatches:
       # The defaults (20 QPS, 5 workers per controller) made the controller-manager the
       # bottleneck of every many-cluster test: a round of 50 rollouts took ~19 s of which
       # nearly all was its client's rate limiter. Managed clusters raise these too.
+      # DCHAT_CM_QPS=20 DCHAT_CM_BURST=30 DCHAT_CM_WORKERS=5: a stock kubeadm controller-manager
+      # (the operator benchmark's published numbers, docs/operator.md).
       - key: kube-api-qps
         value: "${DCHAT_CM_QPS:-100}"
       - key: kube-api-burst
         value: "${DCHAT_CM_BURST:-200}"
       - key: concurrent-deployment-syncs
-        value: "20"
+        value: "${DCHAT_CM_WORKERS:-20}"
       - key: concurrent-replicaset-syncs
-        value: "20"
+        value: "${DCHAT_CM_WORKERS:-20}"
   - name: kube-scheduler
     extraArgs:
       - key: leader-elect
