@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -175,7 +176,10 @@ def idle_resync(op: Operator, n: int) -> tuple[float, float]:
 
 def run_operator(kube: KubeCluster, n: int, logdir: Path) -> OperatorRun:
     ns = kube.create_namespace("bench-op")
-    op = start_operator(kube, [ns], logdir / f"operator-{ns}.log", resync_seconds=30)
+    extra = os.environ.get("DCHAT_BENCH_OPERATOR_ARGS", "").split()  # e.g. "--workers 32"
+    op = start_operator(
+        kube, [ns], logdir / f"operator-{ns}.log", resync_seconds=30, extra=extra or None
+    )
     try:
         kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(SECRET))
         crs = [cluster_cr(i) for i in range(n)]
