@@ -62,6 +62,21 @@ class Backups:
         )
         return _result(proc.returncode, proc.stdout, proc.stderr, self.termination_log)
 
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """`dchat backup ARGS` started, not waited for (stdout and stderr piped)."""
+        self.termination_log.unlink(missing_ok=True)
+        self.termination_log.touch()
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
+        full.update(self.env)
+        full.update(env)
+        return subprocess.Popen(
+            [DCHAT, "backup", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full,
+        )
+
     def object_keys(self, prefix: str = PREFIX) -> list[str]:
         listing = self.s3.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"] for o in listing.get("Contents", []))
@@ -351,21 +366,15 @@ def test_s3_outage_mid_upload_fails_aborts_and_writes_no_manifest(
     )  # ~40 MB of pg_dump, ~20 MB compressed
     port = int(backups.s3.endpoint.rsplit(":", 1)[1])
     proxy = CuttingProxy(port, cut_after=12 * 1024 * 1024)  # in the second or third part
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
-    full.update(backups.env)
-    full.update(
-        DATABASE_URL=pg_source,
-        DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
-        DCHAT_BACKUP_ABORT_TIMEOUT_SECS="60",
-        DCHAT_BACKUP_CONCURRENCY="1",
-    )
     try:
-        proc = subprocess.Popen(
-            [DCHAT, "backup", "create", "--name", "cut"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full,
+        proc = backups.start(
+            "create",
+            "--name",
+            "cut",
+            DATABASE_URL=pg_source,
+            DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+            DCHAT_BACKUP_ABORT_TIMEOUT_SECS="60",
+            DCHAT_BACKUP_CONCURRENCY="1",
         )
         assert proc.stderr is not None
         seen = []
@@ -398,20 +407,14 @@ def test_sigterm_mid_upload_aborts_the_upload_and_writes_no_manifest(
     bulk_messages(postgres_server, pg_source.rsplit("/", 1)[1], 120_000)
     port = int(backups.s3.endpoint.rsplit(":", 1)[1])
     proxy = CuttingProxy(port, cut_after=2**62, rate=2 * 1024 * 1024)  # ~10 s for ~20 MB
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
-    full.update(backups.env)
-    full.update(
-        DATABASE_URL=pg_source,
-        DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
-        DCHAT_BACKUP_CONCURRENCY="1",
-    )
     try:
-        proc = subprocess.Popen(
-            [DCHAT, "backup", "create", "--name", "term"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full,
+        proc = backups.start(
+            "create",
+            "--name",
+            "term",
+            DATABASE_URL=pg_source,
+            DCHAT_BACKUP_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+            DCHAT_BACKUP_CONCURRENCY="1",
         )
         deadline = time.monotonic() + 60
         while not backups.multipart_uploads():

@@ -277,15 +277,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     before = chat_data(src)
 
     # On demand, verified; the operator is killed while the backup Job runs.
-    kube.apply(
-        {
-            "apiVersion": "dchat.dev/v1alpha1",
-            "kind": "DchatBackup",
-            "metadata": {"name": "b1"},
-            "spec": {"cluster": "src", "verify": True},
-        },
-        namespace,
-    )
+    on_demand(kube, namespace, "b1", "src", verify=True)
     job_uid = kill_operator_while_running(kube, namespace, operator, "b1")
     status = wait_backup(kube, namespace, "b1")["status"]
     assert kube.get_json("-n", namespace, "job", "b1-backup")["metadata"]["uid"] == job_uid
@@ -419,13 +411,18 @@ def test_a_schedule_of_every_minute_fires_on_time_and_retention_keeps_the_last(
     assert not left, f"{left} objects of {first_name} left in S3"
 
 
-def on_demand(kube: KubeCluster, namespace: str, name: str, cluster: str) -> None:
+def on_demand(
+    kube: KubeCluster, namespace: str, name: str, cluster: str, verify: bool = False
+) -> None:
+    spec: dict[str, Any] = {"cluster": cluster}
+    if verify:
+        spec["verify"] = True
     kube.apply(
         {
             "apiVersion": "dchat.dev/v1alpha1",
             "kind": "DchatBackup",
             "metadata": {"name": name},
-            "spec": {"cluster": cluster},
+            "spec": spec,
         },
         namespace,
     )

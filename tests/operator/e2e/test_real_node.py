@@ -234,6 +234,34 @@ def crashing_version_stalls(
     chat_round_trip(base, "still-serving")
 
 
+def a_deleted_pod_is_replaced(kube: KubeCluster, namespace: str, base: str) -> None:
+    """One of two pods deleted: the other serves throughout, the status shows the reduced
+    capacity while it lasts, and the time to a Ready replacement (the RTO) is printed."""
+    victim = sorted(p["metadata"]["name"] for p in pods(kube, namespace, "pg") if is_ready(p))[0]
+    sampler = Sampler(kube, namespace, "pg-api", base).start()
+    seen_ready: set[int] = set()
+    try:
+        started = time.monotonic()
+        kube.kubectl("delete", "pod", "-n", namespace, victim, "--wait=false")
+
+        def replaced() -> bool:
+            status = kube.get_json("-n", namespace, "dchatcluster", "pg").get("status") or {}
+            seen_ready.add(int(status.get("readyReplicas") or 0))
+            ready = [p for p in pods(kube, namespace, "pg") if is_ready(p)]
+            names = {p["metadata"]["name"] for p in ready}
+            return len(ready) == 2 and victim not in names
+
+        kube.wait_for(replaced, timeout=120, interval=0.3, what="a Ready replacement pod")
+        rto = time.monotonic() - started
+    finally:
+        sampler.stop()
+    print(f"pod deleted -> replacement Ready: RTO {rto:.1f} s (the other pod served)")
+    assert sampler.failed_requests == [], sampler
+    assert sampler.no_ready_endpoint == 0, sampler
+    assert 1 in seen_ready, seen_ready  # the status showed the reduced capacity
+    wait_ready(kube, namespace, "pg", replicas=2, timeout=60)
+
+
 def crashing_version_rolled_back(
     kube: KubeCluster, namespace: str, base: str, old_pods: set[str]
 ) -> None:
@@ -319,6 +347,7 @@ def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_is_rolle
 
     crashing_version_stalls(kube, namespace, base, old_pods)
     crashing_version_rolled_back(kube, namespace, base, old_pods)
+    a_deleted_pod_is_replaced(kube, namespace, base)
 
 
 SQLITE_CONFIG = """\

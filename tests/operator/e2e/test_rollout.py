@@ -11,33 +11,17 @@ import pytest
 
 from tests.harness.cluster import KubeCluster
 
-from .conftest import Operator, condition, get_cluster, wait_ready
+from .conftest import PG, Operator, cluster_cr, condition, db_secret, get_cluster, wait_ready
 
 pytestmark = pytest.mark.e2e
 
-SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-PG = {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
-SECRET = {
-    "apiVersion": "v1",
-    "kind": "Secret",
-    "metadata": {"name": "db"},
-    "stringData": {"url": "postgresql://dchat:pw@postgres:5432/dchat"},
-}
+SECRET = db_secret()
 
 
 def _cr(version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "dchat.dev/v1alpha1",
-        "kind": "DchatCluster",
-        "metadata": {"name": "rb"},
-        "spec": {
-            "version": version,
-            "replicas": 2,
-            "database": PG,
-            "resources": SMALL,
-            "rollout": {"progressDeadlineSeconds": 10},
-        },
-    }
+    return cluster_cr(
+        "rb", version=version, replicas=2, database=PG, rollout={"progressDeadlineSeconds": 10}
+    )
 
 
 def _image(kube: KubeCluster, namespace: str) -> str:
