@@ -59,7 +59,10 @@ def test_overload_gets_fast_503s_not_504s(start_node: Any) -> None:
     assert counts.get(0, 0) == 0  # every request answered
     assert counts.get(503, 0) >= COUNT // 2  # most of the 4/5 excess is shed
     assert counts.get(200, 0) >= 100  # the database kept serving at capacity
-    assert shed["latency_ms"][503]["p99"] < 500  # at once (loose: a loaded 2-core VM)
+    # at once, not at the deadline (2 s, where a 504 would come): the median well below it,
+    # the tail still before it (loose: the node shares 2 cores with parallel test workers)
+    assert shed["latency_ms"][503]["p50"] < 500
+    assert shed["latency_ms"][503]["p99"] < DEADLINE * 1000 * 0.75
     assert shed["retry_after"] == ["1"]
     assert shed["shed_metric"] == counts[503]
 
