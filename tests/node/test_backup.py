@@ -52,15 +52,14 @@ class Backups:
     termination_log: Path
 
     def run(self, *args: str, timeout: float = 110, **env: str) -> Result:
-        self.termination_log.unlink(missing_ok=True)
-        self.termination_log.touch()
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
-        full.update(self.env)
-        full.update(env)
-        proc = subprocess.run(
-            [DCHAT, "backup", *args], capture_output=True, text=True, timeout=timeout, env=full
-        )
-        return _result(proc.returncode, proc.stdout, proc.stderr, self.termination_log)
+        proc = self.start(*args, **env)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        return _result(proc.returncode, stdout, stderr, self.termination_log)
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         """`dchat backup ARGS` started, not waited for (stdout and stderr piped)."""

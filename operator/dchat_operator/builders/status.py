@@ -84,6 +84,13 @@ class _Cond:
     message: str
 
 
+def _template_observed(dep: Obj) -> bool:
+    """The Deployment's status describes its current template (generation observed)."""
+    return int((dep.get("status") or {}).get("observedGeneration") or 0) >= int(
+        (dep.get("metadata") or {}).get("generation") or 0
+    )
+
+
 def _rollout(cluster: DchatCluster, dep: Obj | None) -> tuple[bool, bool, str, dict[str, int]]:
     """(complete, stalled, message, counts) of the Deployment's rollout."""
     counts = {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0, "availableReplicas": 0}
@@ -93,9 +100,7 @@ def _rollout(cluster: DchatCluster, dep: Obj | None) -> tuple[bool, bool, str, d
     for key in counts:
         counts[key] = int(status.get(key) or 0)
     want = cluster.spec.replicas
-    observed = int(status.get("observedGeneration") or 0) >= int(
-        dep.get("metadata", {}).get("generation") or 0
-    )
+    observed = _template_observed(dep)
     stalled = any(
         cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded"
         for cond in status.get("conditions") or []
@@ -270,9 +275,7 @@ def _revisions(
     history = list(previous.get("rolloutHistory") or [])
     rollback = rollback_in_force(cluster, previous)
     dep = observed.deployment or {}
-    current_template = int((dep.get("status") or {}).get("observedGeneration") or 0) >= int(
-        (dep.get("metadata") or {}).get("generation") or 0
-    )
+    current_template = _template_observed(dep)
     blocked = observed.policy or observed.conflicts or observed.missing_secrets or observed.errors
     if (
         rollback is None
