@@ -12,6 +12,7 @@
 #   ghcr.io/dchat-dev/dchat-operator:<version>  Dockerfile.operator
 #   ghcr.io/dchat-dev/dchat:0.1.1           TEST: the node image under another tag
 #   ghcr.io/dchat-dev/dchat:0.1.1-exits     TEST: the node image whose entrypoint exits 1
+#   ghcr.io/dchat-dev/dchat:0.1.1-errors    TEST: the node image that answers every API call 504
 # Everything else (progress, timings) goes to stderr.
 # Exit codes: 0 done; 1 a step failed; 2 bad arguments; 3 this machine cannot build them
 # (not root, or podman/runc/debootstrap/go/containerd missing): callers skip on 3.
@@ -302,6 +303,10 @@ exits_ref=ghcr.io/dchat-dev/dchat:0.1.1-exits
 exits_hash="$( { hash_files "$here/images/exits/Dockerfile"; echo "$node_hash"; } | sha256sum | cut -c1-16)"
 build "$exits_ref" "$exits_hash" --build-arg "BASE=$node_ref" -f "$here/images/exits/Dockerfile" "$here/images/exits"
 archive "$exits_ref" dchat-0.1.1-exits "$exits_hash"
+errors_ref=ghcr.io/dchat-dev/dchat:0.1.1-errors
+errors_hash="$( { hash_files "$here/images/errors/Dockerfile"; echo "$node_hash"; } | sha256sum | cut -c1-16)"
+build "$errors_ref" "$errors_hash" --build-arg "BASE=$node_ref" -f "$here/images/errors/Dockerfile" "$here/images/errors"
+archive "$errors_ref" dchat-0.1.1-errors "$errors_hash"
 
 # ---- smoke checks of what was built in this run ------------------------------------------
 run() { podman run --rm --network host --no-healthcheck "${ulimits[@]}" "$@"; }
@@ -316,6 +321,10 @@ for ref in "${built[@]}"; do
         "$operator_ref")
             run "$ref" --help >/dev/null || die "$ref --help failed"
             [[ "$(uid_of "$ref")" == 65532 ]] || die "$ref does not run as uid 65532"
+            ;;
+        "$errors_ref")
+            [[ "$(run --entrypoint python "$ref" -c 'import os; print(os.environ["DCHAT_SERVER__REQUEST_TIMEOUT_SECS"])')" == 0.000001 ]] \
+                || die "$ref does not carry its request timeout"
             ;;
         "$exits_ref")
             rc=0; out="$(run "$ref" 2>&1)" || rc=$?

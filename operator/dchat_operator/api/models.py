@@ -1137,6 +1137,62 @@ def _is_zero(value: int | str) -> bool:
     return value in (0, "0%")
 
 
+class RolloutAnalysis(CRModel):
+    """The soak window after a rollout: the operator reads the new pods' own /metrics."""
+
+    soak_seconds: int = Field(
+        0,
+        ge=0,
+        le=DAY,
+        description=(
+            "After every replica of a new revision is updated and available, the operator "
+            "reads each pod's /metrics (the metrics port, by pod IP; no Prometheus needed) "
+            "every intervalSeconds for this long, and records the revision as "
+            "status.lastGoodRevision only when the window passes. failureLimit failed checks "
+            "roll it back to the last good revision (Degraded/RolledBack). 0 (the default) "
+            "turns the soak off: a revision is good once its pods are available. A change of "
+            "replicas alone is never soaked. The metrics port must admit the operator "
+            "(networkPolicy.metricsFromNamespaces lists its namespace when set)."
+        ),
+    )
+    interval_seconds: int = Field(
+        30, ge=2, le=3600, description="Time between two checks of the soak window."
+    )
+    max_error_ratio: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "A check fails when more than this fraction of the API requests the new pods "
+            "served since the previous check answered 5xx (dchat_http_requests_total)."
+        ),
+    )
+    max_p99_latency_ms: int = Field(
+        500,
+        ge=1,
+        le=600_000,
+        description=(
+            "A check fails when the p99 latency of those requests "
+            "(dchat_http_request_duration_seconds) is above this."
+        ),
+    )
+    min_requests: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "A check with fewer requests than this judges neither ratio nor latency (too few "
+            "to tell); it passes unless a pod's metrics could not be read."
+        ),
+    )
+    failure_limit: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Failed checks (not necessarily in a row) that roll the revision back.",
+    )
+
+
 class RolloutSpec(CRModel):
     """How a new version or config reaches the pods (PostgreSQL mode; SQLite uses Recreate)."""
 
@@ -1188,6 +1244,19 @@ class RolloutSpec(CRModel):
         ge=0,
         le=3600,
         description="A new pod must be Ready this long before it counts as available.",
+    )
+
+    paused: bool = Field(
+        False,
+        description=(
+            "Hold rollouts: spec changes are applied to the Deployment but its pods are not "
+            "replaced until this is false again (the Deployment's own pause, as `kubectl "
+            "rollout pause`). The progress deadline and the soak window do not run meanwhile."
+        ),
+    )
+    analysis: RolloutAnalysis = Field(
+        default_factory=RolloutAnalysis,
+        description="The soak window that checks a new revision's error ratio and latency.",
     )
 
     @field_validator("max_surge", "max_unavailable", mode="before")
@@ -1586,6 +1655,29 @@ class Rollback(CRModel):
     at: str = Field(description="When the operator rolled back (RFC 3339).")
 
 
+class SoakCheck(CRModel):
+    """One check of the soak window."""
+
+    at: str = Field(description="When (RFC 3339).")
+    passed: bool = Field(description="Whether the check passed.")
+    pods: int = Field(0, description="Pods whose /metrics were read.")
+    requests: int = Field(0, description="API requests they served since the previous check.")
+    error_ratio: str = Field("", description="Fraction of those answered 5xx.")
+    p99_ms: str = Field("", description="Their p99 latency in ms (bucket interpolation).")
+    message: str = Field("", description="What failed, or why nothing was judged.")
+
+
+class Soak(CRModel):
+    """The soak window of the revision that is rolling out (cluster controller)."""
+
+    generation: int = Field(description="metadata.generation being soaked.")
+    version: str = Field(description="Its spec.version.")
+    started_at: str = Field(description="When its pods were all available (RFC 3339).")
+    checks: int = Field(0, description="Checks made.")
+    failed_checks: int = Field(0, description="Checks failed.")
+    last_check: SoakCheck | None = Field(None, description="The newest check.")
+
+
 class RolloutRecord(CRModel):
     """One entry of status.rolloutHistory."""
 
@@ -1621,9 +1713,16 @@ class DchatClusterStatus(CRModel):
     rollback: Rollback | None = Field(
         None,
         description=(
-            "Set when a rollout stalled (progress deadline exceeded) and the operator went back "
-            "to lastGoodRevision; kept, and the failed spec not tried again, until the spec "
-            "changes."
+            "Set when a rollout stalled (progress deadline exceeded) or failed its soak window "
+            "and the operator went back to lastGoodRevision; kept, and the failed spec not "
+            "tried again, until the spec changes."
+        ),
+    )
+    soak: Soak | None = Field(
+        None,
+        description=(
+            "While a new revision is in its soak window (spec.rollout.analysis): its checks "
+            "so far. Removed when the revision is recorded good or rolled back."
         ),
     )
     rollout_history: list[RolloutRecord] = Field(

@@ -12,14 +12,21 @@ Design (pure functions; the cluster controller does the I/O, ``build_status`` ca
   for as long as ``status.rollback.fromGeneration`` is the cluster's generation: the failed
   spec is not tried again until the spec changes (Argo Rollouts' "Degraded until the spec
   changes"); a new generation drops the rollback and rolls the new spec out.
-- Not here yet (the rollout issue asks for them too): a soak window checking the pods'
-  error ratio and latency, pause/resume and a manual rollback.
+- The soak window (``spec.rollout.analysis.soakSeconds`` > 0): a completed rollout of a
+  revision whose spec differs from lastGoodRevision's (a change of replicas alone does not
+  count) is not good yet. ``status.soak`` counts the checks the controller makes
+  (``builders.analysis``) every ``intervalSeconds``, the first at once; a check made once the
+  window has run its length, with fewer than ``failureLimit`` failures, makes the revision
+  good; ``failureLimit`` failures roll it back like a stalled rollout. The window's start
+  and counts live in the status, so a restarted operator goes on where it was.
+- Not here yet: a manual rollback to an earlier revision (the rollout issue asks for it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any
+from typing import Any, Literal
 
 from dchat_operator.api.models import DchatCluster, DchatClusterSpec
 from dchat_operator.builders.common import Obj
@@ -110,3 +117,96 @@ def rolled_back_message(rollback: Obj) -> str:
 def with_record(history: list[Obj] | None, record: Obj) -> list[Obj]:
     """``history`` with ``record`` appended, the oldest dropped beyond HISTORY_LIMIT."""
     return [*(history or []), record][-HISTORY_LIMIT:]
+
+
+Verdict = Literal["Running", "Passed", "Failed"]
+
+
+def _pods_json(spec_text: str) -> str:
+    """What a spec (as ``spec_json``) makes the pods run: the spec without its rollout policy."""
+    try:
+        data = json.loads(spec_text)
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        data.pop("rollout", None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def soak_needed(cluster: DchatCluster, good: Obj | None) -> bool:
+    """Does the completed rollout of ``cluster`` go through a soak window before it is good?
+    Only when what the pods run changed: not for replicas, not for the rollout policy."""
+    if cluster.spec.rollout.analysis.soak_seconds <= 0:
+        return False
+    if not isinstance(good, dict):
+        return True
+    return _pods_json(str(good.get("spec") or "")) != _pods_json(spec_json(cluster))
+
+
+def _time(value: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def current_soak(cluster: DchatCluster, status: Obj | None) -> Obj | None:
+    """``status.soak`` when it is the window of the cluster's current generation."""
+    soak = (status or {}).get("soak")
+    if isinstance(soak, dict) and soak.get("generation") == cluster.metadata.generation:
+        return soak
+    return None
+
+
+def soak_step(
+    cluster: DchatCluster, previous: Obj | None, check: Obj | None, now: str
+) -> tuple[Obj, Verdict]:
+    """The soak window after this run's ``check`` (None: no check this run), and its verdict."""
+    analysis = cluster.spec.rollout.analysis
+    soak: Obj = dict(previous) if previous is not None else {}
+    if not soak:
+        soak = {
+            "generation": cluster.metadata.generation,
+            "version": cluster.spec.version,
+            "startedAt": now,
+            "checks": 0,
+            "failedChecks": 0,
+        }
+    if check is not None:
+        soak["checks"] = int(soak.get("checks") or 0) + 1
+        soak["failedChecks"] = int(soak.get("failedChecks") or 0) + (not check.get("passed"))
+        soak["lastCheck"] = check
+    if int(soak.get("failedChecks") or 0) >= analysis.failure_limit:
+        return soak, "Failed"
+    started, at = _time(soak.get("startedAt")), _time(now)
+    ran = (at - started).total_seconds() if started and at else 0.0
+    if check is not None and ran >= analysis.soak_seconds:
+        return soak, "Passed"
+    return soak, "Running"
+
+
+def next_check_in(cluster: DchatCluster, soak: Obj | None, now: str) -> float:
+    """Seconds until the soak window's next check: ``intervalSeconds`` after the last one,
+    but not after the window's end; 0 when none was made yet."""
+    analysis = cluster.spec.rollout.analysis
+    if soak is None:
+        return 0.0
+    at = _time(now)
+    last = _time((soak.get("lastCheck") or {}).get("at"))
+    started = _time(soak.get("startedAt"))
+    if at is None or last is None:
+        return 0.0
+    due = last + dt.timedelta(seconds=analysis.interval_seconds)
+    if started is not None:
+        end = started + dt.timedelta(seconds=analysis.soak_seconds)
+        if last < end:
+            due = min(due, end)
+    return max(0.0, (due - at).total_seconds())
+
+
+def soak_failed_reason(soak: Obj) -> str:
+    last = soak.get("lastCheck") or {}
+    return (
+        f"soak window failed {soak.get('failedChecks')} of {soak.get('checks')} checks: "
+        f"{last.get('message', '')}"
+    )[:500]

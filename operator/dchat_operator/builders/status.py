@@ -20,10 +20,16 @@ from dchat_operator.api.models import DchatCluster
 from dchat_operator.builders.common import Obj, selector_string
 from dchat_operator.builders.config import config_checksum
 from dchat_operator.builders.rollout import (
+    Verdict,
+    current_soak,
     good_revision,
     new_rollback,
+    next_check_in,
     rollback_in_force,
     rolled_back_message,
+    soak_failed_reason,
+    soak_needed,
+    soak_step,
     with_record,
 )
 
@@ -41,6 +47,13 @@ class Observed:
     """Operator policy rules the spec breaks (nothing was applied)."""
     retry: tuple[int, float] | None = None
     """(attempt, seconds until the next one) when this reconcile is failing."""
+    check: Obj | None = None
+    """The soak window's check made by this reconcile (``builders.analysis.check``)."""
+
+    @property
+    def blocked(self) -> bool:
+        """Something other than the rollout itself is wrong."""
+        return bool(self.policy or self.conflicts or self.missing_secrets or self.errors)
 
 
 CLUSTER_OWNED = frozenset(
@@ -56,6 +69,7 @@ CLUSTER_OWNED = frozenset(
         "lastGoodRevision",
         "rollback",
         "rolloutHistory",
+        "soak",
         "conditions",
     }
 )
@@ -118,7 +132,9 @@ def _rollout(cluster: DchatCluster, dep: Obj | None) -> tuple[bool, bool, str, d
     return complete, stalled, message, counts
 
 
-def _degraded(observed: Observed, stalled: bool, message: str, rollback: Obj | None) -> _Cond:
+def _degraded(
+    observed: Observed, stalled: bool, message: str, rollback: Obj | None, failed_soak: Obj | None
+) -> _Cond:
     """The Degraded condition: the first problem found, most fundamental first."""
     problems = (
         ("PolicyViolation", "refused by the operator's policy, nothing applied: ", observed.policy),
@@ -139,6 +155,13 @@ def _degraded(observed: Observed, stalled: bool, message: str, rollback: Obj | N
     else:
         if rollback is not None:
             degraded = _Cond("Degraded", "True", "RolledBack", rolled_back_message(rollback))
+        elif failed_soak is not None:  # no earlier good revision to go back to
+            degraded = _Cond(
+                "Degraded",
+                "True",
+                "AnalysisFailed",
+                soak_failed_reason(failed_soak) + "; no earlier good revision to roll back to",
+            )
         elif stalled:
             degraded = _Cond(
                 "Degraded", "True", "RolloutStalled", f"progress deadline exceeded: {message}"
@@ -155,12 +178,45 @@ def _degraded(observed: Observed, stalled: bool, message: str, rollback: Obj | N
 
 
 def _ready_and_progressing(
-    complete: bool, degraded: _Cond, message: str, version: str
+    cluster: DchatCluster,
+    complete: bool,
+    degraded: _Cond,
+    message: str,
+    soak: tuple[Obj, Verdict] | None,
+    serving: bool,
 ) -> tuple[_Cond, _Cond]:
+    version = cluster.spec.version
+    if complete and degraded.status == "False" and soak is not None and soak[1] == "Running":
+        window, _ = soak
+        last = window.get("lastCheck") or {}
+        return (
+            _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}"),
+            _Cond(
+                "Progressing",
+                "True",
+                "Soaking",
+                f"version {version}: soak window of "
+                f"{cluster.spec.rollout.analysis.soak_seconds} s, {window.get('checks', 0)} "
+                f"checks, {window.get('failedChecks', 0)} failed"
+                + (f"; last: {last['message']}" if last.get("message") else ""),
+            ),
+        )
     if complete and degraded.status == "False":
         return (
             _Cond("Ready", "True", "AllReplicasReady", f"{message}; version {version}"),
             _Cond("Progressing", "False", "RolloutComplete", f"version {version}"),
+        )
+    if cluster.spec.rollout.paused and degraded.status == "False":
+        ready = (
+            _Cond("Ready", "True", "AllReplicasReady", f"{message}; rollout paused")
+            if serving
+            else _Cond("Ready", "False", "RolloutPaused", f"{message}; rollout paused")
+        )
+        return ready, _Cond(
+            "Progressing",
+            "False",
+            "Paused",
+            f"rollout of version {version} paused by spec.rollout.paused: {message}",
         )
     if complete and degraded.reason == "RolledBack":  # the last good revision serves
         return (
@@ -189,25 +245,19 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     complete, stalled, message, counts = _rollout(cluster, observed.deployment)
     version = cluster.spec.version
     good, rollback, history = _revisions(cluster, observed, previous, stalled, message, now)
+    soak = _soak(cluster, observed, previous, complete, good, rollback, now)
+    failed_soak: Obj | None = None
+    if soak is not None and soak[1] == "Failed":
+        rollback, history = _soak_failed(cluster, good, history, soak[0], now)
+        failed_soak = soak[0] if rollback is None else None
 
-    degraded = _degraded(observed, stalled, message, rollback)
-    ready, progressing = _ready_and_progressing(complete, degraded, message, version)
+    degraded = _degraded(observed, stalled, message, rollback, failed_soak)
+    serving = counts["availableReplicas"] >= cluster.spec.replicas
+    ready, progressing = _ready_and_progressing(cluster, complete, degraded, message, soak, serving)
     warning = _warning(cluster)
-    prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
-    conditions = []
-    for cond in (ready, progressing, degraded, warning):
-        old = prev_conditions.get(cond.type) or {}
-        since = old.get("lastTransitionTime") if old.get("status") == cond.status else None
-        conditions.append(
-            {
-                "type": cond.type,
-                "status": cond.status,
-                "reason": cond.reason,
-                "message": cond.message,
-                "lastTransitionTime": since or now,
-                "observedGeneration": cluster.metadata.generation,
-            }
-        )
+    conditions = _conditions(
+        (ready, progressing, degraded, warning), previous, cluster.metadata.generation, now
+    )
 
     if degraded.status == "True":
         phase = "Degraded"
@@ -231,15 +281,37 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     current = version if complete else previous.get("currentVersion")
     if current:
         status["currentVersion"] = current
-    if complete and degraded.status == "False" and rollback is None:
+    soaking = soak is not None and soak[1] != "Passed" and rollback is None
+    if complete and degraded.status == "False" and rollback is None and not soaking:
         good, history = _completed(cluster, good, history, now)
-    if good is not None:
-        status["lastGoodRevision"] = good
-    if rollback is not None:
-        status["rollback"] = rollback
-    if history:
-        status["rolloutHistory"] = history
+    revisions = {
+        "soak": soak[0] if soak is not None and soaking else None,
+        "lastGoodRevision": good,
+        "rollback": rollback,
+        "rolloutHistory": history or None,
+    }
+    status.update({k: v for k, v in revisions.items() if v is not None})
     return status
+
+
+def _conditions(conds: tuple[_Cond, ...], previous: Obj, generation: int, now: str) -> list[Obj]:
+    """``conds`` as status conditions; lastTransitionTime kept where the status held."""
+    prev_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
+    out = []
+    for cond in conds:
+        old = prev_conditions.get(cond.type) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == cond.status else None
+        out.append(
+            {
+                "type": cond.type,
+                "status": cond.status,
+                "reason": cond.reason,
+                "message": cond.message,
+                "lastTransitionTime": since or now,
+                "observedGeneration": generation,
+            }
+        )
+    return out
 
 
 def _completed(
@@ -256,6 +328,82 @@ def _completed(
         }
         history = with_record(history, record)
     return new_good, history
+
+
+def _soak(
+    cluster: DchatCluster,
+    observed: Observed,
+    previous: Obj,
+    complete: bool,
+    good: Obj | None,
+    rollback: Obj | None,
+    now: str,
+) -> tuple[Obj, Verdict] | None:
+    """The soak window of the revision that just rolled out, and its verdict; None when no
+    window applies (none asked for, a rollback in force, the rollout not complete, something
+    else wrong, only replicas changed)."""
+    if (
+        not complete
+        or cluster.spec.replicas == 0
+        or rollback is not None
+        or observed.blocked
+        or cluster.spec.rollout.paused
+        or not soak_needed(cluster, good)
+    ):
+        return None
+    return soak_step(cluster, current_soak(cluster, previous), observed.check, now)
+
+
+def soak_check_due(
+    cluster: DchatCluster, deployment: Obj | None, status: Obj | None, now: str
+) -> bool:
+    """Should this reconcile read the pods' metrics for the soak window? (The rollout of a
+    revision that needs one is complete, its window has not failed, and a check is due.)"""
+    previous = status or {}
+    good = previous.get("lastGoodRevision")
+    complete = _rollout(cluster, deployment)[0]
+    if (
+        not complete
+        or cluster.spec.replicas == 0
+        or cluster.spec.rollout.paused
+        or rollback_in_force(cluster, previous) is not None
+        or not soak_needed(cluster, good if isinstance(good, dict) else None)
+    ):
+        return False
+    soak = current_soak(cluster, previous)
+    if soak is not None and int(soak.get("failedChecks") or 0) >= (
+        cluster.spec.rollout.analysis.failure_limit
+    ):
+        return False
+    return next_check_in(cluster, soak, now) <= 0
+
+
+def soak_requeue(cluster: DchatCluster, status: Obj | None, now: str) -> float | None:
+    """Seconds until the next soak check when a window is running in ``status``."""
+    soak = current_soak(cluster, status)
+    if soak is None or int(soak.get("failedChecks") or 0) >= (
+        cluster.spec.rollout.analysis.failure_limit
+    ):
+        return None
+    return next_check_in(cluster, soak, now)
+
+
+def _soak_failed(
+    cluster: DchatCluster, good: Obj | None, history: list[Obj], soak: Obj, now: str
+) -> tuple[Obj | None, list[Obj]]:
+    """The soak window failed: (the rollback to lastGoodRevision, history); no rollback when
+    there is no earlier good revision (Degraded/AnalysisFailed instead)."""
+    if not (good and good.get("spec") and good.get("generation") != cluster.metadata.generation):
+        return None, history
+    rollback = new_rollback(cluster, good, soak_failed_reason(soak), now)
+    record = {
+        "generation": cluster.metadata.generation,
+        "version": cluster.spec.version,
+        "result": "RolledBack",
+        "at": now,
+        "message": rollback["reason"],
+    }
+    return rollback, with_record(history, record)
 
 
 def _revisions(
@@ -276,12 +424,11 @@ def _revisions(
     rollback = rollback_in_force(cluster, previous)
     dep = observed.deployment or {}
     current_template = _template_observed(dep)
-    blocked = observed.policy or observed.conflicts or observed.missing_secrets or observed.errors
     if (
         rollback is None
         and stalled
         and current_template
-        and not blocked
+        and not observed.blocked
         and good is not None
         and good.get("spec")
         and good.get("generation") != cluster.metadata.generation

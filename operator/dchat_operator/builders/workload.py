@@ -305,11 +305,13 @@ def deployment(cluster: DchatCluster, secret_versions: Mapping[str, str] | None 
     template_meta.pop("name")
     template_meta.pop("namespace")
     template_meta.pop("ownerReferences", None)
+    paused: Obj = {"paused": True} if spec.rollout.paused else {}  # false: the field unset
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(cluster, names(cluster).deployment),
         "spec": {
+            **paused,
             "replicas": spec.replicas,
             "revisionHistoryLimit": 10,
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,

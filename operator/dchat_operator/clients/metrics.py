@@ -64,6 +64,16 @@ LEADER_TRANSITIONS = Counter(
     "dchat_operator_leader_transitions_total", "Times this replica gained or lost leadership."
 )
 
+SOAK_CHECKS = Counter(
+    "dchat_operator_soak_checks_total",
+    "Checks of rollout soak windows (the new pods' /metrics), by result (passed, failed).",
+    ["result"],
+)
+ROLLBACKS = Counter(
+    "dchat_operator_rollbacks_total",
+    "Automatic rollbacks to the last good revision, by cause (progress_deadline, soak).",
+    ["cause"],
+)
 BACKUP_RESULTS = Counter(
     "dchat_operator_backups_total",
     "Backups that finished, by namespace, cluster and result (Completed or Failed).",

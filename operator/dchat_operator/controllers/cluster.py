@@ -32,6 +32,12 @@ Design:
   ``build_status`` write ``status.rollback``; the run that wrote it requeues at once and
   every run from then builds the children from ``lastGoodRevision`` (``pinned``) until the
   spec's generation changes.
+- The soak window (``spec.rollout.analysis``): once a new revision's rollout is complete,
+  a reconcile that finds a check due (``soak_check_due``: times from ``status.soak``) reads
+  every Ready pod's ``/metrics`` by pod IP (``clients.podmetrics``), ``builders.analysis``
+  judges what they served since the previous check (the samples kept in ``ClusterState``),
+  and ``build_status`` counts it; the run requeues itself for the next check. A failed
+  window rolls back like a stalled rollout.
 - Operator policy (``api.policy``, the cluster admin's allow-lists) is checked before
   anything is applied: a refused spec applies nothing and reports ``PolicyViolation``.
 - Secret rotation: the resourceVersions of the referenced Secrets, read on every full
@@ -50,7 +56,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +67,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import (
     CLUSTER,
     DEPLOYMENT,
+    POD,
     PROMETHEUS_RULE,
     PVC,
     SECRET,
@@ -71,8 +78,9 @@ from dchat_operator.api.kinds import (
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.api.policy import Policy
 from dchat_operator.builders import workload
+from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
-from dchat_operator.builders.common import names, with_spec_hash
+from dchat_operator.builders.common import names, selector_string, with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
@@ -81,10 +89,13 @@ from dchat_operator.builders.status import (
     build_status,
     condition,
     invalid_status,
+    soak_check_due,
+    soak_requeue,
     status_patch,
 )
 from dchat_operator.clients.kube import KubeAPI
-from dchat_operator.clients.metrics import CLUSTERS
+from dchat_operator.clients.metrics import CLUSTERS, ROLLBACKS, SOAK_CHECKS
+from dchat_operator.clients.podmetrics import PodMetrics, ScrapeError
 from dchat_operator.controllers.compare import covers, differences
 from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
 
@@ -93,6 +104,10 @@ Obj = dict[str, Any]
 STATUS_CONFLICT_RETRIES = 3
 ROLLBACK_REQUEUE_SECONDS = 0.2
 """After writing a rollback, the run that applies the last good revision starts this soon."""
+SOAK_REQUEUE_MIN_SECONDS = 1.0
+
+Scraper = Callable[[str, int], Awaitable[str]]
+"""(pod IP, port) -> the text of its /metrics; raises ``ScrapeError``."""
 
 
 def _utcnow() -> dt.datetime:
@@ -143,6 +158,10 @@ class ClusterState:
     """resourceVersion of each referenced Secret at the last full reconcile."""
     applied: dict[tuple[str, str], _Applied] = field(default_factory=dict)
     """Per child (kind, name): what was applied and the object's version right after."""
+    samples: dict[str, Sample] = field(default_factory=dict)
+    """Per pod: its request counters at the previous soak check."""
+    samples_generation: int = 0
+    """The generation those samples were taken for."""
 
 
 def _version(obj: Obj) -> str:
@@ -178,6 +197,8 @@ class Result:
     phase: str = ""
     rolled_back: bool = False
     """This run wrote a new automatic rollback into the status."""
+    status: Obj | None = None
+    """The owned status as this run left it."""
 
 
 def _position(children: list[Obj], ref: str) -> int:
@@ -204,9 +225,12 @@ class ClusterController:
         capabilities_ttl: float = 60.0,
         clock: Callable[[], dt.datetime] = _utcnow,
         policy: Policy | None = None,
+        scrape: Scraper | None = None,
     ) -> None:
         self.kube = kube
         self.policy = policy or Policy()
+        self._pod_metrics = PodMetrics() if scrape is None else None
+        self._scrape: Scraper = scrape or self._pod_metrics.scrape  # type: ignore[union-attr]
         self._caps: Capabilities | None = None
         self._caps_at = 0.0
         self._caps_ttl = capabilities_ttl
@@ -297,8 +321,11 @@ class ClusterController:
             )
             return Outcome(result="PolicyViolation")
         if self._status_only(cluster, state, attempt, seen):
-            await self._finish_cluster(body, cluster, Observed(deployment=seen), now, result)
-            return self._after_status(state, result)
+            soak = await self._soak_check(cluster, state, body, seen, now)
+            await self._finish_cluster(
+                body, cluster, Observed(deployment=seen, check=soak), now, result
+            )
+            return self._after_status(cluster, state, result, now)
 
         caps = await self.capabilities()
         missing, state.secret_versions = await self.read_secrets(cluster)
@@ -322,28 +349,78 @@ class ClusterController:
             await self._prune(cluster, state, caps, result)
 
         failed = bool(errors or conflicts)
+        clean = not missing and not failed
+        soak = await self._soak_check(cluster, state, body, deployment, now) if clean else None
         observed = Observed(
             deployment=deployment,
             missing_secrets=missing,
             errors=errors,
             conflicts=conflicts,
             retry=(attempt.failures + 1, attempt.next_backoff) if failed else None,
+            check=soak,
         )
         await self._applied_event(body, result, now)
         await self._finish_cluster(body, cluster, observed, now, result)
-        clean = not missing and not failed
         state.clean_generation = cluster.metadata.generation if clean else None
-        if result.rolled_back:
-            return self._after_status(state, result)
-        return Outcome(failed=failed, result=result.phase)
+        if failed:
+            return Outcome(failed=True, result=result.phase)
+        return self._after_status(cluster, state, result, now)
 
     @staticmethod
-    def _after_status(state: ClusterState, result: Result) -> Outcome:
-        """A rollback written just now: run again at once, building the last good revision."""
+    def _after_status(
+        cluster: DchatCluster, state: ClusterState, result: Result, now: dt.datetime
+    ) -> Outcome:
+        """A rollback written just now: run again at once, building the last good revision;
+        a soak window running: run again for its next check."""
         if result.rolled_back:
             state.clean_generation = None
             return Outcome(requeue_after=ROLLBACK_REQUEUE_SECONDS, result="RolledBack")
+        delay = soak_requeue(cluster, result.status, _rfc3339(now))
+        if delay is not None:
+            return Outcome(requeue_after=max(SOAK_REQUEUE_MIN_SECONDS, delay), result="Soaking")
         return Outcome(result=result.phase)
+
+    async def _soak_check(
+        self,
+        cluster: DchatCluster,
+        state: ClusterState,
+        body: Obj,
+        deployment: Obj | None,
+        now: dt.datetime,
+    ) -> Obj | None:
+        """One check of the soak window when one is due: every Ready pod's /metrics, judged
+        against what it had served at the previous check."""
+        stamp = _rfc3339(now)
+        if not soak_check_due(cluster, deployment, body.get("status"), stamp):
+            return None
+        generation = cluster.metadata.generation
+        if state.samples_generation != generation:
+            state.samples, state.samples_generation = {}, generation
+        pods = await self.kube.list_objects(POD, cluster.namespace, selector_string(cluster))
+        port = cluster.spec.server.metrics_port
+        serving = [p for p in pods if _serving(p)]
+        texts = await asyncio.gather(*(self._scrape_pod(p, port) for p in serving))
+        found, state.samples = check(cluster.spec.rollout.analysis, texts, state.samples, stamp)
+        SOAK_CHECKS.labels("passed" if found["passed"] else "failed").inc()
+        log.info(
+            "soak check of %s/%s generation %d: %s",
+            cluster.namespace,
+            cluster.name,
+            generation,
+            found,
+        )
+        return found
+
+    async def _scrape_pod(self, pod: Obj, port: int) -> Scrape:
+        name = str((pod.get("metadata") or {}).get("name") or "")
+        try:
+            return Scrape(name, await self._scrape(str(pod["status"]["podIP"]), port))
+        except ScrapeError as exc:
+            return Scrape(name, error=str(exc))
+
+    async def close(self) -> None:
+        if self._pod_metrics is not None:
+            await self._pod_metrics.close()
 
     async def _invalid(
         self,
@@ -620,6 +697,7 @@ class ClusterController:
             previous = body.get("status") or None
             owned = build(previous)
             result.phase = str(owned.get("phase") or "")
+            result.status = owned
             patch = status_patch(previous, owned)
             if patch is None:
                 return
@@ -644,6 +722,9 @@ class ClusterController:
             result.rolled_back = bool(new_rollback) and new_rollback != (previous or {}).get(
                 "rollback"
             )
+            if result.rolled_back:
+                soaked = str((new_rollback or {}).get("reason", "")).startswith("soak")
+                ROLLBACKS.labels("soak" if soaked else "progress_deadline").inc()
             await self._transition_events(body, previous, owned, now)
             return
         raise RuntimeError(f"status of {body['metadata'].get('name')}: conflicts on every retry")
@@ -674,6 +755,17 @@ class ClusterController:
             await self.kube.post_event(body, type_=type_, reason=reason, message=message, now=now)
         except ApiException as exc:  # events are best effort
             log.warning("could not post event %s: %s", reason, _api_error(exc))
+
+
+def _serving(pod: Obj) -> bool:
+    """A pod that serves: Ready, not terminating, with an IP."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in status.get("conditions") or []
+    )
 
 
 def _api_error(exc: ApiException) -> str:

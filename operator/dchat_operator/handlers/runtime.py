@@ -206,6 +206,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
         await engine.stop()
     if runtime.elector is not None:
         await runtime.elector.release()
+    if runtime.cluster_controller is not None:
+        await runtime.cluster_controller.close()
     if runtime.kube is not None:
         await runtime.kube.close()
 

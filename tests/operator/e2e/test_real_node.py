@@ -10,7 +10,9 @@ up.sh recorded when the machine cannot run a real node.
 Scenarios: the SQLite sample serves through its Service (channel, post, read back) as uid
 1000 on a read-only root; the PostgreSQL sample against the harness PostgreSQL (bound to the
 bridge address) rolls a version bump pod by pod with a Ready pod at every sampled moment,
-and a version whose process exits leaves the old pods serving; a Job and a native sidecar
+a version whose process exits leaves the old pods serving until the operator rolls it back,
+a deleted pod is replaced, and a version whose Ready pods answer 504 is rolled back on the
+pods' own metrics during the soak window; a Job and a native sidecar
 of the node image; and the operator itself from its image, installed from manifests/.
 """
 
@@ -294,7 +296,97 @@ def crashing_version_rolled_back(
     chat_round_trip(base, "after-the-rollback")
 
 
-@pytest.mark.timeout(600)
+@dataclass
+class Traffic:
+    """API requests through the Service, 10 a second until stopped (bounded: 120 s)."""
+
+    url: str
+    codes: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                code = str(http("GET", f"{self.url}/api/v1/channels", timeout=3)[0])
+            except OSError as exc:
+                code = type(exc).__name__
+            self.codes[code] = self.codes.get(code, 0) + 1
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+SOAK = {"soakSeconds": 60, "intervalSeconds": 5, "failureLimit": 2, "minRequests": 5}
+
+
+def failing_version_rolled_back_on_its_metrics(
+    kube: KubeCluster, namespace: str, base: str
+) -> None:
+    """A version whose pods turn Ready but answer 504 to every API request: the operator reads
+    the pods' /metrics during the soak window and rolls back to the last good revision."""
+    traffic = Traffic(base).start()
+    try:
+        started = time.monotonic()
+        patch = {"spec": {"version": "0.1.1-errors", "rollout": {"analysis": SOAK}}}
+        kube.kubectl(
+            "patch", "-n", namespace, "dchatcluster", "pg", "--type=merge", "-p", json.dumps(patch)
+        )
+        complete: list[float] = []
+
+        def rolled_back() -> dict[str, Any] | None:
+            obj = kube.get_json("-n", namespace, "dchatcluster", "pg")
+            status = obj.get("status") or {}
+            if not complete and (status.get("soak") or {}).get("checks"):
+                complete.append(time.monotonic())
+            return (
+                obj if (status.get("rollback") or {}).get("fromVersion") == "0.1.1-errors" else None
+            )
+
+        obj = kube.wait_for(rolled_back, timeout=240, interval=0.5, what="the rollback on metrics")
+        rolled = time.monotonic()
+    finally:
+        traffic.stop()
+    status = obj["status"]
+    reason = status["rollback"]["reason"]
+    assert reason.startswith("soak window failed 2 of 2 checks"), reason
+    assert "error ratio" in reason and "answered 5xx" in reason, reason
+    assert status["rollback"]["toVersion"] == "0.1.1"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RolledBack", degraded
+    assert status["rolloutHistory"][-1]["result"] == "RolledBack"
+    assert "504" in traffic.codes, traffic.codes  # the bad version really served errors
+    print(
+        f"0.1.1-errors: patch -> rollback {rolled - started:.1f} s; first soak check -> "
+        f"rollback {rolled - (complete[0] if complete else started):.1f} s; answers "
+        f"{traffic.codes}"
+    )
+    events = kube.get_json("-n", namespace, "events", "--field-selector", "involvedObject.name=pg")[
+        "items"
+    ]
+    assert any(e.get("reason") == "RolledBack" for e in events)
+
+    def serving_old() -> bool:
+        ps = pods(kube, namespace, "pg")
+        return len(ps) == 2 and all(
+            p["spec"]["containers"][0]["image"] == f"{IMAGE}:0.1.1" and is_ready(p) for p in ps
+        )
+
+    kube.wait_for(serving_old, timeout=180, interval=1, what="0.1.1 serving again")
+    wait_ready(kube, namespace, "pg", replicas=2, timeout=60)
+    chat_round_trip(base, "after-the-soak-rollback")
+
+
+@pytest.mark.timeout(900)
 def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_is_rolled_back(
     real_node: str,
     kube: KubeCluster,
@@ -348,6 +440,7 @@ def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_is_rolle
     crashing_version_stalls(kube, namespace, base, old_pods)
     crashing_version_rolled_back(kube, namespace, base, old_pods)
     a_deleted_pod_is_replaced(kube, namespace, base)
+    failing_version_rolled_back_on_its_metrics(kube, namespace, base)
 
 
 SQLITE_CONFIG = """\

@@ -1,6 +1,7 @@
 """Automatic rollback on the real control plane: a version whose pods never turn Ready
 (kwok's fault stage: an image tag containing "never-ready") is rolled back by the operator
-to the last good revision, and not tried again until the spec changes."""
+to the last good revision, and not tried again until the spec changes; a paused rollout
+replaces no pod until resumed."""
 
 from __future__ import annotations
 
@@ -77,3 +78,42 @@ def test_a_version_that_never_turns_ready_is_rolled_back_until_the_spec_changes(
     assert done["status"]["phase"] == "Ready"
     assert done["status"]["lastGoodRevision"]["version"] == "0.2.1"
     assert _image(kube, namespace).endswith(":0.2.1")
+
+
+@pytest.mark.timeout(240)
+def test_a_paused_rollout_holds_the_pods_until_resumed(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    def cr(version: str, paused: bool) -> dict[str, Any]:
+        return cluster_cr(
+            "ps", version=version, replicas=2, database=PG, rollout={"paused": paused}
+        )
+
+    kube.apply([SECRET, cr("0.1.0", paused=False)], namespace)
+    wait_ready(kube, namespace, "ps", replicas=2)
+    kube.apply([cr("0.2.0", paused=True)], namespace)
+
+    def paused() -> dict[str, Any] | None:
+        obj = get_cluster(kube, namespace, "ps")
+        progressing = condition(obj, "Progressing")
+        return obj if progressing.get("reason") == "Paused" else None
+
+    obj = kube.wait_for(paused, timeout=60, interval=0.5, what="Progressing/Paused")
+    assert condition(obj, "Ready")["status"] == "True"  # the old pods serve
+    dep = kube.get_json("-n", namespace, "deployment", "ps")
+    assert dep["spec"]["paused"] is True
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.2.0")
+    time.sleep(3)  # the Deployment controller replaces nothing while paused
+    images = {
+        p["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+        for p in kube.get_json("-n", namespace, "pods", "-l", "app.kubernetes.io/instance=ps")[
+            "items"
+        ]
+    }
+    assert images == {"0.1.0"}, images
+    assert get_cluster(kube, namespace, "ps")["status"]["lastGoodRevision"]["version"] == "0.1.0"
+
+    kube.apply([cr("0.2.0", paused=False)], namespace)
+    done = wait_ready(kube, namespace, "ps", replicas=2, timeout=90)
+    assert done["status"]["lastGoodRevision"]["version"] == "0.2.0"
+    assert not kube.get_json("-n", namespace, "deployment", "ps")["spec"].get("paused")
