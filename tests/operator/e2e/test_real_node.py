@@ -359,7 +359,8 @@ def failing_version_rolled_back_on_its_metrics(
     status = obj["status"]
     reason = status["rollback"]["reason"]
     assert reason.startswith("soak window failed 2 of 2 checks"), reason
-    assert "error ratio" in reason and "answered 5xx" in reason, reason
+    assert "error ratio" in reason, reason
+    assert "answered 5xx" in reason, reason
     assert status["rollback"]["toVersion"] == "0.1.1"
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "RolledBack", degraded
