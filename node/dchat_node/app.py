@@ -51,7 +51,7 @@ from dchat_node.security.cors import apply_cors
 from dchat_node.security.ratelimit import apply_rate_limit
 from dchat_node.services import Services
 from dchat_node.services.errors import DomainError
-from dchat_node.storage import StorageBusy, StorageError, StorageUnavailable
+from dchat_node.storage import NotPrimary, StorageBusy, StorageError, StorageUnavailable
 
 log = logging.getLogger("dchat_node.app")
 
@@ -506,6 +506,8 @@ async def _readiness_problems(services: Services, state: NodeState) -> dict[str,
     try:
         await asyncio.wait_for(services.storage.ping(), timeout=2)
         checks_db = "ok"
+    except NotPrimary:
+        checks_db = checks["database"] = "not writable: connected to a standby, not a primary"
     except (StorageError, TimeoutError, OSError) as exc:
         checks_db = f"unreachable ({type(exc).__name__})"
         checks["database"] = checks_db

@@ -10,6 +10,7 @@ from dchat_node.config import DatabaseConfig
 from dchat_node.storage.base import ChannelRecord, MessageRecord, PoolStats, Storage
 from dchat_node.storage.errors import (
     Conflict,
+    NotPrimary,
     ReferenceMissing,
     StorageBusy,
     StorageError,
@@ -38,6 +39,7 @@ __all__ = [
     "ChannelRecord",
     "Conflict",
     "MessageRecord",
+    "NotPrimary",
     "PoolStats",
     "ReferenceMissing",
     "Storage",

@@ -11,6 +11,10 @@ class StorageUnavailable(StorageError):
     """The database cannot be reached or opened."""
 
 
+class NotPrimary(StorageUnavailable):
+    """The database answers but is a standby: it cannot take writes."""
+
+
 class Conflict(StorageError):
     """A uniqueness constraint was violated (e.g. channel name taken)."""
 

@@ -15,6 +15,15 @@ Design:
   connection; a full queue is ``StorageBusy`` at once. A caller cancelled while waiting
   for a connection never gets one (asyncpg's acquire is cancellable), and one cancelled
   while its query runs has it cancelled on the server. ``ping`` bypasses the queue.
+- High availability (Patroni or any primary/standby pair): ``database.url`` may name several
+  hosts (``postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write``); asyncpg
+  tries them in order and keeps the writable one. After a failover the pooled connections to
+  the old primary are broken (or, if it came back as a standby, read-only): a connection
+  error, a read-only transaction, an admin shutdown or "cannot connect now" expires every
+  pooled connection, so the next query connects afresh and finds the new primary; a query
+  that failed this way is answered 503 (``StorageUnavailable``), and a read (``SELECT``) is
+  retried once on a fresh connection first. ``ping`` (``/ready``) fails while the connected
+  server is a standby: no traffic while no primary is writable. No restart needed.
 """
 
 from __future__ import annotations
@@ -28,7 +37,13 @@ import asyncpg
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage.admission import QueryQueue, QueueStats
 from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
-from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
+from dchat_node.storage.errors import (
+    Conflict,
+    NotPrimary,
+    ReferenceMissing,
+    StorageError,
+    StorageUnavailable,
+)
 from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
 
 _MIGRATION_LOCK_KEY = 0x64636861  # "dcha"
@@ -40,7 +55,27 @@ def to_dollar_params(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
 
 
+_FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TargetServerAttributeNotMatched,
+)
+"""Errors that mean "this server is gone or no longer the primary": reconnect, do not blame
+the query."""
+
+
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
 def _map_error(exc: BaseException) -> StorageError:
+    if isinstance(exc, _FAILOVER_ERRORS):
+        return StorageUnavailable(f"database unavailable: {type(exc).__name__}")
     if isinstance(exc, asyncpg.UniqueViolationError):
         return Conflict(str(exc))
     if isinstance(exc, asyncpg.ForeignKeyViolationError):
@@ -103,8 +138,16 @@ class PostgresStorage(SqlStorage):
         return self._queue.stats()
 
     async def ping(self) -> None:
-        # not through the queue: readiness asks whether the database answers
-        await self._query("SELECT 1")
+        # not through the queue: readiness asks whether the database answers, as a primary
+        rows = await self._query("SELECT pg_is_in_recovery()")
+        if rows and rows[0][0]:
+            self._expire()
+            raise NotPrimary("database unavailable: connected to a standby, not a primary")
+
+    def _expire(self) -> None:
+        """Drop every pooled connection at its next use (after a failover)."""
+        if self._pool is not None:
+            self._pool.expire_connections()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
         queue = self._queue
@@ -115,13 +158,21 @@ class PostgresStorage(SqlStorage):
             queue.done()
 
     async def _query(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
-                return list(await conn.fetch(self._sql(sql), *args))
-        except StorageError:
-            raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _map_error(exc) from exc
+        tries = 2 if _is_read(sql) else 1
+        for attempt in range(tries):
+            try:
+                async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
+                    return list(await conn.fetch(self._sql(sql), *args))
+            except StorageError:
+                raise
+            except _FAILOVER_ERRORS as exc:
+                self._expire()
+                if attempt + 1 < tries:
+                    continue
+                raise _map_error(exc) from exc
+            except asyncpg.PostgresError as exc:
+                raise _map_error(exc) from exc
+        raise StorageUnavailable("database unavailable")  # not reached: the loop returns
 
     async def _fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self._fetch(sql, *args)
