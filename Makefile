@@ -10,7 +10,7 @@ PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 TEST_WORKERS ?= 4
 
-.PHONY: help deps venv cluster cluster-down check lint typecheck imports test test-unit \
+.PHONY: help deps venv patroni cluster cluster-down check lint typecheck imports test test-unit \
         test-integration test-e2e test-real-node up down crds rbac lock
 
 help:
@@ -24,6 +24,11 @@ deps:
 
 venv:
 	@scripts/bootstrap.sh venv
+
+# Patroni (requirements-patroni.lock) in its own venv outside the repo, for the failover
+# harness (tests/harness/patroni.py); a no-op when the lock has not changed.
+patroni: venv
+	@scripts/bootstrap.sh patroni >/dev/null
 
 # Builds the control-plane binaries if not cached and starts the local cluster, unless
 # KUBECONFIG names a reachable cluster (then nothing is built).
@@ -52,7 +57,7 @@ test-unit: venv
 test-integration: deps venv
 	$(PYTEST) -m integration
 
-test-e2e: cluster venv
+test-e2e: cluster venv patroni
 	$(PYTEST) -m e2e
 
 # The real-node tier alone: the project's images on a real kubelet (tests/cluster/realnode.sh).
@@ -69,7 +74,7 @@ test-real-node: cluster venv
 # their output and exit codes are printed. DCHAT_TEST_KUBECONFIG hands the cluster the
 # `cluster` target brought up to every worker (none runs up.sh again, so none rebuilds an
 # image in the middle of a run).
-test: deps venv cluster
+test: deps venv patroni cluster
 	@start=$$SECONDS; \
 	tests/cluster/real-node-status.sh; \
 	export DCHAT_TEST_KUBECONFIG="$$(tests/cluster/up.sh 2>/dev/null | sed -n 's/^export KUBECONFIG=//p' | tail -1)"; \

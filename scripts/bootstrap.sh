@@ -7,6 +7,10 @@
 #                               iptables, conntrack)
 #   scripts/bootstrap.sh venv   .venv from requirements.lock (uv, hashes required), project
 #                               installed editable with the locked setuptools
+#   scripts/bootstrap.sh patroni  a venv with Patroni (requirements-patroni.lock, hashes
+#                               required) from Debian's /usr/bin/python3, outside the repo in
+#                               a world-readable directory (the harness runs Patroni as
+#                               `nobody`, who cannot enter /root); prints its path on stdout
 #
 # The venv step is keyed by the hash of requirements.lock + pyproject.toml, so a warm run
 # costs one hash. Go (>= 1.26) must already be on PATH: Debian's is too old.
@@ -84,6 +88,36 @@ venv() {
     .venv/bin/uv pip sync -q --require-hashes --python .venv/bin/python requirements.lock
     .venv/bin/uv pip install -q --python .venv/bin/python --no-deps --no-build-isolation -e .
     echo "$want" >$stamp
+}
+
+# Keyed by the lock's hash: /var/cache/dchat-test/patroni-<hash> as root, else under
+# $DCHAT_CACHE (no `nobody` then: the harness runs Patroni as the calling user);
+# DCHAT_PATRONI_CACHE moves the parent. tests/harness/patroni.py computes the same path.
+# A complete venv has a .complete stamp; a warm run costs one hash.
+patroni_venv_dir() {
+    local hash parent=/var/cache/dchat-test
+    hash="$(sha256sum requirements-patroni.lock | cut -c1-16)"
+    [[ $(id -u) == 0 ]] || parent="${DCHAT_CACHE:-$HOME/.cache/dchat}"
+    printf '%s/patroni-%s\n' "${DCHAT_PATRONI_CACHE:-$parent}" "$hash"
+}
+
+patroni() {
+    local dir
+    dir="$(patroni_venv_dir)"
+    if [[ ! -f $dir/.complete ]]; then
+        [[ -x .venv/bin/uv ]] || venv
+        log "creating the Patroni venv $dir from requirements-patroni.lock"
+        mkdir -p "$(dirname "$dir")"
+        chmod 755 "$(dirname "$dir")"
+        rm -rf "$dir"
+        (umask 022
+         /usr/bin/python3 -m venv --without-pip "$dir"
+         .venv/bin/uv pip install -q --require-hashes --python "$dir/bin/python" \
+             -r requirements-patroni.lock)
+        chmod 755 "$dir"
+        touch "$dir/.complete"
+    fi
+    printf '%s\n' "$dir"
 }
 
 for step in "$@"; do "$step"; done
