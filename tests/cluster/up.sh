@@ -109,6 +109,12 @@ componentsPatches:
         value: "${DCHAT_CM_WORKERS:-20}"
       - key: concurrent-replicaset-syncs
         value: "${DCHAT_CM_WORKERS:-20}"
+      # kwokctl slows node monitoring down (period 25 s, grace 100 s); upstream's defaults,
+      # which the node-loss test measures against
+      - key: node-monitor-period
+        value: 5s
+      - key: node-monitor-grace-period
+        value: 50s
   - name: kube-scheduler
     extraArgs:
       - key: leader-elect

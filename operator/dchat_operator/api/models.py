@@ -649,6 +649,23 @@ class SqliteSpec(CRModel):
     )
 
 
+class PatroniRef(CRModel):
+    """A Patroni cluster that keeps the database highly available (Kubernetes DCS)."""
+
+    scope: str = Field(
+        min_length=1,
+        max_length=50,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "Patroni's scope (cluster name). Its DCS objects live in this namespace as "
+            "ConfigMaps (Patroni's kubernetes.use_endpoints false): the operator reads the "
+            "leader from <scope>-leader into status.currentPrimary (every 5 s and on each "
+            "reconcile) and emits a PrimaryChanged Event when it changes. The operator never "
+            "promotes, demotes or writes Patroni's objects: failover is Patroni's."
+        ),
+    )
+
+
 class PostgresSpec(CRModel):
     """PostgreSQL: credentials only through Secrets, never in the spec or the ConfigMap."""
 
@@ -656,8 +673,14 @@ class PostgresSpec(CRModel):
         description=(
             "Secret key holding the full primary URL, "
             "postgresql://<user>:<password>@<host>:5432/<db>; "
-            "it is mounted as a file and reaches the node as DATABASE_URL_FILE."
+            "it is mounted as a file and reaches the node as DATABASE_URL_FILE. For a highly "
+            "available database name every host and ask for the writable one: "
+            "postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write; the node "
+            "then follows a promotion without a restart."
         )
+    )
+    patroni: PatroniRef | None = Field(
+        None, description="The Patroni cluster behind the database, for status.currentPrimary."
     )
     standbys: list[SecretKeyRef] = Field(
         default_factory=list,
@@ -1338,6 +1361,19 @@ class SchedulingSpec(CRModel):
         default_factory=dict, description="Pod nodeSelector; at most 32 labels."
     )
     priority_class_name: DnsName | None = Field(None, description="Pod priorityClassName.")
+    node_lost_toleration_seconds: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a pod stays bound to a node that went NotReady or unreachable before "
+            "Kubernetes evicts it and the Deployment replaces it on a healthy node: the "
+            "tolerationSeconds of the node.kubernetes.io/not-ready and /unreachable NoExecute "
+            "taints (Kubernetes' own default is 300). A lost node's pods are replaced after "
+            "the node-monitor grace period (40-50 s) plus this. Tolerations of those keys in "
+            "scheduling.tolerations win."
+        ),
+    )
 
 
 class DisruptionSpec(CRModel):
@@ -1655,6 +1691,14 @@ class Rollback(CRModel):
     at: str = Field(description="When the operator rolled back (RFC 3339).")
 
 
+class CurrentPrimary(CRModel):
+    """Who Patroni says is the primary."""
+
+    name: str = Field("", description="The leader member's name; empty while there is none.")
+    since: str = Field(description="When the operator first saw this leader (RFC 3339).")
+    transitions: str = Field("", description="Patroni's count of leader changes.")
+
+
 class SoakCheck(CRModel):
     """One check of the soak window."""
 
@@ -1717,6 +1761,10 @@ class DchatClusterStatus(CRModel):
             "and the operator went back to lastGoodRevision; kept, and the failed spec not "
             "tried again, until the spec changes."
         ),
+    )
+    current_primary: CurrentPrimary | None = Field(
+        None,
+        description="The PostgreSQL primary per Patroni's leader (database.postgres.patroni).",
     )
     soak: Soak | None = Field(
         None,

@@ -19,6 +19,7 @@ from typing import Any
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.builders.common import Obj, selector_string
 from dchat_operator.builders.config import config_checksum
+from dchat_operator.builders.patroni import current_primary
 from dchat_operator.builders.rollout import (
     Verdict,
     current_soak,
@@ -49,6 +50,8 @@ class Observed:
     """(attempt, seconds until the next one) when this reconcile is failing."""
     check: Obj | None = None
     """The soak window's check made by this reconcile (``builders.analysis.check``)."""
+    primary: tuple[str, str] | None = None
+    """(Patroni's leader or "", transitions) when database.postgres.patroni is set."""
 
     @property
     def blocked(self) -> bool:
@@ -70,6 +73,7 @@ CLUSTER_OWNED = frozenset(
         "rollback",
         "rolloutHistory",
         "soak",
+        "currentPrimary",
         "conditions",
     }
 )
@@ -291,6 +295,10 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
         "rolloutHistory": history or None,
     }
     status.update({k: v for k, v in revisions.items() if v is not None})
+    if observed.primary is not None:
+        status["currentPrimary"] = current_primary(
+            previous.get("currentPrimary"), observed.primary, now
+        )
     return status
 
 

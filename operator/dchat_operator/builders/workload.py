@@ -260,8 +260,7 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
     if sidecars:
         pod["initContainers"] = sidecars
     sched = spec.scheduling
-    if sched.tolerations:
-        pod["tolerations"] = [dict(t) for t in sched.tolerations]
+    pod["tolerations"] = _tolerations(cluster)
     if sched.topology_spread_constraints:
         pod["topologySpreadConstraints"] = [
             {"labelSelector": {"matchLabels": selector_labels(cluster)}, **t}
@@ -274,6 +273,28 @@ def _pod_spec(cluster: DchatCluster) -> Obj:
     if spec.image.pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in spec.image.pull_secrets]
     return pod
+
+
+NODE_LOST_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _tolerations(cluster: DchatCluster) -> list[Obj]:
+    """The spec's tolerations, plus how long pods stay on a lost node (unless the spec
+    already says so for those taints)."""
+    sched = cluster.spec.scheduling
+    out = [dict(t) for t in sched.tolerations]
+    given = {t.get("key") for t in out}
+    for key in NODE_LOST_TAINTS:
+        if key not in given:
+            out.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": sched.node_lost_toleration_seconds,
+                }
+            )
+    return out
 
 
 def _strategy(cluster: DchatCluster) -> Obj:

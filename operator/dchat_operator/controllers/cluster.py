@@ -66,6 +66,7 @@ from pydantic import ValidationError
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import (
     CLUSTER,
+    CONFIG_MAP,
     DEPLOYMENT,
     POD,
     PROMETHEUS_RULE,
@@ -82,6 +83,7 @@ from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
 from dchat_operator.builders.common import names, selector_string, with_spec_hash
 from dchat_operator.builders.config import secret_references
+from dchat_operator.builders.patroni import leader_object, leader_of
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
 from dchat_operator.builders.status import (
@@ -105,6 +107,8 @@ STATUS_CONFLICT_RETRIES = 3
 ROLLBACK_REQUEUE_SECONDS = 0.2
 """After writing a rollback, the run that applies the last good revision starts this soon."""
 SOAK_REQUEUE_MIN_SECONDS = 1.0
+PRIMARY_POLL_SECONDS = 5.0
+"""How often Patroni's leader object is read for status.currentPrimary (when configured)."""
 
 Scraper = Callable[[str, int], Awaitable[str]]
 """(pod IP, port) -> the text of its /metrics; raises ``ScrapeError``."""
@@ -313,18 +317,26 @@ class ClusterController:
         cluster = held(pinned(cluster, body.get("status")), body.get("status"))
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
+        primary = await self._primary(cluster, now)
         if refused:
             live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
             state.clean_generation = None
             await self._finish_cluster(
-                body, cluster, Observed(deployment=live, policy=refused), now, result
+                body,
+                cluster,
+                Observed(deployment=live, policy=refused, primary=primary),
+                now,
+                result,
             )
             return Outcome(result="PolicyViolation")
         if self._status_only(cluster, state, attempt, seen):
+            if seen is None:  # a requeue (soak check, primary poll): the Deployment as it is
+                seen = await self.kube.get(
+                    DEPLOYMENT, cluster.namespace, names(cluster).deployment, cached=True
+                )
             soak = await self._soak_check(cluster, state, body, seen, now)
-            await self._finish_cluster(
-                body, cluster, Observed(deployment=seen, check=soak), now, result
-            )
+            observed = Observed(deployment=seen, check=soak, primary=primary)
+            await self._finish_cluster(body, cluster, observed, now, result)
             return self._after_status(cluster, state, result, now)
 
         caps = await self.capabilities()
@@ -358,6 +370,7 @@ class ClusterController:
             conflicts=conflicts,
             retry=(attempt.failures + 1, attempt.next_backoff) if failed else None,
             check=soak,
+            primary=primary,
         )
         await self._applied_event(body, result, now)
         await self._finish_cluster(body, cluster, observed, now, result)
@@ -375,10 +388,23 @@ class ClusterController:
         if result.rolled_back:
             state.clean_generation = None
             return Outcome(requeue_after=ROLLBACK_REQUEUE_SECONDS, result="RolledBack")
-        delay = soak_requeue(cluster, result.status, _rfc3339(now))
-        if delay is not None:
-            return Outcome(requeue_after=max(SOAK_REQUEUE_MIN_SECONDS, delay), result="Soaking")
+        delays = [soak_requeue(cluster, result.status, _rfc3339(now))]
+        if _patroni_scope(cluster):
+            delays.append(PRIMARY_POLL_SECONDS)
+        due = [d for d in delays if d is not None]
+        if due:
+            return Outcome(
+                requeue_after=max(SOAK_REQUEUE_MIN_SECONDS, min(due)), result=result.phase
+            )
         return Outcome(result=result.phase)
+
+    async def _primary(self, cluster: DchatCluster, now: dt.datetime) -> tuple[str, str] | None:
+        """Patroni's leader (and its transitions count) when database.postgres.patroni is set."""
+        scope = _patroni_scope(cluster)
+        if not scope:
+            return None
+        found = await self.kube.get(CONFIG_MAP, cluster.namespace, leader_object(scope))
+        return leader_of(found, now)
 
     async def _soak_check(
         self,
@@ -454,12 +480,13 @@ class ClusterController:
         since: same uid, generation, labels and annotations), which costs no build; else the
         desired Deployment is built and compared."""
         if not (
-            attempt.reasons <= {"deployment"}
+            attempt.reasons <= {"deployment", "requeue"}
             and attempt.failures == 0
-            and seen is not None
             and state.clean_generation == cluster.metadata.generation
         ):
             return False
+        if seen is None:  # a requeue of a clean cluster: its children were just checked
+            return "deployment" not in attempt.reasons
         meta = seen.get("metadata") or {}
         known = state.applied.get((DEPLOYMENT.kind, str(meta.get("name"))))
         if known is not None and known.uid == meta.get("uid") and known.version == _version(seen):
@@ -740,6 +767,7 @@ class ClusterController:
                 await self._event(body, "Warning", new["reason"], new["message"], now)
             elif old is not None and old["status"] == "True":
                 await self._event(body, "Normal", "Recovered", "no longer degraded", now)
+        await self._primary_event(body, previous, status, now)
         ready_new, ready_old = condition(status, "Ready"), condition(previous, "Ready")
         if (
             ready_new
@@ -748,6 +776,20 @@ class ClusterController:
         ):
             await self._event(body, "Normal", "Ready", ready_new["message"], now)
 
+    async def _primary_event(
+        self, body: Obj, previous: Obj | None, status: Obj, now: dt.datetime
+    ) -> None:
+        new = (status.get("currentPrimary") or {}).get("name")
+        old = ((previous or {}).get("currentPrimary") or {}).get("name")
+        if new is None or new == old:
+            return
+        if new:
+            was = f" (was {old})" if old else ""
+            await self._event(body, "Normal", "PrimaryChanged", f"primary is now {new}{was}", now)
+        else:
+            message = f"no PostgreSQL primary: Patroni's leader lock is free (was {old})"
+            await self._event(body, "Warning", "NoPrimary", message, now)
+
     async def _event(
         self, body: Obj, type_: str, reason: str, message: str, now: dt.datetime
     ) -> None:
@@ -755,6 +797,11 @@ class ClusterController:
             await self.kube.post_event(body, type_=type_, reason=reason, message=message, now=now)
         except ApiException as exc:  # events are best effort
             log.warning("could not post event %s: %s", reason, _api_error(exc))
+
+
+def _patroni_scope(cluster: DchatCluster) -> str:
+    postgres = cluster.spec.database.postgres
+    return postgres.patroni.scope if postgres is not None and postgres.patroni else ""
 
 
 def _serving(pod: Obj) -> bool:
