@@ -1691,6 +1691,14 @@ class Rollback(CRModel):
     at: str = Field(description="When the operator rolled back (RFC 3339).")
 
 
+class RollbackRequest(CRModel):
+    """A handled value of the rollback-request annotation."""
+
+    value: str = Field(description="The annotation's value.")
+    at: str = Field(description="When the operator handled it (RFC 3339).")
+    result: str = Field(description="What it did: rolled back to which revision, or why not.")
+
+
 class CurrentPrimary(CRModel):
     """Who Patroni says is the primary."""
 
@@ -1754,12 +1762,26 @@ class DchatClusterStatus(CRModel):
     last_good_revision: GoodRevision | None = Field(
         None, description="The newest revision that rolled out completely (rollback target)."
     )
+    previous_good_revision: GoodRevision | None = Field(
+        None,
+        description=(
+            "The good revision lastGoodRevision replaced (a change of replicas alone does not "
+            "count): the target of a rollback request when the current spec is the good one."
+        ),
+    )
+    rollback_request: RollbackRequest | None = Field(
+        None,
+        description=(
+            "The last value of the annotation dchat.dev/rollback-request the operator handled, "
+            "and what it did: a request is acted on once per value."
+        ),
+    )
     rollback: Rollback | None = Field(
         None,
         description=(
-            "Set when a rollout stalled (progress deadline exceeded) or failed its soak window "
-            "and the operator went back to lastGoodRevision; kept, and the failed spec not "
-            "tried again, until the spec changes."
+            "Set when a rollout stalled (progress deadline exceeded), failed its soak window or "
+            "a rollback was requested, and the operator went back to a good revision; kept, "
+            "and the spec not tried again, until the spec changes."
         ),
     )
     current_primary: CurrentPrimary | None = Field(

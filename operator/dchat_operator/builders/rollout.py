@@ -19,7 +19,11 @@ Design (pure functions; the cluster controller does the I/O, ``build_status`` ca
   window has run its length, with fewer than ``failureLimit`` failures, makes the revision
   good; ``failureLimit`` failures roll it back like a stalled rollout. The window's start
   and counts live in the status, so a restarted operator goes on where it was.
-- Not here yet: a manual rollback to an earlier revision (the rollout issue asks for it).
+- A manual rollback: a new value of the annotation ``dchat.dev/rollback-request`` on the
+  DchatCluster (any value, e.g. a time) rolls back to the newest good revision other than
+  the current spec and what already runs (lastGoodRevision, else previousGoodRevision,
+  the one it replaced); ``status.rollbackRequest`` records the value handled and the result,
+  so a request is acted on once. It holds, like an automatic one, until the spec changes.
 """
 
 from __future__ import annotations
@@ -40,6 +44,23 @@ def spec_json(cluster: DchatCluster) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
+GOOD_REVISIONS = ("lastGoodRevision", "previousGoodRevision")
+
+
+def rollback_target(status: Obj | None, rollback: Obj) -> Obj | None:
+    """The good revision ``rollback`` goes back to (lastGoodRevision, or for a manual
+    rollback possibly previousGoodRevision), if the status still holds it."""
+    for name in GOOD_REVISIONS:
+        revision = (status or {}).get(name)
+        if (
+            isinstance(revision, dict)
+            and revision.get("spec")
+            and revision.get("generation") == rollback.get("toGeneration")
+        ):
+            return revision
+    return None
+
+
 def rollback_in_force(cluster: DchatCluster, status: Obj | None) -> Obj | None:
     """``status.rollback`` when it holds for the cluster's current generation."""
     rollback = (status or {}).get("rollback")
@@ -47,15 +68,34 @@ def rollback_in_force(cluster: DchatCluster, status: Obj | None) -> Obj | None:
         return None
     if rollback.get("fromGeneration") != cluster.metadata.generation:
         return None
-    good = (status or {}).get("lastGoodRevision")
-    return rollback if isinstance(good, dict) and good.get("spec") else None
+    return rollback if rollback_target(status, rollback) is not None else None
+
+
+def manual_target(cluster: DchatCluster, status: Obj | None) -> Obj | None:
+    """What a rollback request goes back to: the newest good revision that is neither the
+    current spec nor what already runs instead of it."""
+    running = rollback_in_force(cluster, status)
+    skip = {cluster.metadata.generation, (running or {}).get("toGeneration")}
+    current = spec_json(cluster)
+    for name in GOOD_REVISIONS:
+        revision = (status or {}).get(name)
+        if (
+            isinstance(revision, dict)
+            and revision.get("spec")
+            and revision.get("spec") != current
+            and revision.get("generation") not in skip
+        ):
+            return revision
+    return None
 
 
 def pinned(cluster: DchatCluster, status: Obj | None) -> DchatCluster:
-    """``cluster`` built from lastGoodRevision while a rollback is in force, else itself."""
-    if rollback_in_force(cluster, status) is None:
+    """``cluster`` built from its rollback's target while a rollback is in force, else itself."""
+    rollback = rollback_in_force(cluster, status)
+    if rollback is None:
         return cluster
-    good: dict[str, Any] = (status or {})["lastGoodRevision"]
+    good = rollback_target(status, rollback)
+    assert good is not None  # rollback_in_force checked it
     try:
         data = json.loads(str(good["spec"]))
         data["replicas"] = cluster.spec.replicas

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dchat_operator.api.constants import ANNOTATION_ROLLBACK_REQUEST as c_rollback_request
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.builders.common import Obj, selector_string
 from dchat_operator.builders.config import config_checksum
@@ -24,6 +25,7 @@ from dchat_operator.builders.rollout import (
     Verdict,
     current_soak,
     good_revision,
+    manual_target,
     new_rollback,
     next_check_in,
     rollback_in_force,
@@ -52,6 +54,8 @@ class Observed:
     """The soak window's check made by this reconcile (``builders.analysis.check``)."""
     primary: tuple[str, str] | None = None
     """(Patroni's leader or "", transitions) when database.postgres.patroni is set."""
+    rollback_request: str = ""
+    """The value of the DchatCluster's rollback-request annotation ("" when none)."""
 
     @property
     def blocked(self) -> bool:
@@ -70,6 +74,8 @@ CLUSTER_OWNED = frozenset(
         "configChecksum",
         "currentVersion",
         "lastGoodRevision",
+        "previousGoodRevision",
+        "rollbackRequest",
         "rollback",
         "rolloutHistory",
         "soak",
@@ -249,6 +255,7 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     complete, stalled, message, counts = _rollout(cluster, observed.deployment)
     version = cluster.spec.version
     good, rollback, history = _revisions(cluster, observed, previous, stalled, message, now)
+    rollback, history, request = _requested(cluster, observed, previous, rollback, history, now)
     soak = _soak(cluster, observed, previous, complete, good, rollback, now)
     failed_soak: Obj | None = None
     if soak is not None and soak[1] == "Failed":
@@ -286,11 +293,18 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
     if current:
         status["currentVersion"] = current
     soaking = soak is not None and soak[1] != "Passed" and rollback is None
+    before = previous.get("previousGoodRevision")
     if complete and degraded.status == "False" and rollback is None and not soaking:
-        good, history = _completed(cluster, good, history, now)
+        new_good, history = _completed(cluster, good, history, now)
+        if new_good is not good:
+            if good is not None and good.get("spec") != new_good.get("spec"):
+                before = good  # a new revision (not a rescale of the same one)
+            good = new_good
     revisions = {
         "soak": soak[0] if soak is not None and soaking else None,
         "lastGoodRevision": good,
+        "previousGoodRevision": before,
+        "rollbackRequest": request,
         "rollback": rollback,
         "rolloutHistory": history or None,
     }
@@ -442,17 +456,47 @@ def _revisions(
         and good.get("generation") != cluster.metadata.generation
     ):
         rollback = new_rollback(cluster, good, f"progress deadline exceeded: {message}", now)
-        history = with_record(
-            history,
-            {
-                "generation": cluster.metadata.generation,
-                "version": cluster.spec.version,
-                "result": "RolledBack",
-                "at": now,
-                "message": rollback["reason"],
-            },
-        )
+        history = _rolled_back(cluster, history, rollback, now)
     return good, rollback, history
+
+
+def _rolled_back(cluster: DchatCluster, history: list[Obj], rollback: Obj, now: str) -> list[Obj]:
+    record = {
+        "generation": cluster.metadata.generation,
+        "version": cluster.spec.version,
+        "result": "RolledBack",
+        "at": now,
+        "message": rollback["reason"],
+    }
+    return with_record(history, record)
+
+
+def _requested(
+    cluster: DchatCluster,
+    observed: Observed,
+    previous: Obj,
+    rollback: Obj | None,
+    history: list[Obj],
+    now: str,
+) -> tuple[Obj | None, list[Obj], Obj | None]:
+    """A rollback-request annotation value not handled yet: (the rollback in force after it,
+    history, status.rollbackRequest)."""
+    handled = previous.get("rollbackRequest")
+    token = observed.rollback_request
+    if not token or (isinstance(handled, dict) and handled.get("value") == token):
+        return rollback, history, handled if isinstance(handled, dict) else None
+    target = manual_target(cluster, previous)
+    if target is None:
+        result = "refused: no earlier good revision to roll back to"
+        return rollback, history, {"value": token[:253], "at": now, "result": result}
+    rollback = new_rollback(
+        cluster, target, f"rollback requested ({c_rollback_request}={token[:63]})", now
+    )
+    history = _rolled_back(cluster, history, rollback, now)
+    result = (
+        f"rolled back to version {target.get('version')} (generation {target.get('generation')})"
+    )
+    return rollback, history, {"value": token[:253], "at": now, "result": result}
 
 
 def status_patch(

@@ -162,6 +162,8 @@ class ClusterState:
     """resourceVersion of each referenced Secret at the last full reconcile."""
     applied: dict[tuple[str, str], _Applied] = field(default_factory=dict)
     """Per child (kind, name): what was applied and the object's version right after."""
+    rollback_request: str = ""
+    """The rollback-request annotation's value last seen on the watch."""
     samples: dict[str, Sample] = field(default_factory=dict)
     """Per pod: its request counters at the previous soak check."""
     samples_generation: int = 0
@@ -261,8 +263,10 @@ class ClusterController:
         CLUSTERS.set(len(engine.keys))
         if uid != state.uid:  # new, or deleted and created again under the same name
             engine.keys[key].data = state = ClusterState(uid=uid)
-        if generation > state.requested_generation:
-            state.requested_generation = generation
+        request = str((meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
+        if generation > state.requested_generation or request != state.rollback_request:
+            state.requested_generation = max(generation, state.requested_generation)
+            state.rollback_request = request
             engine.trigger(key, "spec", urgent=True)
 
     def deployment_event(
@@ -318,13 +322,17 @@ class ClusterController:
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
         primary = await self._primary(cluster, now)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
         if refused:
             live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
             state.clean_generation = None
             await self._finish_cluster(
                 body,
                 cluster,
-                Observed(deployment=live, policy=refused, primary=primary),
+                Observed(
+                    deployment=live, policy=refused, primary=primary, rollback_request=request
+                ),
                 now,
                 result,
             )
@@ -335,7 +343,9 @@ class ClusterController:
                     DEPLOYMENT, cluster.namespace, names(cluster).deployment, cached=True
                 )
             soak = await self._soak_check(cluster, state, body, seen, now)
-            observed = Observed(deployment=seen, check=soak, primary=primary)
+            observed = Observed(
+                deployment=seen, check=soak, primary=primary, rollback_request=request
+            )
             await self._finish_cluster(body, cluster, observed, now, result)
             return self._after_status(cluster, state, result, now)
 
@@ -371,6 +381,7 @@ class ClusterController:
             retry=(attempt.failures + 1, attempt.next_backoff) if failed else None,
             check=soak,
             primary=primary,
+            rollback_request=request,
         )
         await self._applied_event(body, result, now)
         await self._finish_cluster(body, cluster, observed, now, result)

@@ -117,3 +117,89 @@ def test_a_paused_rollout_holds_the_pods_until_resumed(
     done = wait_ready(kube, namespace, "ps", replicas=2, timeout=90)
     assert done["status"]["lastGoodRevision"]["version"] == "0.2.0"
     assert not kube.get_json("-n", namespace, "deployment", "ps")["spec"].get("paused")
+
+
+def _reasons(kube: KubeCluster, namespace: str, name: str) -> dict[str, int]:
+    """Events about ``name`` by reason, with their counts."""
+    items = kube.get_json(
+        "-n", namespace, "events", "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    out: dict[str, int] = {}
+    for e in items:
+        out[e["reason"]] = out.get(e["reason"], 0) + int(e.get("count") or 1)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_the_operator_killed_mid_rollout_and_mid_rollback_finishes_once(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    def cr(version: str) -> dict[str, Any]:
+        return cluster_cr(
+            "kr", version=version, replicas=2, database=PG, rollout={"progressDeadlineSeconds": 10}
+        )
+
+    def image() -> str:
+        dep = kube.get_json("-n", namespace, "deployment", "kr")
+        return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    kube.apply([SECRET, cr("0.1.0")], namespace)
+    wait_ready(kube, namespace, "kr", replicas=2)
+    good = image()
+    kube.apply([cr("0.2.0-never-ready")], namespace)
+    kube.wait_for(lambda: image().endswith("never-ready"), timeout=30, what="the rollout")
+    operator.kill_and_restart()  # 1: mid-rollout, the new pods starting
+
+    def rollback() -> dict[str, Any] | None:
+        found = (get_cluster(kube, namespace, "kr").get("status") or {}).get("rollback")
+        return found if isinstance(found, dict) else None
+
+    written = kube.wait_for(rollback, timeout=90, interval=0.1, what="the rollback")
+    operator.kill_and_restart()  # 2: the rollback written, its apply maybe not yet
+    kube.wait_for(lambda: image() == good, timeout=60, what="the good image back")
+    done = wait_ready(kube, namespace, "kr", replicas=2, timeout=90)
+    status = done["status"]
+    assert status["rollback"] == written  # the same decision, not a second one
+    assert [r["result"] for r in status["rolloutHistory"]].count("RolledBack") == 1
+    resyncs = operator.resyncs()
+    kube.wait_for(lambda: operator.resyncs() >= resyncs + 2, timeout=30, what="2 resyncs")
+    assert _reasons(kube, namespace, "kr").get("RolledBack") == 1, _reasons(kube, namespace, "kr")
+    assert image() == good
+
+
+@pytest.mark.timeout(240)
+def test_a_rollback_request_on_the_cr_goes_back_to_the_previous_version(
+    kube: KubeCluster, namespace: str, operator: Operator
+) -> None:
+    def cr(version: str) -> dict[str, Any]:
+        return cluster_cr("rq", version=version, replicas=1, database=PG)
+
+    def image() -> str:
+        dep = kube.get_json("-n", namespace, "deployment", "rq")
+        return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    kube.apply([SECRET, cr("0.1.0")], namespace)
+    wait_ready(kube, namespace, "rq", replicas=1)
+    kube.apply([cr("0.2.0")], namespace)
+    kube.wait_for(
+        lambda: (
+            (get_cluster(kube, namespace, "rq").get("status") or {})
+            .get("lastGoodRevision", {})
+            .get("version")
+            == "0.2.0"
+        ),
+        timeout=60,
+        what="0.2.0 good",
+    )
+    kube.kubectl("annotate", "-n", namespace, "dchatcluster", "rq", "dchat.dev/rollback-request=1")
+    kube.wait_for(lambda: image().endswith(":0.1.0"), timeout=30, what="0.1.0 back")
+    done = wait_ready(kube, namespace, "rq", replicas=1, timeout=60)
+    assert done["status"]["rollbackRequest"]["result"] == (
+        "rolled back to version 0.1.0 (generation 1)"
+    )
+    assert condition(done, "Degraded")["reason"] == "RolledBack"
+    # a new spec ends the rollback
+    kube.apply([cr("0.2.1")], namespace)
+    kube.wait_for(lambda: image().endswith(":0.2.1"), timeout=30, what="0.2.1 rolling out")
+    final = wait_ready(kube, namespace, "rq", replicas=1, timeout=60)
+    assert "rollback" not in final["status"]

@@ -205,3 +205,86 @@ def test_backup_and_restore_jobs_run_the_image_that_serves() -> None:
     assert jobs.spec.version == "0.1.0"  # the pods' image
     assert jobs.spec.backup == bad.spec.backup  # the spec's other settings
     assert serving_image(bad, before) is bad  # no rollback: the spec as it is
+
+
+def test_a_rollback_request_goes_back_to_the_previous_good_revision_once() -> None:
+    v1 = build_status(_at(2, "0.1.0"), Observed(deployment=_dep(1)), None, "t1")
+    v2_cluster = _at(3, "0.2.0")
+    v2 = build_status(v2_cluster, Observed(deployment=_dep(1)), v1, "t2")
+    assert v2["lastGoodRevision"]["version"] == "0.2.0"
+    assert v2["previousGoodRevision"] == v1["lastGoodRevision"]
+    asked = build_status(v2_cluster, Observed(deployment=_dep(1), rollback_request="r1"), v2, "t3")
+    assert asked["rollback"]["toVersion"] == "0.1.0"
+    assert asked["rollback"]["reason"] == "rollback requested (dchat.dev/rollback-request=r1)"
+    assert asked["rollbackRequest"] == {
+        "value": "r1",
+        "at": "t3",
+        "result": "rolled back to version 0.1.0 (generation 2)",
+    }
+    assert asked["rolloutHistory"][-1]["result"] == "RolledBack"
+    assert pinned(v2_cluster, asked).spec.version == "0.1.0"
+    degraded = condition(asked, "Degraded")
+    assert degraded is not None
+    assert degraded["reason"] == "RolledBack"
+    # the same value again (a resync, a restarted operator): nothing more
+    again = build_status(
+        pinned(v2_cluster, asked), Observed(deployment=_dep(1), rollback_request="r1"), asked, "t4"
+    )
+    assert again["rollback"] == asked["rollback"]
+    assert again["rollbackRequest"] == asked["rollbackRequest"]
+    assert again["rolloutHistory"] == asked["rolloutHistory"]
+
+
+def test_a_rollback_request_without_an_earlier_revision_is_refused_and_recorded() -> None:
+    only = _at(2, "0.1.0")
+    v1 = build_status(only, Observed(deployment=_dep(1)), None, "t1")
+    asked = build_status(only, Observed(deployment=_dep(1), rollback_request="r1"), v1, "t2")
+    assert "rollback" not in asked
+    assert asked["rollbackRequest"]["result"].startswith("refused: no earlier good revision")
+
+
+def test_a_rescale_does_not_become_the_previous_revision() -> None:
+    v1 = build_status(_at(2, "0.1.0"), Observed(deployment=_dep(1)), None, "t1")
+    v2 = build_status(_at(3, "0.2.0"), Observed(deployment=_dep(1)), v1, "t2")
+    scaled = build_status(_at(4, "0.2.0"), Observed(deployment=_dep(1)), v2, "t3")
+    assert scaled["lastGoodRevision"]["generation"] == 4
+    assert scaled["previousGoodRevision"]["version"] == "0.1.0"
+    asked = build_status(
+        _at(4, "0.2.0"), Observed(deployment=_dep(1), rollback_request="x"), scaled, "t4"
+    )
+    assert asked["rollback"]["toVersion"] == "0.1.0"
+
+
+async def test_the_controller_acts_on_a_new_rollback_request_annotation(
+    world: World,  # noqa: F811
+) -> None:
+    world.add("c1", replicas=1, database=PG, version="0.1.0")
+    await world.idle()
+    world.roll_out("c1")
+    await world.idle()
+    body = world.kube.obj(CLUSTER, NS, "c1")
+    assert body is not None
+    body["spec"]["version"] = "0.2.0"
+    world.kube.put(CLUSTER, body)
+    world.event("c1")
+    await world.idle()
+    world.roll_out("c1")
+    await world.idle()
+    assert world.status("c1")["lastGoodRevision"]["version"] == "0.2.0"
+
+    body = world.kube.obj(CLUSTER, NS, "c1")
+    assert body is not None
+    body["metadata"].setdefault("annotations", {})["dchat.dev/rollback-request"] = "now"
+    world.kube.put(CLUSTER, body)
+    world.event("c1")  # an annotation: no new generation, still a trigger
+    await world.idle()
+    await asyncio.sleep(ROLLBACK_REQUEST_WAIT)
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
+    assert world.status("c1")["rollbackRequest"]["value"] == "now"
+    assert "RolledBack" in world.kube.event_reasons("c1")
+
+
+ROLLBACK_REQUEST_WAIT = ROLLBACK_REQUEUE_SECONDS + 0.1
