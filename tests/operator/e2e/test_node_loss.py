@@ -6,7 +6,7 @@ kubelet or runtime broke. The node-lifecycle controller taints it ``not-ready:No
 and the pods, which tolerate that for ``scheduling.nodeLostTolerationSeconds`` (the
 operator's default 30 s instead of Kubernetes' 300 s), are evicted and replaced elsewhere.
 RTO printed. (A node that stops heartbeating altogether is tainted ``unreachable`` after the
-node-monitor grace period, 50 s, and then handled the same way.)
+node-monitor grace period, 40-50 s upstream, and then handled the same way.)
 """
 
 from __future__ import annotations
