@@ -418,14 +418,7 @@ def _soak_failed(
     if not (good and good.get("spec") and good.get("generation") != cluster.metadata.generation):
         return None, history
     rollback = new_rollback(cluster, good, soak_failed_reason(soak), now)
-    record = {
-        "generation": cluster.metadata.generation,
-        "version": cluster.spec.version,
-        "result": "RolledBack",
-        "at": now,
-        "message": rollback["reason"],
-    }
-    return rollback, with_record(history, record)
+    return rollback, _rolled_back(cluster, history, rollback, now)
 
 
 def _revisions(

@@ -136,6 +136,16 @@ def test_an_unreadable_good_revision_rolls_nothing_back() -> None:
     assert pinned(current, status) is current
 
 
+async def set_version(world: World, name: str, version: str) -> None:
+    """As `kubectl apply` of a new spec.version (the status stays); the watch event follows."""
+    body = world.kube.obj(CLUSTER, NS, name)
+    assert body is not None
+    body["spec"]["version"] = version
+    world.kube.put(CLUSTER, body)
+    world.event(name)
+    await world.idle()
+
+
 async def test_the_controller_rolls_a_stalled_rollout_back_and_does_not_retry_it(
     world: World,  # noqa: F811
 ) -> None:
@@ -148,12 +158,7 @@ async def test_the_controller_rolls_a_stalled_rollout_back_and_does_not_retry_it
         "image"
     ]  # type: ignore[index]
 
-    body = world.kube.obj(CLUSTER, NS, "c1")
-    assert body is not None
-    body["spec"]["version"] = "0.2.0"  # as `kubectl apply` of the spec: the status stays
-    world.kube.put(CLUSTER, body)
-    world.event("c1")
-    await world.idle()
+    await set_version(world, "c1", "0.2.0")
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")
     assert dep is not None
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.2.0")
@@ -262,12 +267,7 @@ async def test_the_controller_acts_on_a_new_rollback_request_annotation(
     await world.idle()
     world.roll_out("c1")
     await world.idle()
-    body = world.kube.obj(CLUSTER, NS, "c1")
-    assert body is not None
-    body["spec"]["version"] = "0.2.0"
-    world.kube.put(CLUSTER, body)
-    world.event("c1")
-    await world.idle()
+    await set_version(world, "c1", "0.2.0")
     world.roll_out("c1")
     await world.idle()
     assert world.status("c1")["lastGoodRevision"]["version"] == "0.2.0"

@@ -23,6 +23,7 @@ from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Backoff, Engine
 from tests.operator.unit.fake_kube import FakeKube
 from tests.operator.unit.test_cluster_controller import NS, PG, World
+from tests.operator.unit.test_rollout import set_version
 
 pytestmark = pytest.mark.unit
 
@@ -385,12 +386,7 @@ async def test_the_controller_soaks_a_new_version_and_rolls_it_back_on_its_5xx(
         0
     ]["image"]
 
-    body = world.kube.obj(CLUSTER, NS, "c1")
-    assert body is not None
-    body["spec"]["version"] = "0.2.0"
-    world.kube.put(CLUSTER, body)
-    world.event("c1")
-    await world.idle()
+    await set_version(world, "c1", "0.2.0")
     world.kube.objects.pop((POD.plural, NS, "c1-a"))
     _pod(world, "c1-b", "10.0.0.2")
     pods.text["10.0.0.2"] = metrics(ok=50, errors=50)  # Ready, but half its answers are 503
