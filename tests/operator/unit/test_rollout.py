@@ -136,7 +136,7 @@ def test_an_unreadable_good_revision_rolls_nothing_back() -> None:
     assert pinned(current, status) is current
 
 
-async def set_version(world: World, name: str, version: str) -> None:
+async def set_version(world: World, name: str, version: str) -> None:  # noqa: F811
     """As `kubectl apply` of a new spec.version (the status stays); the watch event follows."""
     body = world.kube.obj(CLUSTER, NS, name)
     assert body is not None
