@@ -47,6 +47,8 @@ MAY_WRITE: dict[tuple[str, str], set[str]] = {
     ("dchat.dev", "dchatbackups"): {"create", "patch", "delete"},
     ("dchat.dev", "dchatbackups/status"): {"patch"},
     ("dchat.dev", "dchatrestores/status"): {"patch"},
+    # fencing: a SQLite cluster's pod on a node that stopped reporting Ready is force-deleted
+    ("", "pods"): {"delete"},
     # backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)
     ("batch", "jobs"): {"create", "delete"},
     ("", "events"): {"create"},
@@ -161,16 +163,19 @@ def test_rules_are_least_privilege() -> None:
     assert status_rules == [
         {"apiGroups": ["dchat.dev"], "resources": ["dchatclusters/status"], "verbs": ["patch"]}
     ]
-    # Nothing on RBAC objects, nodes, pods, webhooks or certificates.
+    # Nothing on RBAC objects, webhooks or certificates; nodes only read, pods only listed
+    # and (fencing) deleted, never exec'd into or read from.
     groups = {group for group, _ in grants}
     assert not groups & {
         "rbac.authorization.k8s.io",
         "admissionregistration.k8s.io",
         "certificates.k8s.io",
     }
-    assert not {("", "nodes"), ("", "pods/exec"), ("", "pods/log")} & grants.keys()
-    # pods are only listed (a finished Job's pod, for its termination message)
-    assert grants[("", "pods")] == {"list"}
+    assert not {("", "pods/exec"), ("", "pods/log")} & grants.keys()
+    # pods: a finished Job's pod is listed for its termination message; fencing deletes
+    assert grants[("", "pods")] == {"list", "delete"}
+    # nodes: read one by name (is the fenced pod's node still Ready?), never list or write
+    assert grants[("", "nodes")] == {"get"}
     assert grants[("dchat.dev", "dchatrestores")] <= READ, "a restore's spec belongs to the user"
 
 

@@ -42,7 +42,9 @@ LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 JOB = Kind("batch/v1", "Job", "jobs")
 """Backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)."""
 POD = Kind("v1", "Pod", "pods")
-"""Listed to read a Job pod's termination message."""
+"""Listed to read a Job pod's termination message; a SQLite pod stuck on a lost node is fenced."""
+NODE = Kind("v1", "Node", "nodes")
+"""Read (cluster-scoped) to tell whether a SQLite pod's node still reports Ready."""
 
 # Children of a DchatCluster.
 SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")

@@ -639,6 +639,19 @@ class SqliteSpec(CRModel):
     storage_class_name: DnsName | None = Field(
         None, description="StorageClass of the claim; unset uses the cluster default."
     )
+    failover_delay_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description=(
+            "The single SQLite pod on a node that has not reported Ready for this long is "
+            "fenced: force-deleted (its kubelet cannot confirm anything any more), so the "
+            "Deployment starts the replacement on a healthy node instead of waiting forever "
+            "for the old pod to finish. Never while the node reports Ready. The claim is kept: "
+            "a volume that can move (network storage) follows; a volume bound to the lost "
+            "node keeps the replacement Pending (not handled yet)."
+        ),
+    )
     retain_on_delete: bool = Field(
         True,
         description=(

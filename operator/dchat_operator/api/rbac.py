@@ -69,8 +69,9 @@ RULES: list[dict[str, Any]] = [
         "resources": ["jobs"],
         "verbs": ["get", "list", "watch", "create", "delete"],
     },
-    # a finished Job's pod is listed (by its job-name label) to read its termination message
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    # a finished Job's pod is listed (by its job-name label) to read its termination message;
+    # a SQLite cluster's pod on a node that stopped reporting Ready is fenced (force delete)
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
     # referenced Secrets must exist (read, never written)
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # Events of the operator and of kopf
@@ -92,13 +93,15 @@ RULES: list[dict[str, Any]] = [
         "verbs": ["list", "watch"],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    # whether a SQLite pod's node still reports Ready (fencing never acts while it does)
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
 ]
 
 
 # Resources that are not namespaced: a Role cannot grant them, so the namespaced install
 # keeps these rules in a (small) ClusterRole.
 CLUSTER_SCOPED: frozenset[tuple[str, str]] = frozenset(
-    {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+    {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"), ("", "nodes")}
 )
 
 HEADER = (

@@ -82,7 +82,9 @@ class KubeAPI(Protocol):
 
     async def apply(self, obj: Obj, kind: Kind, *, force: bool) -> Obj: ...
 
-    async def delete(self, kind: Kind, namespace: str, name: str) -> bool: ...
+    async def delete(
+        self, kind: Kind, namespace: str, name: str, *, grace_period_seconds: int | None = None
+    ) -> bool: ...
 
     async def create(self, obj: Obj, kind: Kind) -> Obj: ...
 
@@ -262,14 +264,17 @@ class Kube:
             counted=counted,
         )
 
-    async def delete(self, kind: Kind, namespace: str, name: str) -> bool:
-        """Delete (background propagation); False when it was already gone."""
+    async def delete(
+        self, kind: Kind, namespace: str, name: str, *, grace_period_seconds: int | None = None
+    ) -> bool:
+        """Delete (background propagation; ``grace_period_seconds=0`` without waiting for the
+        kubelet: a force delete); False when it was already gone."""
+        body: Obj = {"propagationPolicy": "Background"}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
         try:
             await self.request(
-                "DELETE",
-                path(kind, namespace, name),
-                resource=kind.plural,
-                body={"propagationPolicy": "Background"},
+                "DELETE", path(kind, namespace, name), resource=kind.plural, body=body
             )
         except ApiException as exc:
             if exc.status == 404:

@@ -38,6 +38,10 @@ Design:
   judges what they served since the previous check (the samples kept in ``ClusterState``),
   and ``build_status`` counts it; the run requeues itself for the next check. A failed
   window rolls back like a stalled rollout.
+- Fencing (SQLite, ``builders.fencing``): while the Deployment has fewer Ready pods than
+  asked for, the pods are listed and their nodes read; a pod whose node has not reported
+  Ready for ``database.sqlite.failoverDelaySeconds`` is force-deleted (Recreate would wait
+  for it forever), with a ``Fenced`` Event; otherwise the run requeues for that moment.
 - Operator policy (``api.policy``, the cluster admin's allow-lists) is checked before
   anything is applied: a refused spec applies nothing and reports ``PolicyViolation``.
 - Secret rotation: the resourceVersions of the referenced Secrets, read on every full
@@ -68,6 +72,7 @@ from dchat_operator.api.kinds import (
     CLUSTER,
     CONFIG_MAP,
     DEPLOYMENT,
+    NODE,
     POD,
     PROMETHEUS_RULE,
     PVC,
@@ -76,13 +81,14 @@ from dchat_operator.api.kinds import (
     Kind,
     child_kind,
 )
-from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.models import DatabaseEngine, DchatCluster
 from dchat_operator.api.policy import Policy
 from dchat_operator.builders import workload
 from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
 from dchat_operator.builders.common import names, selector_string, with_spec_hash
 from dchat_operator.builders.config import secret_references
+from dchat_operator.builders.fencing import to_fence
 from dchat_operator.builders.patroni import leader_object, leader_of
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
@@ -205,6 +211,8 @@ class Result:
     """This run wrote a new automatic rollback into the status."""
     status: Obj | None = None
     """The owned status as this run left it."""
+    requeue: float | None = None
+    """Run again this soon (a pod on a NotReady node not fenced yet)."""
 
 
 def _position(children: list[Obj], ref: str) -> int:
@@ -343,6 +351,7 @@ class ClusterController:
                     DEPLOYMENT, cluster.namespace, names(cluster).deployment, cached=True
                 )
             soak = await self._soak_check(cluster, state, body, seen, now)
+            await self._fence(body, cluster, seen, now, result)
             observed = Observed(
                 deployment=seen, check=soak, primary=primary, rollback_request=request
             )
@@ -373,6 +382,7 @@ class ClusterController:
         failed = bool(errors or conflicts)
         clean = not missing and not failed
         soak = await self._soak_check(cluster, state, body, deployment, now) if clean else None
+        await self._fence(body, cluster, deployment, now, result)
         observed = Observed(
             deployment=deployment,
             missing_secrets=missing,
@@ -399,7 +409,7 @@ class ClusterController:
         if result.rolled_back:
             state.clean_generation = None
             return Outcome(requeue_after=ROLLBACK_REQUEUE_SECONDS, result="RolledBack")
-        delays = [soak_requeue(cluster, result.status, _rfc3339(now))]
+        delays = [soak_requeue(cluster, result.status, _rfc3339(now)), result.requeue]
         if _patroni_scope(cluster):
             delays.append(PRIMARY_POLL_SECONDS)
         due = [d for d in delays if d is not None]
@@ -447,6 +457,48 @@ class ClusterController:
             found,
         )
         return found
+
+    async def _fence(
+        self,
+        body: Obj,
+        cluster: DchatCluster,
+        deployment: Obj | None,
+        now: dt.datetime,
+        result: Result,
+    ) -> None:
+        """SQLite: force-delete the pod of a node that stopped reporting Ready (see
+        ``builders.fencing``); only looked at while fewer pods are Ready than asked for."""
+        if cluster.spec.database.engine != DatabaseEngine.sqlite or deployment is None:
+            return
+        ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+        if ready >= cluster.spec.replicas:
+            return
+        pods = [
+            p
+            for p in await self.kube.list_objects(POD, cluster.namespace, selector_string(cluster))
+            if any(
+                ref.get("kind") == "ReplicaSet"
+                for ref in p["metadata"].get("ownerReferences") or []
+            )
+        ]
+        wanted = sorted({str(p["spec"].get("nodeName")) for p in pods if p["spec"].get("nodeName")})
+        found = await asyncio.gather(*(self.kube.get(NODE, "", n, cached=True) for n in wanted))
+        fence, soonest = to_fence(
+            pods,
+            dict(zip(wanted, found, strict=True)),
+            cluster.spec.database.sqlite.failover_delay_seconds,
+            now,
+        )
+        result.requeue = soonest
+        for f in fence:
+            if await self.kube.delete(POD, cluster.namespace, f.pod, grace_period_seconds=0):
+                since = f"not Ready since {f.since}" if f.since else "Node object gone"
+                message = (
+                    f"pod {f.pod} on node {f.node} ({since}) force-deleted so that its "
+                    "replacement starts on a healthy node"
+                )
+                log.warning("fenced %s/%s: %s", cluster.namespace, cluster.name, message)
+                await self._event(body, "Warning", "Fenced", message, now)
 
     async def _scrape_pod(self, pod: Obj, port: int) -> Scrape:
         name = str((pod.get("metadata") or {}).get("name") or "")

@@ -48,6 +48,8 @@ class FakeKube:
     """(verb, plural, name) -> exception factory; name "*" matches any."""
     stall: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
     served: set[str] = field(default_factory=set)
+    force_deleted: list[str] = field(default_factory=list)
+    """Names deleted with a grace period given (a force delete)."""
     now: str = "2026-01-01T00:00:00Z"
     """creationTimestamp of objects made by ``create``."""
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
@@ -132,13 +134,17 @@ class FakeKube:
             new = merged
         return self.put(kind, new)
 
-    async def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+    async def delete(
+        self, kind: Kind, namespace: str, name: str, *, grace_period_seconds: int | None = None
+    ) -> bool:
         """Removes the object, or (when it has finalizers) marks it deleted, as the apiserver."""
         await self._enter("DELETE", kind.plural, name)
         found = self.objects.get((kind.plural, namespace, name))
         if found is None:
             return False
         meta = found["metadata"]
+        if grace_period_seconds is not None:
+            self.force_deleted.append(name)
         if meta.get("finalizers"):
             if not meta.get("deletionTimestamp"):
                 meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"

@@ -100,6 +100,7 @@ def test_rbac_namespaced_prints_a_role_and_the_cluster_scoped_rest() -> None:
     assert sorted(r for rule in cluster_role["rules"] for r in rule["resources"]) == [
         "customresourcedefinitions",
         "namespaces",
+        "nodes",
     ]
 
 
