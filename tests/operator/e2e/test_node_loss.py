@@ -1,4 +1,5 @@
-"""A node goes NotReady: its pods are replaced on a healthy node.
+"""A node goes NotReady: its pods are replaced on a healthy node; a SQLite pod on a node that
+died is fenced so that its replacement can start.
 
 A fake node of the test's own holds the cluster's pods; kwok's chaos stage (the label
 ``node-not-ready.stage.kwok.x-k8s.io=true``) makes it report Ready=False, as a node whose
@@ -11,6 +12,7 @@ node-monitor grace period, 40-50 s upstream, and then handled the same way.)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,6 +58,57 @@ def lost_node(kube: KubeCluster, namespace: str) -> Iterator[str]:
         )
 
 
+def _node_status(ready: str, reason: str) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    condition = {
+        "type": "Ready",
+        "status": ready,
+        "reason": reason,
+        "message": reason,
+        "lastTransitionTime": now,
+        "lastHeartbeatTime": now,
+    }
+    room = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {"status": {"conditions": [condition], "capacity": room, "allocatable": room}}
+
+
+@pytest.fixture
+def dead_node(kube: KubeCluster, namespace: str) -> Iterator[str]:
+    """A node nobody runs (no kwok, no kubelet): the test writes its status as its kubelet
+    would have, Ready at first. A pod bound to it never runs and is never confirmed gone."""
+    name = f"dead-{namespace}"[:63]
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "dchat.dev/lost": name},
+        },
+    }
+    kube.apply([node], namespace)  # cluster-scoped: the namespace is ignored
+    status = json.dumps(_node_status("True", "KubeletReady"))
+    kube.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", status)
+    kube.wait_for(
+        lambda: not kube.get_json("node", name)["spec"].get("taints"),
+        timeout=60,
+        what=f"node {name} without the not-ready taint",
+    )
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "node", name, "--wait=false", check=False)
+        kube.kubectl(
+            "delete", "pods", "-n", namespace, "--all", "--force", "--grace-period=0", check=False
+        )
+
+
+def _prefer(node: str) -> dict[str, Any]:
+    """Affinity that puts the pods on ``node`` while it is healthy, elsewhere after."""
+    term = {"key": "dchat.dev/lost", "operator": "In", "values": [node]}
+    preferred = [{"weight": 100, "preference": {"matchExpressions": [term]}}]
+    return {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred}}
+
+
 def _pods(kube: KubeCluster, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = kube.get_json(
         "-n", namespace, "pods", "-l", "app.kubernetes.io/instance=nl"
@@ -67,21 +120,7 @@ def _pods(kube: KubeCluster, namespace: str) -> list[dict[str, Any]]:
 def test_the_pods_of_a_lost_node_are_replaced_on_a_healthy_one(
     kube: KubeCluster, namespace: str, operator: Operator, lost_node: str
 ) -> None:
-    prefer = {
-        "nodeAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "weight": 100,
-                    "preference": {
-                        "matchExpressions": [
-                            {"key": "dchat.dev/lost", "operator": "In", "values": [lost_node]}
-                        ]
-                    },
-                }
-            ]
-        }
-    }
-    cr = cluster_cr("nl", replicas=2, database=PG, scheduling={"affinity": prefer})
+    cr = cluster_cr("nl", replicas=2, database=PG, scheduling={"affinity": _prefer(lost_node)})
     kube.apply([db_secret(), cr], namespace)
     wait_ready(kube, namespace, "nl", replicas=2)
     tolerations = _pods(kube, namespace)[0]["spec"]["tolerations"]
@@ -136,3 +175,81 @@ def test_the_pods_of_a_lost_node_are_replaced_on_a_healthy_one(
     assert rto < 120  # the guide's target for a node failure: 2 min
     final = get_cluster(kube, namespace, "nl")["status"]
     assert final["phase"] == "Ready"
+
+
+@pytest.mark.timeout(240)
+def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_replaced(
+    kube: KubeCluster, namespace: str, operator: Operator, dead_node: str
+) -> None:
+    """SQLite mode (one pod, Recreate): a pod whose node died is never confirmed gone, so
+    without fencing its replacement would wait forever. The node here has no kubelet at all
+    (its pod never runs) and its last report says NotReady."""
+    pv = f"{namespace}-nl-data"
+    kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv, "labels": {"dchat.dev/test-volume": "true"}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "hostPath": {"path": f"/tmp/{pv}"},
+                    "claimRef": {"namespace": namespace, "name": "nl-data"},
+                },
+            }
+        ),
+    )
+    try:
+        database = {
+            "engine": "sqlite",
+            "sqlite": {"storageSize": "1Gi", "failoverDelaySeconds": 10},
+        }
+        cr = cluster_cr(
+            "nl", replicas=1, database=database, scheduling={"affinity": _prefer(dead_node)}
+        )
+        kube.apply([cr], namespace)
+
+        def bound() -> dict[str, Any] | None:
+            found = _pods(kube, namespace)
+            return found[0] if found and found[0]["spec"].get("nodeName") else None
+
+        stuck = kube.wait_for(bound, timeout=60, what="the pod bound to a node")
+        assert stuck["spec"]["nodeName"] == dead_node
+        died = time.monotonic()
+        down = json.dumps(_node_status("False", "KubeletNotReady"))
+        kube.kubectl("patch", "node", dead_node, "--subresource=status", "--type=merge", "-p", down)
+
+        def replaced() -> bool:
+            ready = [
+                p
+                for p in _pods(kube, namespace)
+                if p["spec"].get("nodeName") not in (None, dead_node)
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (p.get("status") or {}).get("conditions") or []
+                )
+            ]
+            return bool(ready)
+
+        kube.wait_for(replaced, timeout=120, interval=0.5, what="a replacement on a healthy node")
+        rto = time.monotonic() - died
+        names = {p["metadata"]["name"] for p in _pods(kube, namespace)}
+        assert stuck["metadata"]["name"] not in names  # fenced, not left Terminating
+        events = kube.get_json(
+            "-n", namespace, "events", "--field-selector", "involvedObject.name=nl"
+        )["items"]
+        fenced = [e["message"] for e in events if e.get("reason") == "Fenced"]
+        assert len(fenced) == 1, fenced
+        assert dead_node in fenced[0]
+        wait_ready(kube, namespace, "nl", replicas=1, timeout=60)
+        print(
+            f"\nSQLite pod on a dead node: fenced and replaced, Ready again after {rto:.1f} s "
+            "(failoverDelaySeconds 10)"
+        )
+    finally:
+        kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
