@@ -43,6 +43,8 @@ JOB = Kind("batch/v1", "Job", "jobs")
 """Backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)."""
 POD = Kind("v1", "Pod", "pods")
 """Listed to read a Job pod's termination message; a SQLite pod stuck on a lost node is fenced."""
+PERSISTENT_VOLUME = Kind("v1", "PersistentVolume", "persistentvolumes")
+"""Read (cluster-scoped) to tell whether a SQLite claim's volume is pinned to a dead node."""
 NODE = Kind("v1", "Node", "nodes")
 """Read (cluster-scoped) to tell whether a SQLite pod's node still reports Ready."""
 

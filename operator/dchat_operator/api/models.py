@@ -647,9 +647,11 @@ class SqliteSpec(CRModel):
             "The single SQLite pod on a node that has not reported Ready for this long is "
             "fenced: force-deleted (its kubelet cannot confirm anything any more), so the "
             "Deployment starts the replacement on a healthy node instead of waiting forever "
-            "for the old pod to finish. Never while the node reports Ready. The claim is kept: "
-            "a volume that can move (network storage) follows; a volume bound to the lost "
-            "node keeps the replacement Pending (not handled yet)."
+            "for the old pod to finish. Never while the node reports Ready. A claim on a "
+            "volume pinned to that node (local storage) is deleted too when backups are on "
+            "(Litestream replicates /data continuously): the new, empty claim's pod restores "
+            "from the replica before it serves. Without a replica the claim is kept and the "
+            "pod waits for the node (a VolumeLost Event)."
         ),
     )
     retain_on_delete: bool = Field(

@@ -28,11 +28,18 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [c.GROUP], "resources": [c.PLURAL], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [c.GROUP], "resources": [f"{c.PLURAL}/status"], "verbs": ["patch"]},
     # children: server-side apply (patch; create when missing), prune (delete) where a child
-    # is optional; the PVC (data) and the always-present children are never deleted by it
+    # is optional; the always-present children are never deleted by it
     {
         "apiGroups": [""],
-        "resources": ["serviceaccounts", "configmaps", "persistentvolumeclaims"],
+        "resources": ["serviceaccounts", "configmaps"],
         "verbs": ["get", "create", "patch"],
+    },
+    # the SQLite data claim: deleted only by fencing, when it is bound to a volume pinned to
+    # the dead node and the data has a continuous S3 replica to restore from
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["get", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["services"], "verbs": _CHILD_VERBS},
     {
@@ -93,15 +100,21 @@ RULES: list[dict[str, Any]] = [
         "verbs": ["list", "watch"],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    # whether a SQLite pod's node still reports Ready (fencing never acts while it does)
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    # whether a SQLite pod's node still reports Ready (fencing never acts while it does), and
+    # whether its data claim's volume is pinned to that node
+    {"apiGroups": [""], "resources": ["nodes", "persistentvolumes"], "verbs": ["get"]},
 ]
 
 
 # Resources that are not namespaced: a Role cannot grant them, so the namespaced install
 # keeps these rules in a (small) ClusterRole.
 CLUSTER_SCOPED: frozenset[tuple[str, str]] = frozenset(
-    {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"), ("", "nodes")}
+    {
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+        ("", "nodes"),
+        ("", "persistentvolumes"),
+    }
 )
 
 HEADER = (

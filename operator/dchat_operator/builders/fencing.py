@@ -9,6 +9,12 @@ Unknown since then, or the Node object gone); the controller force-deletes them 
 and says so in an Event. Never a pod whose node reports Ready: a slow pod on a healthy node
 is the kubelet's business. It also returns how long until the next pod would qualify, for
 the controller's requeue.
+- The data claim: when its volume is pinned to the dead node (``pinned_to``: a local volume)
+  and the cluster replicates /data continuously to S3 (Litestream), the controller deletes
+  the claim too; the claim it applies next is new and empty, and the replacement pod's
+  restore init container fills it from the replica before the node starts. Without a
+  replica the claim is kept (the pod stays Pending, the data waits for its node): the
+  operator never trades data for availability by itself.
 """
 
 from __future__ import annotations
@@ -66,3 +72,25 @@ def to_fence(
             left = delay - waited
             soonest = left if soonest is None else min(soonest, left)
     return fence, soonest
+
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def pinned_to(volume: Obj | None, node: str) -> bool:
+    """Is the PersistentVolume ``volume`` usable only on ``node`` (a local volume: its
+    required node affinity names that one hostname and nothing else)? Such a volume is as
+    lost as its node; a volume without node affinity (network storage) follows the pod."""
+    terms = (
+        (((volume or {}).get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}
+    ).get("nodeSelectorTerms") or []
+    if not terms:
+        return False
+    for term in terms:
+        exprs = term.get("matchExpressions") or []
+        if not any(
+            e.get("key") == HOSTNAME and e.get("operator") == "In" and e.get("values") == [node]
+            for e in exprs
+        ):
+            return False
+    return True

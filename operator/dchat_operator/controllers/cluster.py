@@ -73,6 +73,7 @@ from dchat_operator.api.kinds import (
     CONFIG_MAP,
     DEPLOYMENT,
     NODE,
+    PERSISTENT_VOLUME,
     POD,
     PROMETHEUS_RULE,
     PVC,
@@ -83,12 +84,12 @@ from dchat_operator.api.kinds import (
 )
 from dchat_operator.api.models import DatabaseEngine, DchatCluster
 from dchat_operator.api.policy import Policy
-from dchat_operator.builders import workload
+from dchat_operator.builders import litestream, workload
 from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
 from dchat_operator.builders.common import names, selector_string, with_spec_hash
 from dchat_operator.builders.config import secret_references
-from dchat_operator.builders.fencing import to_fence
+from dchat_operator.builders.fencing import pinned_to, to_fence
 from dchat_operator.builders.patroni import leader_object, leader_of
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
@@ -113,6 +114,8 @@ STATUS_CONFLICT_RETRIES = 3
 ROLLBACK_REQUEUE_SECONDS = 0.2
 """After writing a rollback, the run that applies the last good revision starts this soon."""
 SOAK_REQUEUE_MIN_SECONDS = 1.0
+CHILD_GONE_REQUEUE_SECONDS = 1.0
+"""A child being deleted (a fenced claim) is looked at again this soon, to re-create it."""
 PRIMARY_POLL_SECONDS = 5.0
 """How often Patroni's leader object is read for status.currentPrimary (when configured)."""
 
@@ -212,7 +215,9 @@ class Result:
     status: Obj | None = None
     """The owned status as this run left it."""
     requeue: float | None = None
-    """Run again this soon (a pod on a NotReady node not fenced yet)."""
+    """Run again this soon (a pod on a NotReady node not fenced yet, a child going away)."""
+    children_changed: bool = False
+    """A child was deleted outside the apply path (fencing): the next run re-applies all."""
 
 
 def _position(children: list[Obj], ref: str) -> int:
@@ -409,6 +414,11 @@ class ClusterController:
         if result.rolled_back:
             state.clean_generation = None
             return Outcome(requeue_after=ROLLBACK_REQUEUE_SECONDS, result="RolledBack")
+        if result.children_changed:
+            state.clean_generation = None
+            result.requeue = min(
+                result.requeue or CHILD_GONE_REQUEUE_SECONDS, CHILD_GONE_REQUEUE_SECONDS
+            )
         delays = [soak_requeue(cluster, result.status, _rfc3339(now)), result.requeue]
         if _patroni_scope(cluster):
             delays.append(PRIMARY_POLL_SECONDS)
@@ -499,6 +509,39 @@ class ClusterController:
                 )
                 log.warning("fenced %s/%s: %s", cluster.namespace, cluster.name, message)
                 await self._event(body, "Warning", "Fenced", message, now)
+            if await self._replace_lost_claim(body, cluster, f.node, now):
+                result.children_changed = True  # the next run applies the new claim
+
+    async def _replace_lost_claim(
+        self, body: Obj, cluster: DchatCluster, node: str, now: dt.datetime
+    ) -> bool:
+        """Delete the data claim when its volume is pinned to the dead ``node`` and /data has
+        a continuous replica to restore from (see ``builders.fencing``)."""
+        claim_name = names(cluster).pvc
+        claim = await self.kube.get(PVC, cluster.namespace, claim_name)
+        volume_name = str(((claim or {}).get("spec") or {}).get("volumeName") or "")
+        if claim is None or not volume_name or not self._may_write(cluster, PVC, claim):
+            return False
+        if (claim.get("metadata") or {}).get("deletionTimestamp"):
+            return True  # deleted already: wait for it to go
+        volume = await self.kube.get(PERSISTENT_VOLUME, "", volume_name)
+        if not pinned_to(volume, node):
+            return False
+        if litestream.target(cluster) is None:
+            message = (
+                f"claim {claim_name} is on a volume of the dead node {node}: kept, as there is "
+                "no continuous replica to restore from (spec.backup); the pod waits for the node"
+            )
+            await self._event(body, "Warning", "VolumeLost", message, now)
+            return False
+        await self.kube.delete(PVC, cluster.namespace, claim_name)
+        message = (
+            f"claim {claim_name} was on a volume of the dead node {node}: deleted; the new "
+            "claim's pod restores /data from the continuous S3 replica before it serves"
+        )
+        log.warning("fenced %s/%s: %s", cluster.namespace, cluster.name, message)
+        await self._event(body, "Warning", "VolumeReplaced", message, now)
+        return True
 
     async def _scrape_pod(self, pod: Obj, port: int) -> Scrape:
         name = str((pod.get("metadata") or {}).get("name") or "")
@@ -730,6 +773,11 @@ class ClusterController:
         if not apply:
             return live, None
         want_hash = _hash(desired)
+        if live is not None and (live.get("metadata") or {}).get("deletionTimestamp"):
+            # going away (a fenced claim): nothing to apply to; created anew once it is gone
+            state.applied.pop(ident, None)
+            result.children_changed = True
+            return live, None
         if live is not None:
             seen = state.applied.get(ident)
             uid = (live.get("metadata") or {}).get("uid", "")
