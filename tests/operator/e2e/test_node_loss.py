@@ -1,5 +1,6 @@
 """A node goes NotReady: its pods are replaced on a healthy node; a SQLite pod on a node that
-died is fenced so that its replacement can start.
+died is fenced so that its replacement can start, and its claim on that node's local volume
+is replaced when /data has a continuous replica.
 
 A fake node of the test's own holds the cluster's pods; kwok's chaos stage (the label
 ``node-not-ready.stage.kwok.x-k8s.io=true``) makes it report Ready=False, as a node whose
@@ -177,32 +178,55 @@ def test_the_pods_of_a_lost_node_are_replaced_on_a_healthy_one(
     assert final["phase"] == "Ready"
 
 
+def _volume(name: str, claim: tuple[str, str], node: str | None) -> dict[str, Any]:
+    """A PersistentVolume for ``claim`` (the test cluster has no provisioner), pinned to
+    ``node`` like a local volume, or movable (no node affinity) like network storage."""
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "1Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "hostPath": {"path": f"/tmp/{name}"},
+        "claimRef": {"namespace": claim[0], "name": claim[1]},
+    }
+    if node is not None:
+        term = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"dchat.dev/test-volume": "true"}},
+        "spec": spec,
+    }
+
+
+S3_TARGET = {
+    "bucket": "dchat-fencing",
+    "region": "us-east-1",
+    "endpoint": "http://127.0.0.1:9",
+    "credentialsSecretRef": {"name": "s3"},
+}
+S3_SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "s3"},
+    "stringData": {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"},
+}
+
+
 @pytest.mark.timeout(240)
-def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_replaced(
+def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_its_local_claim_replaced(
     kube: KubeCluster, namespace: str, operator: Operator, dead_node: str
 ) -> None:
     """SQLite mode (one pod, Recreate): a pod whose node died is never confirmed gone, so
-    without fencing its replacement would wait forever. The node here has no kubelet at all
-    (its pod never runs) and its last report says NotReady."""
-    pv = f"{namespace}-nl-data"
+    without fencing its replacement would wait forever; its data claim is on a local volume
+    of that node, so with backups on (a continuous Litestream replica) the claim is replaced
+    and the new pod's restore init container fills /data from the replica. The node here
+    has no kubelet at all (its pod never runs; kwok's pods are not real anyway, so the
+    restore itself is the real node's test: docs/backups.md) and its last report says
+    NotReady."""
+    old_pv, new_pv = f"{namespace}-nl-local", f"{namespace}-nl-moved"
     kube.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": pv, "labels": {"dchat.dev/test-volume": "true"}},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Delete",
-                    "hostPath": {"path": f"/tmp/{pv}"},
-                    "claimRef": {"namespace": namespace, "name": "nl-data"},
-                },
-            }
-        ),
+        "apply", "-f", "-", input=json.dumps(_volume(old_pv, (namespace, "nl-data"), dead_node))
     )
     try:
         database = {
@@ -210,9 +234,13 @@ def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_replaced(
             "sqlite": {"storageSize": "1Gi", "failoverDelaySeconds": 10},
         }
         cr = cluster_cr(
-            "nl", replicas=1, database=database, scheduling={"affinity": _prefer(dead_node)}
+            "nl",
+            replicas=1,
+            database=database,
+            backup={"enabled": True, "s3": S3_TARGET},
+            scheduling={"affinity": _prefer(dead_node)},
         )
-        kube.apply([cr], namespace)
+        kube.apply([S3_SECRET, cr], namespace)
 
         def bound() -> dict[str, Any] | None:
             found = _pods(kube, namespace)
@@ -220,9 +248,24 @@ def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_replaced(
 
         stuck = kube.wait_for(bound, timeout=60, what="the pod bound to a node")
         assert stuck["spec"]["nodeName"] == dead_node
+        old_claim = kube.get_json("-n", namespace, "pvc", "nl-data")["metadata"]["uid"]
         died = time.monotonic()
         down = json.dumps(_node_status("False", "KubeletNotReady"))
         kube.kubectl("patch", "node", dead_node, "--subresource=status", "--type=merge", "-p", down)
+
+        def new_claim() -> bool:
+            found = kube.kubectl(
+                "get", "-n", namespace, "pvc", "nl-data", "-o", "json", check=False
+            )
+            return (
+                found.returncode == 0 and json.loads(found.stdout)["metadata"]["uid"] != old_claim
+            )
+
+        kube.wait_for(new_claim, timeout=90, interval=0.5, what="a new data claim")
+        # the provisioner's part: a volume for the new claim, this time on healthy storage
+        kube.kubectl(
+            "apply", "-f", "-", input=json.dumps(_volume(new_pv, (namespace, "nl-data"), None))
+        )
 
         def replaced() -> bool:
             ready = [
@@ -243,13 +286,15 @@ def test_a_sqlite_pod_stuck_on_a_dead_node_is_fenced_and_replaced(
         events = kube.get_json(
             "-n", namespace, "events", "--field-selector", "involvedObject.name=nl"
         )["items"]
-        fenced = [e["message"] for e in events if e.get("reason") == "Fenced"]
-        assert len(fenced) == 1, fenced
-        assert dead_node in fenced[0]
-        wait_ready(kube, namespace, "nl", replicas=1, timeout=60)
+        reasons = [e.get("reason") for e in events]
+        assert reasons.count("Fenced") == 1, reasons
+        assert reasons.count("VolumeReplaced") == 1, reasons
+        assert kube.get_json("-n", namespace, "pvc", "nl-data")["spec"]["volumeName"] == new_pv
         print(
-            f"\nSQLite pod on a dead node: fenced and replaced, Ready again after {rto:.1f} s "
-            "(failoverDelaySeconds 10)"
+            f"\nSQLite pod on a dead node: fenced, its local claim replaced, the new pod Ready "
+            f"{rto:.1f} s after the node reported NotReady (failoverDelaySeconds 10; the test "
+            "provided the new volume)"
         )
     finally:
-        kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+        for pv in (old_pv, new_pv):
+            kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
