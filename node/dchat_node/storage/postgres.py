@@ -59,11 +59,12 @@ _FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
-    asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection broke
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby now
+    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: starting or shutting down
+    asyncpg.TargetServerAttributeNotMatched,  # no host is a writable primary
 )
 """Errors that mean "this server is gone or no longer the primary": reconnect, do not blame
 the query."""
@@ -160,18 +161,23 @@ class PostgresStorage(SqlStorage):
     async def _query(self, sql: str, *args: Any) -> list[Row]:
         tries = 2 if _is_read(sql) else 1
         for attempt in range(tries):
+            closed = False
             try:
                 async with self._p().acquire(timeout=self._config.connection_timeout_secs) as conn:
-                    return list(await conn.fetch(self._sql(sql), *args))
+                    try:
+                        return list(await conn.fetch(self._sql(sql), *args))
+                    finally:
+                        closed = conn.is_closed()
             except StorageError:
                 raise
-            except _FAILOVER_ERRORS as exc:
+            except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+                # any error on a connection the server closed is the server going away
+                if not (closed or isinstance(exc, _FAILOVER_ERRORS)):
+                    raise _map_error(exc) from exc
                 self._expire()
                 if attempt + 1 < tries:
                     continue
-                raise _map_error(exc) from exc
-            except asyncpg.PostgresError as exc:
-                raise _map_error(exc) from exc
+                raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         raise StorageUnavailable("database unavailable")  # not reached: the loop returns
 
     async def _fetchrow(self, sql: str, *args: Any) -> Row | None:
