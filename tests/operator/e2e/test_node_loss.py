@@ -28,6 +28,14 @@ from .objects import cluster_cr
 pytestmark = pytest.mark.e2e
 
 
+def _remove(kube: KubeCluster, namespace: str, node: str) -> None:
+    kube.kubectl("delete", "node", node, "--wait=false", check=False)
+    # pods bound to a node without a kubelet never finish terminating by themselves
+    kube.kubectl(
+        "delete", "pods", "-n", namespace, "--all", "--force", "--grace-period=0", check=False
+    )
+
+
 @pytest.fixture
 def lost_node(kube: KubeCluster, namespace: str) -> Iterator[str]:
     name = f"lost-{namespace}"[:63]
@@ -52,11 +60,7 @@ def lost_node(kube: KubeCluster, namespace: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        kube.kubectl("delete", "node", name, "--wait=false", check=False)
-        # pods bound to a node without a kubelet never finish terminating by themselves
-        kube.kubectl(
-            "delete", "pods", "-n", namespace, "--all", "--force", "--grace-period=0", check=False
-        )
+        _remove(kube, namespace, name)
 
 
 def _node_status(ready: str, reason: str) -> dict[str, Any]:
@@ -97,10 +101,7 @@ def dead_node(kube: KubeCluster, namespace: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        kube.kubectl("delete", "node", name, "--wait=false", check=False)
-        kube.kubectl(
-            "delete", "pods", "-n", namespace, "--all", "--force", "--grace-period=0", check=False
-        )
+        _remove(kube, namespace, name)
 
 
 def _prefer(node: str) -> dict[str, Any]:
