@@ -423,3 +423,44 @@ def test_a_change_of_the_rollout_policy_alone_is_not_soaked() -> None:
     tuned = _at(3, "0.1.0", soakSeconds=120, maxErrorRatio=0.05)
     assert not soak_check_due(tuned, _complete(), done, _t(1))
     assert soak_check_due(_at(3, "0.2.0"), _complete(), done, _t(1))
+
+
+async def test_a_restarted_operator_goes_on_with_the_soak_window_from_the_status(
+    soak_world: tuple[World, Clock, Pods],
+) -> None:
+    """The operator killed mid-window: a new process (no memory) keeps the window's start
+    and counts from status.soak and counts each pod from its start (no earlier sample)."""
+    world, clock, pods = soak_world
+    analysis = {"soakSeconds": 30, "intervalSeconds": 10, "failureLimit": 2, "minRequests": 10}
+    world.add("c1", replicas=1, database=PG, version="0.1.0", rollout={"analysis": analysis})
+    await world.idle()
+    _pod(world, "c1-a", "10.0.0.1")
+    pods.text["10.0.0.1"] = metrics(ok=50, errors=50)  # one failed check so far
+    world.roll_out("c1")
+    await world.idle()
+    before = world.status("c1")["soak"]
+    assert (before["checks"], before["failedChecks"]) == (1, 1)
+
+    await world.engine.stop()  # the old operator is gone; a new one starts from scratch
+    controller = ClusterController(world.kube, clock=clock, scrape=pods.scrape)
+    engine: Engine[ClusterState] = Engine(
+        controller, workers=2, backoff=Backoff(base=0.02, cap=0.1, jitter=0.0)
+    )
+    engine.start()
+    try:
+        clock.now += dt.timedelta(seconds=10)
+        pods.text["10.0.0.1"] = metrics(ok=500, errors=50)  # since its start: 9 % errors
+        body = world.kube.obj(CLUSTER, NS, "c1")
+        assert body is not None
+        controller.cluster_event(engine, "ADDED", body)  # the new process's first list
+        await asyncio.sleep(0)
+        await engine.wait_idle()
+        after = world.status("c1")
+        soak = after.get("soak") or {}
+        assert soak.get("startedAt") == before["startedAt"], after
+        assert (soak.get("checks"), soak.get("failedChecks")) == (2, 2), after
+        # a second failure reaches the limit: the revision has no earlier one to go back to
+        degraded = next(c for c in after["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "AnalysisFailed", degraded
+    finally:
+        await engine.stop()
