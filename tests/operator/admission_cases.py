@@ -242,6 +242,36 @@ CASES: list[Case] = [
         "greater than or equal to 0",
     ),
     Case(
+        "soak-negative",
+        {"rollout": {"analysis": {"soakSeconds": -1}}},
+        {"rollout": {"analysis": {"soakSeconds": 0}}},
+        "greater than or equal to 0",
+    ),
+    Case(
+        "soak-error-ratio-above-1",
+        {"rollout": {"analysis": {"maxErrorRatio": 1.5}}},
+        {"rollout": {"analysis": {"maxErrorRatio": 1}}},
+        "less than or equal to 1",
+    ),
+    Case(
+        "soak-failure-limit-0",
+        {"rollout": {"analysis": {"failureLimit": 0}}},
+        {"rollout": {"analysis": {"failureLimit": 1}}},
+        "greater than or equal to 1",
+    ),
+    Case(
+        "node-lost-toleration-negative",
+        {"scheduling": {"nodeLostTolerationSeconds": -1}},
+        {"scheduling": {"nodeLostTolerationSeconds": 0}},
+        "greater than or equal to 0",
+    ),
+    Case(
+        "sqlite-failover-delay-too-short",
+        {"database": {"engine": "sqlite", "sqlite": {"failoverDelaySeconds": 1}}},
+        {"database": {"engine": "sqlite", "sqlite": {"failoverDelaySeconds": 5}}},
+        "greater than or equal to 5",
+    ),
+    Case(
         "disruption-0",
         {"disruption": {"maxUnavailable": 0}},
         {"disruption": {"maxUnavailable": 1}},
