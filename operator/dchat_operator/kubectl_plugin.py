@@ -1,14 +1,13 @@
-"""``kubectl dchat``: the kubectl plugin (filled in a later release)."""
+"""``kubectl dchat``: the console script ``kubectl-dchat`` (kubectl finds it on PATH as a
+plugin). The commands live in ``dchat_operator.plugin``."""
 
 from __future__ import annotations
 
 import sys
 
+from dchat_operator.plugin.cli import main
 
-def main() -> int:
-    print("kubectl-dchat: not yet implemented; available subcommands: none", file=sys.stderr)
-    return 2
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

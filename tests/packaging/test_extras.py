@@ -343,7 +343,11 @@ def test_extras_build_is_the_build_system_and_dev_includes_every_part() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize(
     ("target", "package"),
-    [("node", "node/dchat_node"), ("operator", "operator/dchat_operator")],
+    [
+        ("node", "node/dchat_node"),
+        ("operator", "operator/dchat_operator"),
+        ("plugin", "operator/dchat_operator/plugin"),
+    ],
 )
 def test_every_import_of_a_part_is_provided_by_its_lock(target: str, package: str) -> None:
     assert_provided(static_imports(REPO / package), set(lock_pins(lock_path(target))), package)
@@ -355,6 +359,7 @@ def test_plugin_and_offline_operator_commands_import_only_the_plugin_lock() -> N
     the API models and the builders) run on the plugin extra: no kopf, no client, no node."""
     modules = runtime_imports(
         "dchat_operator.kubectl_plugin",
+        "dchat_operator.plugin.cli",
         "dchat_operator.cli",
         "dchat_operator.api.models",
         "dchat_operator.api.crd",

@@ -1,0 +1,291 @@
+"""``kubectl dchat`` against the real control plane, with the real operator running.
+
+One namespace and one operator for the module (the tests share them, in order, on one xdist
+worker): a PostgreSQL cluster ``demo`` (2 replicas; kwok pods turn Ready), a SQLite cluster
+``solo`` (never Ready: no volume provisioner here; it serves admission's refusals) and, for doctor's failure, ``broken`` whose database Secret does not exist. Every
+command runs as the console script ``kubectl-dchat`` in a subprocess with the test cluster's
+kubeconfig, the way kubectl would run it; what it reports is checked against the objects
+themselves (read with kubectl). Backups: no S3 is configured here, so a backup is created
+and the operator fails it at once (``no backup.s3``): that is what the test asserts; a
+completed backup and restore are the real-node tests' (test_backups_real_node.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.cluster import KubeCluster
+
+from .conftest import PG, Operator, cluster_cr, db_secret, get_cluster, start_operator, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kubectl-dchat")]
+
+PLUGIN = Path(sys.executable).parent / "kubectl-dchat"
+
+
+def demo(version: str = "0.1.0", replicas: int = 2) -> dict[str, Any]:
+    return cluster_cr("demo", version=version, replicas=replicas, database=PG)
+
+
+def broken() -> dict[str, Any]:
+    database = {"engine": "postgres", "postgres": {"primary": {"name": "nope", "key": "url"}}}
+    return cluster_cr("broken", database=database)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    crd_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KubeCluster, str, Operator]]:
+    kube = crd_installed
+    namespace = kube.create_namespace("plug")
+    log = tmp_path_factory.mktemp("plugin") / "operator.log"
+    op = start_operator(kube, [namespace], log)
+    try:
+        kube.apply([db_secret(), demo(), cluster_cr("solo"), broken()], namespace)
+        wait_ready(kube, namespace, "demo", replicas=2)
+        yield kube, namespace, op
+    finally:
+        op.stop()
+        kube.delete_namespace(namespace)
+
+
+def plugin(
+    setup: tuple[KubeCluster, str, Operator], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    kube, namespace, _ = setup
+    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig), "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(
+        [str(PLUGIN), *args, "-n", namespace],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        out, err = process.communicate(stdin, timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+        out, err = process.communicate(timeout=10)
+        raise AssertionError(f"kubectl-dchat {args} hung:\n{err}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_status_shows_the_tree_of_children_with_their_health(setup: Any) -> None:
+    kube, namespace, _ = setup
+    out = plugin(setup, "status", "demo")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    pods = kube.get_json("-n", namespace, "pods", "-l", "app.kubernetes.io/instance=demo")
+    for line in (
+        "✓ Deployment/demo  2/2 ready, 2 updated",
+        "✓ Service/demo-api",
+        "✓ Service/demo-metrics",
+        "✓ ConfigMap/demo-config",
+        "✓ PodDisruptionBudget/demo",
+        "✓ NetworkPolicy/demo",
+        "✓ Secret/db  keys url",
+        "Overall: healthy",
+    ):
+        assert line in text, text
+    for pod in pods["items"]:
+        assert f"✓ Pod/{pod['metadata']['name']}  Running, ready" in text
+    assert "✓ Ready" in text and "version   0.1.0 running, 0.1.0 in spec" in text
+    assert "Backups: none yet" in text
+
+    data = json.loads(plugin(setup, "status", "demo", "-o", "json").stdout)
+    assert data["healthy"] is True
+    kinds = sorted(c["kind"] for c in data["children"])
+    assert kinds.count("Service") == 3 and "Deployment" in kinds
+    assert (
+        data["cluster"]["metadata"]["uid"]
+        == get_cluster(kube, namespace, "demo")["metadata"]["uid"]
+    )
+    assert all("data" not in s for s in data["secrets"])  # key names only, never values
+
+    missing = plugin(setup, "status", "nothere")
+    assert missing.returncode == 1 and 'dchatcluster "nothere" not found' in missing.stderr
+    unhealthy = plugin(setup, "status", "broken")
+    assert unhealthy.returncode == 1
+    assert "✗ Secret/nope  missing" in unhealthy.stdout
+
+
+def test_doctor_passes_on_a_healthy_cluster_and_explains_a_missing_secret(setup: Any) -> None:
+    _, namespace, _ = setup
+    ok = plugin(setup, "doctor", "demo", "--operator-namespace", namespace)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "✓ CRD dchatclusters.dchat.dev: Established" in ok.stdout
+    assert "✓ operator: leader" in ok.stdout
+    assert "✓ Secret db: has url" in ok.stdout
+    assert "all checks passed (1 skipped: need in-cluster access)" in ok.stdout
+
+    bad = plugin(setup, "doctor", "broken", "--operator-namespace", namespace, "-o", "json")
+    assert bad.returncode == 1
+    checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
+    assert checks["Secret nope"]["result"] == "fail"
+    assert (
+        checks["Secret nope"]["fix"] == "kubectl create secret generic nope --from-literal=url=..."
+    )
+    assert checks["Ready"]["result"] == "fail"
+    text = plugin(setup, "doctor", "broken", "--operator-namespace", namespace).stdout
+    assert "✗ Secret nope: missing" in text and "fix: kubectl create secret generic nope" in text
+
+
+def test_pause_and_resume_rollout_set_the_spec_and_the_deployment(setup: Any) -> None:
+    kube, namespace, _ = setup
+    out = plugin(setup, "pause-rollout", "demo", "--wait", "--timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert get_cluster(kube, namespace, "demo")["spec"]["rollout"]["paused"] is True
+    kube.wait_for(
+        lambda: kube.get_json("-n", namespace, "deploy", "demo")["spec"].get("paused") is True,
+        timeout=20,
+        what="the Deployment paused",
+    )
+    assert "rollout   PAUSED" in plugin(setup, "status", "demo").stdout
+    again = plugin(setup, "pause-rollout", "demo")
+    assert again.returncode == 0 and "already true" in again.stdout
+    out = plugin(setup, "resume-rollout", "demo", "--wait", "--timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert get_cluster(kube, namespace, "demo")["spec"]["rollout"]["paused"] is False
+    kube.wait_for(
+        lambda: not kube.get_json("-n", namespace, "deploy", "demo")["spec"].get("paused"),
+        timeout=20,
+        what="the Deployment resumed",
+    )
+
+
+def test_pause_bridge_sets_the_field_and_says_the_node_does_not_act_on_it(setup: Any) -> None:
+    kube, namespace, _ = setup
+    out = plugin(setup, "pause-bridge", "solo")
+    assert out.returncode == 0, out.stderr
+    assert "the node has no bridge service yet" in out.stderr
+    assert get_cluster(kube, namespace, "solo")["spec"]["bridge"]["paused"] is True
+    config = kube.get_json("-n", namespace, "configmap", "solo-config")
+    kube.wait_for(
+        lambda: (
+            "paused = true"
+            in kube.get_json("-n", namespace, "configmap", "solo-config")["data"]["config.toml"]
+        ),
+        timeout=20,
+        what="config.toml with the bridge paused",
+    )
+    assert config is not None
+    out = plugin(setup, "resume-bridge", "solo", "--wait", "--timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert get_cluster(kube, namespace, "solo")["spec"]["bridge"]["paused"] is False
+
+
+def test_scale_uses_the_scale_subresource_and_admission_refuses_sqlite_above_one(
+    setup: Any,
+) -> None:
+    kube, namespace, _ = setup
+    out = plugin(setup, "scale", "demo", "3", "--wait", "--timeout", "40")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3/3 ready" in out.stderr
+    assert kube.get_json("-n", namespace, "deploy", "demo")["status"]["readyReplicas"] == 3
+    refused = plugin(setup, "scale", "solo", "2")
+    assert refused.returncode == 1
+    assert "SQLite mode allows at most 1 replica" in refused.stderr
+    assert plugin(setup, "scale", "demo", "-1").returncode == 2  # usage
+    out = plugin(setup, "scale", "demo", "2", "--wait", "--timeout", "40")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_backup_is_created_and_followed_and_listed(setup: Any) -> None:
+    kube, namespace, _ = setup
+    assert plugin(setup, "backups", "demo").stdout == "no backups\n"
+    out = plugin(setup, "backup", "demo", "--name", "demo-b1", "--wait", "--timeout", "30")
+    # no backup.s3 on this cluster: the operator fails the backup, and says why
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "dchatbackup/demo-b1 created" in out.stdout
+    status = kube.get_json("-n", namespace, "dchatbackup", "demo-b1")["status"]
+    assert status["phase"] == "Failed"
+    assert status["error"] in out.stderr
+    table = plugin(setup, "backups", "demo")
+    assert table.returncode == 0
+    header, row = table.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "PHASE", "ORIGIN"]
+    assert row.startswith("demo-b1") and "✗ Failed" in row and "on-demand" in row
+    items = json.loads(plugin(setup, "backups", "demo", "-o", "json").stdout)["items"]
+    assert [i["metadata"]["name"] for i in items] == ["demo-b1"]
+    restore = plugin(setup, "restore", "demo-b1", "--to", "demo")
+    assert restore.returncode == 1 and "is Failed, not Completed" in restore.stderr
+    assert plugin(setup, "restore", "demo-b1").returncode == 2  # --to or --new is required
+
+
+def test_diff_shows_the_cr_change_and_what_the_operator_would_do(
+    setup: Any, tmp_path: Path
+) -> None:
+    kube, namespace, _ = setup
+    live = get_cluster(kube, namespace, "demo")
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump(demo()))
+    unchanged = plugin(setup, "diff", str(same))
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert unchanged.stdout == "" and "no changes" in unchanged.stderr
+
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(yaml.safe_dump(demo(version="0.2.0")))
+    changed = plugin(setup, "diff", str(newer))
+    assert changed.returncode == 1, changed.stderr
+    assert "-  version: 0.1.0\n+  version: 0.2.0" in changed.stdout
+    assert "+++ merged/Deployment/demo" in changed.stdout
+    assert "+        image: ghcr.io/dchat-dev/dchat:0.2.0" in changed.stdout.replace("'", "")
+    # nothing was stored
+    assert (
+        get_cluster(kube, namespace, "demo")["metadata"]["generation"]
+        == live["metadata"]["generation"]
+    )
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cluster_cr("solo", replicas=2)))
+    refused = plugin(setup, "diff", str(bad))
+    assert refused.returncode == 2
+    assert "SQLite mode allows at most 1 replica" in refused.stderr
+
+
+def test_rollback_round_trip_and_refusal(setup: Any) -> None:
+    kube, namespace, _ = setup
+    refused = plugin(setup, "rollback", "solo", "--timeout", "20")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refused: no earlier good revision" in refused.stderr
+
+    kube.apply([demo(version="0.1.1")], namespace)
+    kube.wait_for(
+        lambda: (
+            (get_cluster(kube, namespace, "demo").get("status") or {})
+            .get("lastGoodRevision", {})
+            .get("version")
+            == "0.1.1"
+        ),
+        timeout=40,
+        what="0.1.1 recorded good",
+    )
+    started = time.monotonic()
+    out = plugin(setup, "rollback", "demo", "--timeout", "30")
+    assert out.returncode == 0, out.stdout + out.stderr
+    obj = get_cluster(kube, namespace, "demo")
+    request = obj["status"]["rollbackRequest"]
+    assert request["value"] in out.stdout
+    assert request["result"].startswith("rolled back to version 0.1.0")
+    assert request["result"] in out.stderr
+    assert obj["status"]["rollback"]["toVersion"] == "0.1.0"
+    print(f"rollback handled {time.monotonic() - started:.1f} s after the request")
+    wait_ready(kube, namespace, "demo", replicas=2, timeout=40)
+    assert "Rollback in force: 0.1.1 -> 0.1.0" in plugin(setup, "status", "demo").stdout
+
+
+def test_promote_without_patroni_says_it_cannot(setup: Any) -> None:
+    out = plugin(setup, "promote", "demo", "demo-1")
+    assert out.returncode == 1
+    assert "names no Patroni cluster (spec.database.postgres.patroni.scope)" in out.stderr
