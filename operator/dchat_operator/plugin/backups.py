@@ -20,6 +20,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, CLUSTER, RESTORE
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import FAIL, MARKS, OK, WARN, age, emit_json, err, size, table
+from dchat_operator.plugin.status import trim
 from dchat_operator.plugin.wait import Verdict, wait_for
 
 Obj = dict[str, Any]
@@ -86,7 +87,16 @@ def backup_rows(items: list[Obj], at: dt.datetime) -> list[list[str]]:
     return rows
 
 
-BACKUP_HEADERS = ("NAME", "PHASE", "ORIGIN", "SIZE", "STARTED", "COMPLETED", "VERIFIED", "LOCATION")
+BACKUP_HEADERS = (
+    "NAME",
+    "PHASE",
+    "ORIGIN",
+    "SIZE",
+    "STARTED",
+    "COMPLETED",
+    "VERIFIED",
+    "LOCATION/ERROR",
+)
 
 
 def render_backups(items: list[Obj], at: dt.datetime) -> str:
@@ -123,7 +133,7 @@ def cmd_backup(kube: Kube, args: argparse.Namespace) -> int:
 def cmd_backups(kube: Kube, args: argparse.Namespace) -> int:
     items = cluster_backups(kube, args.cluster)
     if args.output == "json":
-        emit_json({"apiVersion": "v1", "kind": "List", "items": items})
+        emit_json({"apiVersion": "v1", "kind": "List", "items": [trim(i) for i in items]})
     else:
         print(render_backups(items, dt.datetime.now(dt.UTC)), end="")
     return 0

@@ -2,12 +2,13 @@
 
 One namespace and one operator for the module (the tests share them, in order, on one xdist
 worker): a PostgreSQL cluster ``demo`` (2 replicas; kwok pods turn Ready), a SQLite cluster
-``solo`` (never Ready: no volume provisioner here; it serves admission's refusals) and, for doctor's failure, ``broken`` whose database Secret does not exist. Every
-command runs as the console script ``kubectl-dchat`` in a subprocess with the test cluster's
-kubeconfig, the way kubectl would run it; what it reports is checked against the objects
-themselves (read with kubectl). Backups: no S3 is configured here, so a backup is created
-and the operator fails it at once (``no backup.s3``): that is what the test asserts; a
-completed backup and restore are the real-node tests' (test_backups_real_node.py).
+``solo`` (never Ready: no volume provisioner here; it serves admission's refusals) and, for
+doctor's failure, ``broken`` whose database Secret does not exist. Every command runs as the
+console script ``kubectl-dchat`` in a subprocess with the test cluster's kubeconfig, the way
+kubectl would run it; what it reports is checked against the objects themselves (read with
+kubectl). Backups: no S3 is configured here, so a backup is created and the operator fails it
+at once (``no backup.s3``): that is what the test asserts; a completed backup and restore are
+the real-node tests' (test_backups_real_node.py).
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def test_status_shows_the_tree_of_children_with_their_health(setup: Any) -> None
         assert line in text, text
     for pod in pods["items"]:
         assert f"✓ Pod/{pod['metadata']['name']}  Running, ready" in text
-    assert "✓ Ready" in text and "version   0.1.0 running, 0.1.0 in spec" in text
+    assert "✓ Ready" in text
+    assert "version   0.1.0 running, 0.1.0 in spec" in text
     assert "Backups: none yet" in text
 
     data = json.loads(plugin(setup, "status", "demo", "-o", "json").stdout)
     assert data["healthy"] is True
     kinds = sorted(c["kind"] for c in data["children"])
-    assert kinds.count("Service") == 3 and "Deployment" in kinds
+    assert kinds.count("Service") == 3
+    assert "Deployment" in kinds
     assert (
         data["cluster"]["metadata"]["uid"]
         == get_cluster(kube, namespace, "demo")["metadata"]["uid"]
@@ -114,7 +117,8 @@ def test_status_shows_the_tree_of_children_with_their_health(setup: Any) -> None
     assert all("data" not in s for s in data["secrets"])  # key names only, never values
 
     missing = plugin(setup, "status", "nothere")
-    assert missing.returncode == 1 and 'dchatcluster "nothere" not found' in missing.stderr
+    assert missing.returncode == 1
+    assert 'dchatcluster "nothere" not found' in missing.stderr
     unhealthy = plugin(setup, "status", "broken")
     assert unhealthy.returncode == 1
     assert "✗ Secret/nope  missing" in unhealthy.stdout
@@ -138,7 +142,8 @@ def test_doctor_passes_on_a_healthy_cluster_and_explains_a_missing_secret(setup:
     )
     assert checks["Ready"]["result"] == "fail"
     text = plugin(setup, "doctor", "broken", "--operator-namespace", namespace).stdout
-    assert "✗ Secret nope: missing" in text and "fix: kubectl create secret generic nope" in text
+    assert "✗ Secret nope: missing" in text
+    assert "fix: kubectl create secret generic nope" in text
 
 
 def test_pause_and_resume_rollout_set_the_spec_and_the_deployment(setup: Any) -> None:
@@ -153,7 +158,8 @@ def test_pause_and_resume_rollout_set_the_spec_and_the_deployment(setup: Any) ->
     )
     assert "rollout   PAUSED" in plugin(setup, "status", "demo").stdout
     again = plugin(setup, "pause-rollout", "demo")
-    assert again.returncode == 0 and "already true" in again.stdout
+    assert again.returncode == 0
+    assert "already true" in again.stdout
     out = plugin(setup, "resume-rollout", "demo", "--wait", "--timeout", "20")
     assert out.returncode == 0, out.stdout + out.stderr
     assert get_cluster(kube, namespace, "demo")["spec"]["rollout"]["paused"] is False
@@ -215,11 +221,14 @@ def test_backup_is_created_and_followed_and_listed(setup: Any) -> None:
     assert table.returncode == 0
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "PHASE", "ORIGIN"]
-    assert row.startswith("demo-b1") and "✗ Failed" in row and "on-demand" in row
+    assert row.startswith("demo-b1")
+    assert "✗ Failed" in row
+    assert "on-demand" in row
     items = json.loads(plugin(setup, "backups", "demo", "-o", "json").stdout)["items"]
     assert [i["metadata"]["name"] for i in items] == ["demo-b1"]
     restore = plugin(setup, "restore", "demo-b1", "--to", "demo")
-    assert restore.returncode == 1 and "is Failed, not Completed" in restore.stderr
+    assert restore.returncode == 1
+    assert "is Failed, not Completed" in restore.stderr
     assert plugin(setup, "restore", "demo-b1").returncode == 2  # --to or --new is required
 
 
@@ -232,7 +241,8 @@ def test_diff_shows_the_cr_change_and_what_the_operator_would_do(
     same.write_text(yaml.safe_dump(demo()))
     unchanged = plugin(setup, "diff", str(same))
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
-    assert unchanged.stdout == "" and "no changes" in unchanged.stderr
+    assert unchanged.stdout == ""
+    assert "no changes" in unchanged.stderr
 
     newer = tmp_path / "newer.yaml"
     newer.write_text(yaml.safe_dump(demo(version="0.2.0")))

@@ -1,4 +1,4 @@
-"""The console scripts: crd, render, and the kubectl plugin placeholder."""
+"""The console scripts: crd, render, rbac, and kubectl-dchat's usage error."""
 
 from __future__ import annotations
 
@@ -59,10 +59,11 @@ def test_render_reports_invalid_cr(tmp_path: Path) -> None:
     assert "SQLite mode allows at most 1 replica" in out.stderr
 
 
-def test_kubectl_plugin_is_a_clear_placeholder() -> None:
+def test_kubectl_plugin_without_a_command_is_a_usage_error() -> None:
+    """The plugin itself is tested in test_kubectl_plugin.py (unit) and the e2e tests."""
     out = subprocess.run([str(BIN / "kubectl-dchat")], capture_output=True, text=True)
     assert out.returncode == 2
-    assert "not yet implemented; available subcommands: none" in out.stderr
+    assert "the following arguments are required: COMMAND" in out.stderr
 
 
 def test_rbac_command_prints_a_cluster_role() -> None:
