@@ -307,6 +307,15 @@ def _header(obj: Obj, at: dt.datetime) -> list[str]:
 
 def _sections(obj: Obj, at: dt.datetime) -> list[str]:
     status = obj.get("status") or {}
+    return [
+        *_condition_lines(status, at),
+        *_rollout_lines(status, at),
+        *_work_lines(status, at),
+        *_backup_lines(status, at),
+    ]
+
+
+def _condition_lines(status: Obj, at: dt.datetime) -> list[str]:
     lines: list[str] = []
     conds = status.get("conditions") or []
     if conds:
@@ -322,6 +331,11 @@ def _sections(obj: Obj, at: dt.datetime) -> list[str]:
                     f"({age(cond.get('lastTransitionTime'), at)})",
                 )
             )
+    return lines
+
+
+def _rollout_lines(status: Obj, at: dt.datetime) -> list[str]:
+    lines: list[str] = []
     rollback = status.get("rollback")
     if rollback:
         lines.append(
@@ -334,11 +348,45 @@ def _sections(obj: Obj, at: dt.datetime) -> list[str]:
             f"Last rollback request: {request.get('value')}: {request.get('result')} "
             f"({age(request.get('at'), at)} ago)"
         )
+    soak = status.get("soak")
+    if soak:
+        last = (soak.get("lastCheck") or {}).get("message") or ""
+        lines.append(
+            f"Soak window: version {soak.get('version')}, {soak.get('checks', 0)} checks, "
+            f"{soak.get('failedChecks', 0)} failed" + (f"; last: {last}" if last else "")
+        )
+    history = status.get("rolloutHistory") or []
+    if history:
+        lines.append("Rollouts (newest last)")
+        for record in history[-3:]:
+            lines.append(
+                f"  {age(record.get('at'), at):>4}  generation {record.get('generation')} "
+                f"version {record.get('version')}: {record.get('result')}"
+                + (f" ({record['message']})" if record.get("message") else "")
+            )
     good = status.get("lastGoodRevision")
     if good:
         lines.append(
             f"Last good revision: version {good.get('version')} (generation "
             f"{good.get('generation')}, {age(good.get('completedAt'), at)} ago)"
+        )
+    return lines
+
+
+def _work_lines(status: Obj, at: dt.datetime) -> list[str]:
+    """A restore hold, a bootstrap, the database primary."""
+    lines: list[str] = []
+    hold = status.get("restoreInProgress")
+    if hold:
+        lines.append(
+            f"Restore in progress: dchatrestore/{hold.get('name')} holds the cluster at 0 "
+            f"replicas ({age(hold.get('since'), at)})"
+        )
+    boot = status.get("bootstrap")
+    if boot:
+        lines.append(
+            f"Bootstrap from backup {boot.get('backup') or '-'}: {boot.get('phase')}"
+            + (f": {boot['error']}" if boot.get("error") else "")
         )
     primary = status.get("currentPrimary")
     if primary is not None:
@@ -347,7 +395,6 @@ def _sections(obj: Obj, at: dt.datetime) -> list[str]:
             f"Primary: {who} since {age(primary.get('since'), at)} ago "
             f"(transitions {primary.get('transitions') or '-'})"
         )
-    lines.extend(_backup_lines(status, at))
     return lines
 
 

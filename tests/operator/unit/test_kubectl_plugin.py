@@ -294,9 +294,27 @@ def test_status_tree_of_a_ready_cluster() -> None:
     assert "└─ ✓ Secret/db  keys url" in children
     assert "  ✓ Ready        True    AllReplicasReady: 2/2 replicas ready" in text
     assert "  last        demo-b2: Failed, " in text
+    assert "Rollouts (newest last)" in lines
+    assert "generation 1 version 0.1.0: Completed" in text
     assert "Events (newest last)" in lines
     assert lines[-1] == "Overall: healthy"
     assert status.cluster_ok(snap)
+
+
+def test_status_shows_a_restore_hold_a_bootstrap_a_soak_and_the_primary() -> None:
+    snap = copy.deepcopy(recorded("status_demo"))
+    created = snap["cluster"]["metadata"]["creationTimestamp"]
+    snap["cluster"]["status"].update(
+        restoreInProgress={"name": "demo-restore-1", "since": created},
+        bootstrap={"phase": "Failed", "backup": "b0", "error": "checksum mismatch"},
+        soak={"version": "0.1.0", "checks": 3, "failedChecks": 1, "lastCheck": {"message": "p99"}},
+        currentPrimary={"name": "", "since": created, "transitions": "4"},
+    )
+    text = status.render(snap, at(snap, 90))
+    assert "Restore in progress: dchatrestore/demo-restore-1 holds the cluster at 0" in text
+    assert "Bootstrap from backup b0: Failed: checksum mismatch" in text
+    assert "Soak window: version 0.1.0, 3 checks, 1 failed; last: p99" in text
+    assert "Primary: NONE (Patroni's leader lock is free) since 90s ago (transitions 4)" in text
 
 
 def test_status_tree_of_a_cluster_missing_its_secret() -> None:
