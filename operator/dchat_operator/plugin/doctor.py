@@ -239,9 +239,11 @@ def run_checks(kube: Kube, name: str, operator_ns: str) -> list[Check]:
             crd = kube.get(CRD, f"{kind.plural}.{kind.group}", None)
             checks.append(crd_check(kind, crd))
         except KubeError as exc:
-            checks.append(Check(f"CRD {kind.plural}.{kind.group}", WARN, exc.message))
+            checks.append(
+                Check(f"CRD {kind.plural}.{kind.group}", WARN, f"cannot check: {exc.message}")
+            )
     obj = None
-    if checks[0].result == OK:
+    if checks[0].result != FAIL:  # a user who may not read CRDs (WARN) may read the cluster
         obj = kube.get(CLUSTER, name)
     checks.append(operator_check(kube, operator_ns, obj))
     if obj is None:

@@ -264,6 +264,88 @@ def test_diff_shows_the_cr_change_and_what_the_operator_would_do(
     assert "SQLite mode allows at most 1 replica" in refused.stderr
 
 
+def test_a_user_who_may_only_read_the_cluster_gets_warnings_not_failures(
+    setup: Any, tmp_path: Path
+) -> None:
+    """A bearer token of a ServiceAccount whose Role reads DchatClusters only: CRDs, the
+    Lease and the Secret cannot be read, which doctor reports as such (exit 0 on a healthy
+    cluster), and status still draws the tree."""
+    kube, namespace, _ = setup
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "viewer"},
+        "rules": [
+            {
+                "apiGroups": ["dchat.dev"],
+                "resources": ["dchatclusters"],
+                "verbs": ["get", "list"],
+            },
+            {
+                "apiGroups": ["", "apps", "policy", "networking.k8s.io"],
+                "resources": [
+                    "serviceaccounts",
+                    "configmaps",
+                    "services",
+                    "pods",
+                    "events",
+                    "deployments",
+                    "poddisruptionbudgets",
+                    "networkpolicies",
+                ],
+                "verbs": ["get", "list"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "viewer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": namespace}],
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "viewer"}}
+    kube.apply([account, role, binding], namespace)
+    token = kube.kubectl("-n", namespace, "create", "token", "viewer").stdout.strip()
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    viewer = tmp_path / "viewer.kubeconfig"
+    viewer.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "viewer",
+                "clusters": [cluster],
+                "contexts": [
+                    {
+                        "name": "viewer",
+                        "context": {"cluster": cluster["name"], "user": "viewer"},
+                    }
+                ],
+                "users": [{"name": "viewer", "user": {"token": token}}],
+            }
+        )
+    )
+    out = plugin(setup, "doctor", "demo", "--kubeconfig", str(viewer), "-o", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    crd = checks["CRD dchatclusters.dchat.dev"]
+    assert crd["result"] == "warn"
+    assert "cannot check" in crd["detail"]
+    assert "forbidden" in crd["detail"]
+    assert checks["operator"]["result"] == "warn"
+    assert checks["Secret db"]["result"] == "warn"
+    assert checks["Ready"]["result"] == "ok"
+    tree = plugin(setup, "status", "demo", "--kubeconfig", str(viewer))
+    assert "✓ Deployment/demo  2/2 ready" in tree.stdout
+    assert "! Secret/db  not checked: " in tree.stdout
+    denied = plugin(setup, "pause-rollout", "demo", "--kubeconfig", str(viewer))
+    assert denied.returncode == 1
+    assert 'cannot patch resource "dchatclusters"' in denied.stderr
+
+
 def test_rollback_round_trip_and_refusal(setup: Any) -> None:
     kube, namespace, _ = setup
     refused = plugin(setup, "rollback", "solo", "--timeout", "20")
