@@ -5,8 +5,10 @@ Design:
   dataclasses; engine exceptions are mapped to ``storage.errors``.
 - ``SqlStorage`` holds every domain query once, written with ``?`` placeholders; each engine
   supplies four primitives (``_fetch``, ``_fetchrow``, ``_execute``, ``_run_migration``) and
-  translates placeholders if its driver needs it (asyncpg: ``$1``). A later domain adds its
-  queries here (or in a mixin) and its tables as a new migration, and both engines get them.
+  translates placeholders if its driver needs it (asyncpg: ``$1``).
+- Domains after chat do not grow this class: each has its own store in its own package,
+  written once against ``SqlDatabase`` (``fetch``/``fetchrow``/``execute`` and
+  ``transaction()``, public on both engines), with its tables as a new migration here.
 - Timestamps are stored as BIGINT microseconds since the Unix epoch (same type in both
   engines); ids are engine-generated 64-bit integers, so message ids give a stable order for
   cursor pagination. Rows also carry ``created_at_text``, the RFC 3339 UTC text of
@@ -35,6 +37,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
@@ -95,7 +98,31 @@ class PoolStats:
     max_size: int
 
 
-class Storage(Protocol):
+class SqlSession(Protocol):
+    """Statements on one engine, written with ``?`` placeholders (the engine translates
+    them), rows as sequences. Engine errors come out as ``storage.errors``."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+
+class SqlDatabase(SqlSession, Protocol):
+    """What a domain's store needs from the engine: single statements (each its own
+    transaction) and ``transaction()`` for several statements that commit or roll back
+    together. Inside ``async with db.transaction() as tx`` use ``tx`` (or ``db``: the same
+    task's statements join the open transaction on SQLite); other tasks' statements wait
+    until it ends (SQLite: one connection) or run on other connections (PostgreSQL). The
+    first statement takes the write lock on SQLite (``BEGIN IMMEDIATE``); on PostgreSQL use
+    ``SELECT ... FOR UPDATE`` or compare-and-set ``UPDATE ... WHERE state = ?`` for the rows
+    a transition depends on. Keep transactions short: no network calls inside."""
+
+    engine: Engine
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlSession]: ...
+
+
+class Storage(SqlDatabase, Protocol):
     """What services and the server need from a database."""
 
     engine: Engine
@@ -164,6 +191,20 @@ class SqlStorage(ABC):
     """Domain queries shared by the SQLite and PostgreSQL engines."""
 
     engine: Engine
+
+    # -- the public SqlDatabase surface (domain stores use these) -----------------------
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._execute(sql, *args)
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[SqlSession]:
+        """Several statements that commit together or not at all (see ``SqlDatabase``)."""
 
     # -- engine primitives -------------------------------------------------------------
     @abstractmethod
