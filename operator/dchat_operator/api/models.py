@@ -1722,6 +1722,21 @@ class CurrentPrimary(CRModel):
     transitions: str = Field("", description="Patroni's count of leader changes.")
 
 
+class Switchover(CRModel):
+    """A handled value of the switchover-request annotation and how it went."""
+
+    request: str = Field(description="The annotation's value: the member asked to be primary.")
+    phase: Literal["Running", "Completed", "Failed"] = Field(
+        description="Running: asked of Patroni, waiting for the new leader; then the result."
+    )
+    from_member: str = Field(
+        "", alias="from", description="The primary when the request was handled."
+    )
+    started_at: str = Field(description="When the operator handled the request (RFC 3339).")
+    finished_at: str = Field("", description="When it completed or failed (RFC 3339).")
+    message: str = Field("", description="What happened, or why not.")
+
+
 class SoakCheck(CRModel):
     """One check of the soak window."""
 
@@ -1802,6 +1817,14 @@ class DchatClusterStatus(CRModel):
     current_primary: CurrentPrimary | None = Field(
         None,
         description="The PostgreSQL primary per Patroni's leader (database.postgres.patroni).",
+    )
+    switchover: Switchover | None = Field(
+        None,
+        description=(
+            "The last switchover requested with the annotation dchat.dev/switchover-request "
+            "(database.postgres.patroni): once per value, Patroni demotes the primary and "
+            "promotes the named healthy standby."
+        ),
     )
     soak: Soak | None = Field(
         None,

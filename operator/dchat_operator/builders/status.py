@@ -56,6 +56,8 @@ class Observed:
     """(Patroni's leader or "", transitions) when database.postgres.patroni is set."""
     rollback_request: str = ""
     """The value of the DchatCluster's rollback-request annotation ("" when none)."""
+    switchover: Obj | None = None
+    """A new status.switchover (``builders.patroni.switchover_step``); None keeps it."""
 
     @property
     def blocked(self) -> bool:
@@ -80,6 +82,7 @@ CLUSTER_OWNED = frozenset(
         "rolloutHistory",
         "soak",
         "currentPrimary",
+        "switchover",
         "conditions",
     }
 )
@@ -307,6 +310,7 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
         "rollbackRequest": request,
         "rollback": rollback,
         "rolloutHistory": history or None,
+        "switchover": observed.switchover or previous.get("switchover"),
     }
     status.update({k: v for k, v in revisions.items() if v is not None})
     if observed.primary is not None:

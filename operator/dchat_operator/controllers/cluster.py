@@ -90,7 +90,16 @@ from dchat_operator.builders.children import Capabilities, desired_children, pru
 from dchat_operator.builders.common import names, selector_string, with_spec_hash
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.fencing import pinned_to, to_fence
-from dchat_operator.builders.patroni import leader_object, leader_of
+from dchat_operator.builders.patroni import (
+    failover_config_map,
+    failover_object,
+    leader_object,
+    leader_of,
+    member_selector,
+    members_of,
+    pending_candidate,
+    switchover_step,
+)
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
 from dchat_operator.builders.status import (
@@ -117,6 +126,7 @@ SOAK_REQUEUE_MIN_SECONDS = 1.0
 CHILD_GONE_REQUEUE_SECONDS = 1.0
 """A child being deleted (a fenced claim) is looked at again this soon, to re-create it."""
 PRIMARY_POLL_SECONDS = 5.0
+SWITCHOVER_POLL_SECONDS = 1.0
 """How often Patroni's leader object is read for status.currentPrimary (when configured)."""
 
 Scraper = Callable[[str, int], Awaitable[str]]
@@ -173,6 +183,8 @@ class ClusterState:
     """Per child (kind, name): what was applied and the object's version right after."""
     rollback_request: str = ""
     """The rollback-request annotation's value last seen on the watch."""
+    switchover_request: str = ""
+    """The switchover-request annotation's value last seen on the watch."""
     samples: dict[str, Sample] = field(default_factory=dict)
     """Per pod: its request counters at the previous soak check."""
     samples_generation: int = 0
@@ -276,10 +288,17 @@ class ClusterController:
         CLUSTERS.set(len(engine.keys))
         if uid != state.uid:  # new, or deleted and created again under the same name
             engine.keys[key].data = state = ClusterState(uid=uid)
-        request = str((meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
-        if generation > state.requested_generation or request != state.rollback_request:
+        annotations = meta.get("annotations") or {}
+        request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
+        switchover = str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or "")
+        if (
+            generation > state.requested_generation
+            or request != state.rollback_request
+            or switchover != state.switchover_request
+        ):
             state.requested_generation = max(generation, state.requested_generation)
             state.rollback_request = request
+            state.switchover_request = switchover
             engine.trigger(key, "spec", urgent=True)
 
     def deployment_event(
@@ -334,9 +353,17 @@ class ClusterController:
         cluster = held(pinned(cluster, body.get("status")), body.get("status"))
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
-        primary = await self._primary(cluster, now)
+        primary, lock = await self._primary(cluster, now)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
+        switchover = await self._switchover(
+            body,
+            cluster,
+            str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or ""),
+            primary,
+            lock,
+            now,
+        )
         if refused:
             live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
             state.clean_generation = None
@@ -344,7 +371,11 @@ class ClusterController:
                 body,
                 cluster,
                 Observed(
-                    deployment=live, policy=refused, primary=primary, rollback_request=request
+                    deployment=live,
+                    policy=refused,
+                    primary=primary,
+                    rollback_request=request,
+                    switchover=switchover,
                 ),
                 now,
                 result,
@@ -358,7 +389,11 @@ class ClusterController:
             soak = await self._soak_check(cluster, state, body, seen, now)
             await self._fence(body, cluster, seen, now, result)
             observed = Observed(
-                deployment=seen, check=soak, primary=primary, rollback_request=request
+                deployment=seen,
+                check=soak,
+                primary=primary,
+                rollback_request=request,
+                switchover=switchover,
             )
             await self._finish_cluster(body, cluster, observed, now, result)
             return self._after_status(cluster, state, result, now)
@@ -397,6 +432,7 @@ class ClusterController:
             check=soak,
             primary=primary,
             rollback_request=request,
+            switchover=switchover,
         )
         await self._applied_event(body, result, now)
         await self._finish_cluster(body, cluster, observed, now, result)
@@ -421,7 +457,9 @@ class ClusterController:
             )
         delays = [soak_requeue(cluster, result.status, _rfc3339(now)), result.requeue]
         if _patroni_scope(cluster):
-            delays.append(PRIMARY_POLL_SECONDS)
+            switching = (result.status or {}).get("switchover") or {}
+            running = switching.get("phase") == "Running"
+            delays.append(SWITCHOVER_POLL_SECONDS if running else PRIMARY_POLL_SECONDS)
         due = [d for d in delays if d is not None]
         if due:
             return Outcome(
@@ -429,13 +467,82 @@ class ClusterController:
             )
         return Outcome(result=result.phase)
 
-    async def _primary(self, cluster: DchatCluster, now: dt.datetime) -> tuple[str, str] | None:
-        """Patroni's leader (and its transitions count) when database.postgres.patroni is set."""
+    async def _primary(
+        self, cluster: DchatCluster, now: dt.datetime
+    ) -> tuple[tuple[str, str] | None, Obj | None]:
+        """Patroni's leader (and its transitions count) when database.postgres.patroni is
+        set, and the leader ConfigMap it was read from."""
         scope = _patroni_scope(cluster)
         if not scope:
-            return None
+            return None, None
         found = await self.kube.get(CONFIG_MAP, cluster.namespace, leader_object(scope))
-        return leader_of(found, now)
+        return leader_of(found, now), found
+
+    async def _switchover(
+        self,
+        body: Obj,
+        cluster: DchatCluster,
+        request: str,
+        primary: tuple[str, str] | None,
+        lock: Obj | None,
+        now: dt.datetime,
+    ) -> Obj | None:
+        """The switchover-request annotation: the new status.switchover (None: unchanged);
+        asks Patroni (its failover ConfigMap) when a new request passes the checks."""
+        if not request:
+            return None
+        previous = (body.get("status") or {}).get("switchover")
+        if not isinstance(previous, dict):
+            previous = None
+        handled = previous is not None and previous.get("request") == request[:63]
+        if handled and previous is not None and previous.get("phase") != "Running":
+            return None
+        scope = _patroni_scope(cluster)
+        ns = cluster.namespace
+        members = None
+        pending = ""
+        if scope and not handled and lock is not None:
+            pods = await self.kube.list_objects(POD, ns, member_selector(lock))
+            members = members_of(pods)
+        if scope and handled:
+            failover = await self.kube.get(CONFIG_MAP, ns, failover_object(scope))
+            pending = pending_candidate(failover)
+        leader = primary[0] if primary else ""
+        step = switchover_step(
+            request,
+            previous,
+            scope=scope,
+            leader=leader,
+            members=members,
+            pending=pending,
+            now=now,
+        )
+        if step.ask is not None and lock is not None:
+            try:
+                await self._ask_switchover(lock, ns, scope, *step.ask)
+            except ApiException as exc:
+                return {
+                    **(step.status or {}),
+                    "phase": "Failed",
+                    "finishedAt": _rfc3339(now),
+                    "message": f"could not ask Patroni: {_api_error(exc)}",
+                }
+        return step.status
+
+    async def _ask_switchover(
+        self, lock: Obj, namespace: str, scope: str, leader: str, candidate: str
+    ) -> None:
+        """Write the request on ``<scope>-failover`` (created, or its annotations patched:
+        Patroni owns and clears that object; no apply, no ownership taken)."""
+        desired = failover_config_map(lock, namespace, scope, leader, candidate)
+        name = failover_object(scope)
+        live = await self.kube.get(CONFIG_MAP, namespace, name)
+        if live is None:
+            await self.kube.create(desired, CONFIG_MAP)
+            return
+        version = str((live.get("metadata") or {}).get("resourceVersion") or "")
+        patch = {"metadata": {"annotations": desired["metadata"]["annotations"]}}
+        await self.kube.patch(CONFIG_MAP, namespace, name, patch, version)
 
     async def _soak_check(
         self,
@@ -879,6 +986,7 @@ class ClusterController:
             elif old is not None and old["status"] == "True":
                 await self._event(body, "Normal", "Recovered", "no longer degraded", now)
         await self._primary_event(body, previous, status, now)
+        await self._switchover_event(body, previous, status, now)
         ready_new, ready_old = condition(status, "Ready"), condition(previous, "Ready")
         if (
             ready_new
@@ -900,6 +1008,22 @@ class ClusterController:
         else:
             message = f"no PostgreSQL primary: Patroni's leader lock is free (was {old})"
             await self._event(body, "Warning", "NoPrimary", message, now)
+
+    async def _switchover_event(
+        self, body: Obj, previous: Obj | None, status: Obj, now: dt.datetime
+    ) -> None:
+        new = status.get("switchover") or {}
+        old = (previous or {}).get("switchover") or {}
+        if not new or (new.get("request"), new.get("phase")) == (
+            old.get("request"),
+            old.get("phase"),
+        ):
+            return
+        phase = new.get("phase")
+        reason = {"Running": "SwitchoverRequested", "Completed": "SwitchoverCompleted"}
+        type_ = "Warning" if phase == "Failed" else "Normal"
+        message = str(new.get("message") or "")
+        await self._event(body, type_, reason.get(str(phase), "SwitchoverFailed"), message, now)
 
     async def _event(
         self, body: Obj, type_: str, reason: str, message: str, now: dt.datetime
