@@ -553,11 +553,3 @@ def invalid_status(generation: int, previous: Obj | None, problems: str, now: st
             cond("Degraded", "True", "InvalidSpec", problems),
         ],
     }
-
-
-def condition(status: Obj | None, type_: str) -> Obj | None:
-    """The condition of ``type_`` in a status, if any."""
-    for cond in (status or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None

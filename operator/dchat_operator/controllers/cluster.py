@@ -87,7 +87,13 @@ from dchat_operator.api.policy import Policy
 from dchat_operator.builders import litestream, workload
 from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
-from dchat_operator.builders.common import names, selector_string, with_spec_hash
+from dchat_operator.builders.common import (
+    condition,
+    is_true,
+    names,
+    selector_string,
+    with_spec_hash,
+)
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.fencing import pinned_to, to_fence
 from dchat_operator.builders.patroni import (
@@ -105,7 +111,6 @@ from dchat_operator.builders.rollout import pinned
 from dchat_operator.builders.status import (
     Observed,
     build_status,
-    condition,
     invalid_status,
     soak_check_due,
     soak_requeue,
@@ -1044,10 +1049,7 @@ def _serving(pod: Obj) -> bool:
     status = pod.get("status") or {}
     if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
         return False
-    return any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in status.get("conditions") or []
-    )
+    return is_true(status, "Ready")
 
 
 def _api_error(exc: ApiException) -> str:
