@@ -172,6 +172,7 @@ class ChainConfig(_Section):
     chat_chain_finality: str = Field(
         "12",
         pattern=FINALITY_PATTERN,
+        max_length=9,
         description=(
             "When a chat-chain block counts as final: a number of confirmations (1 = the "
             "block itself), or the block tag safe or finalized."
@@ -180,6 +181,7 @@ class ChainConfig(_Section):
     currency_chain_finality: str = Field(
         "12",
         pattern=FINALITY_PATTERN,
+        max_length=9,
         description=(
             "When a currency-chain block (a payment) counts as final: a number of "
             "confirmations (1 = the block itself), or the block tag safe or finalized."
