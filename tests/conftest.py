@@ -13,14 +13,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.harness.chain import Anvil
 from tests.harness.cluster import REPO, KubeCluster
 from tests.harness.postgres import PostgresServer
 from tests.harness.s3 import S3Server
+
+if TYPE_CHECKING:  # imported in the fixtures: web3's packages take a second to import
+    from tests.harness.chain import Anvil
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +128,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
     """One real anvil per test module (chain id 31337, safe = head - 2, finalized = head - 4);
     use it through ``chain``, which reverts each test's changes."""
+    from tests.harness.chain import Anvil
+
     node = Anvil.start(tmp_path_factory.mktemp("anvil"), chain_id=31337)
     try:
         yield node
@@ -149,6 +153,8 @@ def chain(anvil: Anvil) -> Iterator[Anvil]:
 def anvil_factory(tmp_path: Path) -> Iterator[Callable[..., Anvil]]:
     """Starts more anvils (``anvil_factory(chain_id=..., slots_in_an_epoch=...)``), e.g. two
     chains for the bridge, or one a test may stop; all stopped after the test."""
+    from tests.harness.chain import Anvil
+
     started: list[Anvil] = []
 
     def start(**kwargs: Any) -> Anvil:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from eth_abi import decode, encode
-from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -119,6 +118,8 @@ def load_artifact(name: str) -> Artifact:
 
 def private_key(index: int) -> bytes:
     """The private key of anvil's default account ``index`` (for signing, e.g. EIP-712)."""
+    from eth_account import Account  # a slow import, needed only here
+
     Account.enable_unaudited_hdwallet_features()
     acct = Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
     return bytes(acct.key)
