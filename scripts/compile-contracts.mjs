@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Compiles every contracts/*.sol with the pinned solc-js into ABI + bytecode artifacts.
 //
-//   node scripts/compile-contracts.mjs TOOLCHAIN_DIR CACHE_PARENT
+//   node scripts/compile-contracts.mjs TOOLCHAIN_DIR CACHE_PARENT [SOURCE_DIR]
 //
 // TOOLCHAIN_DIR is what `scripts/bootstrap.sh chain` installed (node_modules/solc);
 // the artifacts go to CACHE_PARENT/contracts-<key>/<Contract>.json, where key is the first
@@ -10,6 +10,7 @@
 // contracts/package.json. tests/harness/chain.py computes the same key. A complete directory
 // has a .complete stamp: a warm run hashes the sources and exits without loading solc.
 // Prints the artifact directory on stdout. Compiler errors fail the run with solc's messages.
+// SOURCE_DIR (default: the repo's contracts/, with its package.json) is for the tests.
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { existsSync } from "node:fs";
@@ -20,13 +21,13 @@ import { fileURLToPath } from "node:url";
 const EVM_VERSION = "cancun";
 const OPTIMIZER_RUNS = 200;
 
-const [toolchain, parent] = process.argv.slice(2);
+const [toolchain, parent, sourceArg] = process.argv.slice(2);
 if (!toolchain || !parent) {
   console.error("usage: compile-contracts.mjs TOOLCHAIN_DIR CACHE_PARENT");
   process.exit(2);
 }
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const srcDir = path.join(repo, "contracts");
+const srcDir = sourceArg ? path.resolve(sourceArg) : path.join(repo, "contracts");
 const solcVersion = JSON.parse(readFileSync(path.join(srcDir, "package.json"), "utf8"))
   .dependencies.solc;
 const files = readdirSync(srcDir).filter((f) => f.endsWith(".sol")).sort();
