@@ -471,8 +471,8 @@ else:
             "rpc_timeout_secs": _le(3600, float),
         },
         note=(
-            "Not acted on yet by the node (it has no chain client): written to config.toml; "
-            "the operator opens NetworkPolicy egress to the URL's port."
+            "Not acted on yet by the node (no feature uses its chain client yet): written to "
+            "config.toml; the operator opens NetworkPolicy egress to the URL's port."
         ),
     )
     RelaySpec = mirror(
