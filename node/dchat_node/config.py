@@ -707,9 +707,12 @@ def secret_values(config: NodeConfig) -> list[str]:
     return out
 
 
-def render_toml(config: NodeConfig) -> str:
-    """Render ``config.toml`` for the node. Secrets and unset values are left out."""
-    data = config.model_dump(mode="json", exclude_none=True)
+def render_toml(config: NodeConfig, *, changed_only: bool = False) -> str:
+    """Render ``config.toml`` for the node. Secrets and unset values are left out; with
+    ``changed_only`` so is every value equal to its default (what the operator renders: a
+    key added in a later version never reaches an older node image, which would refuse it
+    as unknown, and a new default rolls no pods)."""
+    data = config.model_dump(mode="json", exclude_none=True, exclude_defaults=changed_only)
     for section, key in SECRET_KEYS:
         data.get(section, {}).pop(key, None)
     return tomli_w.dumps(data)

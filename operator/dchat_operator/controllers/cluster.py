@@ -16,8 +16,12 @@ Design:
   fields this controller owns differ; events only on changes.
 - Status-only fast path: a Deployment event on a cluster whose last reconcile was clean for
   its current generation, where the Deployment still covers the desired one, refreshes only the
-  status (one GET of the CR, at most one status patch): that is what keeps rollouts of
-  hundreds of clusters cheap.
+  status (at most one status patch): that is what keeps rollouts of hundreds of clusters
+  cheap. Such a run (and a requeue of a clean cluster: soak checks, primary polls) takes the
+  CR from the watch instead of a GET: ``ClusterState.body`` is the newest body seen, from the
+  watch or from our own status patch's response (the higher resourceVersion wins; a stale
+  body costs one 409, after which the status is rebuilt from a fresh GET). Every other run
+  (a new generation, a resync, a retry) reads the CR fresh.
 - Never takes over: an existing object with a child's name that this cluster does not control
   (no controller reference to it) is left untouched and reported (``Degraded``,
   ``ChildConflict``); only objects it controls are applied with ``force``, new ones without it.
@@ -190,6 +194,8 @@ class ClusterState:
     """The rollback-request annotation's value last seen on the watch."""
     switchover_request: str = ""
     """The switchover-request annotation's value last seen on the watch."""
+    body: Obj | None = None
+    """The newest CR seen (watch event or our status patch's response), slimmed."""
     samples: dict[str, Sample] = field(default_factory=dict)
     """Per pod: its request counters at the previous soak check."""
     samples_generation: int = 0
@@ -231,6 +237,8 @@ class Result:
     """This run wrote a new automatic rollback into the status."""
     status: Obj | None = None
     """The owned status as this run left it."""
+    body: Obj | None = None
+    """The CR as our status patch returned it (when this run wrote the status)."""
     requeue: float | None = None
     """Run again this soon (a pod on a NotReady node not fenced yet, a child going away)."""
     children_changed: bool = False
@@ -293,6 +301,7 @@ class ClusterController:
         CLUSTERS.set(len(engine.keys))
         if uid != state.uid:  # new, or deleted and created again under the same name
             engine.keys[key].data = state = ClusterState(uid=uid)
+        state.body = _newer(state.body, slim(body))
         annotations = meta.get("annotations") or {}
         request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
         switchover = str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or "")
@@ -327,7 +336,9 @@ class ClusterController:
 
     async def reconcile(self, key: Key, state: ClusterState, attempt: Attempt) -> Outcome:
         namespace, name = key
-        body = await self.kube.get(CLUSTER, namespace, name)
+        body = self._watched(state, attempt)
+        if body is None:
+            body = await self.kube.get(CLUSTER, namespace, name)
         if body is None:
             log.info("DchatCluster %s/%s is gone; forgetting it", namespace, name)
             return Outcome(forget=True, result="gone")
@@ -343,7 +354,23 @@ class ClusterController:
             outcome = await self._reconcile(body, state, attempt, result)
         except _Gone:
             return Outcome(forget=True, result="gone")
+        if result.body is not None:
+            state.body = _newer(state.body, slim(result.body))
         return outcome
+
+    @staticmethod
+    def _watched(state: ClusterState, attempt: Attempt) -> Obj | None:
+        """The watched CR when this run can only be a status refresh (see the design)."""
+        body = state.body
+        if body is None or attempt.failures or not attempt.reasons <= {"deployment", "requeue"}:
+            return None
+        meta = body.get("metadata") or {}
+        if meta.get("uid") != state.uid:
+            return None
+        generation = int(meta.get("generation") or 0)
+        if state.clean_generation != generation or generation < state.requested_generation:
+            return None
+        return body
 
     async def _reconcile(
         self, body: Obj, state: ClusterState, attempt: Attempt, result: Result
@@ -954,7 +981,7 @@ class ClusterController:
             meta = body.get("metadata") or {}
             namespace, name = str(meta.get("namespace")), str(meta.get("name"))
             try:
-                await self.kube.patch_status(
+                written = await self.kube.patch_status(
                     CLUSTER, namespace, name, patch, str(meta.get("resourceVersion") or "")
                 )
             except ApiException as exc:
@@ -968,6 +995,7 @@ class ClusterController:
                 body = fresh
                 continue
             result.status_written = True
+            result.body = written
             new_rollback = owned.get("rollback")
             result.rolled_back = bool(new_rollback) and new_rollback != (previous or {}).get(
                 "rollback"
@@ -1037,6 +1065,18 @@ class ClusterController:
             await self.kube.post_event(body, type_=type_, reason=reason, message=message, now=now)
         except ApiException as exc:  # events are best effort
             log.warning("could not post event %s: %s", reason, _api_error(exc))
+
+
+def _newer(old: Obj | None, new: Obj) -> Obj:
+    """Of two bodies of one object, the one with the higher resourceVersion (etcd's revision:
+    an integer in practice; when one is not, the newest arrival wins)."""
+    if old is None:
+        return new
+    a = str((old.get("metadata") or {}).get("resourceVersion") or "")
+    b = str((new.get("metadata") or {}).get("resourceVersion") or "")
+    if a.isdigit() and b.isdigit() and int(a) > int(b):
+        return old
+    return new
 
 
 def _patroni_scope(cluster: DchatCluster) -> str:

@@ -80,7 +80,7 @@ async def test_the_controller_polls_the_leader_and_emits_an_event_on_a_change(
     await world.idle()
     assert world.kube.writes() == []  # nothing changed: nothing written
     verbs = sorted({(c.verb, c.plural) for c in world.kube.calls})
-    assert verbs == [("GET", "configmaps"), ("GET", "dchatclusters"), ("GET", "deployments")]
+    assert verbs == [("GET", "configmaps"), ("GET", "deployments")]  # the CR from the watch
 
     world.kube.put(CONFIG_MAP, _leader_cm("pg-1"))
     world.engine.trigger((NS, "c1"), "requeue")
