@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dchat_node.accessibility.service import AccessibilityService
+from dchat_node.accessibility.store import SqlPreferencesStore
 from dchat_node.components import ComponentRegistry
 from dchat_node.config import NodeConfig
 from dchat_node.observability.metrics import NodeMetrics
@@ -21,6 +23,7 @@ class Services:
     auth: Authenticator
     components: ComponentRegistry
     chat: ChatService
+    accessibility: AccessibilityService
 
 
 def build_services(
@@ -40,4 +43,7 @@ def build_services(
         auth=Authenticator(config.security),
         components=components or ComponentRegistry(),
         chat=ChatService(storage),
+        accessibility=AccessibilityService(
+            config.accessibility, SqlPreferencesStore(storage), metrics.accessibility
+        ),
     )
