@@ -425,8 +425,8 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     )
     app.make_response = _responses_as_is(app.make_response)  # type: ignore[method-assign]
     from dchat_node.accessibility.api import bp as accessibility_bp
-    from dchat_node.api.chat import bp as chat_bp
     from dchat_node.api.meta import bp as meta_bp
+    from dchat_node.chat.api import bp as chat_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)

@@ -21,6 +21,7 @@ import pytest
 
 from dchat_node.backup.settings import load_settings, read_credentials
 from dchat_node.backup.store import S3Store
+from dchat_node.chat.store import SqlChatStore
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage import Storage, open_storage
 from dchat_node.storage.migrations import load_migrations
@@ -130,11 +131,13 @@ def backups(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Backups:
 async def _populate(storage: Storage, channels: int = 3, messages: int = 40) -> None:
     await storage.migrate()
     for u in ("alice", "bob"):
-        await storage.ensure_user(u)
+        await SqlChatStore(storage).ensure_user(u)
     for c in range(channels):
-        channel = await storage.create_channel(f"chan-{c}", f"topic {c} ✓", "alice")
+        channel = await SqlChatStore(storage).create_channel(f"chan-{c}", f"topic {c} ✓", "alice")
         for m in range(messages):
-            await storage.create_message(channel.id, "bob" if m % 2 else "alice", f"m{m} ' \" é")
+            await SqlChatStore(storage).create_message(
+                channel.id, "bob" if m % 2 else "alice", f"m{m} ' \" é"
+            )
 
 
 async def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -253,8 +256,8 @@ async def test_replace_restores_over_existing_tables_in_one_transaction(
     before = await _rows(pg_source)
     storage = await open_storage(DatabaseConfig(url=pg_source))
     try:
-        channel = await storage.create_channel("after-the-backup", "later", "alice")
-        await storage.create_message(channel.id, "alice", "written after the backup")
+        channel = await SqlChatStore(storage).create_channel("after-the-backup", "later", "alice")
+        await SqlChatStore(storage).create_message(channel.id, "alice", "written after the backup")
     finally:
         await storage.close()
     db = pg_source.rsplit("/", 1)[1]
@@ -527,8 +530,8 @@ async def test_sqlite_round_trip_and_verify(backups: Backups, tmp_path: Path) ->
     # --replace over a database that moved on (the node stopped): the backup's rows
     later = await open_storage(DatabaseConfig(url=f"sqlite:///{target}"))
     try:
-        channel = await later.create_channel("after-the-backup", "later", "alice")
-        await later.create_message(channel.id, "alice", "written after the backup")
+        channel = await SqlChatStore(later).create_channel("after-the-backup", "later", "alice")
+        await SqlChatStore(later).create_message(channel.id, "alice", "written after the backup")
     finally:
         await later.close()
     assert await _rows(f"sqlite:///{target}") != await _rows(url)
