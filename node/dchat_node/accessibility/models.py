@@ -56,6 +56,22 @@ class ColourPair(_In):
 
 
 class Theme(_In):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "colors": {"surface": "#ffffff", "muted": "#777777", "focus": "#1a73e8"},
+                    "pairs": [
+                        {"foreground": "muted", "background": "surface", "role": "text"},
+                        {"foreground": "focus", "background": "surface", "role": "ui"},
+                        {"foreground": "#00000099", "background": "surface", "role": "text"},
+                    ],
+                }
+            ]
+        },
+    )
     colors: dict[Token, HexColour] = Field(
         default_factory=dict,
         max_length=MAX_COLOURS,
@@ -121,6 +137,22 @@ class Shortcut(_In):
 
 
 class Keymap(_In):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "shortcuts": [
+                        {"action": "search", "keys": "Mod+K", "remappable": True},
+                        {"action": "next-message", "keys": "j"},
+                        {"action": "send", "keys": "Ctrl+Enter", "context": "composer"},
+                    ],
+                    "platforms": ["windows", "mac", "linux"],
+                }
+            ]
+        },
+    )
     shortcuts: list[Shortcut] = Field(min_length=1, max_length=MAX_SHORTCUTS)
     platforms: list[Platform] = Field(
         default_factory=lambda: list(Platform),
