@@ -203,6 +203,14 @@ def test_reserved_browser_os_and_voiceover() -> None:
     vo = reserved(parse("Ctrl+Alt+Shift+U", Platform.mac), Platform.mac)
     assert vo is not None
     assert vo.owner == "assistive technology"
+    vo_cmd = reserved(parse("Ctrl+Alt+Cmd+H", Platform.mac), Platform.mac)
+    assert vo_cmd is not None
+    assert vo_cmd.owner == "assistive technology"
+    assert reserved(parse("Ctrl+Alt+H", Platform.windows), Platform.windows) is None
+    # Firefox's quit differs by platform
+    assert reserved(parse("Ctrl+Q", Platform.linux), Platform.linux) is not None
+    assert reserved(parse("Ctrl+Q", Platform.windows), Platform.windows) is None
+    assert reserved(parse("Ctrl+Shift+Q", Platform.windows), Platform.windows) is not None
     assert reserved(parse("Ctrl+Shift+Y", Platform.windows), Platform.windows) is None
     problems = check([_b(0, "Mod+T")], list(Platform))
     assert {(p.kind, p.platform, p.reserved_by) for p in problems} == {

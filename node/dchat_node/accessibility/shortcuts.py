@@ -12,8 +12,9 @@ Design:
   so ``cmd+shift+k`` and ``Shift+Meta+K`` are the same chord on macOS.
 - Checks (when ``accessibility.keyboard_shortcut_conflict_check`` is on), per platform asked:
   * duplicates: two keymap entries with the same chord in the same ``context``;
-  * reserved: a chord the browser or the operating system (or, on macOS, VoiceOver's
-    Control+Option command prefix) takes for itself, from ``RESERVED`` below;
+  * reserved: a chord the browser or the operating system takes for itself, from
+    ``RESERVED`` below, or on macOS any chord holding Control+Option (VoiceOver's VO
+    prefix; its commands add Shift or Command and a key);
   * WCAG 2.1.4 Character Key Shortcuts: a shortcut made only of a printable character
     (letter, digit, punctuation or symbol; Shift still types a character) must be
     possible to turn off (``can_disable``), to remap (``remappable``), or be active only
@@ -330,7 +331,6 @@ _OS_LINUX = [
     ("PrintScreen", "screenshot"),
     ("Shift+PrintScreen", "screenshot"),
     ("Alt+PrintScreen", "screenshot of the window"),
-    ("Ctrl+Q", "quit (Firefox on Linux)"),
     ("Ctrl+C", "copy"),
     ("Ctrl+X", "cut"),
     ("Ctrl+V", "paste"),
@@ -355,6 +355,7 @@ _OS_MAC = [
     ("Meta+Shift+4", "screenshot of a selection"),
     ("Meta+Shift+5", "screenshot tools"),
     ("Meta+Shift+/", "Help menu"),
+    ("Meta+?", "Help menu"),
     ("Meta+F5", "VoiceOver on/off"),
     ("Meta+Alt+F5", "Accessibility Shortcuts"),
     ("Ctrl+Up", "Mission Control"),
@@ -369,9 +370,18 @@ _OS_MAC = [
     ("Meta+A", "select all"),
 ]
 
+_BROWSER_WINDOWS = [("Ctrl+Shift+Q", "quit (Firefox)")]
+_BROWSER_LINUX = [("Ctrl+Q", "quit (Firefox)")]
+
 RESERVED: dict[Platform, dict[Chord, Reserved]] = {
-    Platform.windows: {**_table("browser", _BROWSER_PC), **_table("os", _OS_WINDOWS)},
-    Platform.linux: {**_table("browser", _BROWSER_PC), **_table("os", _OS_LINUX)},
+    Platform.windows: {
+        **_table("browser", [*_BROWSER_PC, *_BROWSER_WINDOWS]),
+        **_table("os", _OS_WINDOWS),
+    },
+    Platform.linux: {
+        **_table("browser", [*_BROWSER_PC, *_BROWSER_LINUX]),
+        **_table("os", _OS_LINUX),
+    },
     Platform.mac: {**_table("browser", _BROWSER_MAC), **_table("os", _OS_MAC)},
 }
 _VOICEOVER = Reserved("assistive technology", "VoiceOver command (VO = Control+Option)")
@@ -382,8 +392,8 @@ def reserved(chord: Chord, platform: Platform) -> Reserved | None:
     found = RESERVED[platform].get(chord)
     if found is not None:
         return found
-    if platform is Platform.mac and {"Ctrl", "Alt"} <= chord.modifiers <= {"Ctrl", "Alt", "Shift"}:
-        return _VOICEOVER
+    if platform is Platform.mac and {"Ctrl", "Alt"} <= chord.modifiers:
+        return _VOICEOVER  # VO (Control+Option), with or without Shift/Command, + any key
     return None
 
 
