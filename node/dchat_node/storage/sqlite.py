@@ -218,6 +218,12 @@ class SqliteStorage(SqlStorage):
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
 
+    # the public SqlDatabase surface is the primitives themselves: a domain store's
+    # statement costs no forwarding coroutine over what the engine does
+    fetch = _fetch
+    fetchrow = _fetchrow
+    execute = _execute
+
     def _iso_utc_sql(self, column: str) -> str:
         return (
             f"strftime('%Y-%m-%dT%H:%M:%S', {column} / 1000000, 'unixepoch') || "
