@@ -523,7 +523,11 @@ else:
     AccessibilitySpec = mirror(
         AccessibilityConfig,
         "AccessibilitySpec",
-        note=NOT_ACTED_ON.format("accessibility validation"),
+        doc=(
+            "Accessibility validation served by the node's /api/v1/accessibility routes "
+            "(WCAG 2.2 contrast of theme colour pairs, keyboard shortcut conflicts, per-user "
+            "preferences)."
+        ),
     )
     LoggingSpec = mirror(
         LoggingConfig,
@@ -1504,8 +1508,9 @@ class DchatClusterSpec(CRModel):
     accessibility: AccessibilitySpec = Field(
         default_factory=AccessibilitySpec,
         description=(
-            "Accessibility validation. Not acted on yet: the node has no accessibility "
-            "validation yet."
+            "Accessibility validation: WCAG 2.2 contrast checks (AA, or AAA in strict mode), "
+            "keyboard shortcut conflict checks, per-user preferences (the node's "
+            "/api/v1/accessibility routes)."
         ),
     )
     logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Log level and format.")
