@@ -10,7 +10,7 @@ PYTEST := $(VENV)/bin/pytest
 export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 TEST_WORKERS ?= 4
 
-.PHONY: help deps venv patroni cluster cluster-down check lint typecheck imports test test-unit \
+.PHONY: help deps venv patroni chain cluster cluster-down check lint typecheck imports test test-unit \
         test-integration test-e2e test-real-node up down crds rbac lock
 
 help:
@@ -29,6 +29,12 @@ venv:
 # harness (tests/harness/patroni.py); a no-op when the lock has not changed.
 patroni: venv
 	@scripts/bootstrap.sh patroni >/dev/null
+
+# The EVM test toolchain (anvil, solc-js from npm by contracts/package-lock.json) in a cache
+# outside the repo, and contracts/*.sol compiled into ABI + bytecode artifacts
+# (tests/harness/chain.py loads them); a no-op when neither the lock nor a source changed.
+chain:
+	@scripts/bootstrap.sh chain >/dev/null
 
 # Builds the control-plane binaries if not cached and starts the local cluster, unless
 # KUBECONFIG names a reachable cluster (then nothing is built).
@@ -54,7 +60,7 @@ check: lint typecheck imports
 test-unit: venv
 	$(PYTEST) -m unit
 
-test-integration: deps venv
+test-integration: deps venv chain
 	$(PYTEST) -m integration
 
 test-e2e: cluster venv patroni
@@ -74,7 +80,7 @@ test-real-node: cluster venv
 # their output and exit codes are printed. DCHAT_TEST_KUBECONFIG hands the cluster the
 # `cluster` target brought up to every worker (none runs up.sh again, so none rebuilds an
 # image in the middle of a run).
-test: deps venv patroni cluster
+test: deps venv patroni chain cluster
 	@start=$$SECONDS; \
 	tests/cluster/real-node-status.sh; \
 	export DCHAT_TEST_KUBECONFIG="$$(tests/cluster/up.sh 2>/dev/null | sed -n 's/^export KUBECONFIG=//p' | tail -1)"; \

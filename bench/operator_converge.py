@@ -142,6 +142,7 @@ class OperatorRun:
     rss: float
     peak: float
     writes: float
+    requests: float
     resync_seconds: float
     resync_writes: float
 
@@ -189,10 +190,11 @@ def run_operator(kube: KubeCluster, n: int, logdir: Path) -> OperatorRun:
         elapsed = time.monotonic() - start
         rss = op.rss_mib()
         writes = op.writes()
+        requests = metric_sum(op.metrics(), "dchat_operator_api_requests_total")
         resync_seconds, resync_writes = idle_resync(op, n)
         status = Path(f"/proc/{op.process.pid}/status").read_text()
         peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
-        return OperatorRun(elapsed, rss, peak, writes, resync_seconds, resync_writes)
+        return OperatorRun(elapsed, rss, peak, writes, requests, resync_seconds, resync_writes)
     finally:
         op.stop()
         kube.delete_namespace(ns)
@@ -243,7 +245,8 @@ def main() -> int:
         print(
             f"run {run}: N={args.n} baseline {b:6.2f} s   operator {result.seconds:6.2f} s   "
             f"ratio {result.seconds / b:4.2f}   operator RSS {result.rss:5.1f} MiB "
-            f"(peak {result.peak:5.1f})   operator writes {result.writes:.0f}   "
+            f"(peak {result.peak:5.1f})   operator writes {result.writes:.0f}, API requests "
+            f"{result.requests:.0f} ({result.requests / args.n:.1f} per cluster)   "
             f"idle resync of {args.n}: {result.resync_seconds:.2f} s, "
             f"{result.resync_writes:.0f} writes",
             flush=True,

@@ -11,6 +11,12 @@
 #                               required) from Debian's /usr/bin/python3, outside the repo in
 #                               a world-readable directory (the harness runs Patroni as
 #                               `nobody`, who cannot enter /root); prints its path on stdout
+#   scripts/bootstrap.sh chain  the EVM test toolchain from npm (contracts/package-lock.json,
+#                               integrity-checked, install scripts off): anvil 1.7.1 (the
+#                               binary ships in its platform package) and solc-js 0.8.37,
+#                               in a cache dir outside the repo keyed by the lock's hash; then
+#                               compiles contracts/*.sol into artifacts keyed by the sources'
+#                               hash + solc version; prints anvil=, solcjs=, artifacts= paths
 #
 # The venv step is keyed by the hash of requirements.lock + pyproject.toml, so a warm run
 # costs one hash. Go (>= 1.26) must already be on PATH: Debian's is too old.
@@ -118,6 +124,39 @@ patroni() {
         touch "$dir/.complete"
     fi
     printf '%s\n' "$dir"
+}
+
+# The EVM toolchain: $DCHAT_CACHE/chain-<lock hash> (DCHAT_CHAIN_CACHE moves the parent).
+# tests/harness/chain.py computes the same paths. A complete install has a .complete stamp;
+# a warm run costs one hash and one `node` start (the compile step finds its stamp too).
+chain_parent() { printf '%s\n' "${DCHAT_CHAIN_CACHE:-${DCHAT_CACHE:-$HOME/.cache/dchat}}"; }
+
+chain() {
+    local parent dir arch artifacts
+    parent="$(chain_parent)"
+    dir="$parent/chain-$(sha256sum contracts/package-lock.json | cut -c1-16)"
+    case "$(uname -m)" in
+        x86_64) arch=amd64 ;;
+        aarch64 | arm64) arch=arm64 ;;
+        *) log "no anvil platform package for $(uname -m)"; exit 1 ;;
+    esac
+    command -v npm >/dev/null || { log "npm (Node.js >= 20) is required on PATH"; exit 1; }
+    if [[ ! -f $dir/.complete ]]; then
+        log "installing anvil and solc-js from contracts/package-lock.json into $dir"
+        mkdir -p "$parent"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        cp contracts/package.json contracts/package-lock.json "$dir/"
+        # No install scripts: anvil's postinstall would download a binary; the platform
+        # package already carries it.
+        (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+        "$dir/node_modules/@foundry-rs/anvil-linux-$arch/bin/anvil" --version >/dev/null
+        touch "$dir/.complete"
+    fi
+    artifacts="$(node scripts/compile-contracts.mjs "$dir" "$parent")"
+    printf 'anvil=%s\n' "$dir/node_modules/@foundry-rs/anvil-linux-$arch/bin/anvil"
+    printf 'solcjs=%s\n' "$dir/node_modules/.bin/solcjs"
+    printf 'artifacts=%s\n' "$artifacts"
 }
 
 for step in "$@"; do "$step"; done

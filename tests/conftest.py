@@ -1,4 +1,5 @@
-"""Shared fixtures: real PostgreSQL, a real S3 server, the real Kubernetes test cluster.
+"""Shared fixtures: real PostgreSQL, a real S3 server, a real EVM dev chain (anvil), the real
+Kubernetes test cluster.
 
 Session-scoped services start on first use and stop at the end of the run, so a test
 run that needs none of them starts none of them.
@@ -12,12 +13,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.harness.cluster import REPO, KubeCluster
 from tests.harness.postgres import PostgresServer
 from tests.harness.s3 import S3Server
+
+if TYPE_CHECKING:  # imported in the fixtures: web3's packages take a second to import
+    from tests.harness.chain import Anvil
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +122,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "tests without a unit/integration/e2e marker:\n  " + "\n  ".join(missing)
         )
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    """One real anvil per test module (chain id 31337, safe = head - 2, finalized = head - 4);
+    use it through ``chain``, which reverts each test's changes."""
+    from tests.harness.chain import Anvil
+
+    node = Anvil.start(tmp_path_factory.mktemp("anvil"), chain_id=31337)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def chain(anvil: Anvil) -> Iterator[Anvil]:
+    """The module's anvil, put back after the test as it was before (evm_snapshot/evm_revert,
+    automine on). A test that stops or restarts anvil takes its own from ``anvil_factory``."""
+    snapshot = anvil.snapshot()
+    try:
+        yield anvil
+    finally:
+        anvil.set_automine(True)
+        assert anvil.revert(snapshot), "evm_revert failed: the next test would see this one's chain"
+
+
+@pytest.fixture
+def anvil_factory(tmp_path: Path) -> Iterator[Callable[..., Anvil]]:
+    """Starts more anvils (``anvil_factory(chain_id=..., slots_in_an_epoch=...)``), e.g. two
+    chains for the bridge, or one a test may stop; all stopped after the test."""
+    from tests.harness.chain import Anvil
+
+    started: list[Anvil] = []
+
+    def start(**kwargs: Any) -> Anvil:
+        started.append(Anvil.start(tmp_path / f"anvil-{len(started)}", **kwargs))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.stop()

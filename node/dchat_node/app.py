@@ -424,11 +424,13 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
         openapi_provider_class=_Provider,
     )
     app.make_response = _responses_as_is(app.make_response)  # type: ignore[method-assign]
-    from dchat_node.api.chat import bp as chat_bp
+    from dchat_node.accessibility.api import bp as accessibility_bp
     from dchat_node.api.meta import bp as meta_bp
+    from dchat_node.chat.api import bp as chat_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
+    app.register_blueprint(accessibility_bp)
     _register_api_errors(app)
     apply_rate_limit(app, cfg.security)
     apply_cors(app, cfg.security)

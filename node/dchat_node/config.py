@@ -145,6 +145,10 @@ class DatabaseConfig(_Section):
         return "sqlite" if self.url.startswith("sqlite://") else "postgresql"
 
 
+# A number of confirmations (1 to 9999) or a block tag; dchat_node.chain.finality parses it.
+FINALITY_PATTERN = r"^(safe|finalized|[1-9][0-9]{0,3})$"
+
+
 class ChainConfig(_Section):
     """EVM JSON-RPC endpoints of the chat and currency chains."""
 
@@ -156,6 +160,41 @@ class ChainConfig(_Section):
         description="JSON-RPC URL of the currency chain; unset disables payments and bridge.",
     )
     rpc_timeout_secs: float = Field(30, gt=0, description="Timeout of one JSON-RPC call.")
+    rpc_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description=(
+            "Retries of a JSON-RPC call after a transport error or timeout, with exponential "
+            "backoff (0.5 s, 1 s, 2 s, ... at most 8 s); then the chain counts as unavailable."
+        ),
+    )
+    chat_chain_finality: str = Field(
+        "12",
+        pattern=FINALITY_PATTERN,
+        max_length=9,
+        description=(
+            "When a chat-chain block counts as final: a number of confirmations (1 = the "
+            "block itself), or the block tag safe or finalized."
+        ),
+    )
+    currency_chain_finality: str = Field(
+        "12",
+        pattern=FINALITY_PATTERN,
+        max_length=9,
+        description=(
+            "When a currency-chain block (a payment) counts as final: a number of "
+            "confirmations (1 = the block itself), or the block tag safe or finalized."
+        ),
+    )
+
+    @field_validator("chat_chain_finality", "currency_chain_finality", mode="before")
+    @classmethod
+    def _finality_number(cls, value: Any) -> Any:
+        # TOML may give the number of confirmations as an integer
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
 
 
 class RelayConfig(_Section):
@@ -668,9 +707,12 @@ def secret_values(config: NodeConfig) -> list[str]:
     return out
 
 
-def render_toml(config: NodeConfig) -> str:
-    """Render ``config.toml`` for the node. Secrets and unset values are left out."""
-    data = config.model_dump(mode="json", exclude_none=True)
+def render_toml(config: NodeConfig, *, changed_only: bool = False) -> str:
+    """Render ``config.toml`` for the node. Secrets and unset values are left out; with
+    ``changed_only`` so is every value equal to its default (what the operator renders: a
+    key added in a later version never reaches an older node image, which would refuse it
+    as unknown, and a new default rolls no pods)."""
+    data = config.model_dump(mode="json", exclude_none=True, exclude_defaults=changed_only)
     for section, key in SECRET_KEYS:
         data.get(section, {}).pop(key, None)
     return tomli_w.dumps(data)

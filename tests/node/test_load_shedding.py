@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from dchat_node.app import create_api_app
+from dchat_node.chat.store import SqlChatStore
 from dchat_node.config import ConfigError, DatabaseConfig, parse_config
 from dchat_node.services import build_services
 from dchat_node.storage import Storage, StorageBusy, create_storage, open_storage
@@ -78,14 +79,14 @@ async def test_a_full_queue_refuses_at_once(engine_url: str, release: threading.
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         with pytest.raises(StorageBusy):
-            await storage.get_channel(1)
+            await SqlChatStore(storage).get_channel(1)
         assert loop.time() - t0 < 0.05
         stats = storage.queue_stats()
         assert (stats.depth, stats.limit, stats.shed_total) == (1, 1, 1)
         await storage.ping()  # readiness is not shed
         release.set()
         await holder
-        assert await storage.get_channel(1) is None  # room again
+        assert await SqlChatStore(storage).get_channel(1) is None  # room again
         assert storage.queue_stats().depth == 0
     finally:
         release.set()
@@ -95,11 +96,11 @@ async def test_a_full_queue_refuses_at_once(engine_url: str, release: threading.
 async def test_a_cancelled_query_is_not_run(engine_url: str, release: threading.Event) -> None:
     storage, hold = await opened(engine_url, 8, release)
     try:
-        await storage.ensure_user("alice")
+        await SqlChatStore(storage).ensure_user("alice")
         holder = await started(hold)
         # queued behind the held capacity: SQLite in aiosqlite's queue, PostgreSQL
         # waiting for the pool's one connection
-        doomed = asyncio.ensure_future(storage.create_channel("never", "", "alice"))
+        doomed = asyncio.ensure_future(SqlChatStore(storage).create_channel("never", "", "alice"))
         await asyncio.sleep(0.1)
         assert storage.queue_stats().depth == 2
         doomed.cancel()
@@ -109,8 +110,8 @@ async def test_a_cancelled_query_is_not_run(engine_url: str, release: threading.
         await holder
         with pytest.raises(asyncio.CancelledError):
             await doomed
-        await storage.create_channel("after", "", "alice")
-        names = [c.name for c in await storage.list_channels(0, 10)]
+        await SqlChatStore(storage).create_channel("after", "", "alice")
+        names = [c.name for c in await SqlChatStore(storage).list_channels(0, 10)]
         assert names == ["after"]  # "never" was not written
     finally:
         release.set()
@@ -176,7 +177,7 @@ async def test_a_request_past_its_deadline_does_not_write(tmp_path: Path) -> Non
         await holder
         page = await (await client.get("/api/v1/channels")).get_json()
         assert page["items"] == []  # the abandoned request's INSERTs never ran
-        assert await storage.get_channel(1) is None
+        assert await SqlChatStore(storage).get_channel(1) is None
     finally:
         gate.set()
         await storage.close()

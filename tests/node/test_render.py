@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dchat_node.api.models import (
+from dchat_node.chat.models import (
     Channel,
     ChannelPage,
     Message,
@@ -20,7 +20,8 @@ from dchat_node.api.models import (
     encode_cursor,
     page_json,
 )
-from dchat_node.storage.base import ChannelRecord, JsonPage, MessageRecord, rfc3339_utc
+from dchat_node.chat.store import ChannelRecord, MessageRecord
+from dchat_node.storage.base import JsonPage, rfc3339_utc
 from tests.node.conftest import EDGE_US
 
 pytestmark = pytest.mark.unit

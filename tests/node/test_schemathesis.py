@@ -1,5 +1,6 @@
 """Property-based API testing: schemathesis against /openapi.json of a real node, with and
-without a valid token. No generated request may produce a 5xx."""
+without a valid token. No generated request may produce a 5xx. Every documented route is
+exercised: chat, meta and accessibility (contrast, shortcuts, preferences)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_schemathesis_finds_no_server_errors(
     with httpx.Client(base_url=node.api, headers={"Authorization": f"Bearer {token}"}) as c:
         cid = c.post("/api/v1/channels", json={"name": "seed"}).json()["id"]
         c.post(f"/api/v1/channels/{cid}/messages", json={"body": "seed"})
+        c.put("/api/v1/accessibility/preferences", json={"font_scale": 1.5}).raise_for_status()
     args = [
         SCHEMATHESIS,
         "run",

@@ -1,5 +1,6 @@
 """The storage contract, run against both engines: SQLite (temp file) and PostgreSQL (the
-harness's real server, a fresh database per test)."""
+harness's real server, a fresh database per test): the engine (migrations, verify, pool,
+JSON pages) and the chat domain's store on it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dchat_node.api.models import Channel, Message
+from dchat_node.chat.models import Channel, Message
+from dchat_node.chat.store import ChatStore, SqlChatStore
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage import (
     Conflict,
@@ -51,6 +53,12 @@ async def fresh(db_config: DatabaseConfig) -> AsyncIterator[Storage]:
 async def db(fresh: Storage) -> Storage:
     await fresh.migrate()
     return fresh
+
+
+@pytest.fixture
+def chat(db: Storage) -> ChatStore:
+    """The chat domain's store on the engine under test."""
+    return SqlChatStore(db)
 
 
 async def test_migrate_applies_all_once(fresh: Storage) -> None:
@@ -104,49 +112,49 @@ async def test_verify_reports_pending(fresh: Storage) -> None:
     assert any("not applied" in p for p in problems)
 
 
-async def test_channels(db: Storage) -> None:
-    await db.ensure_user("alice")
-    await db.ensure_user("alice")  # idempotent
-    ch = await db.create_channel("general", "talk", "alice")
+async def test_channels(db: Storage, chat: ChatStore) -> None:
+    await chat.ensure_user("alice")
+    await chat.ensure_user("alice")  # idempotent
+    ch = await chat.create_channel("general", "talk", "alice")
     assert ch.id > 0
     assert ch.name == "general"
     assert ch.topic == "talk"
     assert ch.created_by == "alice"
-    assert await db.get_channel(ch.id) == ch
-    assert await db.get_channel(ch.id + 1000) is None
+    assert await chat.get_channel(ch.id) == ch
+    assert await chat.get_channel(ch.id + 1000) is None
     with pytest.raises(Conflict):
-        await db.create_channel("general", "", "alice")
+        await chat.create_channel("general", "", "alice")
     with pytest.raises(ReferenceMissing):
-        await db.create_channel("orphan", "", "nobody")
-    second = await db.create_channel("random", "", "alice")
-    assert [c.id for c in await db.list_channels(0, 10)] == [ch.id, second.id]
-    assert [c.id for c in await db.list_channels(ch.id, 10)] == [second.id]
+        await chat.create_channel("orphan", "", "nobody")
+    second = await chat.create_channel("random", "", "alice")
+    assert [c.id for c in await chat.list_channels(0, 10)] == [ch.id, second.id]
+    assert [c.id for c in await chat.list_channels(ch.id, 10)] == [second.id]
 
 
-async def test_messages_order_and_pagination(db: Storage) -> None:
-    await db.ensure_user("bob")
-    ch = await db.create_channel("c1", "", "bob")
-    other = await db.create_channel("c2", "", "bob")
-    posted = [await db.create_message(ch.id, "bob", f"m{i}") for i in range(7)]
-    await db.create_message(other.id, "bob", "elsewhere")
+async def test_messages_order_and_pagination(db: Storage, chat: ChatStore) -> None:
+    await chat.ensure_user("bob")
+    ch = await chat.create_channel("c1", "", "bob")
+    other = await chat.create_channel("c2", "", "bob")
+    posted = [await chat.create_message(ch.id, "bob", f"m{i}") for i in range(7)]
+    await chat.create_message(other.id, "bob", "elsewhere")
     assert [m.body for m in posted] == [f"m{i}" for i in range(7)]
     assert posted[0].created_at_us <= posted[-1].created_at_us
-    page1 = await db.list_messages(ch.id, 0, 3)
-    page2 = await db.list_messages(ch.id, page1[-1].id, 3)
-    page3 = await db.list_messages(ch.id, page2[-1].id, 3)
+    page1 = await chat.list_messages(ch.id, 0, 3)
+    page2 = await chat.list_messages(ch.id, page1[-1].id, 3)
+    page3 = await chat.list_messages(ch.id, page2[-1].id, 3)
     assert [m.body for m in page1 + page2 + page3] == [f"m{i}" for i in range(7)]
-    assert await db.get_message(ch.id, posted[2].id) == posted[2]
-    assert await db.get_message(other.id, posted[2].id) is None
+    assert await chat.get_message(ch.id, posted[2].id) == posted[2]
+    assert await chat.get_message(other.id, posted[2].id) is None
     with pytest.raises(ReferenceMissing):
-        await db.create_message(999_999, "bob", "nowhere")
+        await chat.create_message(999_999, "bob", "nowhere")
 
 
-async def test_unicode_and_large_ids(db: Storage) -> None:
-    await db.ensure_user("ünï")
-    ch = await db.create_channel("emoji", "🎉 topic", "ünï")
-    m = await db.create_message(ch.id, "ünï", "héllo 👋 ünïcødé")
-    assert (await db.get_message(ch.id, m.id)) == m
-    assert await db.get_channel(2**63 - 1) is None
+async def test_unicode_and_large_ids(db: Storage, chat: ChatStore) -> None:
+    await chat.ensure_user("ünï")
+    ch = await chat.create_channel("emoji", "🎉 topic", "ünï")
+    m = await chat.create_message(ch.id, "ünï", "héllo 👋 ünïcødé")
+    assert (await chat.get_message(ch.id, m.id)) == m
+    assert await chat.get_channel(2**63 - 1) is None
 
 
 async def test_pool_stats_and_ping(db: Storage) -> None:
@@ -189,21 +197,21 @@ async def _set_created_at(db: Storage, table: str, row_id: int, us: int, *, text
     )
 
 
-async def test_message_docs_are_the_models_json(db: Storage) -> None:
+async def test_message_docs_are_the_models_json(db: Storage, chat: ChatStore) -> None:
     """The page the database writes is, byte for byte, what pydantic writes for the API's
     ``Message`` of each record, joined with commas: awkward strings, edge timestamps."""
-    await db.ensure_user("u\u00e9")
-    ch = await db.create_channel("docs", "", "u\u00e9")
+    await chat.ensure_user("u\u00e9")
+    ch = await chat.create_channel("docs", "", "u\u00e9")
     ids = []
     for i, us in enumerate(STORED_EDGE_US):
         for text in (True, False):
-            msg = await db.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
+            msg = await chat.create_message(ch.id, "u\u00e9", AWKWARD[i % len(AWKWARD)])
             await _set_created_at(db, "messages", msg.id, us, text=text)
             ids.append(msg.id)
-    page = await db.message_page_json(ch.id, 0, 100)
+    page = await chat.message_page_json(ch.id, 0, 100)
     expected = []
     for msg_id in ids:
-        rec = await db.get_message(ch.id, msg_id)
+        rec = await chat.get_message(ch.id, msg_id)
         assert rec is not None
         expected.append(Message.of(rec).model_dump_json())
     assert page.items_json == ",".join(expected)
@@ -213,26 +221,26 @@ async def test_message_docs_are_the_models_json(db: Storage) -> None:
     assert all(m["created_at"].endswith("Z") for m in items)
 
 
-async def test_channel_docs_are_the_models_json(db: Storage) -> None:
-    await db.ensure_user("alice")
+async def test_channel_docs_are_the_models_json(db: Storage, chat: ChatStore) -> None:
+    await chat.ensure_user("alice")
     expected = []
     for i, us in enumerate(STORED_EDGE_US):
         for text in (True, False):
-            ch = await db.create_channel(f"c{i}-{text}", AWKWARD[i % len(AWKWARD)][:256], "alice")
+            ch = await chat.create_channel(f"c{i}-{text}", AWKWARD[i % len(AWKWARD)][:256], "alice")
             await _set_created_at(db, "channels", ch.id, us, text=text)
-            rec = await db.get_channel(ch.id)
+            rec = await chat.get_channel(ch.id)
             assert rec is not None
             expected.append(Channel.of(rec).model_dump_json())
-    page = await db.channel_page_json(0, 100)
+    page = await chat.channel_page_json(0, 100)
     assert page.count == 2 * len(STORED_EDGE_US)
     assert page.items_json == ",".join(expected)
 
 
-async def test_rows_are_written_with_their_rfc3339_text(db: Storage) -> None:
+async def test_rows_are_written_with_their_rfc3339_text(db: Storage, chat: ChatStore) -> None:
     assert isinstance(db, SqlStorage)
-    await db.ensure_user("u")
-    ch = await db.create_channel("stamped", "", "u")
-    msg = await db.create_message(ch.id, "u", "hello")
+    await chat.ensure_user("u")
+    ch = await chat.create_channel("stamped", "", "u")
+    msg = await chat.create_message(ch.id, "u", "hello")
     for table, row_id in (("channels", ch.id), ("messages", msg.id)):
         row = await db._fetchrow(
             f"SELECT created_at, created_at_text FROM {table} WHERE id = ?",  # noqa: S608
@@ -242,20 +250,20 @@ async def test_rows_are_written_with_their_rfc3339_text(db: Storage) -> None:
         assert row[1] == rfc3339_utc(row[0])
 
 
-async def test_doc_pages_follow_the_record_pages(db: Storage) -> None:
+async def test_doc_pages_follow_the_record_pages(db: Storage, chat: ChatStore) -> None:
     """Pages of documents select, order and continue exactly like the record reads: for
     every cursor position, and walking a whole channel whose ids interleave with another
     channel's, page by page."""
-    await db.ensure_user("u")
-    ch = await db.create_channel("pages", "", "u")
-    other = await db.create_channel("other", "", "u")
+    await chat.ensure_user("u")
+    ch = await chat.create_channel("pages", "", "u")
+    other = await chat.create_channel("other", "", "u")
     for i in range(7):
-        await db.create_message(ch.id, "u", f"m{i}")
-        await db.create_message(other.id, "u", f"o{i}")
-    every = [r.id for r in await db.list_messages(ch.id, 0, 100)]
+        await chat.create_message(ch.id, "u", f"m{i}")
+        await chat.create_message(other.id, "u", f"o{i}")
+    every = [r.id for r in await chat.list_messages(ch.id, 0, 100)]
     for after in (0, *every, 10_000):
-        recs = [r.id for r in await db.list_messages(ch.id, after, 3)]
-        page = await db.message_page_json(ch.id, after, 3)
+        recs = [r.id for r in await chat.list_messages(ch.id, after, 3)]
+        page = await chat.message_page_json(ch.id, after, 3)
         assert [m["id"] for m in json.loads(f"[{page.items_json}]")] == recs
         assert page.count == len(recs)
         assert page.last_id == (recs[-1] if recs else None)
@@ -264,16 +272,16 @@ async def test_doc_pages_follow_the_record_pages(db: Storage) -> None:
     walked: list[int] = []
     after = 0
     while True:
-        page = await db.message_page_json(ch.id, after, 2)
+        page = await chat.message_page_json(ch.id, after, 2)
         walked += [m["id"] for m in json.loads(f"[{page.items_json}]")]
         if not page.more:
             break
         assert page.last_id is not None
         after = page.last_id
     assert walked == every
-    assert await db.message_page_json(999_999, 0, 10) == JsonPage("", 0, None, False)
-    chans = [c.id for c in await db.list_channels(0, 1)]
-    first = await db.channel_page_json(0, 1)
+    assert await chat.message_page_json(999_999, 0, 10) == JsonPage("", 0, None, False)
+    chans = [c.id for c in await chat.list_channels(0, 1)]
+    first = await chat.channel_page_json(0, 1)
     assert [c["id"] for c in json.loads(f"[{first.items_json}]")] == chans
     assert first.more
-    assert not (await db.channel_page_json(0, 100)).more
+    assert not (await chat.channel_page_json(0, 100)).more

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 from quart import Response, current_app
 
-from dchat_node.security.auth import Authenticator
-from dchat_node.services import Services
+if TYPE_CHECKING:  # the container imports every domain; a domain's blueprint must not
+    from dchat_node.security.auth import Authenticator
+    from dchat_node.services import Services
 
 EXTENSION_KEY = "dchat"
 

@@ -1,13 +1,14 @@
 """Storage: one interface (``Storage``), two engines chosen by the URL scheme.
 
 ``open_storage(config)`` returns an opened SQLite (``sqlite://``) or PostgreSQL
-(``postgresql://``) implementation; see ``base`` for the design.
+(``postgresql://``) implementation; see ``base`` for the design. Domain queries are not
+here: each domain's store (``dchat_node.<domain>.store``) runs on a ``Storage``.
 """
 
 from __future__ import annotations
 
 from dchat_node.config import DatabaseConfig
-from dchat_node.storage.base import ChannelRecord, MessageRecord, PoolStats, Storage
+from dchat_node.storage.base import PoolStats, Storage
 from dchat_node.storage.errors import (
     Conflict,
     NotPrimary,
@@ -36,9 +37,7 @@ async def open_storage(config: DatabaseConfig) -> Storage:
 
 
 __all__ = [
-    "ChannelRecord",
     "Conflict",
-    "MessageRecord",
     "NotPrimary",
     "PoolStats",
     "ReferenceMissing",

@@ -1,12 +1,18 @@
 """The storage interface and the engine-neutral part of its SQL implementation.
 
 Design:
-- ``Storage`` is the one interface services use (a Protocol). Records crossing it are frozen
-  dataclasses; engine exceptions are mapped to ``storage.errors``.
-- ``SqlStorage`` holds every domain query once, written with ``?`` placeholders; each engine
-  supplies four primitives (``_fetch``, ``_fetchrow``, ``_execute``, ``_run_migration``) and
-  translates placeholders if its driver needs it (asyncpg: ``$1``). A later domain adds its
-  queries here (or in a mixin) and its tables as a new migration, and both engines get them.
+- ``Storage`` is the engine interface the server and the domain stores use (a Protocol):
+  open/close/ping, pool and queue stats, migrations and ``verify``, single statements and
+  transactions (``SqlDatabase``), and the JSON page builder (``JsonPages``). Engine
+  exceptions are mapped to ``storage.errors``.
+- ``SqlStorage`` is the engine-neutral part of the two engines; each engine supplies the
+  primitives (``_fetch``, ``_fetchrow``, ``_execute``, ``_run_migrations``, ...) and
+  translates placeholders if its driver needs it (asyncpg: ``$1``).
+- Domain queries live in their domain's package (``dchat_node.chat.store``,
+  ``dchat_node.accessibility.store``, ...), each a store written once against
+  ``SqlDatabase`` (``fetch``/``fetchrow``/``execute`` and ``transaction()``, public on both
+  engines; the engines bind the public names to their primitives, no forwarding frame),
+  with its tables as a new migration here.
 - Timestamps are stored as BIGINT microseconds since the Unix epoch (same type in both
   engines); ids are engine-generated 64-bit integers, so message ids give a stable order for
   cursor pagination. Rows also carry ``created_at_text``, the RFC 3339 UTC text of
@@ -14,9 +20,9 @@ Design:
   the row: the value never changes, and formatting dates was the largest part of building
   list documents in the database. Rows without it (written before migration 0003, or by an
   older node during a rolling upgrade) get it computed on read (``COALESCE``).
-- List reads of the API (``channel_page_json``, ``message_page_json``) return a
-  ``JsonPage``: the page's records as their public JSON documents (the keys and formats of
-  the API's ``Channel``/``Message`` models, timestamps as RFC 3339 UTC strings with
+- List reads of the API (the chat store's ``channel_page_json``, ``message_page_json``)
+  return a ``JsonPage``: the page's records as their public JSON documents (the keys and
+  formats of the API's ``Channel``/``Message`` models, timestamps as RFC 3339 UTC strings with
   microseconds, exactly what pydantic writes), already joined with commas, plus the last
   id and whether more records follow. The database builds all of it in one statement
   and returns it as one row (SQLite ``json_object`` + ``group_concat``, PostgreSQL
@@ -25,8 +31,9 @@ Design:
   fetching 21 rows and making a tuple of each (measured: one row per page is ~3% less CPU
   per request over HTTP). The
   engines supply three SQL fragments (``_iso_utc_sql``, ``_json_docs_sql``,
-  ``_join_docs_sql``); the contract tests check the pages against the pydantic models,
-  edge timestamps and awkward strings included, and that they page exactly like the
+  ``_join_docs_sql``), ``json_page_sql`` builds a page statement from them once per
+  store, and ``json_page`` runs it; the contract tests check the pages against the
+  pydantic models, edge timestamps and awkward strings included, and that they page exactly like the
   record-returning list reads.
 """
 
@@ -35,9 +42,10 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any, Protocol
 
 from dchat_node.storage.admission import QueueStats
@@ -54,24 +62,6 @@ Row = Sequence[Any]
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelRecord:
-    id: int
-    name: str
-    topic: str
-    created_by: str
-    created_at_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    id: int
-    channel_id: int
-    author: str
-    body: str
-    created_at_us: int
-
-
-@dataclass(frozen=True, slots=True)
 class JsonPage:
     """Up to ``limit`` records (id order) as their public JSON documents, built by the
     database: ``items_json`` is the documents joined with commas (the inside of the page's
@@ -84,10 +74,6 @@ class JsonPage:
     more: bool
 
 
-CHANNEL_DOC_KEYS = ("id", "name", "topic", "created_by", "created_at")
-MESSAGE_DOC_KEYS = ("id", "channel_id", "author", "body", "created_at")
-
-
 @dataclass(frozen=True)
 class PoolStats:
     size: int  # connections open
@@ -95,8 +81,41 @@ class PoolStats:
     max_size: int
 
 
-class Storage(Protocol):
-    """What services and the server need from a database."""
+class SqlSession(Protocol):
+    """Statements on one engine, written with ``?`` placeholders (the engine translates
+    them), rows as sequences. Engine errors come out as ``storage.errors``."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+
+class SqlDatabase(SqlSession, Protocol):
+    """What a domain's store needs from the engine: single statements (each its own
+    transaction) and ``transaction()`` for several statements that commit or roll back
+    together. Inside ``async with db.transaction() as tx`` use ``tx`` (or ``db``: the same
+    task's statements join the open transaction on SQLite); other tasks' statements wait
+    until it ends (SQLite: one connection) or run on other connections (PostgreSQL). The
+    first statement takes the write lock on SQLite (``BEGIN IMMEDIATE``); on PostgreSQL use
+    ``SELECT ... FOR UPDATE`` or compare-and-set ``UPDATE ... WHERE state = ?`` for the rows
+    a transition depends on. Keep transactions short: no network calls inside."""
+
+    engine: Engine
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlSession]: ...
+
+
+class JsonPages(SqlDatabase, Protocol):
+    """``SqlDatabase`` plus pages of JSON documents built by the database (see the module
+    docstring): ``json_page_sql`` makes the statement (once, at a store's start),
+    ``json_page`` runs it."""
+
+    def json_page_sql(self, keys: Sequence[str], rest: str, after_last: str) -> str: ...
+    async def json_page(self, sql: str, *args: Any) -> JsonPage: ...
+
+
+class Storage(JsonPages, Protocol):
+    """What the server and the domain stores need from a database."""
 
     engine: Engine
 
@@ -110,18 +129,6 @@ class Storage(Protocol):
     async def schema_version(self) -> int: ...
     async def pending_migrations(self) -> list[Migration]: ...
     async def verify(self) -> list[str]: ...
-
-    async def ensure_user(self, user_id: str) -> None: ...
-    async def create_channel(self, name: str, topic: str, created_by: str) -> ChannelRecord: ...
-    async def get_channel(self, channel_id: int) -> ChannelRecord | None: ...
-    async def list_channels(self, after_id: int, limit: int) -> list[ChannelRecord]: ...
-    async def create_message(self, channel_id: int, author: str, body: str) -> MessageRecord: ...
-    async def get_message(self, channel_id: int, message_id: int) -> MessageRecord | None: ...
-    async def list_messages(
-        self, channel_id: int, after_id: int, limit: int
-    ) -> list[MessageRecord]: ...
-    async def channel_page_json(self, after_id: int, limit: int) -> JsonPage: ...
-    async def message_page_json(self, channel_id: int, after_id: int, limit: int) -> JsonPage: ...
 
 
 def now_us() -> int:
@@ -152,18 +159,25 @@ def rfc3339_utc(us: int) -> str:
     return f"{_day_prefix(days)}{two[hours]}:{two[minutes]}:{two[secs]}Z"
 
 
-def _channel(row: Row) -> ChannelRecord:
-    return ChannelRecord(*row)  # columns in field order; both drivers return ints for BIGINT
-
-
-def _message(row: Row) -> MessageRecord:
-    return MessageRecord(*row)
-
-
 class SqlStorage(ABC):
-    """Domain queries shared by the SQLite and PostgreSQL engines."""
+    """The engine-neutral part of the SQLite and PostgreSQL engines."""
 
     engine: Engine
+
+    # -- the public SqlDatabase surface (domain stores use these; the engines bind these
+    # names to their primitives) ------------------------------------------------------
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._execute(sql, *args)
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[SqlSession]:
+        """Several statements that commit together or not at all (see ``SqlDatabase``)."""
 
     # -- engine primitives -------------------------------------------------------------
     @abstractmethod
@@ -238,16 +252,18 @@ class SqlStorage(ABC):
         return problems
 
     # -- documents -----------------------------------------------------------------------
-    def _page_sql(self, keys: Sequence[str], rest: str, after_last: str) -> str:
+    def json_page_sql(self, keys: Sequence[str], rest: str, after_last: str) -> str:
         """One statement, one row: ``(count, last id, joined documents, more)`` of the
         records ``SELECT ... <rest>`` selects (in id order, with its own LIMIT), ``more``
-        being whether ``SELECT 1 <after_last>`` finds a row (``last_id`` names the last id)."""
+        being whether ``SELECT 1 <after_last>`` finds a row (``last_id`` names the last id).
+        ``keys``, ``rest`` and ``after_last`` are constant SQL of the calling store, never
+        values (values are ``?`` parameters of ``json_page``)."""
         # every key is a column of the same name; created_at becomes its RFC 3339 string,
         # stored with the row or (rows from before migration 0003) computed here
         stamp = f"COALESCE(created_at_text, {self._iso_utc_sql('created_at')})"
         columns = [(k, stamp if k == "created_at" else k) for k in keys]
         docs = self._json_docs_sql(columns, rest)
-        # fragments are constants of this class; values are parameters
+        # fragments are constants of the engine and the store; values are parameters
         return (
             f"WITH page(id, doc) AS ({docs}) "  # noqa: S608
             f"SELECT n, last_id, docs, EXISTS (SELECT 1 {after_last}) FROM ("
@@ -255,107 +271,10 @@ class SqlStorage(ABC):
             "FROM page) AS agg"
         )
 
-    @cached_property
-    def _channel_page_sql(self) -> str:
-        return self._page_sql(
-            CHANNEL_DOC_KEYS,
-            "FROM channels WHERE id > ? ORDER BY id LIMIT ?",
-            "FROM channels WHERE id > last_id",
-        )
-
-    @cached_property
-    def _message_page_sql(self) -> str:
-        return self._page_sql(
-            MESSAGE_DOC_KEYS,
-            "FROM messages WHERE channel_id = ? AND id > ? ORDER BY id LIMIT ?",
-            "FROM messages WHERE channel_id = ? AND id > last_id",
-        )
-
-    async def _json_page(self, sql: str, *args: Any) -> JsonPage:
+    async def json_page(self, sql: str, *args: Any) -> JsonPage:
+        """Run a statement of ``json_page_sql`` with ``args``."""
         row = await self._fetchrow(sql, *args)
         if row is None:  # an aggregate always returns a row
             raise StorageError("page query returned no row")
         count, last_id, items_json, more = row
         return JsonPage(items_json or "", count, last_id, bool(more))
-
-    # -- chat domain ---------------------------------------------------------------------
-    async def ensure_user(self, user_id: str) -> None:
-        await self._execute(
-            "INSERT INTO users (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-            user_id,
-            now_us(),
-        )
-
-    async def create_channel(self, name: str, topic: str, created_by: str) -> ChannelRecord:
-        now = now_us()
-        row = await self._fetchrow(
-            "INSERT INTO channels (name, topic, created_by, created_at, created_at_text) "
-            "VALUES (?, ?, ?, ?, ?) RETURNING id, name, topic, created_by, created_at",
-            name,
-            topic,
-            created_by,
-            now,
-            rfc3339_utc(now),
-        )
-        assert row is not None  # RETURNING always yields the row
-        return _channel(row)
-
-    async def get_channel(self, channel_id: int) -> ChannelRecord | None:
-        row = await self._fetchrow(
-            "SELECT id, name, topic, created_by, created_at FROM channels WHERE id = ?",
-            channel_id,
-        )
-        return None if row is None else _channel(row)
-
-    async def list_channels(self, after_id: int, limit: int) -> list[ChannelRecord]:
-        rows = await self._fetch(
-            "SELECT id, name, topic, created_by, created_at FROM channels "
-            "WHERE id > ? ORDER BY id LIMIT ?",
-            after_id,
-            limit,
-        )
-        return [_channel(r) for r in rows]
-
-    async def create_message(self, channel_id: int, author: str, body: str) -> MessageRecord:
-        now = now_us()
-        row = await self._fetchrow(
-            "INSERT INTO messages (channel_id, author, body, created_at, created_at_text) "
-            "VALUES (?, ?, ?, ?, ?) RETURNING id, channel_id, author, body, created_at",
-            channel_id,
-            author,
-            body,
-            now,
-            rfc3339_utc(now),
-        )
-        assert row is not None
-        return _message(row)
-
-    async def get_message(self, channel_id: int, message_id: int) -> MessageRecord | None:
-        row = await self._fetchrow(
-            "SELECT id, channel_id, author, body, created_at FROM messages "
-            "WHERE channel_id = ? AND id = ?",
-            channel_id,
-            message_id,
-        )
-        return None if row is None else _message(row)
-
-    async def list_messages(
-        self, channel_id: int, after_id: int, limit: int
-    ) -> list[MessageRecord]:
-        rows = await self._fetch(
-            "SELECT id, channel_id, author, body, created_at FROM messages "
-            "WHERE channel_id = ? AND id > ? "
-            "ORDER BY id LIMIT ?",
-            channel_id,
-            after_id,
-            limit,
-        )
-        return [_message(r) for r in rows]
-
-    async def channel_page_json(self, after_id: int, limit: int) -> JsonPage:
-        return await self._json_page(self._channel_page_sql, after_id, limit)
-
-    async def message_page_json(self, channel_id: int, after_id: int, limit: int) -> JsonPage:
-        return await self._json_page(
-            self._message_page_sql, channel_id, after_id, limit, channel_id
-        )

@@ -24,19 +24,25 @@ Design:
   that failed this way is answered 503 (``StorageUnavailable``), and a read (``SELECT``) is
   retried once on a fresh connection first. ``ping`` (``/ready``) fails while the connected
   server is a standby: no traffic while no primary is writable. No restart needed.
+- ``transaction()``: one pooled connection for its duration (one slot of the queue),
+  asyncpg's transaction on it; statements on the yielded session are mapped like the
+  others; a failover error inside it expires the pool and is ``StorageUnavailable`` (never
+  retried: the caller decides whether the whole transaction is repeated).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage.admission import QueryQueue, QueueStats
-from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
+from dchat_node.storage.base import PoolStats, Row, SqlSession, SqlStorage, now_us
 from dchat_node.storage.errors import (
     Conflict,
     NotPrimary,
@@ -184,8 +190,56 @@ class PostgresStorage(SqlStorage):
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
 
+    def _failed(self, exc: BaseException, conn: asyncpg.Connection) -> StorageError:
+        """Map an error of a statement in a transaction (a closed connection: failover)."""
+        if isinstance(exc, _FAILOVER_ERRORS) or conn.is_closed():
+            self._expire()
+            return StorageUnavailable(f"database unavailable: {type(exc).__name__}")
+        return _map_error(exc)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlSession]:
+        queue = self._queue
+        queue.admit()
+        try:
+            pool = self._p()
+            try:
+                conn = await pool.acquire(timeout=self._config.connection_timeout_secs)
+            except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+                self._expire()
+                raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+            try:
+                tx = conn.transaction()
+                try:
+                    await tx.start()
+                except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+                    raise self._failed(exc, conn) from exc
+                try:
+                    yield _PgSession(self, conn)
+                except BaseException:
+                    if not conn.is_closed():
+                        try:
+                            await asyncio.shield(tx.rollback())
+                        except (*_FAILOVER_ERRORS, asyncpg.PostgresError):
+                            self._expire()
+                    raise
+                try:
+                    await tx.commit()
+                except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+                    raise self._failed(exc, conn) from exc
+            finally:
+                await pool.release(conn)
+        finally:
+            queue.done()
+
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
+
+    # the public SqlDatabase surface is the primitives themselves: a domain store's
+    # statement costs no forwarding coroutine over what the engine does
+    fetch = _fetch
+    fetchrow = _fetchrow
+    execute = _execute
 
     def _iso_utc_sql(self, column: str) -> str:
         return (
@@ -253,6 +307,29 @@ class PostgresStorage(SqlStorage):
             problems.append(f"foreign key not validated: {r[0]}.{r[1]}")
         problems.extend(await self._verify_schema())
         return problems
+
+
+class _PgSession:
+    """Statements on the one connection of an open transaction."""
+
+    __slots__ = ("_conn", "_storage")
+
+    def __init__(self, storage: PostgresStorage, conn: asyncpg.Connection) -> None:
+        self._storage = storage
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return list(await self._conn.fetch(self._storage._sql(sql), *args))
+        except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+            raise self._storage._failed(exc, self._conn) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.fetch(sql, *args)
 
 
 def _safe(exc: BaseException, url: str) -> str:

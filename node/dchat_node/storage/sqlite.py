@@ -2,10 +2,15 @@
 
 Design:
 - One connection (aiosqlite runs it on its own thread), autocommit mode
-  (``isolation_level=None``); every domain operation is a single statement, so no
-  application-level transaction can interleave with another coroutine's statements. SQLite
-  allows one writer at a time anyway; WAL lets readers (other processes such as
-  ``dchat verify`` or a backup) proceed during writes.
+  (``isolation_level=None``): a single statement is its own transaction. SQLite allows one
+  writer at a time anyway; WAL lets readers (other processes such as ``dchat verify`` or a
+  backup) proceed during writes.
+- ``transaction()``: ``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception,
+  cancellation included) on that one connection, one transaction at a time (a lock). The
+  task that opened it is marked in a context variable; while it is open, statements of
+  other tasks wait (``_tx_idle``) instead of slipping into it (they would commit or roll
+  back with it). A statement queued before ``BEGIN`` runs before it (aiosqlite's queue is
+  FIFO). When no transaction is open the check is one attribute read.
 - PRAGMAs on open: ``journal_mode=WAL``, ``foreign_keys=ON``, ``synchronous=NORMAL`` (durable
   in WAL mode except for the last transactions on power loss), ``busy_timeout`` from
   ``database.connection_timeout_secs``.
@@ -25,8 +30,11 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -35,9 +43,12 @@ import aiosqlite
 
 from dchat_node.config import DatabaseConfig
 from dchat_node.storage.admission import QueryQueue, QueueStats, Ticket
-from dchat_node.storage.base import PoolStats, Row, SqlStorage, now_us
+from dchat_node.storage.base import PoolStats, Row, SqlSession, SqlStorage, now_us
 from dchat_node.storage.errors import Conflict, ReferenceMissing, StorageError, StorageUnavailable
 from dchat_node.storage.migrations import BOOTSTRAP_SQL, Engine, Migration
+
+_IN_TX: ContextVar[object | None] = ContextVar("dchat_sqlite_transaction", default=None)
+"""The storage whose transaction the current task holds (None: none)."""
 
 
 def sqlite_path(url: str) -> str:
@@ -106,6 +117,9 @@ class SqliteStorage(SqlStorage):
         self._conn: aiosqlite.Connection | None = None
         self._queue = QueryQueue(1, config.max_pending_queries)
         self._migrate_lock = asyncio.Lock()
+        self._tx_lock = asyncio.Lock()
+        self._tx_idle = asyncio.Event()
+        self._tx_idle.set()
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -151,6 +165,9 @@ class SqliteStorage(SqlStorage):
             raise _map_error(exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        if not self._tx_idle.is_set() and _IN_TX.get() is not self:
+            while not self._tx_idle.is_set():
+                await self._tx_idle.wait()
         conn = self._c()
         queue = self._queue
         queue.admit()
@@ -169,8 +186,43 @@ class SqliteStorage(SqlStorage):
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
 
+    async def _control(self, sql: str) -> None:
+        """BEGIN/COMMIT/ROLLBACK: straight onto the connection's queue (never shed)."""
+        try:
+            await self._c().execute(sql)
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlSession]:
+        if _IN_TX.get() is self:
+            raise StorageError("a transaction is already open in this task")
+        async with self._tx_lock:
+            self._tx_idle.clear()
+            token = _IN_TX.set(self)
+            try:
+                await self._control("BEGIN IMMEDIATE")
+                try:
+                    yield self
+                    await self._control("COMMIT")
+                except BaseException:
+                    # shielded: a cancelled caller still leaves no transaction open
+                    # (StorageError: nothing to roll back, the failed COMMIT ended it)
+                    with contextlib.suppress(StorageError):
+                        await asyncio.shield(self._control("ROLLBACK"))
+                    raise
+            finally:
+                _IN_TX.reset(token)
+                self._tx_idle.set()
+
     async def _execute(self, sql: str, *args: Any) -> None:
         await self._fetch(sql, *args)
+
+    # the public SqlDatabase surface is the primitives themselves: a domain store's
+    # statement costs no forwarding coroutine over what the engine does
+    fetch = _fetch
+    fetchrow = _fetchrow
+    execute = _execute
 
     def _iso_utc_sql(self, column: str) -> str:
         return (

@@ -471,8 +471,8 @@ else:
             "rpc_timeout_secs": _le(3600, float),
         },
         note=(
-            "Not acted on yet by the node (it has no chain client): written to config.toml; "
-            "the operator opens NetworkPolicy egress to the URL's port."
+            "Not acted on yet by the node (no feature uses its chain client yet): written to "
+            "config.toml; the operator opens NetworkPolicy egress to the URL's port."
         ),
     )
     RelaySpec = mirror(
@@ -523,7 +523,11 @@ else:
     AccessibilitySpec = mirror(
         AccessibilityConfig,
         "AccessibilitySpec",
-        note=NOT_ACTED_ON.format("accessibility validation"),
+        doc=(
+            "Accessibility validation served by the node's /api/v1/accessibility routes "
+            "(WCAG 2.2 contrast of theme colour pairs, keyboard shortcut conflicts, per-user "
+            "preferences)."
+        ),
     )
     LoggingSpec = mirror(
         LoggingConfig,
@@ -1504,8 +1508,9 @@ class DchatClusterSpec(CRModel):
     accessibility: AccessibilitySpec = Field(
         default_factory=AccessibilitySpec,
         description=(
-            "Accessibility validation. Not acted on yet: the node has no accessibility "
-            "validation yet."
+            "Accessibility validation: WCAG 2.2 contrast checks (AA, or AAA in strict mode), "
+            "keyboard shortcut conflict checks, per-user preferences (the node's "
+            "/api/v1/accessibility routes)."
         ),
     )
     logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Log level and format.")
@@ -1722,6 +1727,21 @@ class CurrentPrimary(CRModel):
     transitions: str = Field("", description="Patroni's count of leader changes.")
 
 
+class Switchover(CRModel):
+    """A handled value of the switchover-request annotation and how it went."""
+
+    request: str = Field(description="The annotation's value: the member asked to be primary.")
+    phase: Literal["Running", "Completed", "Failed"] = Field(
+        description="Running: asked of Patroni, waiting for the new leader; then the result."
+    )
+    from_member: str = Field(
+        "", alias="from", description="The primary when the request was handled."
+    )
+    started_at: str = Field(description="When the operator handled the request (RFC 3339).")
+    finished_at: str = Field("", description="When it completed or failed (RFC 3339).")
+    message: str = Field("", description="What happened, or why not.")
+
+
 class SoakCheck(CRModel):
     """One check of the soak window."""
 
@@ -1802,6 +1822,14 @@ class DchatClusterStatus(CRModel):
     current_primary: CurrentPrimary | None = Field(
         None,
         description="The PostgreSQL primary per Patroni's leader (database.postgres.patroni).",
+    )
+    switchover: Switchover | None = Field(
+        None,
+        description=(
+            "The last switchover requested with the annotation dchat.dev/switchover-request "
+            "(database.postgres.patroni): once per value, Patroni demotes the primary and "
+            "promotes the named healthy standby."
+        ),
     )
     soak: Soak | None = Field(
         None,

@@ -151,3 +151,17 @@ def with_spec_hash(obj: Obj) -> Obj:
     body = {**obj, "metadata": {**meta, "annotations": annotations}}
     meta["annotations"] = {**annotations, c.ANNOTATION_SPEC_HASH: digest(body)[:32]}
     return obj
+
+
+def condition(status: Obj | None, type_: str) -> Obj | None:
+    """The condition of ``type_`` in an object's status (any kind), if any."""
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def is_true(status: Obj | None, type_: str) -> bool:
+    """Whether the status has the condition ``type_`` with status "True"."""
+    found = condition(status, type_)
+    return found is not None and found.get("status") == "True"

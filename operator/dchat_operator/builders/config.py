@@ -1,7 +1,9 @@
 """config.toml for the node, rendered through the node's own config model.
 
 Design: ``DchatClusterSpec.to_node_config`` builds a ``dchat_node.config.NodeConfig`` and
-``dchat_node.config.render_toml`` writes it (secrets are never part of the model: the
+``dchat_node.config.render_toml`` writes what differs from the node's defaults (so an
+older node image never meets a key it does not know, and a new default rolls no pods;
+secrets are never part of the model: the
 database URL of PostgreSQL mode, the JWT key, and chain RPC or push gateway URLs given as
 Secret references reach the pod as files mounted from Secrets, named by ``<VAR>_FILE``, which
 the node reads like the variable itself). ``secret_files`` lists those files (the workload
@@ -73,7 +75,7 @@ def config_toml(cluster: DchatCluster) -> str:
         "# Secrets are not in this file: DATABASE_URL_FILE (PostgreSQL) and JWT_SECRET_FILE name\n"
         "# files mounted from Kubernetes Secrets.\n"
     )
-    return header + render_toml(cluster.spec.to_node_config())
+    return header + render_toml(cluster.spec.to_node_config(), changed_only=True)
 
 
 def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:

@@ -56,6 +56,8 @@ class Observed:
     """(Patroni's leader or "", transitions) when database.postgres.patroni is set."""
     rollback_request: str = ""
     """The value of the DchatCluster's rollback-request annotation ("" when none)."""
+    switchover: Obj | None = None
+    """A new status.switchover (``builders.patroni.switchover_step``); None keeps it."""
 
     @property
     def blocked(self) -> bool:
@@ -80,6 +82,7 @@ CLUSTER_OWNED = frozenset(
         "rolloutHistory",
         "soak",
         "currentPrimary",
+        "switchover",
         "conditions",
     }
 )
@@ -93,7 +96,7 @@ def not_acted_on(cluster: DchatCluster) -> list[str]:
     out: list[str] = []
     if spec.database.postgres is not None and spec.database.postgres.standbys:
         out.append("spec.database.postgres.standbys")
-    for name in ("chain", "relay", "marketplace", "bridge", "accessibility"):
+    for name in ("chain", "relay", "marketplace", "bridge"):
         section = getattr(spec, name)
         if section != type(section)():
             out.append(f"spec.{name}")
@@ -307,6 +310,7 @@ def build_status(cluster: DchatCluster, observed: Observed, previous: Obj | None
         "rollbackRequest": request,
         "rollback": rollback,
         "rolloutHistory": history or None,
+        "switchover": observed.switchover or previous.get("switchover"),
     }
     status.update({k: v for k, v in revisions.items() if v is not None})
     if observed.primary is not None:
@@ -549,11 +553,3 @@ def invalid_status(generation: int, previous: Obj | None, problems: str, now: st
             cond("Degraded", "True", "InvalidSpec", problems),
         ],
     }
-
-
-def condition(status: Obj | None, type_: str) -> Obj | None:
-    """The condition of ``type_`` in a status, if any."""
-    for cond in (status or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None

@@ -54,6 +54,7 @@ from dchat_operator.builders.backup import (
     job_outcome,
     termination_message,
 )
+from dchat_operator.builders.common import is_true
 from dchat_operator.builders.restore import hold_reason
 from dchat_operator.builders.rollout import serving_image
 from dchat_operator.clients.kube import KubeAPI
@@ -149,9 +150,8 @@ def cluster_blocker(
     hold = hold_reason(cluster, status)
     if hold is not None:
         raise _Blocked("Pending", f"waiting: DchatCluster {name} runs no pod ({hold})")
-    ready = next((x for x in status.get("conditions") or [] if x.get("type") == "Ready"), None)
     generation = cluster.metadata.generation
-    if ready is None or ready.get("status") != "True":
+    if not is_true(status, "Ready"):
         raise _Blocked("Pending", f"waiting for DchatCluster {name} to be Ready")
     if int(status.get("observedGeneration") or 0) < generation:
         raise _Blocked("Pending", f"waiting for DchatCluster {name} to roll out its spec")

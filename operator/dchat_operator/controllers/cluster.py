@@ -16,8 +16,12 @@ Design:
   fields this controller owns differ; events only on changes.
 - Status-only fast path: a Deployment event on a cluster whose last reconcile was clean for
   its current generation, where the Deployment still covers the desired one, refreshes only the
-  status (one GET of the CR, at most one status patch): that is what keeps rollouts of
-  hundreds of clusters cheap.
+  status (at most one status patch): that is what keeps rollouts of hundreds of clusters
+  cheap. Such a run (and a requeue of a clean cluster: soak checks, primary polls) takes the
+  CR from the watch instead of a GET: ``ClusterState.body`` is the newest body seen, from the
+  watch or from our own status patch's response (the higher resourceVersion wins; a stale
+  body costs one 409, after which the status is rebuilt from a fresh GET). Every other run
+  (a new generation, a resync, a retry) reads the CR fresh.
 - Never takes over: an existing object with a child's name that this cluster does not control
   (no controller reference to it) is left untouched and reported (``Degraded``,
   ``ChildConflict``); only objects it controls are applied with ``force``, new ones without it.
@@ -87,16 +91,30 @@ from dchat_operator.api.policy import Policy
 from dchat_operator.builders import litestream, workload
 from dchat_operator.builders.analysis import Sample, Scrape, check
 from dchat_operator.builders.children import Capabilities, desired_children, prunable
-from dchat_operator.builders.common import names, selector_string, with_spec_hash
+from dchat_operator.builders.common import (
+    condition,
+    is_true,
+    names,
+    selector_string,
+    with_spec_hash,
+)
 from dchat_operator.builders.config import secret_references
 from dchat_operator.builders.fencing import pinned_to, to_fence
-from dchat_operator.builders.patroni import leader_object, leader_of
+from dchat_operator.builders.patroni import (
+    failover_config_map,
+    failover_object,
+    leader_object,
+    leader_of,
+    member_selector,
+    members_of,
+    pending_candidate,
+    switchover_step,
+)
 from dchat_operator.builders.restore import held
 from dchat_operator.builders.rollout import pinned
 from dchat_operator.builders.status import (
     Observed,
     build_status,
-    condition,
     invalid_status,
     soak_check_due,
     soak_requeue,
@@ -117,6 +135,7 @@ SOAK_REQUEUE_MIN_SECONDS = 1.0
 CHILD_GONE_REQUEUE_SECONDS = 1.0
 """A child being deleted (a fenced claim) is looked at again this soon, to re-create it."""
 PRIMARY_POLL_SECONDS = 5.0
+SWITCHOVER_POLL_SECONDS = 1.0
 """How often Patroni's leader object is read for status.currentPrimary (when configured)."""
 
 Scraper = Callable[[str, int], Awaitable[str]]
@@ -173,6 +192,10 @@ class ClusterState:
     """Per child (kind, name): what was applied and the object's version right after."""
     rollback_request: str = ""
     """The rollback-request annotation's value last seen on the watch."""
+    switchover_request: str = ""
+    """The switchover-request annotation's value last seen on the watch."""
+    body: Obj | None = None
+    """The newest CR seen (watch event or our status patch's response), slimmed."""
     samples: dict[str, Sample] = field(default_factory=dict)
     """Per pod: its request counters at the previous soak check."""
     samples_generation: int = 0
@@ -214,6 +237,8 @@ class Result:
     """This run wrote a new automatic rollback into the status."""
     status: Obj | None = None
     """The owned status as this run left it."""
+    body: Obj | None = None
+    """The CR as our status patch returned it (when this run wrote the status)."""
     requeue: float | None = None
     """Run again this soon (a pod on a NotReady node not fenced yet, a child going away)."""
     children_changed: bool = False
@@ -276,10 +301,18 @@ class ClusterController:
         CLUSTERS.set(len(engine.keys))
         if uid != state.uid:  # new, or deleted and created again under the same name
             engine.keys[key].data = state = ClusterState(uid=uid)
-        request = str((meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
-        if generation > state.requested_generation or request != state.rollback_request:
+        state.body = _newer(state.body, slim(body))
+        annotations = meta.get("annotations") or {}
+        request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
+        switchover = str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or "")
+        if (
+            generation > state.requested_generation
+            or request != state.rollback_request
+            or switchover != state.switchover_request
+        ):
             state.requested_generation = max(generation, state.requested_generation)
             state.rollback_request = request
+            state.switchover_request = switchover
             engine.trigger(key, "spec", urgent=True)
 
     def deployment_event(
@@ -303,7 +336,9 @@ class ClusterController:
 
     async def reconcile(self, key: Key, state: ClusterState, attempt: Attempt) -> Outcome:
         namespace, name = key
-        body = await self.kube.get(CLUSTER, namespace, name)
+        body = self._watched(state, attempt)
+        if body is None:
+            body = await self.kube.get(CLUSTER, namespace, name)
         if body is None:
             log.info("DchatCluster %s/%s is gone; forgetting it", namespace, name)
             return Outcome(forget=True, result="gone")
@@ -319,7 +354,23 @@ class ClusterController:
             outcome = await self._reconcile(body, state, attempt, result)
         except _Gone:
             return Outcome(forget=True, result="gone")
+        if result.body is not None:
+            state.body = _newer(state.body, slim(result.body))
         return outcome
+
+    @staticmethod
+    def _watched(state: ClusterState, attempt: Attempt) -> Obj | None:
+        """The watched CR when this run can only be a status refresh (see the design)."""
+        body = state.body
+        if body is None or attempt.failures or not attempt.reasons <= {"deployment", "requeue"}:
+            return None
+        meta = body.get("metadata") or {}
+        if meta.get("uid") != state.uid:
+            return None
+        generation = int(meta.get("generation") or 0)
+        if state.clean_generation != generation or generation < state.requested_generation:
+            return None
+        return body
 
     async def _reconcile(
         self, body: Obj, state: ClusterState, attempt: Attempt, result: Result
@@ -334,9 +385,17 @@ class ClusterController:
         cluster = held(pinned(cluster, body.get("status")), body.get("status"))
         seen, state.deployment = state.deployment, None
         refused = self.policy.violations(cluster)
-        primary = await self._primary(cluster, now)
+        primary, lock = await self._primary(cluster, now)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         request = str(annotations.get(c.ANNOTATION_ROLLBACK_REQUEST) or "")
+        switchover = await self._switchover(
+            body,
+            cluster,
+            str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or ""),
+            primary,
+            lock,
+            now,
+        )
         if refused:
             live = await self.kube.get(DEPLOYMENT, cluster.namespace, names(cluster).deployment)
             state.clean_generation = None
@@ -344,7 +403,11 @@ class ClusterController:
                 body,
                 cluster,
                 Observed(
-                    deployment=live, policy=refused, primary=primary, rollback_request=request
+                    deployment=live,
+                    policy=refused,
+                    primary=primary,
+                    rollback_request=request,
+                    switchover=switchover,
                 ),
                 now,
                 result,
@@ -358,7 +421,11 @@ class ClusterController:
             soak = await self._soak_check(cluster, state, body, seen, now)
             await self._fence(body, cluster, seen, now, result)
             observed = Observed(
-                deployment=seen, check=soak, primary=primary, rollback_request=request
+                deployment=seen,
+                check=soak,
+                primary=primary,
+                rollback_request=request,
+                switchover=switchover,
             )
             await self._finish_cluster(body, cluster, observed, now, result)
             return self._after_status(cluster, state, result, now)
@@ -397,6 +464,7 @@ class ClusterController:
             check=soak,
             primary=primary,
             rollback_request=request,
+            switchover=switchover,
         )
         await self._applied_event(body, result, now)
         await self._finish_cluster(body, cluster, observed, now, result)
@@ -421,7 +489,9 @@ class ClusterController:
             )
         delays = [soak_requeue(cluster, result.status, _rfc3339(now)), result.requeue]
         if _patroni_scope(cluster):
-            delays.append(PRIMARY_POLL_SECONDS)
+            switching = (result.status or {}).get("switchover") or {}
+            running = switching.get("phase") == "Running"
+            delays.append(SWITCHOVER_POLL_SECONDS if running else PRIMARY_POLL_SECONDS)
         due = [d for d in delays if d is not None]
         if due:
             return Outcome(
@@ -429,13 +499,82 @@ class ClusterController:
             )
         return Outcome(result=result.phase)
 
-    async def _primary(self, cluster: DchatCluster, now: dt.datetime) -> tuple[str, str] | None:
-        """Patroni's leader (and its transitions count) when database.postgres.patroni is set."""
+    async def _primary(
+        self, cluster: DchatCluster, now: dt.datetime
+    ) -> tuple[tuple[str, str] | None, Obj | None]:
+        """Patroni's leader (and its transitions count) when database.postgres.patroni is
+        set, and the leader ConfigMap it was read from."""
         scope = _patroni_scope(cluster)
         if not scope:
-            return None
+            return None, None
         found = await self.kube.get(CONFIG_MAP, cluster.namespace, leader_object(scope))
-        return leader_of(found, now)
+        return leader_of(found, now), found
+
+    async def _switchover(
+        self,
+        body: Obj,
+        cluster: DchatCluster,
+        request: str,
+        primary: tuple[str, str] | None,
+        lock: Obj | None,
+        now: dt.datetime,
+    ) -> Obj | None:
+        """The switchover-request annotation: the new status.switchover (None: unchanged);
+        asks Patroni (its failover ConfigMap) when a new request passes the checks."""
+        if not request:
+            return None
+        previous = (body.get("status") or {}).get("switchover")
+        if not isinstance(previous, dict):
+            previous = None
+        handled = previous is not None and previous.get("request") == request[:63]
+        if handled and previous is not None and previous.get("phase") != "Running":
+            return None
+        scope = _patroni_scope(cluster)
+        ns = cluster.namespace
+        members = None
+        pending = ""
+        if scope and not handled and lock is not None:
+            pods = await self.kube.list_objects(POD, ns, member_selector(lock))
+            members = members_of(pods)
+        if scope and handled:
+            failover = await self.kube.get(CONFIG_MAP, ns, failover_object(scope))
+            pending = pending_candidate(failover)
+        leader = primary[0] if primary else ""
+        step = switchover_step(
+            request,
+            previous,
+            scope=scope,
+            leader=leader,
+            members=members,
+            pending=pending,
+            now=now,
+        )
+        if step.ask is not None and lock is not None:
+            try:
+                await self._ask_switchover(lock, ns, scope, *step.ask)
+            except ApiException as exc:
+                return {
+                    **(step.status or {}),
+                    "phase": "Failed",
+                    "finishedAt": _rfc3339(now),
+                    "message": f"could not ask Patroni: {_api_error(exc)}",
+                }
+        return step.status
+
+    async def _ask_switchover(
+        self, lock: Obj, namespace: str, scope: str, leader: str, candidate: str
+    ) -> None:
+        """Write the request on ``<scope>-failover`` (created, or its annotations patched:
+        Patroni owns and clears that object; no apply, no ownership taken)."""
+        desired = failover_config_map(lock, namespace, scope, leader, candidate)
+        name = failover_object(scope)
+        live = await self.kube.get(CONFIG_MAP, namespace, name)
+        if live is None:
+            await self.kube.create(desired, CONFIG_MAP)
+            return
+        version = str((live.get("metadata") or {}).get("resourceVersion") or "")
+        patch = {"metadata": {"annotations": desired["metadata"]["annotations"]}}
+        await self.kube.patch(CONFIG_MAP, namespace, name, patch, version)
 
     async def _soak_check(
         self,
@@ -842,7 +981,7 @@ class ClusterController:
             meta = body.get("metadata") or {}
             namespace, name = str(meta.get("namespace")), str(meta.get("name"))
             try:
-                await self.kube.patch_status(
+                written = await self.kube.patch_status(
                     CLUSTER, namespace, name, patch, str(meta.get("resourceVersion") or "")
                 )
             except ApiException as exc:
@@ -856,6 +995,7 @@ class ClusterController:
                 body = fresh
                 continue
             result.status_written = True
+            result.body = written
             new_rollback = owned.get("rollback")
             result.rolled_back = bool(new_rollback) and new_rollback != (previous or {}).get(
                 "rollback"
@@ -879,6 +1019,7 @@ class ClusterController:
             elif old is not None and old["status"] == "True":
                 await self._event(body, "Normal", "Recovered", "no longer degraded", now)
         await self._primary_event(body, previous, status, now)
+        await self._switchover_event(body, previous, status, now)
         ready_new, ready_old = condition(status, "Ready"), condition(previous, "Ready")
         if (
             ready_new
@@ -901,6 +1042,22 @@ class ClusterController:
             message = f"no PostgreSQL primary: Patroni's leader lock is free (was {old})"
             await self._event(body, "Warning", "NoPrimary", message, now)
 
+    async def _switchover_event(
+        self, body: Obj, previous: Obj | None, status: Obj, now: dt.datetime
+    ) -> None:
+        new = status.get("switchover") or {}
+        old = (previous or {}).get("switchover") or {}
+        if not new or (new.get("request"), new.get("phase")) == (
+            old.get("request"),
+            old.get("phase"),
+        ):
+            return
+        phase = new.get("phase")
+        reason = {"Running": "SwitchoverRequested", "Completed": "SwitchoverCompleted"}
+        type_ = "Warning" if phase == "Failed" else "Normal"
+        message = str(new.get("message") or "")
+        await self._event(body, type_, reason.get(str(phase), "SwitchoverFailed"), message, now)
+
     async def _event(
         self, body: Obj, type_: str, reason: str, message: str, now: dt.datetime
     ) -> None:
@@ -908,6 +1065,18 @@ class ClusterController:
             await self.kube.post_event(body, type_=type_, reason=reason, message=message, now=now)
         except ApiException as exc:  # events are best effort
             log.warning("could not post event %s: %s", reason, _api_error(exc))
+
+
+def _newer(old: Obj | None, new: Obj) -> Obj:
+    """Of two bodies of one object, the one with the higher resourceVersion (etcd's revision:
+    an integer in practice; when one is not, the newest arrival wins)."""
+    if old is None:
+        return new
+    a = str((old.get("metadata") or {}).get("resourceVersion") or "")
+    b = str((new.get("metadata") or {}).get("resourceVersion") or "")
+    if a.isdigit() and b.isdigit() and int(a) > int(b):
+        return old
+    return new
 
 
 def _patroni_scope(cluster: DchatCluster) -> str:
@@ -920,10 +1089,7 @@ def _serving(pod: Obj) -> bool:
     status = pod.get("status") or {}
     if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
         return False
-    return any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in status.get("conditions") or []
-    )
+    return is_true(status, "Ready")
 
 
 def _api_error(exc: ApiException) -> str:

@@ -2,7 +2,10 @@
 members whose DCS is the test cluster's API, a real dchat node process writing through a
 multi-host URL, and the operator reporting the primary.
 
-Writes run continuously through the node (20 a second); the Patroni leader (Patroni and its
+Writes run continuously through the node (20 a second). In the synchronous run a switchover
+is asked first, the way on-call asks it (the annotation ``dchat.dev/switchover-request``):
+an unknown member is refused in status, then the replica is promoted by Patroni on the
+operator's request, with no acknowledged write lost. Then the Patroni leader (Patroni and its
 PostgreSQL) is SIGKILLed like a dead machine; Patroni promotes the replica, the node follows
 without a restart, and the DchatCluster's ``status.currentPrimary`` and a ``PrimaryChanged``
 Event follow (in the asynchronous run the operator is SIGKILLed with the leader and restarted
@@ -88,15 +91,73 @@ def _cluster_on(kube: KubeCluster, namespace: str, url: str, leader: str) -> Non
     kube.wait_for(lambda: _primary(kube, namespace) == leader, timeout=30, what="currentPrimary")
 
 
-def _told_once(kube: KubeCluster, namespace: str, new: str) -> None:
-    """One PrimaryChanged Event for ``new`` (also when the operator restarted meanwhile)."""
+def _told_once(kube: KubeCluster, namespace: str, new: str, old: str) -> None:
+    """One PrimaryChanged Event for ``old`` -> ``new`` (also when the operator restarted
+    meanwhile)."""
     events = kube.get_json("-n", namespace, "events", "--field-selector", "involvedObject.name=ha")[
         "items"
     ]
     changed = [e for e in events if e.get("reason") == "PrimaryChanged"]
-    told = [e for e in changed if f"primary is now {new}" in e["message"]]
+    told = [e for e in changed if f"primary is now {new} (was {old})" in e["message"]]
     assert len(told) == 1, changed
     assert int(told[0].get("count") or 1) == 1, told
+
+
+def _switchover(kube: KubeCluster, namespace: str, member: str, phase: str) -> dict[str, Any]:
+    """Annotate the request; status.switchover for it once it reaches ``phase``."""
+    kube.kubectl(
+        "annotate",
+        "-n",
+        namespace,
+        "dchatcluster",
+        "ha",
+        "--overwrite",
+        f"dchat.dev/switchover-request={member}",
+    )
+
+    def handled() -> dict[str, Any] | None:
+        status = get_cluster(kube, namespace, "ha").get("status") or {}
+        found = status.get("switchover") or {}
+        done = found.get("request") == member and found.get("phase") == phase
+        return dict(found) if done else None
+
+    found = kube.wait_for(handled, timeout=60, what=f"switchover to {member}: {phase}")
+    assert isinstance(found, dict)
+    return found
+
+
+def _switch_over(
+    kube: KubeCluster, namespace: str, patroni: PatroniCluster, writer: Writer, leader: str
+) -> str:
+    """Refused for a stranger, then done for the replica: (new leader), writes kept."""
+    refused = _switchover(kube, namespace, "nobody", "Failed")
+    assert "is not a member of Patroni cluster pg" in refused["message"], refused
+    replica = next(m.name for m in patroni.members if m.name != leader)
+    asked_at = time.monotonic()
+    done = _switchover(kube, namespace, replica, "Completed")
+    took = time.monotonic() - asked_at
+    assert done["from"] == leader
+    assert patroni.leader() == replica
+    reasons = [
+        e.get("reason")
+        for e in kube.get_json(
+            "-n", namespace, "events", "--field-selector", "involvedObject.name=ha"
+        )["items"]
+    ]
+    assert {"SwitchoverFailed", "SwitchoverRequested", "SwitchoverCompleted"} <= set(reasons)
+    writer.wait_acked(20, timeout=60)
+    stored = set(writer.bodies())
+    lost = [body for _, body in writer.acked if body not in stored]
+    during = [t for t, _ in writer.failures if t >= asked_at]
+    outage = (writer.first_ack_after(during[-1]) or asked_at) - during[0] if during else 0.0
+    print(
+        f"\nswitchover {leader} -> {replica}: completed {took:.1f} s after the request "
+        f"({done['message']}); writes failed for {outage:.1f} s ({len(during)} attempts); "
+        f"{len(lost)} acknowledged writes lost"
+    )
+    assert lost == []
+    patroni.wait_healthy(timeout=90)  # the old primary back as a replica before the kill
+    return replica
 
 
 def _primary(kube: KubeCluster, namespace: str) -> str | None:
@@ -105,7 +166,7 @@ def _primary(kube: KubeCluster, namespace: str) -> str | None:
     return str(found["name"]) if found else None
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("synchronous", [True, False], ids=["synchronous", "asynchronous"])
 def test_the_patroni_leader_dies_the_node_follows_and_the_status_says_so(
     kube: KubeCluster,
@@ -135,9 +196,15 @@ def test_the_patroni_leader_dies_the_node_follows_and_the_status_says_so(
 
         node = _node(tmp_path, url)
         node.wait_ready(timeout=60)
-        writer = Writer(node.api, bearer(), rate=20, limit_s=150).start()
+        writer = Writer(node.api, bearer(), rate=20, limit_s=200).start()
         try:
             writer.wait_acked(40)
+            if synchronous:
+                before, leader = leader, _switch_over(kube, namespace, patroni, writer, leader)
+                kube.wait_for(
+                    lambda: _primary(kube, namespace) == leader, timeout=30, what="the primary"
+                )
+                _told_once(kube, namespace, leader, before)
             killed_at = time.monotonic()
             old = patroni.kill_leader()
             if not synchronous:  # and the operator dies with the database's machine
@@ -174,7 +241,7 @@ def test_the_patroni_leader_dies_the_node_follows_and_the_status_says_so(
         assert node.proc.poll() is None  # followed without a restart
         if synchronous:
             assert lost == []  # RPO 0
-        _told_once(kube, namespace, new)
+        _told_once(kube, namespace, new, old)
     finally:
         if node is not None:
             node.stop()

@@ -330,10 +330,13 @@ SOAK = {"soakSeconds": 60, "intervalSeconds": 5, "failureLimit": 2, "minRequests
 
 
 def failing_version_rolled_back_on_its_metrics(
-    kube: KubeCluster, namespace: str, base: str
+    kube: KubeCluster, namespace: str, base: str, operator: Any
 ) -> None:
     """A version whose pods turn Ready but answer 504 to every API request: the operator reads
-    the pods' /metrics during the soak window and rolls back to the last good revision."""
+    the pods' /metrics during the soak window and rolls back to the last good revision. The
+    operator is SIGKILLed after the first failed check and restarted: the window goes on
+    from status.soak (same start, the failed check kept), so the second failed check rolls
+    back."""
     traffic = Traffic(base).start()
     try:
         started = time.monotonic()
@@ -342,12 +345,21 @@ def failing_version_rolled_back_on_its_metrics(
             "patch", "-n", namespace, "dchatcluster", "pg", "--type=merge", "-p", json.dumps(patch)
         )
         complete: list[float] = []
+        before_kill: dict[str, Any] = {}
 
         def rolled_back() -> dict[str, Any] | None:
             obj = kube.get_json("-n", namespace, "dchatcluster", "pg")
             status = obj.get("status") or {}
-            if not complete and (status.get("soak") or {}).get("checks"):
+            soak = status.get("soak") or {}
+            if not complete and soak.get("checks"):
                 complete.append(time.monotonic())
+            if not before_kill and soak.get("failedChecks") == 1:
+                before_kill.update(soak)
+                operator.kill_and_restart()
+            elif before_kill and soak:
+                # after the restart: the same window, its failed check kept
+                assert soak["startedAt"] == before_kill["startedAt"], (soak, before_kill)
+                assert soak["failedChecks"] >= 1, soak
             return (
                 obj if (status.get("rollback") or {}).get("fromVersion") == "0.1.1-errors" else None
             )
@@ -358,6 +370,7 @@ def failing_version_rolled_back_on_its_metrics(
         traffic.stop()
     status = obj["status"]
     reason = status["rollback"]["reason"]
+    assert before_kill, "the operator was never killed mid-soak"
     assert reason.startswith("soak window failed 2 of 2 checks"), reason
     assert "error ratio" in reason, reason
     assert "answered 5xx" in reason, reason
@@ -441,7 +454,7 @@ def test_postgres_sample_rolls_on_real_readiness_and_a_crashing_version_is_rolle
     crashing_version_stalls(kube, namespace, base, old_pods)
     crashing_version_rolled_back(kube, namespace, base, old_pods)
     a_deleted_pod_is_replaced(kube, namespace, base)
-    failing_version_rolled_back_on_its_metrics(kube, namespace, base)
+    failing_version_rolled_back_on_its_metrics(kube, namespace, base, operator)
 
 
 SQLITE_CONFIG = """\

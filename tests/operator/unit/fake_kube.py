@@ -177,7 +177,8 @@ class FakeKube:
     async def patch(
         self, kind: Kind, namespace: str, name: str, body: Obj, resource_version: str
     ) -> Obj:
-        """Merge patch of metadata (labels merged, finalizers replaced); an object marked
+        """Merge patch of metadata (labels and annotations merged, None removes one;
+        finalizers replaced); an object marked
         deleted whose last finalizer goes is removed."""
         await self._enter("PATCH", kind.plural, name)
         key = (kind.plural, namespace, name)
@@ -192,6 +193,9 @@ class FakeKube:
             meta["labels"] = {**(meta.get("labels") or {}), **new_meta["labels"]}
         if "finalizers" in new_meta:
             meta["finalizers"] = list(new_meta["finalizers"] or [])
+        if "annotations" in new_meta:
+            merged = {**(meta.get("annotations") or {}), **new_meta["annotations"]}
+            meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
         meta["resourceVersion"] = str(next(self._rv))
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self.objects[key]

@@ -281,8 +281,8 @@ def test_chain_and_pushgateway_urls_from_secrets_are_mounted_files(tmp_path: Pat
     assert config_checksum(moved) != config_checksum(cl)
     # nothing of them in config.toml; the node reads the files through <VAR>_FILE
     data = tomllib.loads(config_toml(cl))
-    assert "chat_chain_rpc" not in data["chain"]
-    assert "prometheus_pushgateway" not in data["observability"]
+    assert "chat_chain_rpc" not in data.get("chain", {})
+    assert "prometheus_pushgateway" not in data.get("observability", {})
     files = {}
     for var, path in env.items():
         local = tmp_path / path.strip("/").replace("/", "_")
@@ -434,3 +434,17 @@ def test_image_can_be_pinned_by_digest() -> None:
     digest = "sha256:" + "ab" * 32
     dep = workload.deployment(cluster(image={"digest": digest}))
     assert _container(dep)["image"] == f"ghcr.io/dchat-dev/dchat:0.1.0@{digest}"
+
+
+def test_config_toml_holds_only_what_differs_from_the_node_defaults() -> None:
+    """An older node image never meets a key added later (it would refuse it as unknown),
+    and a default added to the node rolls no pods: only values the spec changed are written,
+    and the node reads them back to the very config the operator built."""
+    assert "=" not in config_toml(cluster())  # the header comments only
+    changed = cluster(marketplace={"cacheSize": 123}, server={"maxRequestBodyBytes": 2_000_000})
+    data = tomllib.loads(config_toml(changed))
+    assert data == {
+        "server": {"max_request_body_bytes": 2_000_000},
+        "marketplace": {"cache_size": 123},
+    }
+    assert parse_config(data, environ={}) == changed.spec.to_node_config()

@@ -116,14 +116,41 @@ async def test_a_new_cluster_converges_with_one_ready_event_and_idle_resyncs_wri
     assert len(world.kube.writes()) == writes
 
 
-async def test_the_status_path_of_a_deployment_event_reads_only_the_cluster(world: World) -> None:
+async def test_the_status_path_of_a_deployment_event_reads_nothing(world: World) -> None:
+    """The CR comes from the watch (or our own status patch's response), not a GET."""
     world.add("c1", replicas=1, database=PG)
     await world.idle()
     world.kube.calls.clear()
     world.roll_out("c1")
     await world.idle()
     verbs = [(c.verb, c.plural) for c in world.kube.calls if c.verb != "EVENT"]
-    assert verbs == [("GET", "dchatclusters"), ("PATCH_STATUS", "dchatclusters")]
+    assert verbs == [("PATCH_STATUS", "dchatclusters")]
+    assert world.status("c1")["phase"] == "Ready"
+
+
+async def test_a_stale_watched_body_costs_one_conflict_then_a_fresh_read(world: World) -> None:
+    world.add("c1", replicas=1, database=PG)
+    await world.idle()
+    # someone else writes the CR after the controller's last look; no watch event yet
+    found = world.kube.obj(CLUSTER, NS, "c1")
+    assert found is not None
+    found["metadata"].setdefault("labels", {})["team"] = "x"
+    world.kube.put(CLUSTER, found)
+    world.kube.calls.clear()
+    world.roll_out("c1")
+    await world.idle()
+    verbs = [(c.verb, c.plural) for c in world.kube.calls if c.verb != "EVENT"]
+    assert verbs == [
+        ("PATCH_STATUS", "dchatclusters"),  # 409: built from the older body
+        ("GET", "dchatclusters"),
+        ("PATCH_STATUS", "dchatclusters"),
+    ]
+    assert world.status("c1")["phase"] == "Ready"
+    # a new generation is never served from the watch: it is read fresh
+    world.kube.calls.clear()
+    world.engine.trigger((NS, "c1"), "spec")
+    await world.idle()
+    assert ("GET", "dchatclusters") in [(c.verb, c.plural) for c in world.kube.calls]
 
 
 async def test_status_keeps_other_controllers_fields_and_retries_a_conflict(

@@ -11,8 +11,9 @@ import pytest
 
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders.common import condition
 from dchat_operator.builders.rollout import HISTORY_LIMIT, pinned, serving_image, with_record
-from dchat_operator.builders.status import Observed, build_status, condition, status_patch
+from dchat_operator.builders.status import Observed, build_status, status_patch
 from dchat_operator.controllers.cluster import ROLLBACK_REQUEUE_SECONDS
 from tests.operator.unit.conftest import cluster
 from tests.operator.unit.test_cluster_controller import NS, PG, World, world  # noqa: F401

@@ -14,9 +14,9 @@ import pytest
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT, POD, SECRET
 from dchat_operator.api.models import DchatCluster, RolloutAnalysis
 from dchat_operator.builders.analysis import Sample, Scrape, check, parse, quantile
-from dchat_operator.builders.common import selector_labels
+from dchat_operator.builders.common import condition, selector_labels
 from dchat_operator.builders.rollout import next_check_in, soak_step
-from dchat_operator.builders.status import Observed, build_status, condition, soak_check_due
+from dchat_operator.builders.status import Observed, build_status, soak_check_due
 from dchat_operator.builders.workload import deployment
 from dchat_operator.clients.podmetrics import ScrapeError
 from dchat_operator.controllers.cluster import ClusterController, ClusterState

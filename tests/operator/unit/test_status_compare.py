@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from dchat_operator.builders.common import condition
 from dchat_operator.builders.status import (
     CLUSTER_OWNED,
     Observed,
     build_status,
-    condition,
     status_patch,
 )
 from dchat_operator.controllers.compare import covers, differences, quantity

@@ -15,7 +15,8 @@ from quart_schema import (
 )
 
 from dchat_node.api import authenticator, json_response, services
-from dchat_node.api.models import (
+from dchat_node.api.validation import validate_querystring
+from dchat_node.chat.models import (
     Channel,
     ChannelPage,
     CreateChannel,
@@ -25,7 +26,6 @@ from dchat_node.api.models import (
     PostMessage,
     page_json,
 )
-from dchat_node.api.validation import validate_querystring
 from dchat_node.security.auth import SCOPE_CHAT_WRITE, current_principal, require_auth
 
 bp = Blueprint("chat", __name__, url_prefix="/api/v1")

@@ -1,22 +1,23 @@
 """Chat domain: channels and messages (the first domain; later ones follow its pattern).
 
-A service holds the domain rules and talks only to the ``Storage`` interface; it returns
-storage records (or, for list reads that become response bodies, pages of the records'
+A service holds the domain rules and talks only to its store (``ChatStore``); it returns
+store records (or, for list reads that become response bodies, pages of the records'
 JSON documents as the database wrote them) and raises ``services.errors`` (never HTTP
-concepts). The API blueprint (``api/chat.py``) validates input with pydantic models and
-renders records as responses.
+concepts). The API blueprint (``chat/api.py``) validates input with pydantic models
+(``chat/models.py``) and renders records as responses.
 """
 
 from __future__ import annotations
 
+from dchat_node.chat.store import ChannelRecord, ChatStore, MessageRecord
 from dchat_node.services.errors import AlreadyExists, NotFound
-from dchat_node.storage import Conflict, ReferenceMissing, Storage
-from dchat_node.storage.base import ChannelRecord, JsonPage, MessageRecord
+from dchat_node.storage.base import JsonPage
+from dchat_node.storage.errors import Conflict, ReferenceMissing
 
 
 class ChatService:
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(self, store: ChatStore) -> None:
+        self._storage = store
 
     async def create_channel(self, user: str, name: str, topic: str) -> ChannelRecord:
         await self._storage.ensure_user(user)
