@@ -1,6 +1,5 @@
 """``rollback``, ``pause-rollout``/``resume-rollout``, ``pause-bridge``/``resume-bridge``,
-``scale`` and ``promote``: edits of the DchatCluster (or Patroni's DCS), then the operator's
-answer.
+``scale`` and ``promote``: edits of the DchatCluster, then the operator's answer.
 
 Design:
 - ``rollback`` writes a new value of the annotation ``dchat.dev/rollback-request`` (what
@@ -12,29 +11,30 @@ Design:
   config change, rolls the pods) but nothing acts on it; the command says so.
 - ``scale`` patches the scale subresource (as ``kubectl scale``); admission refuses what the
   CRD refuses (a SQLite cluster above 1 replica) with its own message.
-- ``promote CLUSTER MEMBER`` is a Patroni switchover through its Kubernetes DCS, the way
-  ``patronictl switchover`` does it when the REST API is out of reach: the annotations
-  ``leader`` (current leader) and ``member`` (candidate) on the ConfigMap ``<scope>-failover``,
-  labelled like Patroni's leader ConfigMap so Patroni sees it. The leader's HA loop checks the
-  candidate is healthy and demotes itself; the candidate takes the lock. Patroni decides: the
-  plugin only asks, and waits for ``<scope>-leader`` to name the candidate.
+- ``promote CLUSTER MEMBER`` sets the annotation ``dchat.dev/switchover-request=MEMBER``:
+  the operator checks the member against Patroni's and asks Patroni (its failover
+  ConfigMap, as ``patronictl switchover`` does); the plugin waits for ``status.switchover``
+  of that request to say Completed or Failed, and prints the operator's message. The
+  operator acts once per value: asking again for the member it last handled is refused here
+  with that explanation.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from typing import Any
 
 from dchat_operator.api import constants as c
-from dchat_operator.api.kinds import CLUSTER, CONFIG_MAP, POD
-from dchat_operator.plugin.kube import Kube, KubeError
+from dchat_operator.api.kinds import CLUSTER
+from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import err
 from dchat_operator.plugin.wait import Verdict, wait_for
 
 Obj = dict[str, Any]
+SHOWN = 63
+"""Characters of a request value the operator keeps in status.switchover.request."""
 
 
 def _cluster(kube: Kube, name: str) -> Obj | None:
@@ -155,7 +155,7 @@ def cmd_scale(kube: Kube, args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
-# --- promote: a Patroni switchover through its Kubernetes DCS ---------------------------------
+# --- promote: the operator's switchover request ----------------------------------------------
 
 
 def patroni_scope(cluster: Obj) -> str | None:
@@ -164,39 +164,18 @@ def patroni_scope(cluster: Obj) -> str | None:
     return str(scope) if scope else None
 
 
-def members(pods: list[Obj]) -> dict[str, str]:
-    """Patroni members (Pods with its ``status`` annotation) -> role."""
-    out: dict[str, str] = {}
-    for pod in pods:
-        raw = ((pod.get("metadata") or {}).get("annotations") or {}).get("status")
-        if not raw:
-            continue
-        try:
-            status = json.loads(raw)
-        except ValueError:
-            continue
-        out[pod["metadata"]["name"]] = str(status.get("role") or "unknown")
-    return out
-
-
-def failover_body(scope: str, labels: dict[str, str], leader: str, candidate: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{scope}-failover",
-            "labels": labels,
-            "annotations": {"leader": leader, "member": candidate},
-        },
-    }
-
-
-def judge_leader(candidate: str) -> Any:
+def judge_switchover(member: str) -> Any:
     def judge(obj: Obj | None) -> Verdict:
-        leader = (((obj or {}).get("metadata") or {}).get("annotations") or {}).get("leader")
-        if leader == candidate:
-            return Verdict(True, True, f"{candidate} is the leader")
-        return Verdict(False, False, f"leader {leader or 'none'}")
+        if obj is None:
+            return Verdict(True, False, "the DchatCluster is gone")
+        found = (obj.get("status") or {}).get("switchover") or {}
+        if found.get("request") != member[:SHOWN]:
+            return Verdict(False, False, "waiting for the operator to handle the request")
+        phase = str(found.get("phase") or "Running")
+        state = f"{phase}: {found.get('message') or ''}".rstrip(": ")
+        if phase == "Running":
+            return Verdict(False, False, state)
+        return Verdict(True, phase == "Completed", state)
 
     return judge
 
@@ -214,39 +193,37 @@ def cmd_promote(kube: Kube, args: argparse.Namespace) -> int:
             "database without Patroni is promoted by whoever runs it)"
         )
         return 1
-    leader_cm = kube.get(CONFIG_MAP, f"{scope}-leader")
-    leader = ((leader_cm or {}).get("metadata") or {}).get("annotations", {}).get("leader")
-    if not leader_cm or not leader:
-        err(f"Patroni scope {scope} has no leader now (ConfigMap {scope}-leader): no switchover")
-        return 1
-    if leader == args.member:
-        print(f"{args.member} is already the leader of {scope}")
+    status = cluster.get("status") or {}
+    primary = (status.get("currentPrimary") or {}).get("name")
+    if primary == args.member:
+        print(f"{args.member} is already the primary of Patroni cluster {scope}")
         return 0
-    labels = dict((leader_cm.get("metadata") or {}).get("labels") or {})
-    selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    known = members(kube.list(POD, labels=selector)) if selector else {}
-    if args.member not in known:
-        listed = ", ".join(f"{m} ({r})" for m, r in sorted(known.items())) or "none found"
-        err(f"{args.member} is not a member of Patroni scope {scope}; members: {listed}")
+    annotations = (cluster.get("metadata") or {}).get("annotations") or {}
+    handled = status.get("switchover") or {}
+    if (
+        annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) == args.member
+        and handled.get("request") == args.member[:SHOWN]
+        and handled.get("phase") != "Running"
+    ):
+        err(
+            f"the operator already handled the switchover request {args.member} "
+            f"({handled.get('phase')}: {handled.get('message', '')}) and acts once per value "
+            f"of {c.ANNOTATION_SWITCHOVER_REQUEST}; a request for another member in between "
+            "makes this one new again"
+        )
         return 1
-    name = f"{scope}-failover"
-    body = failover_body(scope, labels, leader, args.member)
-    try:
-        existing = kube.get(CONFIG_MAP, name)
-        if existing is None:
-            kube.create(CONFIG_MAP, body)
-        else:
-            kube.merge_patch(CONFIG_MAP, name, {"metadata": body["metadata"]})
-    except KubeError as exc:
-        err(f"cannot write ConfigMap {name}: {exc.message}")
-        return 1
-    print(f"switchover of {scope} requested: {leader} -> {args.member} (ConfigMap {name})")
+    patch = {"metadata": {"annotations": {c.ANNOTATION_SWITCHOVER_REQUEST: args.member}}}
+    kube.merge_patch(CLUSTER, args.cluster, patch)
+    print(
+        f"dchatcluster/{args.cluster} annotated {c.ANNOTATION_SWITCHOVER_REQUEST}={args.member} "
+        f"(Patroni cluster {scope}, primary {primary or 'none'})"
+    )
     if not args.wait:
         return 0
     verdict = wait_for(
-        lambda: kube.get(CONFIG_MAP, f"{scope}-leader"),
-        judge_leader(args.member),
-        what=f"switchover of {scope}",
+        lambda: kube.get(CLUSTER, args.cluster),
+        judge_switchover(args.member),
+        what=f"switchover of {scope} to {args.member}",
         limit=args.timeout,
     )
     return 0 if verdict.ok else 1

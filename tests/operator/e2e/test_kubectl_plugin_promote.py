@@ -1,13 +1,12 @@
-"""``kubectl dchat promote``: a real Patroni switchover through its Kubernetes DCS.
+"""``kubectl dchat promote``: a real Patroni switchover, asked of the operator.
 
 Two real Patroni members (PyPI Patroni, Debian PostgreSQL; tests/harness/patroni.py) keep
 their DCS in the test namespace; the operator runs and a DchatCluster names the scope. The
-plugin writes the switchover request (``<scope>-failover`` annotations ``leader`` and
-``member``, as ``patronictl switchover`` does when it falls back to the DCS) and waits for
-Patroni's leader ConfigMap to name the candidate. Checked against Patroni itself: the new
-leader's PostgreSQL is out of recovery, the old one streams from it, and the DchatCluster's
-``status.currentPrimary`` follows. Also: a name that is not a member is refused with the
-member list.
+plugin sets ``dchat.dev/switchover-request=<member>`` and follows ``status.switchover``
+until the operator reports the result. Checked against Patroni itself: the new leader's
+PostgreSQL is out of recovery, the old one streams from it, and ``status.currentPrimary``
+follows. Also: a name that is not a member fails with the operator's member list; asking for
+the member that is already primary is a no-op (exit 0).
 """
 
 from __future__ import annotations
@@ -78,22 +77,28 @@ def test_promote_switches_the_patroni_leader_and_the_status_follows(
                 check=False,
             )
 
-        refused = plugin("promote", "ha", "pg-9")
-        assert refused.returncode == 1
-        assert "pg-9 is not a member of Patroni scope pg; members: pg-0" in refused.stderr
+        refused = plugin("promote", "ha", "pg-9", "--timeout", "30")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "Failed: pg-9 is not a member of Patroni cluster pg (members: pg-0, pg-1)" in (
+            refused.stderr
+        )
 
         started = time.monotonic()
-        out = plugin("promote", "ha", new, "--timeout", "60")
+        out = plugin("promote", "ha", new, "--timeout", "90")
         took = time.monotonic() - started
         assert out.returncode == 0, out.stdout + out.stderr
-        assert f"switchover of pg requested: {old} -> {new}" in out.stdout
-        assert f"{new} is the leader" in out.stderr
+        assert f"dchat.dev/switchover-request={new} (Patroni cluster pg, primary {old})" in (
+            out.stdout
+        )
+        switchover = get_cluster(kube, namespace, "ha")["status"]["switchover"]
+        assert switchover["phase"] == "Completed"
+        assert switchover["message"] in out.stderr
         assert patroni.wait_leader(other_than=old, timeout=30) == new  # PostgreSQL promoted
         patroni.wait_healthy(timeout=60)  # the old leader streams from the new one
         kube.wait_for(lambda: _primary(kube, namespace) == new, timeout=30, what="status")
         print(f"switchover {old} -> {new} done {took:.1f} s after kubectl dchat promote")
         again = plugin("promote", "ha", new)
         assert again.returncode == 0
-        assert f"{new} is already the leader of pg" in again.stdout
+        assert f"{new} is already the primary of Patroni cluster pg" in again.stdout
     finally:
         patroni.stop()

@@ -352,10 +352,10 @@ def test_child_health_of_stalled_and_pending_objects() -> None:
 
 def test_fields_a_newer_crd_adds_are_named_and_the_rest_is_read() -> None:
     obj = copy.deepcopy(recorded("status_demo")["cluster"])
-    obj["spec"]["chain"]["rpcRetries"] = 3
+    obj["spec"]["chain"]["futureKnob"] = 3
     cluster, unknown, error = status.parse(obj)
     assert cluster is not None
-    assert (unknown, error) == (["spec.chain.rpcRetries"], None)
+    assert (unknown, error) == (["spec.chain.futureKnob"], None)
     obj["spec"]["replicas"] = "many"
     cluster, _, error = status.parse(obj)
     assert cluster is None
@@ -518,25 +518,21 @@ def test_diff_never_prints_secret_values() -> None:
 # --- promote, rollback ------------------------------------------------------------------------
 
 
-def test_patroni_members_and_the_failover_request() -> None:
-    pods = [
-        {"metadata": {"name": "pg-0", "annotations": {"status": '{"role": "primary"}'}}},
-        {"metadata": {"name": "pg-1", "annotations": {"status": '{"role": "replica"}'}}},
-        {"metadata": {"name": "other", "annotations": {}}},
-    ]
-    assert actions.members(pods) == {"pg-0": "primary", "pg-1": "replica"}
-    body = actions.failover_body("pg", {"cluster-name": "pg"}, "pg-0", "pg-1")
-    assert body["metadata"] == {
-        "name": "pg-failover",
-        "labels": {"cluster-name": "pg"},
-        "annotations": {"leader": "pg-0", "member": "pg-1"},
-    }
+def test_promote_is_judged_by_the_operators_switchover_status() -> None:
     cluster = {"spec": {"database": {"postgres": {"patroni": {"scope": "pg"}}}}}
     assert actions.patroni_scope(cluster) == "pg"
     assert actions.patroni_scope(recorded("status_demo")["cluster"]) is None
-    judge = actions.judge_leader("pg-1")
-    assert not judge({"metadata": {"annotations": {"leader": "pg-0"}}}).done
-    assert judge({"metadata": {"annotations": {"leader": "pg-1"}}}).ok
+    judge = actions.judge_switchover("pg-1")
+    earlier = {"status": {"switchover": {"request": "pg-0", "phase": "Completed"}}}
+    assert judge(earlier) == actions.Verdict(
+        False, False, "waiting for the operator to handle the request"
+    )
+    running = {"status": {"switchover": {"request": "pg-1", "phase": "Running", "message": "m"}}}
+    assert judge(running) == actions.Verdict(False, False, "Running: m")
+    running["status"]["switchover"].update(phase="Completed", message="pg-1 is the primary")
+    assert judge(running) == actions.Verdict(True, True, "Completed: pg-1 is the primary")
+    running["status"]["switchover"].update(phase="Failed", message="not a member")
+    assert judge(running) == actions.Verdict(True, False, "Failed: not a member")
 
 
 def test_rollback_is_judged_by_the_handled_value() -> None:
