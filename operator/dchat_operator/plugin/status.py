@@ -395,6 +395,12 @@ def _work_lines(status: Obj, at: dt.datetime) -> list[str]:
             f"Primary: {who} since {age(primary.get('since'), at)} ago "
             f"(transitions {primary.get('transitions') or '-'})"
         )
+    switchover = status.get("switchover")
+    if switchover:
+        lines.append(
+            f"Switchover to {switchover.get('request')}: {switchover.get('phase')}: "
+            f"{switchover.get('message', '')} ({age(switchover.get('startedAt'), at)} ago)"
+        )
     return lines
 
 

@@ -309,12 +309,19 @@ def test_status_shows_a_restore_hold_a_bootstrap_a_soak_and_the_primary() -> Non
         bootstrap={"phase": "Failed", "backup": "b0", "error": "checksum mismatch"},
         soak={"version": "0.1.0", "checks": 3, "failedChecks": 1, "lastCheck": {"message": "p99"}},
         currentPrimary={"name": "", "since": created, "transitions": "4"},
+        switchover={
+            "request": "pg-1",
+            "phase": "Failed",
+            "startedAt": created,
+            "message": "pg-1 is not a healthy standby",
+        },
     )
     text = status.render(snap, at(snap, 90))
     assert "Restore in progress: dchatrestore/demo-restore-1 holds the cluster at 0" in text
     assert "Bootstrap from backup b0: Failed: checksum mismatch" in text
     assert "Soak window: version 0.1.0, 3 checks, 1 failed; last: p99" in text
     assert "Primary: NONE (Patroni's leader lock is free) since 90s ago (transitions 4)" in text
+    assert "Switchover to pg-1: Failed: pg-1 is not a healthy standby (90s ago)" in text
 
 
 def test_status_tree_of_a_cluster_missing_its_secret() -> None:
