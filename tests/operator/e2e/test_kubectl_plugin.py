@@ -56,6 +56,11 @@ def setup(
         wait_ready(kube, namespace, "demo", replicas=2)
         yield kube, namespace, op
     finally:
+        # the backups carry the operator's finalizer: deleted while it runs, it drops it
+        # (else the namespace would stay Terminating)
+        kube.kubectl(
+            "-n", namespace, "delete", "dchatbackups", "--all", "--timeout=30s", check=False
+        )
         op.stop()
         kube.delete_namespace(namespace)
 
