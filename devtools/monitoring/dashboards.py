@@ -25,7 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     GridPos,
@@ -47,8 +49,8 @@ class Query:
     legend: str = ""
 
 
-def _targets(queries: Iterable[Query]) -> list[prometheus.Dataquery]:
-    out = []
+def _targets(queries: Iterable[Query]) -> list[Builder[Dataquery]]:
+    out: list[Builder[Dataquery]] = []
     for index, q in enumerate(queries):
         target = prometheus.Dataquery().expr(q.expr).ref_id(chr(ord("A") + index)).datasource(DS)
         if q.legend:
