@@ -20,7 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,7 +56,7 @@ def _wait_ready(ops: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"node not ready in 30 s:\n{log.read_text()}")
 
 
-def _traffic(api: str) -> dict[int, int]:
+def _traffic(api: str, channel: str = "general") -> dict[int, int]:
     """Real requests of every kind the rules and boards read; returns count by status."""
     auth = {"Authorization": f"Bearer {_token()}"}
     statuses: dict[int, int] = {}
@@ -64,7 +66,7 @@ def _traffic(api: str) -> dict[int, int]:
         return r
 
     with httpx.Client(base_url=api, timeout=10) as c:
-        created = note(c.post("/api/v1/channels", json={"name": "general"}, headers=auth))
+        created = note(c.post("/api/v1/channels", json={"name": channel}, headers=auth))
         created.raise_for_status()
         cid = created.json()["id"]
         for i in range(5):
@@ -89,8 +91,15 @@ def _traffic(api: str) -> dict[int, int]:
     return statuses
 
 
-def record(workdir: Path) -> tuple[str, dict[int, int]]:
-    """Start a real node, drive traffic, return its /metrics text and the statuses seen."""
+@contextmanager
+def running_node(
+    workdir: Path,
+    *,
+    max_pending: int = 0,
+    statement_delay: float = 0.05,
+    config: str = "",
+) -> Iterator[tuple[str, str]]:
+    """A real node process (overload_node.py) on free loopback ports: yields (api, ops)."""
     api_port, ops_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
     env.update(
@@ -100,23 +109,17 @@ def record(workdir: Path) -> tuple[str, dict[int, int]]:
             "DCHAT_METRICS_PORT": str(ops_port),
             "DCHAT_P2P_PORT": str(free_port()),
             "DATABASE_URL": f"sqlite:///{workdir}/db/dchat.db",
-            "DATABASE_MAX_PENDING_QUERIES": "0",
-            "DCHAT_TEST_STATEMENT_DELAY_SECS": "0.05",
+            "DATABASE_MAX_PENDING_QUERIES": str(max_pending),
+            "DCHAT_TEST_STATEMENT_DELAY_SECS": str(statement_delay),
             "JWT_SECRET": SECRET,
         }
     )
-    # a Pushgateway address where nothing listens: every push fails, as when the gateway
-    # is down (observability_errors_total{kind="pushgateway"}, the MetricsRecordingError alert)
-    config = workdir / "config.toml"
-    config.write_text(
-        "[observability]\n"
-        f'prometheus_pushgateway = "http://127.0.0.1:{free_port()}"\n'
-        "prometheus_push_interval_secs = 0.2\n"
-    )
+    config_path = workdir / "config.toml"
+    config_path.write_text(config)
     log = workdir / "node.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(OVERLOAD_NODE), "--config", str(config)],
+            [sys.executable, str(OVERLOAD_NODE), "--config", str(config_path)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -125,13 +128,7 @@ def record(workdir: Path) -> tuple[str, dict[int, int]]:
     try:
         ops = f"http://127.0.0.1:{ops_port}"
         _wait_ready(ops, proc, log)
-        statuses = _traffic(f"http://127.0.0.1:{api_port}")
-        deadline = time.monotonic() + 10
-        while True:
-            text = httpx.get(f"{ops}/metrics", timeout=10).text
-            if 'kind="pushgateway"' in text or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        yield f"http://127.0.0.1:{api_port}", ops
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -139,6 +136,25 @@ def record(workdir: Path) -> tuple[str, dict[int, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def record(workdir: Path) -> tuple[str, dict[int, int]]:
+    """Start a real node, drive traffic, return its /metrics text and the statuses seen."""
+    # a Pushgateway address where nothing listens: every push fails, as when the gateway
+    # is down (observability_errors_total{kind="pushgateway"}, the MetricsRecordingError alert)
+    config = (
+        "[observability]\n"
+        f'prometheus_pushgateway = "http://127.0.0.1:{free_port()}"\n'
+        "prometheus_push_interval_secs = 0.2\n"
+    )
+    with running_node(workdir, config=config) as (api, ops):
+        statuses = _traffic(api)
+        deadline = time.monotonic() + 10
+        while True:
+            text = httpx.get(f"{ops}/metrics", timeout=10).text
+            if 'kind="pushgateway"' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     return text, statuses
 
 
