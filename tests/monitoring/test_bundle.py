@@ -148,3 +148,14 @@ def test_the_check_catches_an_invented_name_and_label() -> None:
     assert "no label ['reason']" in (catalogue.problem(sel) or "")
     with pytest.raises(ValueError):  # noqa: PT011 - the parser's only error type
         selectors("sum(rate(x[5m])")
+
+
+def test_the_docs_name_every_alert_and_recording_rule() -> None:
+    doc = (bundle.REPO / "docs" / "operations.md").read_text()
+    section = doc[doc.index("## Monitoring") :]
+    groups = yaml.safe_load((bundle.OUT / "rules.yaml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        name = str(rule.get("alert") or rule["record"])
+        base = name.split("ratio_rate")[0]  # the ratio windows are written as one line
+        assert f"`{name}`" in section or f"`{base}ratio_rate" in section, name
+    assert "img/overview.png" in section

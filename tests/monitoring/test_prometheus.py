@@ -76,14 +76,16 @@ def test_the_example_scrapes_a_node_and_the_rules_fire(
             statuses = _traffic(api)
             time.sleep(2.5)
             again = _traffic(api, channel="second")
-            assert statuses.get(503) and again.get(503), (statuses, again)
+            assert statuses.get(503), statuses
+            assert again.get(503), again
             ratio = server.wait_for(
                 'dchat:http_requests_errors:ratio_rate5m{namespace="demo",dchat_cluster="demo"} > 0'
             )
             assert ratio, server.log()
             assert 0 < float(ratio[0]["value"][1]) < 1
             shed = server.wait_for('ALERTS{alertname="DatabaseQueriesShed",alertstate="firing"}')
-            assert shed and shed[0]["metric"]["dchat_cluster"] == "demo"
+            assert shed
+            assert shed[0]["metric"]["dchat_cluster"] == "demo"
             backup = server.wait_for('ALERTS{alertname="DchatBackupMissing",alertstate="firing"}')
             assert backup, server.query("dchat_operator_backup_last_success_timestamp_seconds")
             assert (backup[0]["metric"]["namespace"], backup[0]["metric"]["cluster"]) == (
