@@ -481,6 +481,13 @@ def infrastructure() -> Board:
         "Alert DchatBackupMissing: older than 26 h.",
     )
     b.graph(
+        "Backups healthy (BackupHealthy condition)",
+        [Query(f"max by (cluster) (dchat_operator_backup_healthy{{{OP_SEL}}})", "{{cluster}}")],
+        "short",
+        "1: scheduled backups complete on time; 0: the last failed or one is overdue "
+        "(alert DchatBackupUnhealthy).",
+    )
+    b.graph(
         "Deployment writes by the operator",
         [
             Query(

@@ -25,8 +25,9 @@ Design:
   multi-burn-rate alerts of the Google SRE workbook (page: 14.4x over 1h and 5m, 6x over 6h and
   30m; ticket: 3x over 1d and 2h, 1x over 3d and 6h).
 - Day-2 alerts from the operator's metrics (``clients.metrics``): no successful backup in
-  26 h, continuous archiving (Litestream) not running, a failover (PostgreSQL primary change or
-  a fenced SQLite pod), an automatic rollback. Operator-wide alerts (reconcile errors, no
+  26 h, scheduled backups failing or overdue (the BackupHealthy condition), continuous
+  archiving (Litestream) not running, a failover (PostgreSQL primary change or a fenced
+  SQLite pod), an automatic rollback. Operator-wide alerts (reconcile errors, no
   leader) are not per cluster: ``operator_rule_groups`` builds them for the plain files only.
 - Only metric names the node or the operator export, or that DESIGN.md fixes for metrics
   being written (marketplace, bridge, accessibility); tests check every name against a real
@@ -279,6 +280,16 @@ def day2_alerts(scope: Scope) -> list[Obj]:
             "critical",
             "No successful backup in 26 hours",
             "The newest completed DchatBackup of the cluster finished more than 26 h ago.",
+        ),
+        _alert(
+            scope,
+            "DchatBackupUnhealthy",
+            f"max by ({BY_OPERATOR}) (dchat_operator_backup_healthy{{{o}}}) == 0",
+            "10m",
+            "critical",
+            "Scheduled backups are failing or overdue",
+            "The BackupHealthy condition is False: the last scheduled backup failed, or none "
+            "completed within one period of the schedule (also when none ever completed).",
         ),
         _alert(
             scope,

@@ -87,6 +87,13 @@ PODS_FENCED = Counter(
     "Event: the pod fails over to a healthy node).",
     ["namespace", "cluster"],
 )
+BACKUP_HEALTHY = Gauge(
+    "dchat_operator_backup_healthy",
+    "A cluster's BackupHealthy condition: 1 True, 0 False (the last scheduled backup failed, "
+    "or none completed within a period of the schedule); no series while it is Unknown "
+    "(suspended, no backup yet) or backups are not scheduled.",
+    ["namespace", "cluster"],
+)
 CONTINUOUS_ARCHIVING = Gauge(
     "dchat_operator_continuous_archiving_ready",
     "1 while the Litestream sidecar is ready in every node pod of a SQLite cluster with "

@@ -50,7 +50,11 @@ from dchat_operator.builders.schedule import (
 )
 from dchat_operator.builders.status import status_patch
 from dchat_operator.clients.kube import KubeAPI
-from dchat_operator.clients.metrics import BACKUP_LAST_SUCCESS, CONTINUOUS_ARCHIVING
+from dchat_operator.clients.metrics import (
+    BACKUP_HEALTHY,
+    BACKUP_LAST_SUCCESS,
+    CONTINUOUS_ARCHIVING,
+)
 from dchat_operator.controllers.engine import (
     Attempt,
     Engine,
@@ -154,7 +158,6 @@ class ScheduleController:
                 backups.append(BackupView.of(created))
         backups = await self._retention(namespace, backups, cluster, now)
         archiving = await self._archiving(cluster)
-        _export(cluster, backups, archiving)
         owned = backup_status(
             spec,
             decision.schedule_status,
@@ -164,6 +167,7 @@ class ScheduleController:
             cluster.metadata.generation,
             archiving,
         )
+        _export(cluster, backups, owned["conditions"])
         if not await self._write(body, previous, owned):
             return Outcome(forget=True, result="gone")
         if decision.schedule_status is None:
@@ -233,20 +237,29 @@ class ScheduleController:
         return created
 
 
-def _export(cluster: DchatCluster, backups: list[BackupView], archiving: tuple[Obj, ...]) -> None:
+def _export(cluster: DchatCluster, backups: list[BackupView], conditions: list[Obj]) -> None:
     """The metrics the alert rules read (``builders.monitoring``): the completion time of the
     newest completed backup (from the DchatBackups, so a restarted operator has it before
-    the next backup) and whether continuous archiving runs (SQLite with backups on)."""
+    the next backup completes), the BackupHealthy condition (1/0; no series while Unknown)
+    and whether continuous archiving runs (SQLite with backups on)."""
     labels = (cluster.namespace, cluster.name)
     done = newest_completed(backups)
     if done is not None and done.completed is not None:
         BACKUP_LAST_SUCCESS.labels(*labels).set(done.completed.timestamp())
-    for cond in archiving:
-        CONTINUOUS_ARCHIVING.labels(*labels).set(1.0 if cond["status"] == "True" else 0.0)
+    by_type = {cond["type"]: cond["status"] for cond in conditions}
+    healthy = by_type.get("BackupHealthy")
+    if healthy in ("True", "False"):
+        BACKUP_HEALTHY.labels(*labels).set(1.0 if healthy == "True" else 0.0)
+    else:
+        with contextlib.suppress(KeyError):
+            BACKUP_HEALTHY.remove(*labels)
+    archiving = by_type.get("ContinuousArchiving")
+    if archiving is not None:
+        CONTINUOUS_ARCHIVING.labels(*labels).set(1.0 if archiving == "True" else 0.0)
 
 
 def _forget(namespace: str, name: str) -> None:
     """A deleted cluster's series go (no stale "no backup for 26 h" alert for it)."""
-    for gauge in (BACKUP_LAST_SUCCESS, CONTINUOUS_ARCHIVING):
+    for gauge in (BACKUP_LAST_SUCCESS, BACKUP_HEALTHY, CONTINUOUS_ARCHIVING):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
