@@ -6,8 +6,9 @@ discovery, the example's relabeling unchanged: ``tests/harness/prometheus.py``),
 real node process and the operator's metrics endpoint (``dchat_operator.clients.metrics.serve``
 in this process) every second. Checked: the node target is up with the labels the rules group
 by (namespace, dchat_cluster, pod); every rule of ``rules.yaml`` loads and evaluates without
-error; the recording rules produce the error ratio of real traffic with shed 503s; and real
-alerts fire: DatabaseQueriesShed from the node, DchatBackupMissing from the operator's series
+error; the recording rules produce the error ratio of real traffic with shed 503s; every
+dashboard query runs on this Prometheus without error and every Overview panel has data; and
+real alerts fire: DatabaseQueriesShed from the node, DchatBackupMissing from the operator's series
 (scraped with honor_labels, so its namespace and cluster labels survive).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from dchat_operator.clients.metrics import BACKUP_LAST_SUCCESS, serve
+from devtools.monitoring import dashboards
 from tests.harness.net import free_port
 from tests.harness.prometheus import Pod, PrometheusServer, example_config
 from tests.monitoring.record import _traffic, running_node
@@ -92,6 +94,17 @@ def test_the_example_scrapes_a_node_and_the_rules_fire(
                 "demo",
                 "demo",
             )
+            # every dashboard query runs on Prometheus itself (variables set to the demo pod);
+            # the Overview's request, latency and error panels show the real traffic
+            empty = []
+            for uid, board in dashboards.render().items():
+                for expr in dashboards.queries(board):
+                    bound = expr.replace('=~"$namespace"', '="demo"')
+                    bound = bound.replace('=~"$cluster"', '="demo"')
+                    if not server.query(bound):
+                        empty.append((uid, expr))
+            overview_empty = [e for uid, e in empty if uid == "dchat-overview"]
+            assert overview_empty == [], overview_empty
             rules = [r for g in server.rules() for r in g["rules"]]
             assert len(rules) >= 25
             assert [(r["name"], r.get("lastError")) for r in rules if r["health"] == "err"] == []
