@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from devtools.monitoring import dashboards  # noqa: E402
 from tests.harness.prometheus import Pod, PrometheusServer, example_config  # noqa: E402
-from tests.monitoring.record import _token, running_node  # noqa: E402
+from tests.monitoring.record import running_node, token  # noqa: E402
 
 LABELS = {
     "app.kubernetes.io/name": "dchat",
@@ -66,7 +66,7 @@ class Counts:
 
 def _steady(api: str, cid: int, worker: int, counts: Counts, stop: threading.Event) -> None:
     """One client: reads, every third request a write, now and then a 404."""
-    auth = {"Authorization": f"Bearer {_token()}"}
+    auth = {"Authorization": f"Bearer {token()}"}
     with httpx.Client(base_url=api, timeout=10) as c:
         i = 0
         while not stop.is_set():
@@ -84,7 +84,7 @@ def _steady(api: str, cid: int, worker: int, counts: Counts, stop: threading.Eve
 
 def _burst(api: str, cid: int, counts: Counts) -> None:
     """48 concurrent writes: more than the database queue holds."""
-    auth = {"Authorization": f"Bearer {_token()}"}
+    auth = {"Authorization": f"Bearer {token()}"}
 
     def post(i: int) -> int:
         with httpx.Client(base_url=api, timeout=10) as c:
@@ -97,7 +97,7 @@ def _burst(api: str, cid: int, counts: Counts) -> None:
 
 
 def load(api: str, seconds: float) -> dict[int, int]:
-    auth = {"Authorization": f"Bearer {_token()}"}
+    auth = {"Authorization": f"Bearer {token()}"}
     with httpx.Client(base_url=api, timeout=10) as c:
         cid = int(c.post("/api/v1/channels", json={"name": "load"}, headers=auth).json()["id"])
     counts, stop = Counts(), threading.Event()

@@ -37,7 +37,7 @@ SECRET = "record-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 Series = frozenset[tuple[str, str]]
 
 
-def _token() -> str:
+def token() -> str:
     claims = {"sub": "recorder", "iss": "dchat", "scope": "chat:write", "exp": time.time() + 600}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
@@ -56,9 +56,9 @@ def _wait_ready(ops: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"node not ready in 30 s:\n{log.read_text()}")
 
 
-def _traffic(api: str, channel: str = "general") -> dict[int, int]:
+def traffic(api: str, channel: str = "general") -> dict[int, int]:
     """Real requests of every kind the rules and boards read; returns count by status."""
-    auth = {"Authorization": f"Bearer {_token()}"}
+    auth = {"Authorization": f"Bearer {token()}"}
     statuses: dict[int, int] = {}
 
     def note(r: httpx.Response) -> httpx.Response:
@@ -148,7 +148,7 @@ def record(workdir: Path) -> tuple[str, dict[int, int]]:
         "prometheus_push_interval_secs = 0.2\n"
     )
     with running_node(workdir, config=config) as (api, ops):
-        statuses = _traffic(api)
+        statuses = traffic(api)
         deadline = time.monotonic() + 10
         while True:
             text = httpx.get(f"{ops}/metrics", timeout=10).text

@@ -24,7 +24,7 @@ from dchat_operator.clients.metrics import BACKUP_LAST_SUCCESS, serve
 from devtools.monitoring import dashboards
 from tests.harness.net import free_port
 from tests.harness.prometheus import Pod, PrometheusServer, example_config
-from tests.monitoring.record import _traffic, running_node
+from tests.monitoring.record import running_node, traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -75,9 +75,9 @@ def test_the_example_scrapes_a_node_and_the_rules_fire(
             )
             # twice: a series born in the first burst is scraped before the second moves it
             # (rate() sees no increase in a series' first sample)
-            statuses = _traffic(api)
+            statuses = traffic(api)
             time.sleep(2.5)
-            again = _traffic(api, channel="second")
+            again = traffic(api, channel="second")
             assert statuses.get(503), statuses
             assert again.get(503), again
             ratio = server.wait_for(
