@@ -24,10 +24,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import common, dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.variants import Dataquery
+from grafana_foundation_sdk.models.common import (
+    BigValueGraphMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     GridPos,
@@ -137,6 +143,13 @@ class Board:
             .unit(unit)
             .targets(_targets(queries))
             .grid_pos(self._place(w, h))
+            .legend(
+                common.VizLegendOptions()
+                .display_mode(LegendDisplayMode.LIST)
+                .placement(LegendPlacement.BOTTOM)
+                .show_legend(True)
+            )
+            .tooltip(common.VizTooltipOptions().mode(TooltipDisplayMode.MULTI))
         )
         self.builder = self.builder.with_panel(panel)
         return self
@@ -153,6 +166,8 @@ class Board:
             .unit(unit)
             .targets(_targets([query]))
             .grid_pos(self._place(w, 4))
+            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
+            .graph_mode(BigValueGraphMode.AREA)
         )
         self.builder = self.builder.with_panel(panel)
         return self

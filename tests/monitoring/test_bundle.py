@@ -92,6 +92,7 @@ def test_five_boards_as_json_and_as_sidecar_configmaps() -> None:
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids)), uid
         assert all(t["refId"] for p in panels for t in p["targets"]), uid
+        assert all(p["options"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
     maps = list(yaml.safe_load_all((bundle.OUT / "dashboards" / "configmaps.yaml").read_text()))
     assert len(maps) == 5
     for cm in maps:
