@@ -11,7 +11,7 @@ export DCHAT_CACHE ?= $(HOME)/.cache/dchat
 TEST_WORKERS ?= 4
 
 .PHONY: help deps venv patroni chain cluster cluster-down check lint typecheck imports test test-unit \
-        test-integration test-e2e test-real-node up down crds rbac lock
+        test-integration test-e2e test-real-node up down crds rbac lock monitoring
 
 help:
 	@echo "make up     bring up the local cluster, install dchat, apply a sample DchatCluster"
@@ -45,8 +45,8 @@ cluster-down:
 	@tests/cluster/down.sh
 
 lint: venv
-	$(VENV)/bin/ruff check operator node tests bench
-	$(VENV)/bin/ruff format --check operator node tests bench
+	$(VENV)/bin/ruff check operator node tests bench devtools
+	$(VENV)/bin/ruff format --check operator node tests bench devtools
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -107,6 +107,11 @@ crds: venv
 	$(VENV)/bin/dchat-operator crd > crds/dchat.dev_dchatclusters.yaml
 	$(VENV)/bin/dchat-operator crd --kind DchatBackup > crds/dchat.dev_dchatbackups.yaml
 	$(VENV)/bin/dchat-operator crd --kind DchatRestore > crds/dchat.dev_dchatrestores.yaml
+
+# manifests/monitoring/ (rule file, scrape example, Grafana dashboards + ConfigMaps) from the
+# operator's rule builder and devtools/monitoring; a unit test fails when they are stale.
+monitoring: venv
+	$(PY) -m devtools.monitoring
 
 rbac: venv
 	$(VENV)/bin/dchat-operator rbac > manifests/base/rbac.yaml

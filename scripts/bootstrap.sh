@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the project needs on this machine, skipping what is already there.
 #
-#   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool) when absent;
+#   scripts/bootstrap.sh deps   Debian packages (PostgreSQL server, promtool + prometheus)
+#                               when absent;
 #                               as root also the optional ones of the real-node tests
 #                               (podman, runc, debootstrap, containerd, CNI plugins,
 #                               iptables, conntrack)
@@ -28,7 +29,9 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 deps() {
     local missing=()
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
-    command -v promtool >/dev/null || missing+=(prometheus)
+    # promtool (rule checks and rule unit tests) and prometheus (the scrape example and rules
+    # on a real server: tests/monitoring/test_prometheus.py) come in one package
+    { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     if ((${#missing[@]})); then
         if [[ $(id -u) != 0 ]]; then

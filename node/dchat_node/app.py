@@ -22,10 +22,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
+from array import array
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from hypercorn.typing import ASGISendCallable
@@ -198,6 +201,26 @@ def _blueprint_chain(name: str) -> tuple[str, ...]:
     return tuple(chain)
 
 
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of arrays and objects an API body may have (the API's own documents
+nest 4 levels at most)."""
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[{]}")
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays/objects deeper than ``limit`` (brackets inside
+    strings do not count). In C-speed steps: a body with at most ``limit`` opening brackets
+    cannot be too deep (one count); else strings are cut out, brackets mapped to +1/-1 and
+    the running sum's maximum taken."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", body).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(accumulate(array("b", brackets)), default=0) > limit
+
+
 class _Request(Request):
     """Quart's request, with ``blueprints`` (read three times per request, for the hooks
     and error handlers of the matched endpoint's blueprints) from a cache per blueprint
@@ -205,10 +228,18 @@ class _Request(Request):
     JSON saying why (Quart's says nothing outside debug mode)."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if force or self.is_json:
+            # checked before parsing: the C parser's own guard is the interpreter's recursion
+            # limit, which an import can raise (web3's py_ecc sets 100000) until a body like
+            # [[[[...]]]] overflows the C stack and the process dies (seen: a segfault)
+            body = await self.get_data(cache=True)
+            if isinstance(body, bytes) and json_too_deep(body):
+                if silent:
+                    return None
+                raise BadRequest("the JSON body is nested too deeply")
         try:
             return await super().get_json(force, silent, cache)
         except RecursionError:
-            # the C parser's recursion limit, reached by a body like [[[[...]]]]
             if silent:
                 return None
             raise BadRequest("the JSON body is nested too deeply") from None

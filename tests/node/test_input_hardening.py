@@ -4,9 +4,13 @@ id)."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from dchat_node.app import MAX_JSON_DEPTH, json_too_deep
 from tests.node.conftest import bearer
 
 pytestmark = pytest.mark.unit
@@ -81,3 +85,36 @@ async def test_openapi_still_documents_ids_as_integers(client: Client) -> None:
     doc = await (await client.get("/openapi.json")).get_json()
     params = doc["paths"]["/api/v1/channels/{channel_id}"]["get"]["parameters"]
     assert params[0]["schema"] == {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+
+async def test_nesting_is_refused_even_with_a_raised_recursion_limit(client: Client) -> None:
+    """web3's py_ecc raises the interpreter's recursion limit to 100000 on import; the C JSON
+    parser's own guard is that limit, so a deep body then overflowed the C stack and killed
+    the process (a segfault, seen in this suite). The depth is checked before parsing."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        body = b"[" * 200_000 + b"]" * 200_000
+        r = await client.post("/api/v1/channels", data=body, headers=JSON)
+    finally:
+        sys.setrecursionlimit(before)
+    assert r.status_code == 400
+    assert "nested too deeply" in (await r.get_json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        (b"[1, 2]", False),
+        (b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH, False),
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), True),
+        (b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1), True),
+        (b"[" * 10_000, True),  # unclosed still counts
+        (json.dumps({"s": "[" * 10_000}).encode(), False),  # brackets in a string
+        (json.dumps({"s": '\\"' + "[" * 10_000}).encode(), False),  # after an escaped quote
+        (b"[" + b"[1]," * 10_000 + b"[1]]", False),  # many brackets, shallow
+    ],
+    ids=["flat", "at-limit", "past-limit", "objects", "unclosed", "string", "escaped", "wide"],
+)
+def test_json_depth(text: bytes, deep: bool) -> None:
+    assert json_too_deep(text) is deep

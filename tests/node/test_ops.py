@@ -132,6 +132,11 @@ async def test_metrics_expose_alert_names_and_route_templates(
     assert "dchat_http_request_duration_seconds_bucket" in text
     assert "database_connections_active 0.0" in text
     assert "database_connections_open 1.0" in text
+    # the process (pod-memory alert, restart panels): the node's own registry has it
+    rss = re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M)
+    assert rss is not None
+    assert float(rss.group(1)) > 1e6
+    assert re.search(r"^process_start_time_seconds \d", text, re.M)
 
 
 async def test_server_errors_count_in_dchat_errors_total(

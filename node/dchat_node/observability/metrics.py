@@ -14,6 +14,10 @@ Design:
   set stays bounded. Error ratio = ``sum(rate(..._total{status=~"5.."}[5m])) /
   sum(rate(..._total[5m]))``; p99 = ``histogram_quantile(0.99, sum by (le)
   (rate(..._duration_seconds_bucket[5m])))``.
+- The process: ``process_resident_memory_bytes``, ``process_cpu_seconds_total``,
+  ``process_start_time_seconds``, ``process_open_fds`` (prometheus_client's
+  ``ProcessCollector`` in the node's registry): the pod-memory alert and the restart panels
+  read them (one node process per pod).
 - ``_ms`` histograms use explicit millisecond buckets (the default buckets are seconds).
 - Load shedding (``storage.admission``): ``dchat_database_queue_depth`` (queries running
   or waiting), ``dchat_database_queue_limit`` (capacity + ``max_pending_queries``) and
@@ -26,7 +30,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -137,6 +148,7 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
         self.errors = Counter(
             "dchat_errors",
             "Errors by component (5xx responses, unhandled exceptions, failed background work).",

@@ -71,8 +71,34 @@ SOAK_CHECKS = Counter(
 )
 ROLLBACKS = Counter(
     "dchat_operator_rollbacks_total",
-    "Automatic rollbacks to the last good revision, by cause (progress_deadline, soak).",
-    ["cause"],
+    "Automatic rollbacks to the last good revision, by namespace, cluster and cause "
+    "(progress_deadline, soak).",
+    ["namespace", "cluster", "cause"],
+)
+PRIMARY_CHANGES = Counter(
+    "dchat_operator_primary_changes_total",
+    "PostgreSQL primary changes seen in Patroni's leader lock (a PrimaryChanged Event from "
+    "one known primary to another: a failover or a switchover).",
+    ["namespace", "cluster"],
+)
+PODS_FENCED = Counter(
+    "dchat_operator_pods_fenced_total",
+    "SQLite node pods force-deleted because their node stopped reporting Ready (a Fenced "
+    "Event: the pod fails over to a healthy node).",
+    ["namespace", "cluster"],
+)
+BACKUP_HEALTHY = Gauge(
+    "dchat_operator_backup_healthy",
+    "A cluster's BackupHealthy condition: 1 True, 0 False (the last scheduled backup failed, "
+    "or none completed within a period of the schedule); no series while it is Unknown "
+    "(suspended, no backup yet) or backups are not scheduled.",
+    ["namespace", "cluster"],
+)
+CONTINUOUS_ARCHIVING = Gauge(
+    "dchat_operator_continuous_archiving_ready",
+    "1 while the Litestream sidecar is ready in every node pod of a SQLite cluster with "
+    "backups on (its ContinuousArchiving condition), else 0.",
+    ["namespace", "cluster"],
 )
 BACKUP_RESULTS = Counter(
     "dchat_operator_backups_total",
@@ -92,7 +118,9 @@ BACKUP_SIZE = Gauge(
 )
 BACKUP_LAST_SUCCESS = Gauge(
     "dchat_operator_backup_last_success_timestamp_seconds",
-    "Completion time of the last completed backup (Unix time).",
+    "Completion time of the newest completed DchatBackup of a cluster (Unix time); set by the "
+    "backup controller when one completes and by the schedule controller from the cluster's "
+    "DchatBackups on each run (so an operator restart keeps it).",
     ["namespace", "cluster"],
 )
 

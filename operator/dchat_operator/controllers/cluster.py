@@ -121,7 +121,13 @@ from dchat_operator.builders.status import (
     status_patch,
 )
 from dchat_operator.clients.kube import KubeAPI
-from dchat_operator.clients.metrics import CLUSTERS, ROLLBACKS, SOAK_CHECKS
+from dchat_operator.clients.metrics import (
+    CLUSTERS,
+    PODS_FENCED,
+    PRIMARY_CHANGES,
+    ROLLBACKS,
+    SOAK_CHECKS,
+)
 from dchat_operator.clients.podmetrics import PodMetrics, ScrapeError
 from dchat_operator.controllers.compare import covers, differences
 from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
@@ -647,6 +653,7 @@ class ClusterController:
                     "replacement starts on a healthy node"
                 )
                 log.warning("fenced %s/%s: %s", cluster.namespace, cluster.name, message)
+                PODS_FENCED.labels(cluster.namespace, cluster.name).inc()
                 await self._event(body, "Warning", "Fenced", message, now)
             if await self._replace_lost_claim(body, cluster, f.node, now):
                 result.children_changed = True  # the next run applies the new claim
@@ -1002,7 +1009,7 @@ class ClusterController:
             )
             if result.rolled_back:
                 soaked = str((new_rollback or {}).get("reason", "")).startswith("soak")
-                ROLLBACKS.labels("soak" if soaked else "progress_deadline").inc()
+                ROLLBACKS.labels(namespace, name, "soak" if soaked else "progress_deadline").inc()
             await self._transition_events(body, previous, owned, now)
             return
         raise RuntimeError(f"status of {body['metadata'].get('name')}: conflicts on every retry")
@@ -1037,6 +1044,9 @@ class ClusterController:
             return
         if new:
             was = f" (was {old})" if old else ""
+            if old:
+                meta = body.get("metadata") or {}
+                PRIMARY_CHANGES.labels(meta.get("namespace", ""), meta.get("name", "")).inc()
             await self._event(body, "Normal", "PrimaryChanged", f"primary is now {new}{was}", now)
         else:
             message = f"no PostgreSQL primary: Patroni's leader lock is free (was {old})"

@@ -23,6 +23,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -44,10 +45,16 @@ from dchat_operator.builders.schedule import (
     BackupView,
     backup_status,
     expired,
+    newest_completed,
     plan,
 )
 from dchat_operator.builders.status import status_patch
 from dchat_operator.clients.kube import KubeAPI
+from dchat_operator.clients.metrics import (
+    BACKUP_HEALTHY,
+    BACKUP_LAST_SUCCESS,
+    CONTINUOUS_ARCHIVING,
+)
 from dchat_operator.controllers.engine import (
     Attempt,
     Engine,
@@ -122,6 +129,7 @@ class ScheduleController:
         namespace, name = key
         body = await self.kube.get(CLUSTER, namespace, name)
         if body is None:
+            _forget(namespace, name)
             return Outcome(forget=True, result="gone")
         try:
             cluster = DchatCluster.parse(body)
@@ -159,6 +167,7 @@ class ScheduleController:
             cluster.metadata.generation,
             archiving,
         )
+        _export(cluster, backups, owned["conditions"])
         if not await self._write(body, previous, owned):
             return Outcome(forget=True, result="gone")
         if decision.schedule_status is None:
@@ -226,3 +235,31 @@ class ScheduleController:
             return None
         log.info("schedule: created DchatBackup %s/%s", cluster.namespace, obj["metadata"]["name"])
         return created
+
+
+def _export(cluster: DchatCluster, backups: list[BackupView], conditions: list[Obj]) -> None:
+    """The metrics the alert rules read (``builders.monitoring``): the completion time of the
+    newest completed backup (from the DchatBackups, so a restarted operator has it before
+    the next backup completes), the BackupHealthy condition (1/0; no series while Unknown)
+    and whether continuous archiving runs (SQLite with backups on)."""
+    labels = (cluster.namespace, cluster.name)
+    done = newest_completed(backups)
+    if done is not None and done.completed is not None:
+        BACKUP_LAST_SUCCESS.labels(*labels).set(done.completed.timestamp())
+    by_type = {cond["type"]: cond["status"] for cond in conditions}
+    healthy = by_type.get("BackupHealthy")
+    if healthy in ("True", "False"):
+        BACKUP_HEALTHY.labels(*labels).set(1.0 if healthy == "True" else 0.0)
+    else:
+        with contextlib.suppress(KeyError):
+            BACKUP_HEALTHY.remove(*labels)
+    archiving = by_type.get("ContinuousArchiving")
+    if archiving is not None:
+        CONTINUOUS_ARCHIVING.labels(*labels).set(1.0 if archiving == "True" else 0.0)
+
+
+def _forget(namespace: str, name: str) -> None:
+    """A deleted cluster's series go (no stale "no backup for 26 h" alert for it)."""
+    for gauge in (BACKUP_LAST_SUCCESS, BACKUP_HEALTHY, CONTINUOUS_ARCHIVING):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, CLUSTER, POD
@@ -363,6 +364,38 @@ async def test_continuous_archiving_follows_the_litestream_sidecar(world: World)
     await world.tick(at(10, 21), "lite")
     cond = next(x for x in world.status("lite")["conditions"] if x["type"] == "ContinuousArchiving")
     assert (cond["status"], cond["reason"]) == ("True", "SidecarReady")
+    # the alert rules read the condition as a gauge (builders.monitoring)
+    assert _sample("dchat_operator_continuous_archiving_ready", "lite") == 1.0
+
+
+def _sample(metric: str, cluster: str) -> float | None:
+    return REGISTRY.get_sample_value(metric, {"namespace": NS, "cluster": cluster})
+
+
+async def test_the_last_successful_backup_time_is_exported_from_the_backups(
+    world: World,
+) -> None:
+    """A restarted operator has the gauge from the DchatBackups before the next backup
+    completes (the "no successful backup in 26 h" alert reads it); a deleted cluster's
+    series goes."""
+    world.cluster("c9")
+    await world.tick(at(10, 20), "c9")
+    assert _sample("dchat_operator_backup_last_success_timestamp_seconds", "c9") is None
+    assert _sample("dchat_operator_backup_healthy", "c9") is None
+    await world.tick(at(11, 0), "c9")
+    world.finish("c9-20261130110000", "Completed", "2026-11-30T11:05:00Z")
+    await world.tick(at(11, 6), "c9")
+    completed = dt.datetime(2026, 11, 30, 11, 5, tzinfo=dt.UTC).timestamp()
+    assert _sample("dchat_operator_backup_last_success_timestamp_seconds", "c9") == completed
+    assert _sample("dchat_operator_backup_healthy", "c9") == 1.0
+    await world.tick(at(12, 0), "c9")
+    world.finish("c9-20261130120000", "Failed", "2026-11-30T12:05:00Z")
+    await world.tick(at(12, 6), "c9")
+    assert _sample("dchat_operator_backup_healthy", "c9") == 0.0  # DchatBackupUnhealthy
+    world.kube.objects.pop((CLUSTER.plural, NS, "c9"))
+    await world.tick(at(11, 7), "c9")
+    assert _sample("dchat_operator_backup_last_success_timestamp_seconds", "c9") is None
+    assert _sample("dchat_operator_backup_healthy", "c9") is None
 
 
 async def test_no_new_backup_while_the_last_scheduled_one_has_not_finished(world: World) -> None:

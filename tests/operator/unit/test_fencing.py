@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT, NODE, PERSISTENT_VOLUME, POD, PVC, SECRET
 from dchat_operator.api.models import DchatCluster
@@ -147,6 +148,8 @@ async def test_without_a_replica_the_claim_on_the_dead_node_is_kept(
     )
     assert kube.force_deleted == ["c1-abc-1"]  # the world's clock is 12:00: 60 s > 30 s
     assert kube.event_reasons("c1")[-2:] == ["Fenced", "VolumeLost"]
+    fenced = {"namespace": NS, "cluster": "c1"}
+    assert REGISTRY.get_sample_value("dchat_operator_pods_fenced_total", fenced)
     claim = kube.obj(PVC, NS, "c1-data")
     assert claim is not None
     assert claim["spec"]["volumeName"] == "pv-1"

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dchat_operator.api.constants import ANNOTATION_SWITCHOVER_REQUEST
 from dchat_operator.api.kinds import CLUSTER, CONFIG_MAP, POD
@@ -82,11 +83,15 @@ async def test_the_controller_polls_the_leader_and_emits_an_event_on_a_change(
     verbs = sorted({(c.verb, c.plural) for c in world.kube.calls})
     assert verbs == [("GET", "configmaps"), ("GET", "deployments")]  # the CR from the watch
 
+    changes = {"namespace": NS, "cluster": "c1"}
+    before = REGISTRY.get_sample_value("dchat_operator_primary_changes_total", changes) or 0.0
     world.kube.put(CONFIG_MAP, _leader_cm("pg-1"))
     world.engine.trigger((NS, "c1"), "requeue")
     await world.idle()
     assert world.status("c1")["currentPrimary"]["name"] == "pg-1"
     assert "PrimaryChanged" in world.kube.event_reasons("c1")
+    # the FailoverHappened alert (builders.monitoring) counts changes, not the first primary
+    assert REGISTRY.get_sample_value("dchat_operator_primary_changes_total", changes) == before + 1
 
 
 # --- switchover on request ------------------------------------------------------------------

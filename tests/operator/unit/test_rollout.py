@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT
 from dchat_operator.api.models import DchatCluster
@@ -159,6 +160,8 @@ async def test_the_controller_rolls_a_stalled_rollout_back_and_does_not_retry_it
         "image"
     ]  # type: ignore[index]
 
+    rollbacks = {"namespace": NS, "cluster": "c1", "cause": "progress_deadline"}
+    before = REGISTRY.get_sample_value("dchat_operator_rollbacks_total", rollbacks) or 0.0
     await set_version(world, "c1", "0.2.0")
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")
     assert dep is not None
@@ -191,6 +194,8 @@ async def test_the_controller_rolls_a_stalled_rollout_back_and_does_not_retry_it
     assert status["rollback"]["fromVersion"] == "0.2.0"
     assert world.condition("c1", "Degraded")["reason"] == "RolledBack"
     assert "RolledBack" in world.kube.event_reasons("c1")
+    # counted once per rollback, per cluster (the RolloutRolledBack alert reads it)
+    assert REGISTRY.get_sample_value("dchat_operator_rollbacks_total", rollbacks) == before + 1
     await asyncio.sleep(ROLLBACK_REQUEUE_SECONDS + 0.1)  # the run that applies the good one
     await world.idle()
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")

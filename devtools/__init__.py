@@ -1,0 +1,1 @@
+"""Developer tooling that no runtime image installs (the ``monitoring`` extra)."""
