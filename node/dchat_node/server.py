@@ -37,6 +37,8 @@ from quart import Quart
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
 from dchat_node.lifecycle import NodeState, freeze_startup_heap
+from dchat_node.marketplace.service import check_marketplace
+from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
@@ -54,7 +56,7 @@ EXIT_FORCED = 1
 
 def preflight(config: NodeConfig) -> list[ConfigProblem]:
     """Checks that need the filesystem (not just the config model)."""
-    return check_tls(config.security) + check_keys(config.security)
+    return check_tls(config.security) + check_keys(config.security) + check_marketplace(config)
 
 
 def _bind(host: str, port: int) -> str:
@@ -183,9 +185,11 @@ class _Drain:
 def _start_background(
     loop: asyncio.AbstractEventLoop, services: Services, metrics: NodeMetrics, config: NodeConfig
 ) -> list[asyncio.Task[None]]:
-    """The health loop and, when a push gateway is configured, the metrics push loop."""
+    """The health loop, the marketplace worker (payment checks, expiries, automatic
+    release) and, when a push gateway is configured, the metrics push loop."""
     background: list[asyncio.Task[None]] = [
-        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs))
+        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs)),
+        loop.create_task(MarketplaceWorker(services.marketplace, metrics).run()),
     ]
     obs = config.observability
     if obs.prometheus_pushgateway:
@@ -243,7 +247,9 @@ async def run_node(
         raise ConfigError(problems)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=config.server.worker_threads))
-    metrics = NodeMetrics()
+    metrics = NodeMetrics(
+        purchase_confirmation_timeout_secs=config.marketplace.payment_confirmation_timeout_secs
+    )
     provider = setup_tracing(config.observability, metrics.observability_errors)
     storage = await prepare_storage(config, migrate=migrate)
     services = build_services(config, storage, metrics=metrics)

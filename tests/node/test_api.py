@@ -8,6 +8,7 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from dchat_node.api.models import encode_cursor
+from dchat_node.storage.migrations import load_migrations
 from tests.node.conftest import bearer, make_token
 
 pytestmark = pytest.mark.unit
@@ -26,7 +27,7 @@ async def test_version(client: Client) -> None:
     body = await r.get_json()
     assert body["api"] == "v1"
     assert body["storage_engine"] == "sqlite"
-    assert body["schema_version"] == 3
+    assert body["schema_version"] == len(load_migrations("sqlite"))
 
 
 async def test_channel_lifecycle(client: Client) -> None:

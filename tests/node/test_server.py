@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dchat_node.storage.migrations import load_migrations
 from tests.node.conftest import DCHAT, JWT_SECRET, REPO, Recorder, bearer
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def test_starts_on_postgresql(start_node: Any, postgres_url: str) -> None:
     exercise_api(node.api)
     version = httpx.get(f"{node.api}/api/v1/version").json()
     assert version["storage_engine"] == "postgresql"
-    assert version["schema_version"] == 3
+    assert version["schema_version"] == len(load_migrations("postgresql"))
     metrics = httpx.get(f"{node.ops}/metrics").text
     assert "database_connections_max 20.0" in metrics
     assert node.stop() == 0
