@@ -5,6 +5,7 @@ chain is in test_marketplace_chain.py). Timeouts are reached by moving the clock
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -43,6 +44,17 @@ API = "/api/v1/marketplace"
 CREATOR, BUYER = auth("carol"), auth("bob")
 ARBITER = auth("judge", "marketplace:write marketplace:arbiter")
 TX1, TX2 = "0x" + "a1" * 32, "0x" + "b2" * 32
+
+
+def dchat_verify(toml: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DCHAT, "--config", str(toml), "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 class Market:
@@ -369,33 +381,21 @@ async def test_dchat_verify_checks_the_marketplace(
     env = {**os.environ, "DATABASE_URL": config.database.url}
     toml = tmp_path / "config.toml"
     toml.write_text('env = "test"\n')
-    ok = subprocess.run(
-        [DCHAT, "--config", str(toml), "verify"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = await asyncio.to_thread(dchat_verify, toml, env)
     assert ok.returncode == 0, ok.stderr
     assert f"ok: marketplace, 1 purchases replay, escrow holds {CHAIN_ID}:native 1000" in ok.stdout
     db = market.services.storage
     await db.execute("UPDATE market_purchases SET state = 'released' WHERE id = ?", p["id"])
-    bad = subprocess.run(
-        [DCHAT, "--config", str(toml), "verify"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = await asyncio.to_thread(dchat_verify, toml, env)
     assert bad.returncode == 1
     assert (
         f"marketplace: purchase {p['id']}: events replay to confirmed, the purchase says released"
         in bad.stderr
     )
     assert (
-        f"escrow {CHAIN_ID}:native: paid - released - refunded = 1000, but purchases holding funds add up to 0"
-        in bad.stderr
-    )  # noqa: E501
+        f"escrow {CHAIN_ID}:native: paid - released - refunded = 1000, "
+        "but purchases holding funds add up to 0" in bad.stderr
+    )
 
 
 async def test_reference_binds_the_purchase(market: Market) -> None:

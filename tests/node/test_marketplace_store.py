@@ -270,9 +270,9 @@ async def test_verify_finds_tampering(db: Storage, store: SqlMarketplaceStore) -
         msg.startswith(f"purchase {q.id}: escrow ledger [#9 paid 7]") for msg in report.problems
     )
     assert (
-        "escrow 31337:native: paid - released - refunded = 14, but purchases holding funds add up to 7"
-        in report.problems
-    )  # noqa: E501
+        "escrow 31337:native: paid - released - refunded = 14, "
+        "but purchases holding funds add up to 7" in report.problems
+    )
     assert f"payment {TX} on chain 31337 is booked for 2 purchases" in report.problems
 
 
