@@ -6,8 +6,8 @@ side by side with the bare Quart+hypercorn hello-world app, same machine, same r
         [--json]
 
 What it does:
-- starts the bare app of bench/node_platform.py (measured first and last), the test harness's PostgreSQL
-  (tests/harness/postgres.py) and, per engine, a real node process
+- starts the bare app of bench/node_platform.py (measured first and last), the test
+  harness's PostgreSQL (tests/harness/postgres.py) and, per engine, a real node process
   (tests/node/market_node.py: ``dchat``'s ``run_node`` with payments configured and a
   verifier that reaches no chain, so purchases can be created; rate limiting ON with a limit
   the load cannot reach);
