@@ -217,6 +217,7 @@ class MarketplaceConfig(_Section):
     )
     escrow_address: str | None = Field(
         None,
+        max_length=42,
         pattern=r"^0x[0-9a-fA-F]{40}$",
         description=(
             "Currency-chain address buyers pay into (0x + 40 hex digits; EIP-55 checksum "
@@ -224,7 +225,10 @@ class MarketplaceConfig(_Section):
         ),
     )
     chain_id: int | None = Field(
-        None, ge=1, description="Chain id of the currency chain payments must be made on."
+        None,
+        ge=1,
+        le=2**53 - 1,
+        description="Chain id of the currency chain payments must be made on.",
     )
     worker_interval_secs: float = Field(
         5,
