@@ -13,6 +13,7 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from dchat_node.app import create_api_app
+from dchat_node.marketplace.service import IDEMPOTENCY_STALE_SECS
 from dchat_node.services import Services, build_services
 from dchat_node.storage import open_storage
 from tests.node.marketplace_helpers import PAYOUT, FakeClock, ScriptedVerifier, auth, market_config
@@ -316,12 +317,20 @@ async def test_idempotency_key_in_progress_is_409(env: tuple[Client, Services]) 
     digest = hashlib.sha256(
         json.dumps({"listing_id": lst["id"]}, sort_keys=True).encode()
     ).hexdigest()
-    assert await services.marketplace.store.claim_idempotency("bob", "order-4", digest, 1) is None
+    market = services.marketplace
+    assert await market.store.claim_idempotency("bob", "order-4", digest, market.now_us()) is None
     headers = {**BUYER, "Idempotency-Key": "order-4"}
     err = await error(
         await client.post(f"{API}/purchases", json={"listing_id": lst["id"]}, headers=headers), 409
     )
     assert err["message"] == "a request with this Idempotency-Key is still in progress, retry later"
+    # the claim's request never answered (its process died): once stale, a retry of the
+    # same request takes the key over
+    clock = services.marketplace.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(IDEMPOTENCY_STALE_SECS)
+    r = await client.post(f"{API}/purchases", json={"listing_id": lst["id"]}, headers=headers)
+    assert r.status_code == 201, await r.get_data()
 
 
 async def test_concurrent_duplicates_make_one_purchase(client: Client) -> None:

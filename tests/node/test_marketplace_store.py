@@ -321,6 +321,21 @@ async def test_idempotency_claims(store: SqlMarketplaceStore) -> None:
     assert await store.claim_idempotency("alice", "key-1", "h3", 4) is None
     await store.drop_idempotency("bob", "key-1")
     assert await store.claim_idempotency("bob", "key-1", "h1", 5) is not None
+    # a claim left without a response is taken over once stale, by the same request only,
+    # and by one of concurrent retries
+    assert await store.claim_idempotency("zed", "k", "h", 100) is None
+    assert (await store.claim_idempotency("zed", "k", "h", 200, stale_before_us=99)) is not None
+    assert (
+        await store.claim_idempotency("zed", "k", "other", 200, stale_before_us=100)
+    ) is not None
+    retries = await asyncio.gather(
+        *(store.claim_idempotency("zed", "k", "h", 300, stale_before_us=100) for _ in range(4))
+    )
+    assert sum(r is None for r in retries) == 1
+    await store.finish_idempotency("zed", "k", 201, "{}")
+    done = await store.claim_idempotency("zed", "k", "h", 10**9, stale_before_us=10**9)
+    assert done is not None
+    assert done.status == 201
     # concurrent claims: exactly one wins
     results = await asyncio.gather(*(store.claim_idempotency("eve", "k", "h", 6) for _ in range(5)))
     assert sum(r is None for r in results) == 1

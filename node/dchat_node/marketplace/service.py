@@ -56,6 +56,9 @@ from dchat_node.storage.errors import Conflict
 log = logging.getLogger("dchat_node.marketplace")
 
 US = 1_000_000
+# a claimed Idempotency-Key without a response after this long belongs to a request whose
+# process died: a retry of the same request takes it over (far above any request timeout)
+IDEMPOTENCY_STALE_SECS = 600
 
 
 class Clock(Protocol):
@@ -411,10 +414,13 @@ class MarketplaceService:
         """Run ``produce`` (-> status, JSON body) once per (principal, key): the key is
         claimed in the database before the work. The same key and body again returns the
         stored response (``True`` = replayed); a different body is 422; a request while
-        the first is still running is 409. A 4xx from ``produce`` (a ``DomainError``) is
-        stored like a success; any other failure frees the key for a retry."""
+        the first is still running is 409 (after ``IDEMPOTENCY_STALE_SECS`` without a
+        response, the same request takes the key over). A 4xx from ``produce`` (a
+        ``DomainError``) is stored like a success; any other failure frees the key for a
+        retry."""
+        now = self.now_us()
         seen: IdempotencyRow | None = await self.store.claim_idempotency(
-            principal, key, request_hash, self.now_us()
+            principal, key, request_hash, now, now - IDEMPOTENCY_STALE_SECS * US
         )
         if seen is not None:
             if seen.request_hash != request_hash:

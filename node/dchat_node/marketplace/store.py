@@ -249,7 +249,12 @@ class MarketplaceStore(Protocol):
     async def ledger_of(self, purchase_ids: Sequence[int]) -> list[LedgerRecord]: ...
     async def reused_payments(self) -> list[tuple[int, str, int]]: ...
     async def claim_idempotency(
-        self, principal: str, key: str, request_hash: str, now_us: int
+        self,
+        principal: str,
+        key: str,
+        request_hash: str,
+        now_us: int,
+        stale_before_us: int | None = None,
     ) -> IdempotencyRow | None: ...
     async def finish_idempotency(
         self, principal: str, key: str, status: int, body: str
@@ -635,10 +640,17 @@ class SqlMarketplaceStore:
 
     # -- idempotency ---------------------------------------------------------------------
     async def claim_idempotency(
-        self, principal: str, key: str, request_hash: str, now_us: int
+        self,
+        principal: str,
+        key: str,
+        request_hash: str,
+        now_us: int,
+        stale_before_us: int | None = None,
     ) -> IdempotencyRow | None:
         """Claim ``key`` for ``principal`` (None: claimed now) or return the row of the
-        request that claimed it first."""
+        request that claimed it first. A claim of the same request still without a
+        response and made at or before ``stale_before_us`` (its process died mid-request)
+        is taken over, compare-and-set on its time, so only one retry wins it."""
         claimed = await self._db.fetchrow(
             "INSERT INTO market_idempotency (principal, idem_key, request_hash, created_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (principal, idem_key) DO NOTHING "
@@ -651,14 +663,27 @@ class SqlMarketplaceStore:
         if claimed is not None:
             return None
         row = await self._db.fetchrow(
-            "SELECT request_hash, status, body FROM market_idempotency "
+            "SELECT request_hash, status, body, created_at FROM market_idempotency "
             "WHERE principal = ? AND idem_key = ?",
             principal,
             key,
         )
         if row is None:  # dropped between the two statements: the caller may retry
             return IdempotencyRow(request_hash, None, None)
-        return IdempotencyRow(row[0], None if row[1] is None else int(row[1]), row[2])
+        seen = IdempotencyRow(row[0], None if row[1] is None else int(row[1]), row[2])
+        stale = stale_before_us is not None and int(row[3]) <= stale_before_us
+        if seen.status is None and seen.request_hash == request_hash and stale:
+            taken = await self._db.fetchrow(
+                "UPDATE market_idempotency SET created_at = ? WHERE principal = ? "
+                "AND idem_key = ? AND status IS NULL AND created_at = ? RETURNING principal",
+                now_us,
+                principal,
+                key,
+                row[3],
+            )
+            if taken is not None:
+                return None
+        return seen
 
     async def finish_idempotency(self, principal: str, key: str, status: int, body: str) -> None:
         await self._db.execute(
