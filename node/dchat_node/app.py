@@ -458,10 +458,12 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     from dchat_node.accessibility.api import bp as accessibility_bp
     from dchat_node.api.meta import bp as meta_bp
     from dchat_node.chat.api import bp as chat_bp
+    from dchat_node.marketplace.api import bp as marketplace_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
     app.register_blueprint(accessibility_bp)
+    app.register_blueprint(marketplace_bp)
     _register_api_errors(app)
     apply_rate_limit(app, cfg.security)
     apply_cors(app, cfg.security)

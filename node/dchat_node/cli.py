@@ -5,7 +5,9 @@
                                                    (--show masks passwords and key-like
                                                    URL parameters, omits jwt_secret)
     dchat [--config PATH] migrate                  apply pending schema migrations
-    dchat [--config PATH] verify                   database integrity check
+    dchat [--config PATH] verify                   database integrity check (schema,
+                                                   engine checks, marketplace: events
+                                                   replay, escrow balances, payments)
     dchat [--config PATH] backup create|restore|verify|delete|list ...
                                                    backups to S3 (see dchat_node.backup:
                                                    the environment, the JSON result)
@@ -35,6 +37,7 @@ from dchat_node.config import (
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+MARKETPLACE_SCHEMA = 5  # the migration that creates the marketplace tables
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,10 +103,17 @@ async def _verify(config: NodeConfig) -> int:
             print(f"dchat verify: database file {path} does not exist", file=sys.stderr)
             return EXIT_FAILURE
     storage = create_storage(config.database)
+    market = None
     try:
         await storage.open()
         problems = await storage.verify()
         version = await storage.schema_version()
+        if version >= MARKETPLACE_SCHEMA:
+            from dchat_node.marketplace.store import SqlMarketplaceStore
+            from dchat_node.marketplace.verify import verify_marketplace
+
+            market = await verify_marketplace(SqlMarketplaceStore(storage))
+            problems += [f"marketplace: {p}" for p in market.problems]
     except StorageError as exc:
         print(f"dchat verify: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -115,6 +125,9 @@ async def _verify(config: NodeConfig) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"ok: {storage.engine} database, schema version {version}, integrity ok")
+    if market is not None:
+        held = ", ".join(f"{c} {v}" for c, v in market.held.items()) or "nothing"
+        print(f"ok: marketplace, {market.purchases} purchases replay, escrow holds {held}")
     return EXIT_OK
 
 

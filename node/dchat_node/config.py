@@ -254,6 +254,30 @@ class MarketplaceConfig(_Section):
     payment_confirmation_timeout_secs: int = Field(
         300, gt=0, description="How long to wait for a payment to confirm on chain."
     )
+    escrow_address: str | None = Field(
+        None,
+        max_length=42,
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description=(
+            "Currency-chain address buyers pay into (0x + 40 hex digits; EIP-55 checksum "
+            "when mixed case). Unset: purchases are refused (503), listings still work."
+        ),
+    )
+    chain_id: int | None = Field(
+        None,
+        ge=1,
+        le=2**53 - 1,
+        description="Chain id of the currency chain payments must be made on.",
+    )
+    worker_interval_secs: float = Field(
+        5,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the marketplace worker checks payments, expiries and automatic "
+            "releases; a failing chain RPC is retried with backoff from this up to 300 s."
+        ),
+    )
 
 
 class BridgeConfig(_Section):

@@ -28,6 +28,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
@@ -37,12 +38,18 @@ from quart import Quart
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
 from dchat_node.lifecycle import NodeState, freeze_startup_heap
+from dchat_node.marketplace.service import check_marketplace
+from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
 from dchat_node.security.auth import check_keys
 from dchat_node.security.tls import check_tls
 from dchat_node.services import Services, build_services
+
+if TYPE_CHECKING:
+    from dchat_node.chain import ChainClient
+    from dchat_node.marketplace.payments import PaymentVerifier
 from dchat_node.storage import Storage, StorageError, create_storage
 
 log = logging.getLogger("dchat_node.server")
@@ -54,7 +61,7 @@ EXIT_FORCED = 1
 
 def preflight(config: NodeConfig) -> list[ConfigProblem]:
     """Checks that need the filesystem (not just the config model)."""
-    return check_tls(config.security) + check_keys(config.security)
+    return check_tls(config.security) + check_keys(config.security) + check_marketplace(config)
 
 
 def _bind(host: str, port: int) -> str:
@@ -183,10 +190,16 @@ class _Drain:
 def _start_background(
     loop: asyncio.AbstractEventLoop, services: Services, metrics: NodeMetrics, config: NodeConfig
 ) -> list[asyncio.Task[None]]:
-    """The health loop and, when a push gateway is configured, the metrics push loop."""
+    """The health loop, the marketplace worker (payment checks, expiries, automatic
+    release: only when payments are enabled, i.e. a currency chain, an escrow address and a
+    chain id are configured; without them no purchase can be created, so there is nothing
+    to advance and no query is made) and, when a push gateway is configured, the metrics
+    push loop."""
     background: list[asyncio.Task[None]] = [
-        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs))
+        loop.create_task(_health_loop(services, config.observability.health_check_interval_secs)),
     ]
+    if services.marketplace.payments_enabled:
+        background.append(loop.create_task(MarketplaceWorker(services.marketplace, metrics).run()))
     obs = config.observability
     if obs.prometheus_pushgateway:
         background.append(
@@ -243,10 +256,13 @@ async def run_node(
         raise ConfigError(problems)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=config.server.worker_threads))
-    metrics = NodeMetrics()
+    metrics = NodeMetrics(
+        purchase_confirmation_timeout_secs=config.marketplace.payment_confirmation_timeout_secs
+    )
     provider = setup_tracing(config.observability, metrics.observability_errors)
     storage = await prepare_storage(config, migrate=migrate)
-    services = build_services(config, storage, metrics=metrics)
+    chain, verifier = _payment_verifier(config)
+    services = build_services(config, storage, metrics=metrics, payment_verifier=verifier)
     state = NodeState()
     api = create_api_app(services, provider)
     ops = create_ops_app(services, state)
@@ -264,4 +280,18 @@ async def run_node(
         log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
     finally:
         await _close(loop, signals, background, storage, provider)
+        if chain is not None:
+            await chain.aclose()
         log.info("dchat node stopped", extra={"event": "stopped"})
+
+
+def _payment_verifier(config: NodeConfig) -> tuple[ChainClient | None, PaymentVerifier | None]:
+    """The currency chain's payment verifier when ``chain.currency_chain_rpc`` is set (else
+    purchases are refused with 503 and say why); its client is closed at shutdown."""
+    if not config.chain.currency_chain_rpc:
+        return None, None
+    from dchat_node.chain import ChainClient, FinalityPolicy, Web3PaymentVerifier
+
+    client = ChainClient.from_config(config.chain, "currency")
+    policy = FinalityPolicy.from_config(config.chain, "currency")
+    return client, Web3PaymentVerifier(client, policy)

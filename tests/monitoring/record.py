@@ -66,7 +66,13 @@ def traffic(api: str, channel: str = "general") -> dict[int, int]:
         return r
 
     with httpx.Client(base_url=api, timeout=10) as c:
-        created = note(c.post("/api/v1/channels", json={"name": channel}, headers=auth))
+        # the queue holds one statement and no more: a background task's query (the
+        # marketplace worker's) may hold it this instant, and the post is shed; try again
+        for _ in range(50):
+            created = note(c.post("/api/v1/channels", json={"name": channel}, headers=auth))
+            if created.status_code != 503:
+                break
+            time.sleep(0.1)
         created.raise_for_status()
         cid = created.json()["id"]
         for i in range(5):

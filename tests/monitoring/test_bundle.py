@@ -141,7 +141,7 @@ def test_every_query_parses_and_references_only_exported_series() -> None:
 
 def test_the_check_catches_an_invented_name_and_label() -> None:
     catalogue = Catalogue()
-    (sel,) = selectors('rate(marketplace_purchases_total{dchat_cluster="x"}[5m])')
+    (sel,) = selectors('rate(marketplace_listing_views_total{dchat_cluster="x"}[5m])')
     assert "neither the node nor the operator" in (catalogue.problem(sel) or "")
     (sel,) = selectors('dchat_http_requests_total{path="/x"}')
     assert "no label ['path']" in (catalogue.problem(sel) or "")

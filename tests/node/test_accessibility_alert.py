@@ -77,10 +77,15 @@ async def test_accessibility_alert_fires_on_a_real_run(tmp_path: Path) -> None:
     )
     series = (
         f'accessibility_validation_failures_total{{namespace="{c1.namespace}",'
-        f'job="{names(c1).metrics_service}",instance="10.0.0.1:9001"}}'
+        f'{monitoring.CLUSTER_LABEL}="{c1.name}",job="{names(c1).metrics_service}",'
+        f'instance="10.0.0.1:9001"}}'
     )
     firing: dict[str, Any] = {
-        "exp_labels": {"severity": "warning", "dchat_cluster": "c1"},
+        "exp_labels": {
+            "severity": "warning",
+            monitoring.CLUSTER_LABEL: c1.name,
+            "namespace": c1.namespace,
+        },
         "exp_annotations": rules[0]["annotations"],
     }
     check = {

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol as Client
 
-from dchat_node.chat.models import encode_cursor
+from dchat_node.api.models import encode_cursor
 from dchat_node.storage.migrations import load_migrations
 from tests.node.conftest import bearer, make_token
 

@@ -16,20 +16,39 @@ from tests.node.conftest import PYTHON, make_token
 pytestmark = pytest.mark.integration
 
 SCHEMATHESIS = str(Path(PYTHON).parent / "schemathesis")
+MARKET_NODE = [PYTHON, str(Path(__file__).with_name("market_node.py"))]
 
 
 @pytest.mark.parametrize("authenticated", [True, False], ids=["with-token", "anonymous"])
 def test_schemathesis_finds_no_server_errors(
     start_node: Any, tmp_path: Path, authenticated: bool
 ) -> None:
-    node = start_node(env={"DCHAT_SECURITY__RATE_LIMIT_ENABLED": "false"})
+    # the marketplace routes too: a node with payments configured (its verifier reaches no
+    # chain; see market_node.py), and a token with the marketplace scopes
+    node = start_node(
+        argv=MARKET_NODE,
+        env={
+            "DCHAT_SECURITY__RATE_LIMIT_ENABLED": "false",
+            "DCHAT_MARKETPLACE__ESCROW_ADDRESS": "0x" + "22" * 20,
+            "DCHAT_MARKETPLACE__CHAIN_ID": "31337",
+        },
+    )
     node.wait_ready()
     # some real data so GETs by id also hit existing rows
-    token = make_token(expires_in=3600)
+    token = make_token(expires_in=3600, scope="chat:write marketplace:write marketplace:arbiter")
+    seller = make_token("seller", expires_in=3600, scope="marketplace:write")
     with httpx.Client(base_url=node.api, headers={"Authorization": f"Bearer {token}"}) as c:
         cid = c.post("/api/v1/channels", json={"name": "seed"}).json()["id"]
         c.post(f"/api/v1/channels/{cid}/messages", json={"body": "seed"})
         c.put("/api/v1/accessibility/preferences", json={"font_scale": 1.5}).raise_for_status()
+        listing = c.post(
+            "/api/v1/marketplace/listings",
+            json={"title": "seed", "price": "1", "payout_address": "0x" + "11" * 20},
+            headers={"Authorization": f"Bearer {seller}"},
+        )
+        assert listing.status_code == 201, listing.text
+        bought = c.post("/api/v1/marketplace/purchases", json={"listing_id": listing.json()["id"]})
+        assert bought.status_code == 201, bought.text
     args = [
         SCHEMATHESIS,
         "run",

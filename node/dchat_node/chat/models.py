@@ -3,8 +3,6 @@ these (through quart-schema), and they generate its part of ``/openapi.json``.""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Self, TypeVar
@@ -12,10 +10,9 @@ from typing import Generic, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_json
 
+from dchat_node.api.models import decode_cursor, encode_cursor
 from dchat_node.chat.store import ChannelRecord, MessageRecord
 from dchat_node.storage.base import JsonPage
-
-MAX_ID = 2**63 - 1
 
 
 class _In(BaseModel):
@@ -32,23 +29,6 @@ class _In(BaseModel):
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-def encode_cursor(last_id: int | None) -> str | None:
-    if last_id is None:
-        return None
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor returned by this API") from None
-    prefix, _, number = raw.partition(":")
-    if prefix != "id" or not number.isdigit() or int(number) > MAX_ID:
-        raise ValueError("not a cursor returned by this API")
-    return int(number)
 
 
 class PageQuery(_In):

@@ -1,7 +1,8 @@
 """The ``Services`` container the app factory takes (config, storage, metrics, auth,
 component registry, one service per domain) and the domain errors (``errors``). Each
 domain's service, store and blueprint live in its own package (``dchat_node.chat``,
-``dchat_node.accessibility``); this container is the one place that imports them all."""
+``dchat_node.accessibility``, ``dchat_node.marketplace``); this container is the one place
+that imports them all."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from dchat_node.chat.service import ChatService
 from dchat_node.chat.store import SqlChatStore
 from dchat_node.components import ComponentRegistry
 from dchat_node.config import NodeConfig
+from dchat_node.marketplace.payments import PaymentVerifier
+from dchat_node.marketplace.service import Clock, MarketplaceService
+from dchat_node.marketplace.store import SqlMarketplaceStore
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.security.auth import Authenticator
 from dchat_node.storage import Storage
@@ -27,6 +31,7 @@ class Services:
     components: ComponentRegistry
     chat: ChatService
     accessibility: AccessibilityService
+    marketplace: MarketplaceService
 
 
 def build_services(
@@ -35,8 +40,14 @@ def build_services(
     *,
     metrics: NodeMetrics | None = None,
     components: ComponentRegistry | None = None,
+    clock: Clock | None = None,
+    payment_verifier: PaymentVerifier | None = None,
 ) -> Services:
-    metrics = metrics or NodeMetrics()
+    """``payment_verifier``: the currency chain's payment checks (None: purchases are
+    refused with 503); the server builds it from ``chain.currency_chain_rpc``."""
+    metrics = metrics or NodeMetrics(
+        purchase_confirmation_timeout_secs=config.marketplace.payment_confirmation_timeout_secs
+    )
     metrics.track_pool(storage.pool_stats)
     metrics.track_queue(storage.queue_stats)
     return Services(
@@ -48,5 +59,12 @@ def build_services(
         chat=ChatService(SqlChatStore(storage)),
         accessibility=AccessibilityService(
             config.accessibility, SqlPreferencesStore(storage), metrics.accessibility
+        ),
+        marketplace=MarketplaceService(
+            SqlMarketplaceStore(storage),
+            config.marketplace,
+            metrics.marketplace,
+            clock=clock,
+            verifier=payment_verifier,
         ),
     )
