@@ -471,8 +471,9 @@ else:
             "rpc_timeout_secs": _le(3600, float),
         },
         note=(
-            "Not acted on yet by the node (no feature uses its chain client yet): written to "
-            "config.toml; the operator opens NetworkPolicy egress to the URL's port."
+            "The currency chain is where the node's marketplace verifies payments; the chat "
+            "chain is not used yet (no bridge service). The operator opens NetworkPolicy "
+            "egress to each URL's port."
         ),
     )
     RelaySpec = mirror(
@@ -506,7 +507,10 @@ else:
             "escrow_timeout_secs": _le(365 * DAY),
             "payment_confirmation_timeout_secs": _le(DAY),
         },
-        note=NOT_ACTED_ON.format("marketplace service"),
+        doc=(
+            "The node's marketplace: listings and escrowed purchases paid on the currency "
+            "chain (purchases need chain.currencyChainRpc, escrowAddress and chainId)."
+        ),
     )
     BridgeSpec = mirror(
         BridgeConfig,
@@ -1483,8 +1487,8 @@ class DchatClusterSpec(CRModel):
     chain: ChainSpec = Field(
         default_factory=ChainSpec,
         description=(
-            "Chain JSON-RPC endpoints. Not acted on yet by the node (no chain client); the "
-            "URLs open NetworkPolicy egress."
+            "Chain JSON-RPC endpoints: the currency chain verifies marketplace payments; the "
+            "chat chain is not used yet (no bridge). The URLs open NetworkPolicy egress."
         ),
     )
     relay: RelaySpec = Field(
@@ -1496,7 +1500,9 @@ class DchatClusterSpec(CRModel):
     )
     marketplace: MarketplaceSpec = Field(
         default_factory=MarketplaceSpec,
-        description="Marketplace service. Not acted on yet: the node has no marketplace yet.",
+        description=(
+            "Marketplace service: listings and escrowed purchases paid on the currency chain."
+        ),
     )
     bridge: BridgeSpec = Field(
         default_factory=BridgeSpec,

@@ -96,7 +96,7 @@ def not_acted_on(cluster: DchatCluster) -> list[str]:
     out: list[str] = []
     if spec.database.postgres is not None and spec.database.postgres.standbys:
         out.append("spec.database.postgres.standbys")
-    for name in ("chain", "relay", "marketplace", "bridge"):
+    for name in ("relay", "bridge"):
         section = getattr(spec, name)
         if section != type(section)():
             out.append(f"spec.{name}")

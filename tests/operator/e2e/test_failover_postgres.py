@@ -91,16 +91,26 @@ def _cluster_on(kube: KubeCluster, namespace: str, url: str, leader: str) -> Non
     kube.wait_for(lambda: _primary(kube, namespace) == leader, timeout=30, what="currentPrimary")
 
 
-def _told_once(kube: KubeCluster, namespace: str, new: str, old: str) -> None:
-    """One PrimaryChanged Event for ``old`` -> ``new`` (also when the operator restarted
-    meanwhile)."""
+def _primary_events(kube: KubeCluster, namespace: str) -> list[dict[str, Any]]:
     events = kube.get_json("-n", namespace, "events", "--field-selector", "involvedObject.name=ha")[
         "items"
     ]
-    changed = [e for e in events if e.get("reason") == "PrimaryChanged"]
-    told = [e for e in changed if f"primary is now {new} (was {old})" in e["message"]]
+    return [e for e in events if e.get("reason") == "PrimaryChanged"]
+
+
+def _told_once(kube: KubeCluster, namespace: str, new: str, seen: set[str]) -> None:
+    """One PrimaryChanged Event for ``new`` among those not in ``seen`` (uids of the earlier
+    ones), also when the operator restarted meanwhile. Its text is "primary is now <new>",
+    with "(was <old>)" unless the lock was seen free in between (then NoPrimary came first)."""
+    changed = [e for e in _primary_events(kube, namespace) if e["metadata"]["uid"] not in seen]
+    told = [e for e in changed if e["message"].startswith(f"primary is now {new}")]
     assert len(told) == 1, changed
+    assert len(changed) == 1, changed
     assert int(told[0].get("count") or 1) == 1, told
+
+
+def _seen(kube: KubeCluster, namespace: str) -> set[str]:
+    return {e["metadata"]["uid"] for e in _primary_events(kube, namespace)}
 
 
 def _switchover(kube: KubeCluster, namespace: str, member: str, phase: str) -> dict[str, Any]:
@@ -129,7 +139,9 @@ def _switchover(kube: KubeCluster, namespace: str, member: str, phase: str) -> d
 def _switch_over(
     kube: KubeCluster, namespace: str, patroni: PatroniCluster, writer: Writer, leader: str
 ) -> str:
-    """Refused for a stranger, then done for the replica: (new leader), writes kept."""
+    """Refused for a stranger, then done for the replica: (new leader), writes kept, the
+    status and one PrimaryChanged Event following."""
+    seen = _seen(kube, namespace)
     refused = _switchover(kube, namespace, "nobody", "Failed")
     assert "is not a member of Patroni cluster pg" in refused["message"], refused
     replica = next(m.name for m in patroni.members if m.name != leader)
@@ -156,6 +168,8 @@ def _switch_over(
         f"{len(lost)} acknowledged writes lost"
     )
     assert lost == []
+    kube.wait_for(lambda: _primary(kube, namespace) == replica, timeout=30, what="the primary")
+    _told_once(kube, namespace, replica, seen)
     patroni.wait_healthy(timeout=90)  # the old primary back as a replica before the kill
     return replica
 
@@ -200,11 +214,8 @@ def test_the_patroni_leader_dies_the_node_follows_and_the_status_says_so(
         try:
             writer.wait_acked(40)
             if synchronous:
-                before, leader = leader, _switch_over(kube, namespace, patroni, writer, leader)
-                kube.wait_for(
-                    lambda: _primary(kube, namespace) == leader, timeout=30, what="the primary"
-                )
-                _told_once(kube, namespace, leader, before)
+                leader = _switch_over(kube, namespace, patroni, writer, leader)
+            told_before = _seen(kube, namespace)
             killed_at = time.monotonic()
             old = patroni.kill_leader()
             if not synchronous:  # and the operator dies with the database's machine
@@ -241,7 +252,7 @@ def test_the_patroni_leader_dies_the_node_follows_and_the_status_says_so(
         assert node.proc.poll() is None  # followed without a restart
         if synchronous:
             assert lost == []  # RPO 0
-        _told_once(kube, namespace, new, old)
+        _told_once(kube, namespace, new, told_before)
     finally:
         if node is not None:
             node.stop()

@@ -340,11 +340,11 @@ async def test_a_spec_the_policy_refuses_applies_nothing(world: World) -> None:
 
 
 async def test_fields_not_acted_on_yet_set_a_warning_condition(world: World) -> None:
-    world.add("c1", database=PG, marketplace={"cacheSize": 7})
+    world.add("c1", database=PG, relay={"bootstrapNodes": ["/ip4/10.0.0.1/tcp/7000"]})
     await world.idle()
     warning = world.condition("c1", "Warning")
     assert (warning["status"], warning["reason"]) == ("True", "NotActedOn")
-    assert "spec.marketplace" in warning["message"]
+    assert "spec.relay" in warning["message"]
     world.add("c2", database=PG)
     await world.idle()
     assert world.condition("c2", "Warning")["status"] == "False"

@@ -289,9 +289,6 @@ def test_not_acted_on_fields_say_so() -> None:
         ("bridge", "paused"),
         ("relay",),
         ("relay", "bootstrapNodes"),
-        ("marketplace",),
-        ("marketplace", "cacheSize"),
-        ("chain", "chatChainRpc"),
         ("database", "postgres", "standbys"),
     ):
         node = spec[path[0]]
@@ -302,6 +299,8 @@ def test_not_acted_on_fields_say_so() -> None:
     for section, key in (
         ("server", "apiPort"),
         ("accessibility", "wcagStrictMode"),
+        ("marketplace", "cacheSize"),
+        ("chain", "currencyChainRpc"),
         ("logging", "level"),
         ("security", "jwtIssuer"),
         ("backup", "enabled"),
