@@ -148,10 +148,14 @@ def record(workdir: Path) -> tuple[str, dict[int, int]]:
     """Start a real node, drive traffic, return its /metrics text and the statuses seen."""
     # a Pushgateway address where nothing listens: every push fails, as when the gateway
     # is down (observability_errors_total{kind="pushgateway"}, the MetricsRecordingError alert)
+    # and a per-user write limit the burst below cannot reach: whether it would answer 429 or
+    # the queue 503 first is timing, and the recording must not depend on timing
     config = (
         "[observability]\n"
         f'prometheus_pushgateway = "http://127.0.0.1:{free_port()}"\n'
         "prometheus_push_interval_secs = 0.2\n"
+        "[security]\n"
+        "rate_limit_writes_per_user_per_sec = 100000\n"
     )
     with running_node(workdir, config=config) as (api, ops):
         statuses = traffic(api)
