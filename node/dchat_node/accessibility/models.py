@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from dchat_node.accessibility.contrast import HEX_COLOUR, Level, Role, parse_hex
 from dchat_node.accessibility.shortcuts import (
@@ -15,6 +15,7 @@ from dchat_node.accessibility.shortcuts import (
     ShortcutError,
     parse,
 )
+from dchat_node.api.models import RequestModel, ResponseModel
 
 MAX_COLOURS = 256
 MAX_PAIRS = 1024
@@ -32,18 +33,10 @@ ColourRef = Annotated[
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
 # -- contrast --------------------------------------------------------------------------
 
 
-class ColourPair(_In):
+class ColourPair(RequestModel):
     foreground: ColourRef = Field(description="A colour token of the theme, or a hex colour.")
     background: ColourRef = Field(
         description="A colour token of the theme, or a hex colour; must be opaque."
@@ -55,7 +48,7 @@ class ColourPair(_In):
     name: Label | None = Field(None, description="A label for the report (e.g. a component).")
 
 
-class Theme(_In):
+class Theme(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
@@ -98,7 +91,7 @@ class Theme(_In):
         return self
 
 
-class PairResult(_Out):
+class PairResult(ResponseModel):
     index: int = Field(description="The pair's position in the request.")
     name: str | None
     foreground: str
@@ -109,7 +102,7 @@ class PairResult(_Out):
     criterion: str = Field(description="The WCAG 2.2 success criterion applied.")
 
 
-class ContrastReport(_Out):
+class ContrastReport(ResponseModel):
     level: Level = Field(description="AAA when accessibility.wcag_strict_mode is on, else AA.")
     passed: bool
     checked: int
@@ -120,7 +113,7 @@ class ContrastReport(_Out):
 # -- shortcuts -------------------------------------------------------------------------
 
 
-class Shortcut(_In):
+class Shortcut(RequestModel):
     action: Label
     keys: str = Field(
         min_length=1,
@@ -136,7 +129,7 @@ class Shortcut(_In):
     )
 
 
-class Keymap(_In):
+class Keymap(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
@@ -173,7 +166,7 @@ class Keymap(_In):
         return self
 
 
-class ShortcutProblem(_Out):
+class ShortcutProblem(ResponseModel):
     kind: str = Field(description="duplicate, reserved or character_key.")
     platform: Platform
     shortcut: str = Field(description="The normalised chord (Ctrl+Alt+Shift+Meta+Key).")
@@ -184,7 +177,7 @@ class ShortcutProblem(_Out):
     reserved_by: str | None = Field(None, description="browser, os or assistive technology.")
 
 
-class ShortcutReport(_Out):
+class ShortcutReport(ResponseModel):
     conflict_check: bool = Field(
         description="accessibility.keyboard_shortcut_conflict_check: when off, shortcuts are "
         "only parsed and normalised, no conflict is looked for."
@@ -197,7 +190,7 @@ class ShortcutReport(_Out):
 # -- preferences -----------------------------------------------------------------------
 
 
-class PreferencesIn(_In):
+class PreferencesIn(RequestModel):
     """The whole preference document (PUT replaces it; omitted fields take defaults)."""
 
     font_scale: float = Field(

@@ -6,10 +6,30 @@ from __future__ import annotations
 import base64
 import binascii
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 MAX_ID = 2**63 - 1
 """Ids are engine-generated 64-bit integers."""
+
+
+class RequestModel(BaseModel):
+    """Base of every domain's request bodies and query strings: unknown fields refused, and
+    no string may hold NUL (PostgreSQL text cannot; refused for both engines alike)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class ResponseModel(BaseModel):
+    """Base of every domain's response documents."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 def encode_cursor(last_id: int | None) -> str | None:

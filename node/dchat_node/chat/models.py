@@ -7,31 +7,15 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_core import to_json
 
-from dchat_node.api.models import decode_cursor, encode_cursor
+from dchat_node.api.models import RequestModel, ResponseModel, decode_cursor, encode_cursor
 from dchat_node.chat.store import ChannelRecord, MessageRecord
 from dchat_node.storage.base import JsonPage
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        # PostgreSQL text cannot hold NUL; refuse it for both engines alike.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class PageQuery(_In):
+class PageQuery(RequestModel):
     limit: int = Field(50, ge=1, le=200, description="Items per page.")
     cursor: str | None = Field(
         None, max_length=64, description="next_cursor from the previous page."
@@ -48,7 +32,7 @@ class PageQuery(_In):
         return 0 if self.cursor is None else decode_cursor(self.cursor)
 
 
-class CreateChannel(_In):
+class CreateChannel(RequestModel):
     name: str = Field(
         min_length=1,
         max_length=64,
@@ -58,7 +42,7 @@ class CreateChannel(_In):
     topic: str = Field("", max_length=256)
 
 
-class PostMessage(_In):
+class PostMessage(RequestModel):
     body: str = Field(min_length=1, max_length=4000)
 
     @field_validator("body")
@@ -90,7 +74,7 @@ def page_json(page: JsonPage) -> bytes:
 R = TypeVar("R", ChannelRecord, MessageRecord)
 
 
-class _FromRecord(_Out, Generic[R]):
+class _FromRecord(ResponseModel, Generic[R]):
     """A response model whose fields are its storage record's: the same names, except
     ``created_at_us`` (microseconds) which becomes the UTC datetime ``created_at``."""
 
@@ -122,11 +106,11 @@ class Message(_FromRecord[MessageRecord]):
     created_at: datetime
 
 
-class ChannelPage(_Out):
+class ChannelPage(ResponseModel):
     items: list[Channel]
     next_cursor: str | None
 
 
-class MessagePage(_Out):
+class MessagePage(ResponseModel):
     items: list[Message]
     next_cursor: str | None

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
 
 from eth_utils.address import is_checksum_address, to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from dchat_node.api.models import decode_cursor
+from dchat_node.api.models import RequestModel, ResponseModel, decode_cursor
 from dchat_node.marketplace.store import EventRecord, ListingRecord, PurchaseRecord
 
 MAX_UINT256 = 2**256 - 1
@@ -53,21 +53,6 @@ def _amount_after(value: str | None) -> str | None:
     return None if value is None else str(int(value))
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
 Amount = Field(
     pattern=AMOUNT_PATTERN,
     description="Non-negative integer in the smallest unit (wei or token base units), "
@@ -76,7 +61,7 @@ Amount = Field(
 )
 
 
-class CreateListing(_In):
+class CreateListing(RequestModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
     price: str = Amount
@@ -109,7 +94,7 @@ class CreateListing(_In):
         return checksummed(value)
 
 
-class UpdateListing(_In):
+class UpdateListing(RequestModel):
     """Only the fields given change; ``inventory: null`` makes it unlimited."""
 
     title: str | None = Field(None, min_length=1, max_length=200)
@@ -136,7 +121,7 @@ class UpdateListing(_In):
         return checksummed(value)
 
 
-class ListingQuery(_In):
+class ListingQuery(RequestModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page.")
     creator: str | None = Field(None, min_length=1, max_length=256)
@@ -178,7 +163,7 @@ class ListingQuery(_In):
         return 0 if self.cursor is None else decode_cursor(self.cursor)
 
 
-class PageQuery(_In):
+class PageQuery(RequestModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page.")
 
@@ -193,7 +178,7 @@ class PageQuery(_In):
         return 0 if self.cursor is None else decode_cursor(self.cursor)
 
 
-class Listing(_Out):
+class Listing(ResponseModel):
     id: int
     creator: str
     title: str
@@ -223,32 +208,32 @@ class Listing(_Out):
         )
 
 
-class ListingPage(_Out):
+class ListingPage(ResponseModel):
     items: list[Listing]
     next_cursor: str | None
 
 
-class CreatePurchase(_In):
+class CreatePurchase(RequestModel):
     listing_id: int = Field(ge=1, le=2**63 - 1)
 
 
-class SubmitPayment(_In):
+class SubmitPayment(RequestModel):
     tx_hash: str = Field(
         pattern=TX_HASH_PATTERN,
         description="The transaction that pays this purchase (it carries the reference).",
     )
 
 
-class OpenDispute(_In):
+class OpenDispute(RequestModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class Resolve(_In):
+class Resolve(RequestModel):
     outcome: Literal["released", "refunded"]
     note: str = Field("", max_length=2000)
 
 
-class Purchase(_Out):
+class Purchase(ResponseModel):
     id: int
     listing_id: int
     buyer: str
@@ -299,12 +284,12 @@ class Purchase(_Out):
         )
 
 
-class PurchasePage(_Out):
+class PurchasePage(ResponseModel):
     items: list[Purchase]
     next_cursor: str | None
 
 
-class PurchaseEvent(_Out):
+class PurchaseEvent(ResponseModel):
     seq: int
     from_state: str | None
     to_state: str
@@ -326,5 +311,5 @@ class PurchaseEvent(_Out):
         )
 
 
-class PurchaseEvents(_Out):
+class PurchaseEvents(ResponseModel):
     items: list[PurchaseEvent]
