@@ -11,15 +11,11 @@ every scraped bucket of the histogram becomes an input series of the rule test."
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.chain import ChainUnavailable
@@ -28,10 +24,8 @@ from dchat_node.marketplace.payments import PaymentObservation, PaymentRequest
 from dchat_node.services import build_services
 from dchat_node.storage import open_storage
 from dchat_node.storage.sqlite import SqliteStorage
-from dchat_operator.builders import monitoring
-from dchat_operator.builders.common import names
+from tests.node.alert_rules import check_alert, series_labels
 from tests.node.conftest import bearer, config_for, make_token
-from tests.operator.unit.conftest import cluster
 
 pytestmark = pytest.mark.unit
 
@@ -104,8 +98,6 @@ async def _scraped_run(tmp_path: Path) -> dict[str, list[float]]:
 
 
 async def test_marketplace_latency_alert_fires_on_a_real_run(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool is not None, "promtool (Debian's prometheus, scripts/bootstrap.sh deps)"
     series = await _scraped_run(tmp_path)
     total = PER_MINUTE * (SLOW_MINUTES + FAST_MINUTES)
     assert series["+Inf"][-1] == total
@@ -113,60 +105,19 @@ async def test_marketplace_latency_alert_fires_on_a_real_run(tmp_path: Path) -> 
     assert slow_done == 0, "the slowed purchases all took over 100 ms"
     assert series["100.0"][-1] == PER_MINUTE * FAST_MINUTES, "and the fast ones under it"
 
-    c1 = cluster("c1")
-    rules = [
-        r for r in monitoring.alert_rules(c1) if r["alert"] == "MarketplacePurchaseLatencyHigh"
-    ]
-    assert len(rules) == 1
-    (tmp_path / "rules.yaml").write_text(
-        yaml.safe_dump({"groups": [{"name": "dchat", "rules": rules}]})
-    )
-    labels = (
-        f'namespace="{c1.namespace}",{monitoring.CLUSTER_LABEL}="{c1.name}",'
-        f'job="{names(c1).metrics_service}",instance="10.0.0.1:9001"'
-    )
     inputs = [
         {
-            "series": f'marketplace_purchase_latency_ms_bucket{{{labels},le="{le}"}}',
+            "series": f'marketplace_purchase_latency_ms_bucket{{{series_labels()},le="{le}"}}',
             "values": " ".join(f"{v:g}" for v in values),
         }
         for le, values in series.items()
     ]
-    firing: dict[str, Any] = {
-        "exp_labels": {
-            "severity": "warning",
-            monitoring.CLUSTER_LABEL: c1.name,
-            "namespace": c1.namespace,
-        },
-        "exp_annotations": rules[0]["annotations"],
-    }
-    alert = rules[0]["alert"]
-    check = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": inputs,
-                "alert_rule_test": [
-                    # p99 above 100 ms from the first slow minutes, `for: 5m` holds it pending
-                    {"eval_time": "3m", "alertname": alert, "exp_alerts": []},
-                    {"eval_time": "8m", "alertname": alert, "exp_alerts": [firing]},
-                    # 6 fast minutes later the 5-minute window holds only fast purchases
-                    {"eval_time": "15m", "alertname": alert, "exp_alerts": []},
-                ],
-            }
-        ],
-    }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(check))
-    proc = await asyncio.create_subprocess_exec(
-        promtool,
-        "test",
-        "rules",
-        "test.yaml",
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    await check_alert(
+        tmp_path,
+        "MarketplacePurchaseLatencyHigh",
+        inputs,
+        # p99 above 100 ms from the first slow minutes, `for: 5m` holds it pending; 6 fast
+        # minutes later the 5-minute window holds only fast purchases
+        quiet_at=["3m", "15m"],
+        firing_at=["8m"],
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, out.decode()
