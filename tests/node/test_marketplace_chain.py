@@ -3,11 +3,9 @@ PostgreSQL: purchases over the HTTP API (Quart's ASGI test client), payments as 
 transactions carrying the purchase's reference, the worker checking them with the real
 web3 verifier (``dchat_node.chain``), timeouts driven by a controllable clock.
 
-Needs the chain branch's pieces (``dchat_node.chain`` and ``tests/harness/chain.py`` with
-the ``chain``/``anvil_factory``/``anvil`` fixtures of tests/conftest.py): the module is
-skipped until they are importable. MERGE NOTE for the lead: with both on main nothing
-else is needed here; switch ``dchat_node.marketplace.payments`` to re-export the chain's
-definitions (see its docstring) so the worker names ``ChainUnavailable`` in ``last_error``.
+Uses ``dchat_node.chain`` and the anvil harness (``tests/harness/chain.py``, the
+``chain``/``anvil_factory``/``anvil`` fixtures of tests/conftest.py; ``make chain``
+installs anvil and solc-js and compiles the contracts).
 """
 
 from __future__ import annotations
@@ -17,14 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("dchat_node.chain", reason="the chain module (branch chain) is not merged")
-pytest.importorskip("tests.harness.chain", reason="the anvil harness (branch chain) is not merged")
-
 from quart.typing import TestClientProtocol as Client
 
 from dchat_node.app import create_api_app
-from dchat_node.chain import (  # type: ignore[attr-defined, unused-ignore]
+from dchat_node.chain import (
     ChainClient,
     FinalityPolicy,
     Web3PaymentVerifier,
@@ -35,7 +29,7 @@ from dchat_node.marketplace.verify import verify_marketplace
 from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.services import Services, build_services
 from dchat_node.storage import open_storage
-from tests.harness.chain import Anvil, load_artifact  # type: ignore[import-not-found, unused-ignore]
+from tests.harness.chain import Anvil, load_artifact
 from tests.node.conftest import config_for
 from tests.node.marketplace_helpers import CONFIRM_SECS, ESCROW_SECS, PAYOUT, FakeClock, auth
 
