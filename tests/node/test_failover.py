@@ -102,6 +102,8 @@ def test_the_node_follows_a_promoted_standby_without_a_restart(
     assert resumed - promoted < 5
     assert node.proc.poll() is None  # the same process throughout
     unexpected = [code for _, code in writer.failures if code not in {"503", "ReadTimeout"}]
+    if unexpected:  # pytest cuts a long assertion message: the node's errors in full
+        print("node errors:\n" + _errors(node.log()))
     assert unexpected == [], (writer.failures, _errors(node.log()))
     stored = set(writer.bodies())
     lost = [body for _, body in writer.acked if body not in stored]

@@ -71,6 +71,7 @@ _FAILOVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,  # 57P02
     asyncpg.CannotConnectNowError,  # 57P03: starting or shutting down
     asyncpg.TargetServerAttributeNotMatched,  # no host is a writable primary
+    asyncpg.exceptions.ProtocolError,  # a message cut off by a server going away
 )
 """Errors that mean "this server is gone or no longer the primary": reconnect, do not blame
 the query."""
@@ -176,7 +177,7 @@ class PostgresStorage(SqlStorage):
                         closed = conn.is_closed()
             except StorageError:
                 raise
-            except (*_FAILOVER_ERRORS, asyncpg.PostgresError) as exc:
+            except (*_FAILOVER_ERRORS, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
                 # any error on a connection the server closed is the server going away
                 if not (closed or isinstance(exc, _FAILOVER_ERRORS)):
                     raise _map_error(exc) from exc
