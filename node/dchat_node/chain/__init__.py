@@ -12,26 +12,62 @@ Design:
   marketplace and the bridge use it, it uses only ``dchat_node.config``.
 """
 
-from dchat_node.chain.client import (
-    BlockRef,
-    ChainClient,
-    ChainLog,
-    ChainReceipt,
-    ChainTransaction,
-    ChainUnavailable,
-)
-from dchat_node.chain.finality import FinalityPolicy, FinalityStatus
-from dchat_node.chain.payments import (
-    PaymentCall,
-    PaymentObservation,
-    PaymentRequest,
-    PaymentState,
-    PaymentVerifier,
-    Web3PaymentVerifier,
-    erc20_payment_data,
-    payment_call,
-    reference_for,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from dchat_node.chain.errors import ChainUnavailable
+
+if TYPE_CHECKING:
+    from dchat_node.chain.client import (
+        BlockRef,
+        ChainClient,
+        ChainLog,
+        ChainReceipt,
+        ChainTransaction,
+    )
+    from dchat_node.chain.finality import FinalityPolicy, FinalityStatus
+    from dchat_node.chain.payments import (
+        PaymentCall,
+        PaymentObservation,
+        PaymentRequest,
+        PaymentState,
+        PaymentVerifier,
+        Web3PaymentVerifier,
+        erc20_payment_data,
+        payment_call,
+        reference_for,
+    )
+
+# loaded on first use (PEP 562): the client imports web3, about a second of start-up that a
+# node without a chain never needs
+_LAZY = {
+    **dict.fromkeys(
+        ("BlockRef", "ChainClient", "ChainLog", "ChainReceipt", "ChainTransaction"), "client"
+    ),
+    **dict.fromkeys(("FinalityPolicy", "FinalityStatus"), "finality"),
+    **dict.fromkeys(
+        (
+            "PaymentCall",
+            "PaymentObservation",
+            "PaymentRequest",
+            "PaymentState",
+            "PaymentVerifier",
+            "Web3PaymentVerifier",
+            "erc20_payment_data",
+            "payment_call",
+            "reference_for",
+        ),
+        "payments",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "BlockRef",

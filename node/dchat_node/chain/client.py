@@ -36,6 +36,7 @@ from web3.exceptions import (
     Web3Exception,
 )
 
+from dchat_node.chain.errors import ChainUnavailable
 from dchat_node.config import ChainConfig, redact_url
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,6 @@ T = TypeVar("T")
 BlockTag = Literal["latest", "safe", "finalized"]
 ChainName = Literal["currency", "chat"]
 _RETRIED_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class ChainUnavailable(Exception):
-    """The chain could not answer: transport failures after every retry, or an error answer."""
-
-    def __init__(self, operation: str, attempts: int, cause: str) -> None:
-        super().__init__(
-            f"chain unavailable: {operation} failed after {attempts} attempt(s): {cause}"
-        )
-        self.operation = operation
-        self.attempts = attempts
-        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from dchat_node.chain.client import ChainClient, ChainName
+if TYPE_CHECKING:  # annotations only: importing the client imports web3
+    from dchat_node.chain.client import ChainClient, ChainName
 from dchat_node.config import FINALITY_PATTERN, ChainConfig
 
 FinalityTag = Literal["safe", "finalized"]

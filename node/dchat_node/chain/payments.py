@@ -29,13 +29,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
 
-from dchat_node.chain.client import ChainClient, ChainLog, ChainReceipt, ChainTransaction
-from dchat_node.chain.finality import FinalityPolicy
+if TYPE_CHECKING:  # annotations only: importing the client imports web3
+    from dchat_node.chain.client import ChainClient, ChainLog, ChainReceipt, ChainTransaction
+    from dchat_node.chain.finality import FinalityPolicy
 
 REFERENCE_NAMESPACE = b"dchat/marketplace/purchase/v1\x00"
 TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]  # 0xa9059cbb

@@ -4,7 +4,7 @@ and its payment binding rule ``reference_for``)."""
 
 from __future__ import annotations
 
-from dchat_node.chain.client import ChainUnavailable
+from dchat_node.chain.errors import ChainUnavailable
 from dchat_node.chain.payments import (
     REFERENCE_NAMESPACE,
     PaymentObservation,
