@@ -259,6 +259,10 @@ def _position(children: list[Obj], ref: str) -> int:
     return len(children)
 
 
+class _Refused(Exception):
+    """An action the CR asks for that the operator will not take (the message says why)."""
+
+
 class _Gone(Exception):
     """The CR was deleted during the reconcile."""
 
@@ -558,12 +562,13 @@ class ClusterController:
         if step.ask is not None and lock is not None:
             try:
                 await self._ask_switchover(lock, ns, scope, *step.ask)
-            except ApiException as exc:
+            except (ApiException, _Refused) as exc:
+                why = _api_error(exc) if isinstance(exc, ApiException) else str(exc)
                 return {
                     **(step.status or {}),
                     "phase": "Failed",
                     "finishedAt": _rfc3339(now),
-                    "message": f"could not ask Patroni: {_api_error(exc)}",
+                    "message": f"could not ask Patroni: {why}",
                 }
         return step.status
 
@@ -578,6 +583,12 @@ class ClusterController:
         if live is None:
             await self.kube.create(desired, CONFIG_MAP)
             return
+        # an object of that name that does not carry Patroni's labels is someone else's: the
+        # operator adds no annotation to it for the CR's author
+        theirs = (live.get("metadata") or {}).get("labels") or {}
+        ours = desired["metadata"]["labels"]
+        if not ours or any(theirs.get(k) != v for k, v in ours.items()):
+            raise _Refused(f"ConfigMap {name} exists without the labels of Patroni's objects")
         version = str((live.get("metadata") or {}).get("resourceVersion") or "")
         patch = {"metadata": {"annotations": desired["metadata"]["annotations"]}}
         await self.kube.patch(CONFIG_MAP, namespace, name, patch, version)

@@ -261,3 +261,33 @@ async def test_the_controller_asks_patroni_and_follows_the_switchover(
     world.engine.trigger((NS, "c1"), "requeue")
     await world.idle()
     assert world.kube.writes() == []
+
+
+async def test_a_failover_configmap_that_is_not_patronis_is_left_alone(
+    world: World,  # noqa: F811
+) -> None:
+    labels = {"app": "pg-harness", "cluster-name": "pg"}
+    lock = _leader_cm("pg-0")
+    lock["metadata"]["labels"] = labels
+    world.kube.put(CONFIG_MAP, lock)
+    for name, role in (("pg-0", "primary"), ("pg-1", "replica")):
+        status = json.dumps({"role": role, "state": "running"})
+        meta = {"name": name, "namespace": NS, "labels": labels, "annotations": {"status": status}}
+        world.kube.put(POD, {"metadata": meta})
+    foreign = {"metadata": {"name": "pg-failover", "namespace": NS, "labels": {"team": "x"}}}
+    world.kube.put(CONFIG_MAP, foreign)
+    postgres = {"primary": {"name": "db", "key": "url"}, "patroni": {"scope": "pg"}}
+    world.add("c1", replicas=1, database={"engine": "postgres", "postgres": postgres})
+    await world.idle()
+    body = world.kube.obj(CLUSTER, NS, "c1")
+    assert body is not None
+    body["metadata"]["annotations"] = {ANNOTATION_SWITCHOVER_REQUEST: "pg-1"}
+    world.kube.put(CLUSTER, body)
+    world.event("c1")
+    await world.idle()
+    switchover = world.status("c1")["switchover"]
+    assert switchover["phase"] == "Failed", switchover
+    assert "without the labels of Patroni's objects" in switchover["message"]
+    left = world.kube.obj(CONFIG_MAP, NS, "pg-failover")
+    assert left is not None
+    assert not left["metadata"].get("annotations")  # nothing injected
