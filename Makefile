@@ -116,6 +116,7 @@ monitoring: venv
 rbac: venv
 	$(VENV)/bin/dchat-operator rbac > manifests/base/rbac.yaml
 	$(VENV)/bin/dchat-operator rbac --namespaced dchat > manifests/overlays/namespaced/rbac.yaml
+	$(VENV)/bin/dchat-operator rbac --postgres > manifests/base/rbac-postgres.yaml
 
 # All hashed locks (requirements.lock for the dev venv, requirements-{node,operator,plugin}.lock
 # for the images and kubectl-dchat), keeping locked versions; LOCK_ARGS=--upgrade or

@@ -25,7 +25,7 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.crd import DEFINITIONS, render_crd_yaml, to_yaml
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.api.policy import DEFAULT_ANNOTATION_PREFIXES, Policy
-from dchat_operator.api.rbac import render_rbac_yaml
+from dchat_operator.api.rbac import render_postgres_rbac_yaml, render_rbac_yaml
 from dchat_operator.builders.children import Capabilities, desired_children
 
 
@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         "--namespaced",
         metavar="NAMESPACE",
         help="print a Role in NAMESPACE and a ClusterRole with the cluster-scoped rules only",
+    )
+    rbac.add_argument(
+        "--postgres",
+        action="store_true",
+        help="print the ClusterRole dchat-postgres (Patroni's rights) instead",
     )
     return parser
 
@@ -272,7 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_crd_yaml(definition))
         return 0
     if args.command == "rbac":
-        sys.stdout.write(render_rbac_yaml(args.namespaced))
+        if args.postgres:
+            sys.stdout.write(render_postgres_rbac_yaml())
+        else:
+            sys.stdout.write(render_rbac_yaml(args.namespaced))
         return 0
     if args.command == "render":
         return render(args.filename, args.with_monitoring, args.namespace)

@@ -80,3 +80,10 @@ S3_SECRET_DIR: Final = "/etc/dchat/secrets/s3"  # noqa: S105 - a mount path
 TERMINATION_LOG: Final = "/dev/termination-log"
 LITESTREAM_CONFIG: Final = "litestream.yml"
 SQLITE_PATH: Final = "/data/dchat.db"
+POSTGRES_IMAGE: Final = "ghcr.io/dchat-dev/dchat-postgres:0.1.0"
+"""Default image of managed PostgreSQL (Dockerfile.postgres; tagged with the project version)."""
+POSTGRES_UID: Final = 999
+"""The image's `postgres` user and group (numeric, for runAsUser under Pod Security restricted)."""
+POSTGRES_CLUSTER_ROLE: Final = "dchat-postgres"
+"""The ClusterRole (in the install bundle) with Patroni's rights; the operator binds it per
+cluster to the members' ServiceAccount, and may bind nothing else."""

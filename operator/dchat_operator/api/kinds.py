@@ -57,6 +57,10 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
+STATEFUL_SET = Kind("apps/v1", "StatefulSet", "statefulsets")
+"""Managed PostgreSQL's Patroni members."""
+ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+"""Binds the ClusterRole dchat-postgres (Patroni's rights) to managed PostgreSQL's members."""
 SERVICE_MONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 PROMETHEUS_RULE = Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules")
 
@@ -69,6 +73,8 @@ CHILD_KINDS: tuple[Kind, ...] = (
     PDB,
     NETWORK_POLICY,
     INGRESS,
+    STATEFUL_SET,
+    ROLE_BINDING,
     SERVICE_MONITOR,
     PROMETHEUS_RULE,
 )

@@ -689,18 +689,130 @@ class PatroniRef(CRModel):
     )
 
 
+class ManagedPostgresSpec(CRModel):
+    """A PostgreSQL cluster the operator runs itself: Patroni keeps it highly available."""
+
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(
+            cel(
+                "self.loopWaitSeconds + 2 * self.retryTimeoutSeconds <= self.ttlSeconds",
+                "managed postgres: loopWaitSeconds + 2 * retryTimeoutSeconds must not exceed "
+                "ttlSeconds (Patroni's rule: the leader must renew its lock before it expires)",
+            ),
+            cel(
+                "!self.synchronous || self.instances >= 2",
+                "managed postgres: synchronous mode needs at least 2 instances",
+            ),
+        ),
+    )
+
+    instances: int = Field(
+        2,
+        ge=1,
+        le=9,
+        description=(
+            "PostgreSQL instances (a StatefulSet <cluster>-postgres): one primary, the rest "
+            "streaming replicas Patroni promotes when the primary is lost."
+        ),
+    )
+    image: str = Field(
+        c.POSTGRES_IMAGE,
+        description=(
+            "Image with Debian's PostgreSQL 15 and Patroni (Dockerfile.postgres); runs "
+            "`patroni /etc/patroni/patroni.yml` as uid 999."
+        ),
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\s]+$",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the PostgreSQL containers."
+    )
+    storage_size: str = Field(
+        "10Gi",
+        description="Size of each instance's PersistentVolumeClaim (data-<cluster>-postgres-N).",
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+    )
+    storage_class_name: DnsName | None = Field(
+        None, description="StorageClass of the claims; unset uses the cluster default."
+    )
+    synchronous: bool = Field(
+        False,
+        description=(
+            "Patroni's synchronous_mode: a commit is acknowledged only once a replica has it, "
+            "so a failover loses no acknowledged write (RPO 0); writes wait while no replica "
+            "is in sync. Off: asynchronous replication, a failover may lose the last writes."
+        ),
+    )
+    ttl_seconds: int = Field(
+        10, ge=5, le=300, description="Patroni's leader lock TTL (bootstrap.dcs.ttl)."
+    )
+    loop_wait_seconds: int = Field(
+        2, ge=1, le=60, description="Patroni's HA loop interval (bootstrap.dcs.loop_wait)."
+    )
+    retry_timeout_seconds: int = Field(
+        4,
+        ge=1,
+        le=120,
+        description="Patroni's timeout for DCS and PostgreSQL operations (retry_timeout).",
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=lambda: ResourcesSpec(
+            requests=ResourceList(cpu="250m", memory="256Mi"),
+            limits=ResourceList(cpu="2", memory="1Gi"),
+        ),
+        description="Requests and limits of each PostgreSQL container.",
+    )
+    retain_on_delete: bool = Field(
+        True,
+        description=(
+            "Keep the instances' claims and the generated <cluster>-postgres Secret (the "
+            "passwords that open them) when the DchatCluster is deleted. False: both go "
+            "with the cluster."
+        ),
+    )
+
+
 class PostgresSpec(CRModel):
     """PostgreSQL: credentials only through Secrets, never in the spec or the ConfigMap."""
 
-    primary: SecretKeyRef = Field(
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(
+            cel(
+                "has(self.primary) != has(self.managed)",
+                "database.postgres needs exactly one of primary (your own PostgreSQL, its URL "
+                "in a Secret) or managed (the operator runs PostgreSQL with Patroni)",
+            ),
+            cel(
+                "!has(self.managed) || !has(self.patroni)",
+                "database.postgres.patroni names an external Patroni cluster; a managed one "
+                "is found by the operator (scope <cluster>-postgres)",
+            ),
+        ),
+    )
+
+    primary: SecretKeyRef | None = Field(
+        None,
         description=(
-            "Secret key holding the full primary URL, "
+            "Your own PostgreSQL: the Secret key holding the full primary URL, "
             "postgresql://<user>:<password>@<host>:5432/<db>; "
             "it is mounted as a file and reaches the node as DATABASE_URL_FILE. For a highly "
             "available database name every host and ask for the writable one: "
             "postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write; the node "
-            "then follows a promotion without a restart."
-        )
+            "then follows a promotion without a restart. Exactly one of primary and managed."
+        ),
+    )
+    managed: ManagedPostgresSpec | None = Field(
+        None,
+        description=(
+            "Run PostgreSQL in this namespace: a StatefulSet of Patroni members (Kubernetes "
+            "API as Patroni's store), Services <cluster>-postgres-rw (the primary) and "
+            "-ro (replicas), and a generated Secret <cluster>-postgres with the passwords "
+            "and the node's URL. status.currentPrimary follows Patroni's leader."
+        ),
     )
     patroni: PatroniRef | None = Field(
         None, description="The Patroni cluster behind the database, for status.currentPrimary."
@@ -717,6 +829,21 @@ class PostgresSpec(CRModel):
     port: int = Field(
         5432, ge=1, le=65535, description="TCP port the NetworkPolicy allows towards PostgreSQL."
     )
+
+
+    @_model_validator(mode="after")
+    def _one_source(self) -> PostgresSpec:
+        if (self.primary is None) == (self.managed is None):
+            raise ValueError(
+                "database.postgres needs exactly one of primary (your own PostgreSQL, its URL "
+                "in a Secret) or managed (the operator runs PostgreSQL with Patroni)"
+            )
+        if self.managed is not None and self.patroni is not None:
+            raise ValueError(
+                "database.postgres.patroni names an external Patroni cluster; a managed one "
+                "is found by the operator (scope <cluster>-postgres)"
+            )
+        return self
 
 
 class DatabaseSpec(_DatabasePool):

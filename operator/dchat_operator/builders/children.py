@@ -13,17 +13,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dchat_operator.api.kinds import (
+    CONFIG_MAP,
     INGRESS,
     NETWORK_POLICY,
     PDB,
     PROMETHEUS_RULE,
+    ROLE_BINDING,
     SERVICE,
+    SERVICE_ACCOUNT,
     SERVICE_MONITOR,
+    STATEFUL_SET,
     Kind,
     child_kind,
 )
 from dchat_operator.api.models import DchatCluster
-from dchat_operator.builders import monitoring, network, workload
+from dchat_operator.builders import monitoring, network, postgres, workload
 from dchat_operator.builders.common import Obj, names, with_spec_hash
 from dchat_operator.builders.config import config_map
 
@@ -49,6 +53,15 @@ def desired_children(
         return workload.deployment(cluster, secret_versions)
 
     builders: list[Callable[[DchatCluster], Obj | None]] = [
+        # managed PostgreSQL first: the node pods wait for it anyway
+        postgres.service_account,
+        postgres.role_binding,
+        postgres.config_map,
+        postgres.headless_service,
+        postgres.primary_service,
+        postgres.replica_service,
+        postgres.stateful_set,
+        postgres.pod_disruption_budget,
         workload.service_account,
         config_map,
         workload.persistent_volume_claim,
@@ -80,6 +93,17 @@ def prunable(cluster: DchatCluster, caps: Capabilities) -> list[tuple[Kind, str]
         (PDB, n.pdb),
         (NETWORK_POLICY, n.network_policy),
         (INGRESS, n.ingress),
+    ]
+    pg = postgres.name(cluster)
+    candidates += [  # managed PostgreSQL, when the spec stops asking for it (claims stay)
+        (SERVICE_ACCOUNT, pg),
+        (ROLE_BINDING, pg),
+        (CONFIG_MAP, postgres.config_map_name(cluster)),
+        (SERVICE, pg),
+        (SERVICE, postgres.rw_service(cluster)),
+        (SERVICE, postgres.ro_service(cluster)),
+        (STATEFUL_SET, pg),
+        (PDB, pg),
     ]
     if caps.monitoring_crds:
         candidates += [(SERVICE_MONITOR, n.service_monitor), (PROMETHEUS_RULE, n.prometheus_rule)]

@@ -20,6 +20,7 @@ from dchat_node.config import render_toml
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster, SecretKeyRef
 from dchat_operator.builders import litestream
+from dchat_operator.builders import postgres as pg
 from dchat_operator.builders.common import Obj, digest, metadata, names
 
 SECRETS_DIR = f"{c.CONFIG_DIR}/secrets"
@@ -41,15 +42,24 @@ class SecretFile:
         return f"{self.directory}/{self.file}"
 
 
+def database_url_ref(cluster: DchatCluster) -> SecretKeyRef | None:
+    """Where the node's PostgreSQL URL is: the user's Secret, or the one the operator
+    generates for managed PostgreSQL; None in SQLite mode."""
+    postgres = cluster.spec.database.postgres
+    if cluster.spec.database.engine != DatabaseEngine.postgres or postgres is None:
+        return None
+    if postgres.primary is not None:
+        return postgres.primary
+    return SecretKeyRef(name=pg.secret_name(cluster), key=pg.URL_KEY)
+
+
 def secret_files(cluster: DchatCluster) -> list[SecretFile]:
     """The Secret keys the node reads as files, in mount order."""
     spec = cluster.spec
     files: list[SecretFile] = []
-    postgres = spec.database.postgres
-    if spec.database.engine == DatabaseEngine.postgres and postgres is not None:
-        files.append(
-            SecretFile("database", postgres.primary, c.DB_SECRET_DIR, c.DB_URL_FILE, "DATABASE_URL")
-        )
+    url = database_url_ref(cluster)
+    if url is not None:
+        files.append(SecretFile("database", url, c.DB_SECRET_DIR, c.DB_URL_FILE, "DATABASE_URL"))
     if spec.security.jwt_secret_ref is not None:
         files.append(
             SecretFile("jwt", spec.security.jwt_secret_ref, c.JWT_DIR, c.JWT_FILE, "JWT_SECRET")
@@ -82,8 +92,9 @@ def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:
     """(Secret name, key or None) the pods need; the controller checks they exist."""
     refs: list[tuple[str, str | None]] = []
     spec = cluster.spec
-    if spec.database.postgres is not None and spec.database.engine == "postgres":
-        refs.append((spec.database.postgres.primary.name, spec.database.postgres.primary.key))
+    url = database_url_ref(cluster)
+    if url is not None and spec.database.postgres is not None:
+        refs.append((url.name, url.key))
         refs.extend((s.name, s.key) for s in spec.database.postgres.standbys)
     if spec.security.jwt_secret_ref is not None:
         refs.append((spec.security.jwt_secret_ref.name, spec.security.jwt_secret_ref.key))

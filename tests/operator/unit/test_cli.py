@@ -78,7 +78,8 @@ def test_rbac_command_prints_a_cluster_role() -> None:
         for g in rule["apiGroups"]
         for r in rule["resources"]
     }
-    assert rules[("", "secrets")] == {"get"}
+    # read; created once for managed PostgreSQL's generated passwords, never updated
+    assert rules[("", "secrets")] == {"get", "create"}
     assert rules[("dchat.dev", "dchatclusters/status")] == {"patch"}
     # the data claim is deleted only by fencing (a volume pinned to a dead node, with a
     # continuous replica to restore from): controllers/cluster.py, docs/failover.md
@@ -101,6 +102,7 @@ def test_rbac_namespaced_prints_a_role_and_the_cluster_scoped_rest() -> None:
     assert not role_resources & {"namespaces", "customresourcedefinitions"}
     assert cluster_role["kind"] == "ClusterRole"
     assert sorted(r for rule in cluster_role["rules"] for r in rule["resources"]) == [
+        "clusterroles",  # bind, of dchat-postgres only
         "customresourcedefinitions",
         "namespaces",
         "nodes",
