@@ -2,7 +2,7 @@
 # Build the binaries of the test control plane from the Go module proxy, once per version.
 #
 # Output: $DCHAT_CACHE/k8s-<version>/bin/{kube-apiserver,kube-controller-manager,
-#         kube-scheduler,kubectl,kubelet,kube-proxy,etcd,kwok,kwokctl} and a stamp file.
+#         kube-scheduler,kubectl,kubelet,kube-proxy,etcd,kwok,kwokctl,coredns} and a stamp file.
 # Each binary is built only when it is missing, so adding one to the list builds just that
 # one on a machine whose cache already holds the others.
 # The cache lives outside the checkout (default ~/.cache/dchat) and is keyed by the
@@ -22,7 +22,7 @@ source "$here/versions.env"
 cache="${DCHAT_CACHE:-$HOME/.cache/dchat}"
 out="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 bin="$out/bin"
-stamp="$out/.complete-v2"  # v2: kube-proxy joined the set
+stamp="$out/.complete-v3"  # v2: kube-proxy joined the set; v3: coredns
 k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 if [[ -f "$stamp" ]]; then
@@ -113,6 +113,18 @@ kwok_dir="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
 mkdir -p "$out/stages"
 cp -r "$kwok_dir/kustomize/stage/." "$out/stages/"
 chmod -R u+w "$out/stages"
+fi
+
+# ---- CoreDNS (the real node's cluster DNS) ------------------------------------------
+if [[ -n "$(missing coredns)" ]]; then
+mkdir -p "$work/coredns" && cd "$work/coredns"
+cat >go.mod <<EOF
+module dchat.dev/testcluster/coredns
+
+go 1.26
+EOF
+go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null 2>&1 || go get "github.com/coredns/coredns@$COREDNS_VERSION"
+timed coredns go build -trimpath -ldflags "-s -w" -o "$bin/coredns" github.com/coredns/coredns
 fi
 
 "$bin/kubectl" version --client >&2

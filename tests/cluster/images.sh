@@ -10,6 +10,7 @@
 #   registry.k8s.io/pause:3.10              the sandbox image (tests/cluster/images/pause)
 #   ghcr.io/dchat-dev/dchat:<version>       Dockerfile.node (version from pyproject.toml)
 #   ghcr.io/dchat-dev/dchat-operator:<version>  Dockerfile.operator
+#   ghcr.io/dchat-dev/dchat-postgres:<version>  Dockerfile.postgres (PostgreSQL 15 + Patroni)
 #   ghcr.io/dchat-dev/dchat:0.1.1           TEST: the node image under another tag
 #   ghcr.io/dchat-dev/dchat:0.1.1-exits     TEST: the node image whose entrypoint exits 1
 #   ghcr.io/dchat-dev/dchat:0.1.1-errors    TEST: the node image that answers every API call 504
@@ -292,6 +293,11 @@ build "$node_ref" "$node_hash" -f Dockerfile.node .
 archive "$node_ref" "dchat-$version" "$node_hash"
 build "$operator_ref" "$operator_hash" -f Dockerfile.operator .
 archive "$operator_ref" "dchat-operator-$version" "$operator_hash"
+postgres_ref="ghcr.io/dchat-dev/dchat-postgres:$version"
+postgres_hash="$( { hash_files Dockerfile.postgres requirements-patroni.lock postgres/post-bootstrap.sh
+    image_id docker.io/library/python:3.11-slim-bookworm; } | sha256sum | cut -c1-16)"
+build "$postgres_ref" "$postgres_hash" -f Dockerfile.postgres .
+archive "$postgres_ref" "dchat-postgres-$version" "$postgres_hash"
 
 # TEST images for rollout tests: a version bump with identical content, and one that exits.
 bump_ref=ghcr.io/dchat-dev/dchat:0.1.1
@@ -311,6 +317,7 @@ archive "$errors_ref" dchat-0.1.1-errors "$errors_hash"
 # ---- smoke checks of what was built in this run ------------------------------------------
 run() { podman run --rm --network host --no-healthcheck "${ulimits[@]}" "$@"; }
 uid_of() { run --entrypoint python "$1" -c 'import os; print(os.getuid())'; }
+uid_of_sh() { run --entrypoint id "$1" -u; }
 for ref in "${built[@]}"; do
     case "$ref" in
         "$node_ref")
@@ -321,6 +328,11 @@ for ref in "${built[@]}"; do
         "$operator_ref")
             run "$ref" --help >/dev/null || die "$ref --help failed"
             [[ "$(uid_of "$ref")" == 65532 ]] || die "$ref does not run as uid 65532"
+            ;;
+        "$postgres_ref")
+            run "$ref" --version >/dev/null || die "$ref: patroni --version failed"
+            run --entrypoint postgres "$ref" --version >/dev/null || die "$ref: no postgres"
+            [[ "$(uid_of_sh "$ref")" == 999 ]] || die "$ref does not run as uid 999"
             ;;
         "$errors_ref")
             [[ "$(run --entrypoint python "$ref" -c 'import os; print(os.environ["DCHAT_SERVER__REQUEST_TIMEOUT_SECS"])')" == 0.000001 ]] \

@@ -23,8 +23,10 @@
 # Service points at the apiserver through its advertise address 10.88.0.1, so in-cluster
 # clients (the operator's own pod) work as in any cluster. Pods are fenced in: forwarding
 # from the bridge to anywhere but the bridge is dropped, and the apiserver port answers only
-# on loopback and the bridge. No NetworkPolicy enforcement (the bridge plugin has none) and
-# no cluster DNS: tests use Service IPs and the env vars kubelet injects.
+# on loopback and the bridge. No NetworkPolicy enforcement (the bridge plugin has none).
+# Cluster DNS: CoreDNS (built from its Go module by build.sh) with its kubernetes plugin
+# serves cluster.local on 10.88.0.1:53 (the kubelet's clusterDNS), as system:coredns with
+# the read rights its upstream manifest gives it, so `<svc>.<ns>.svc` resolves in pods.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${DCHAT_CACHE:-$HOME/.cache/dchat}"
@@ -80,6 +82,7 @@ has_image() {  # has_image REF (no `ctr ... | grep -q`: with pipefail grep's ear
 }
 
 down() {
+    stop_pid coredns
     stop_pid kube-proxy
     stop_pid kubelet
     if alive containerd; then
@@ -175,9 +178,23 @@ JSON
     # certificate for 10.88.0.1, the address the apiserver reaches it at.
     issue "$pki" kubelet-client "/O=system:nodes/CN=system:node:$node" clientAuth ""
     issue "$pki" kube-proxy "/CN=system:kube-proxy" clientAuth ""
+    issue "$pki" coredns "/CN=system:coredns" clientAuth ""
     issue "$pki" kubelet-serving "/CN=$node" serverAuth "IP:$gw,DNS:$node"
     kubeconfig "$pki" "$server" kubelet-client >"$state/kubelet.kubeconfig"
     kubeconfig "$pki" "$server" kube-proxy >"$state/kube-proxy.kubeconfig"
+    kubeconfig "$pki" "$server" coredns >"$state/coredns.kubeconfig"
+    cat >"$state/Corefile" <<COREFILE
+.:53 {
+    bind $gw
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $state/coredns.kubeconfig
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 5
+}
+COREFILE
     cat >"$state/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -212,6 +229,8 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 syncFrequency: 10s
 nodeStatusReportFrequency: 10s
 resolvConf: /etc/resolv.conf
+clusterDNS: [$gw]
+clusterDomain: cluster.local
 YAML
 }
 
@@ -288,6 +307,29 @@ start_kubelet() {
     echo $! >"$run/kubelet.pid"
 }
 
+start_coredns() {  # start_coredns BIN KUBECONFIG(admin): its read rights, then the server
+    local bin=$1 admin=$2
+    alive coredns && return 0
+    "$bin/kubectl" --kubeconfig "$admin" apply -f - >/dev/null <<'RBAC'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+  - {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}
+RBAC
+    log "starting coredns on $gw:53"
+    nohup "$bin/coredns" -conf "$state/Corefile" >"$state/coredns.log" 2>&1 &
+    echo $! >"$run/coredns.pid"
+}
+
 start_kube_proxy() {
     local bin=$1
     alive kube-proxy && return 0
@@ -317,11 +359,18 @@ up() {
     sha256sum <"$pki/ca.crt" >"$state/cluster-id"
     ensure_network
     fence_apiserver "$port"
+    local before
+    before="$(cat "$state/kubelet.yaml" 2>/dev/null || true)"
     write_configs "$pki" "$server"
+    if alive kubelet && [[ "$(cat "$state/kubelet.yaml")" != "$before" ]]; then
+        log "the kubelet's configuration changed: restarting it"
+        stop_pid kubelet
+    fi
     start_containerd
     if [[ "${DCHAT_REAL_NODE_IMAGES:-1}" == 1 ]]; then "$here/images.sh" --no-verify | import_images; fi
     start_kubelet "$bin"
     start_kube_proxy "$bin"
+    start_coredns "$bin" "$kubeconfig"
     for _ in $(seq 60); do "${k[@]}" get "node/$node" >/dev/null 2>&1 && break; sleep 1; done
     if ! "${k[@]}" wait --for=condition=Ready "node/$node" --timeout=90s >/dev/null 2>&1; then
         log "node $node is not Ready after 90 s; kubelet log tail:"

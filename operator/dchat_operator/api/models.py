@@ -774,6 +774,17 @@ class ManagedPostgresSpec(CRModel):
         ),
     )
 
+    @_model_validator(mode="after")
+    def _patroni_rules(self) -> ManagedPostgresSpec:
+        if self.loop_wait_seconds + 2 * self.retry_timeout_seconds > self.ttl_seconds:
+            raise ValueError(
+                "managed postgres: loopWaitSeconds + 2 * retryTimeoutSeconds must not exceed "
+                "ttlSeconds (Patroni's rule: the leader must renew its lock before it expires)"
+            )
+        if self.synchronous and self.instances < 2:
+            raise ValueError("managed postgres: synchronous mode needs at least 2 instances")
+        return self
+
 
 class PostgresSpec(CRModel):
     """PostgreSQL: credentials only through Secrets, never in the spec or the ConfigMap."""
@@ -829,7 +840,6 @@ class PostgresSpec(CRModel):
     port: int = Field(
         5432, ge=1, le=65535, description="TCP port the NetworkPolicy allows towards PostgreSQL."
     )
-
 
     @_model_validator(mode="after")
     def _one_source(self) -> PostgresSpec:

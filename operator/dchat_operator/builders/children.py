@@ -62,6 +62,7 @@ def desired_children(
         postgres.replica_service,
         postgres.stateful_set,
         postgres.pod_disruption_budget,
+        postgres.network_policy,
         workload.service_account,
         config_map,
         workload.persistent_volume_claim,
@@ -104,6 +105,7 @@ def prunable(cluster: DchatCluster, caps: Capabilities) -> list[tuple[Kind, str]
         (SERVICE, postgres.ro_service(cluster)),
         (STATEFUL_SET, pg),
         (PDB, pg),
+        (NETWORK_POLICY, pg),
     ]
     if caps.monitoring_crds:
         candidates += [(SERVICE_MONITOR, n.service_monitor), (PROMETHEUS_RULE, n.prometheus_rule)]

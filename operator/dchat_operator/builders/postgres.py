@@ -254,7 +254,12 @@ def _service(cluster: DchatCluster, svc: str, role: str | None) -> Obj:
             "type": "ClusterIP",
             "selector": selector,
             "ports": [
-                {"name": "postgresql", "port": PG_PORT, "targetPort": "postgresql", "protocol": "TCP"}
+                {
+                    "name": "postgresql",
+                    "port": PG_PORT,
+                    "targetPort": "postgresql",
+                    "protocol": "TCP",
+                }
             ],
         },
     }
@@ -360,7 +365,7 @@ def _pod_spec(cluster: DchatCluster, spec: ManagedPostgresSpec) -> Obj:
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - sockets, pgpass
-            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108 - a memory emptyDir
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -459,5 +464,31 @@ def stateful_set(cluster: DchatCluster) -> Obj | None:
                 "spec": pod,
             },
             "volumeClaimTemplates": [claim],
+        },
+    }
+
+
+def network_policy(cluster: DchatCluster) -> Obj | None:
+    """Ingress to the members: PostgreSQL and Patroni's API only from this cluster's pods
+    (the nodes, its backup and restore Jobs, the other members). Egress stays open: Patroni
+    talks to the Kubernetes API, whose address a policy cannot name portably."""
+    if managed(cluster) is None or not cluster.spec.network_policy.enabled:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(cluster, name(cluster)),
+        "spec": {
+            "podSelector": {"matchLabels": member_labels(cluster)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {c.LABEL_INSTANCE: cluster.name}}}],
+                    "ports": [
+                        {"port": PG_PORT, "protocol": "TCP"},
+                        {"port": PATRONI_PORT, "protocol": "TCP"},
+                    ],
+                }
+            ],
         },
     }
