@@ -103,7 +103,13 @@ def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
 # The long-running xdist groups, longest first: `--dist loadgroup` hands work out in
 # collection order, so a group collected late (the real node's backups take ~4 min on a busy
 # 2-core machine) would start late and finish after everything else.
-FIRST_GROUPS = ("real-node-backups", "real-node-cron", "real-node", "install-bundle")
+FIRST_GROUPS = (
+    "real-node-backups",
+    "real-node-cron",
+    "real-node",
+    "real-node-postgres",
+    "install-bundle",
+)
 
 
 def _group_rank(item: pytest.Item) -> int:

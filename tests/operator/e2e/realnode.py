@@ -128,12 +128,15 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
-def hostpath_volume(kube: KubeCluster, namespace: str, claim: str, node: str) -> str:
+def hostpath_volume(
+    kube: KubeCluster, namespace: str, claim: str, node: str, uid: int = 1000
+) -> str:
     """A PersistentVolume on the real node bound to ``claim`` (the test cluster has no
-    provisioner); its directory belongs to the node's uid, as a provisioner's would."""
+    provisioner); its directory belongs to the pod's uid (the node's 1000 by default), as a
+    provisioner's would."""
     path = VOLUMES / namespace / claim
     path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, 1000, 1000)
+    os.chown(path, uid, uid)
     pv = f"{namespace}-{claim}"
     manifest = {
         "apiVersion": "v1",

@@ -1,0 +1,205 @@
+"""Managed PostgreSQL on the real node: the operator runs Patroni, Patroni fails over.
+
+A DchatCluster with ``database.postgres.managed`` (two instances, synchronous mode) on the
+test cluster's real node: the operator renders the StatefulSet of the project's
+``dchat-postgres`` image (Debian's PostgreSQL 15 + Patroni from the lock), Patroni's
+RoleBinding, the -rw/-ro Services and a Secret of generated passwords; the node pod reaches
+the primary by the DNS name of the -rw Service (CoreDNS of the real node). Writes run
+continuously through the node's Service; then the primary's container is SIGKILLed from the
+host (its PID 1, so PostgreSQL dies with it, like a crashed machine: no lock released).
+Patroni promotes the replica once the lock expires, moves the ``role`` label, the -rw
+Service follows, the node reconnects without a restart, and ``status.currentPrimary`` and a
+``PrimaryChanged`` Event follow. Measured and printed: RTO (kill to the first acknowledged
+write) and acknowledged writes missing afterwards (0: synchronous mode). The old primary
+comes back as a replica (pg_rewind) and the StatefulSet is whole again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness.cluster import KubeCluster
+from tests.harness.writer import Writer
+
+from .conftest import get_cluster, wait_ready
+from .realnode import (
+    hostpath_volume,
+    http,
+    is_ready,
+    jwt_secret,
+    real_cr,
+    service_url,
+    token,
+    wait_serving,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.real_node,
+    pytest.mark.xdist_group("real-node-postgres"),
+]
+
+CONTAINERD = "/run/dchat-realnode/containerd.sock"
+MANAGED = {
+    "instances": 2,
+    "synchronous": True,
+    "imagePullPolicy": "Never",
+    "storageSize": "1Gi",
+    "resources": {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    },
+}
+
+
+def _members(kube: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube.get_json(
+        "-n", namespace, "pods", "-l", "app.kubernetes.io/name=dchat-postgres"
+    )["items"]
+    return items
+
+
+def _role(pod: dict[str, Any]) -> str:
+    return str((pod["metadata"].get("labels") or {}).get("role") or "")
+
+
+def _kill_container(pod: dict[str, Any]) -> None:
+    """SIGKILL the container's PID 1 (Patroni) from the host: its PID namespace dies, so
+    PostgreSQL dies with it, and nothing releases the leader lock."""
+    (status,) = pod["status"]["containerStatuses"]
+    cid = status["containerID"].removeprefix("containerd://")
+    subprocess.run(
+        ["ctr", "--address", CONTAINERD, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def _messages(base: str, channel: str) -> set[str]:
+    """Every message body of the channel, read through the API page by page."""
+    found: set[str] = set()
+    cursor = ""
+    while True:
+        url = f"{base}/api/v1/channels/{channel}/messages?limit=200"
+        code, page = http("GET", url + (f"&cursor={cursor}" if cursor else ""))
+        assert code == 200, page
+        found.update(m["body"] for m in page["items"])
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            return found
+
+
+def _primary(kube: KubeCluster, namespace: str) -> str:
+    status = get_cluster(kube, namespace, "chat").get("status") or {}
+    return str((status.get("currentPrimary") or {}).get("name") or "")
+
+
+@pytest.mark.timeout(600)
+def test_managed_postgres_fails_over_and_the_node_follows(
+    real_node: str, kube: KubeCluster, namespace: str, operator: Any, volumes: list[str]
+) -> None:
+    for ordinal in (0, 1):
+        claim = f"data-chat-postgres-{ordinal}"
+        volumes.append(hostpath_volume(kube, namespace, claim, real_node, uid=999))
+    cr = real_cr(
+        "chat",
+        replicas=1,
+        database={"engine": "postgres", "postgres": {"managed": MANAGED}},
+    )
+    kube.apply([jwt_secret(), cr], namespace)
+    t0 = time.monotonic()
+    wait_ready(kube, namespace, "chat", replicas=1, timeout=300)
+    print(f"\nmanaged PostgreSQL + node Ready {time.monotonic() - t0:.1f} s after the apply")
+
+    # Patroni runs both members: one primary, one replica, both Ready (Patroni's /readiness)
+    def settled() -> list[dict[str, Any]] | None:
+        found = _members(kube, namespace)
+        roles = sorted(_role(p) for p in found)
+        ok = roles == ["primary", "replica"] and all(is_ready(p) for p in found)
+        return found if ok else None
+
+    members = kube.wait_for(settled, timeout=120, interval=1, what="a primary and a replica")
+    (leader,) = [p for p in members if _role(p) == "primary"]
+    leader_name = leader["metadata"]["name"]
+    kube.wait_for(
+        lambda: _primary(kube, namespace) == leader_name,
+        timeout=30,
+        what="status.currentPrimary = the Patroni leader",
+    )
+    secret = kube.get_json("-n", namespace, "secret", "chat-postgres")
+    assert set(secret["data"]) == {
+        "superuser-password",
+        "replication-password",
+        "app-password",
+        "url",
+    }
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dchat-operator"
+    sts = kube.get_json("-n", namespace, "statefulset", "chat-postgres")
+    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+
+    base = service_url(kube, namespace, "chat-api")
+    wait_serving(kube, base)
+    writer = Writer(base, {"Authorization": f"Bearer {token()}"}, rate=20, limit_s=240).start()
+    try:
+        writer.wait_acked(40, timeout=30)
+        killed = time.monotonic()
+        _kill_container(leader)
+        # the replica is promoted; the node reconnects through the -rw Service
+        kube.wait_for(
+            lambda: writer.first_ack_after(killed + 0.5) is not None,
+            timeout=120,
+            interval=0.5,
+            what="a write acknowledged after the primary was killed",
+        )
+        first = writer.first_ack_after(killed + 0.5)
+        assert first is not None
+        rto = first - killed
+        writer.wait_acked(40, timeout=60)
+    finally:
+        writer.stop()
+
+    kube.wait_for(
+        lambda: _primary(kube, namespace) not in ("", leader_name),
+        timeout=60,
+        what="status.currentPrimary moved to the promoted replica",
+    )
+    new_primary = _primary(kube, namespace)
+    events = kube.get_json(
+        "-n", namespace, "events", "--field-selector", "involvedObject.name=chat"
+    )["items"]
+    assert any(
+        e["reason"] == "PrimaryChanged" and new_primary in e.get("message", "") for e in events
+    ), [e["reason"] for e in events]
+
+    # RPO: every acknowledged write is there (synchronous mode)
+    lost = {body for _, body in writer.acked} - _messages(base, writer.channel)
+    print(
+        f"managed PostgreSQL failover (synchronous, ttl 10 s, loop_wait 2 s): RTO {rto:.1f} s, "
+        f"{len(writer.acked)} acknowledged writes, {len(lost)} lost, "
+        f"{len(writer.failures)} failed attempts during the outage"
+    )
+    assert not lost, sorted(lost)[:10]
+    assert rto < 30, f"RTO {rto:.1f} s"
+
+    # the killed member comes back as a replica of the new primary: the cluster is whole
+    def whole() -> bool:
+        found = _members(kube, namespace)
+        roles = {p["metadata"]["name"]: _role(p) for p in found}
+        return (
+            roles.get(new_primary) == "primary"
+            and roles.get(leader_name) == "replica"
+            and all(is_ready(p) for p in found)
+        )
+
+    kube.wait_for(whole, timeout=180, interval=2, what="the old primary back as a replica")
+    # the generated passwords never show in the CR, its status or its Events
+    shown = json.dumps(get_cluster(kube, namespace, "chat")) + json.dumps(events)
+    for key in ("superuser-password", "replication-password", "app-password"):
+        assert base64.b64decode(secret["data"][key]).decode() not in shown
