@@ -81,10 +81,18 @@ def kube_cluster() -> KubeCluster:
 
 @pytest.fixture(scope="session")
 def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
-    """Every CRD of crds/ (DchatCluster, DchatBackup, DchatRestore: the operator watches all).
+    """Every CRD of crds/ (DchatCluster, DchatBackup, DchatRestore: the operator watches all),
+    and the bundle's ClusterRole dchat-postgres (bound per managed PostgreSQL).
 
     Applied once per test process and never deleted by a test: with parallel workers
     another process may be using them at any moment."""
+    kube_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "manifests" / "base" / "rbac-postgres.yaml"),
+    )
     crds = sorted((REPO / "crds").glob("dchat.dev_*.yaml"))
     for crd in crds:
         kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))

@@ -747,13 +747,19 @@ class ManagedPostgresSpec(CRModel):
         ),
     )
     ttl_seconds: int = Field(
-        10, ge=5, le=300, description="Patroni's leader lock TTL (bootstrap.dcs.ttl)."
+        20,
+        ge=20,
+        le=300,
+        description=(
+            "Patroni's leader lock TTL (bootstrap.dcs.ttl; Patroni's minimum is 20): a "
+            "primary that stops renewing its lock is replaced about this long after."
+        ),
     )
     loop_wait_seconds: int = Field(
         2, ge=1, le=60, description="Patroni's HA loop interval (bootstrap.dcs.loop_wait)."
     )
     retry_timeout_seconds: int = Field(
-        4,
+        5,
         ge=1,
         le=120,
         description="Patroni's timeout for DCS and PostgreSQL operations (retry_timeout).",

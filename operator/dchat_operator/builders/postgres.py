@@ -47,6 +47,7 @@ SUPERUSER = "postgres"
 COMPONENT = "database"
 APP_NAME = "dchat-postgres"
 ROLE_LABEL = "role"
+SCOPE_LABEL = f"{c.GROUP}/patroni-scope"
 # keys of the generated Secret
 SUPERUSER_PASSWORD = "superuser-password"  # noqa: S105 - a key name
 REPLICATION_PASSWORD = "replication-password"  # noqa: S105 - a key name
@@ -96,6 +97,9 @@ def member_labels(cluster: DchatCluster) -> dict[str, str]:
         c.LABEL_NAME: APP_NAME,
         c.LABEL_INSTANCE: cluster.name,
         c.LABEL_COMPONENT: COMPONENT,
+        # Patroni adds <scope_label>=<scope> to its selector: a member without it is not
+        # found, and a replica then fails with a bare "failed to bootstrap from leader"
+        SCOPE_LABEL: scope(cluster),
     }
 
 
@@ -183,6 +187,7 @@ def patroni_config(cluster: DchatCluster) -> Obj:
         "kubernetes": {
             "use_endpoints": False,
             "labels": member_labels(cluster),
+            "scope_label": SCOPE_LABEL,
             "role_label": ROLE_LABEL,
             "leader_label_value": "primary",
             "follower_label_value": "replica",
@@ -216,6 +221,9 @@ def patroni_config(cluster: DchatCluster) -> Obj:
             "data_dir": f"{DATA_DIR}/pgdata",
             "bin_dir": "/usr/lib/postgresql/15/bin",
             "pgpass": "/tmp/pgpass",  # noqa: S108 - the container's own emptyDir
+            # a new replica's pg_basebackup asks for an immediate checkpoint (the default,
+            # spread, made a new member wait over a minute on an idle primary)
+            "basebackup": [{"checkpoint": "fast"}],
             "authentication": {
                 "superuser": {"username": SUPERUSER},
                 "replication": {"username": REPLICATION_USER},

@@ -5,13 +5,18 @@ test cluster's real node: the operator renders the StatefulSet of the project's
 ``dchat-postgres`` image (Debian's PostgreSQL 15 + Patroni from the lock), Patroni's
 RoleBinding, the -rw/-ro Services and a Secret of generated passwords; the node pod reaches
 the primary by the DNS name of the -rw Service (CoreDNS of the real node). Writes run
-continuously through the node's Service; then the primary's container is SIGKILLed from the
-host (its PID 1, so PostgreSQL dies with it, like a crashed machine: no lock released).
+continuously through the node's Service; then the primary's container is frozen from the
+host (``ctr tasks pause``: Patroni and PostgreSQL stop at once, like a hung or partitioned
+machine: no lock released, no connection closed).
 Patroni promotes the replica once the lock expires, moves the ``role`` label, the -rw
 Service follows, the node reconnects without a restart, and ``status.currentPrimary`` and a
-``PrimaryChanged`` Event follow. Measured and printed: RTO (kill to the first acknowledged
-write) and acknowledged writes missing afterwards (0: synchronous mode). The old primary
-comes back as a replica (pg_rewind) and the StatefulSet is whole again.
+``PrimaryChanged`` Event follow (the frozen pod fails its readiness probe, so the -rw
+Service stops routing to it). Measured and printed: RTO (freeze to the first acknowledged
+write) and acknowledged writes missing afterwards (0: synchronous mode). Thawed, the old
+primary finds its lock taken, demotes itself and comes back as a replica (pg_rewind), and
+the StatefulSet is whole again. (A SIGKILLed primary is no failover here: the kubelet
+restarts the container within seconds and Patroni, still holding its own lock, resumes as
+the primary.)
 """
 
 from __future__ import annotations
@@ -69,13 +74,14 @@ def _role(pod: dict[str, Any]) -> str:
     return str((pod["metadata"].get("labels") or {}).get("role") or "")
 
 
-def _kill_container(pod: dict[str, Any]) -> None:
-    """SIGKILL the container's PID 1 (Patroni) from the host: its PID namespace dies, so
-    PostgreSQL dies with it, and nothing releases the leader lock."""
+def _task(pod: dict[str, Any], action: str) -> None:
+    """``ctr tasks <action>`` on the pod's container, from the host: ``pause`` freezes every
+    process of it (Patroni and PostgreSQL) in the freezer cgroup, like a hung machine or a
+    partitioned one; ``resume`` thaws them."""
     (status,) = pod["status"]["containerStatuses"]
     cid = status["containerID"].removeprefix("containerd://")
     subprocess.run(
-        ["ctr", "--address", CONTAINERD, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", cid],
+        ["ctr", "--address", CONTAINERD, "-n", "k8s.io", "tasks", action, cid],
         check=True,
         capture_output=True,
         timeout=30,
@@ -150,7 +156,7 @@ def test_managed_postgres_fails_over_and_the_node_follows(
     try:
         writer.wait_acked(40, timeout=30)
         killed = time.monotonic()
-        _kill_container(leader)
+        _task(leader, "pause")
         # the replica is promoted; the node reconnects through the -rw Service
         kube.wait_for(
             lambda: writer.first_ack_after(killed + 0.5) is not None,
@@ -164,6 +170,7 @@ def test_managed_postgres_fails_over_and_the_node_follows(
         writer.wait_acked(40, timeout=60)
     finally:
         writer.stop()
+        _task(leader, "resume")  # the old primary wakes up to a lock it lost
 
     kube.wait_for(
         lambda: _primary(kube, namespace) not in ("", leader_name),
@@ -181,7 +188,8 @@ def test_managed_postgres_fails_over_and_the_node_follows(
     # RPO: every acknowledged write is there (synchronous mode)
     lost = {body for _, body in writer.acked} - _messages(base, writer.channel)
     print(
-        f"managed PostgreSQL failover (synchronous, ttl 10 s, loop_wait 2 s): RTO {rto:.1f} s, "
+        "managed PostgreSQL failover (primary frozen; synchronous, ttl 20 s, loop_wait 2 s): "
+        f"RTO {rto:.1f} s, "
         f"{len(writer.acked)} acknowledged writes, {len(lost)} lost, "
         f"{len(writer.failures)} failed attempts during the outage"
     )

@@ -65,7 +65,7 @@ def _by(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
         ),
         ({"managed": {}, "patroni": {"scope": "x"}}, "external Patroni"),
         ({"managed": {"instances": 1, "synchronous": True}}, "at least 2 instances"),
-        ({"managed": {"ttlSeconds": 10, "loopWaitSeconds": 5, "retryTimeoutSeconds": 4}}, "ttl"),
+        ({"managed": {"ttlSeconds": 20, "loopWaitSeconds": 10, "retryTimeoutSeconds": 6}}, "ttl"),
     ],
 )
 def test_invalid_managed_specs_are_refused_with_a_reason(
@@ -110,7 +110,7 @@ def test_children_of_a_managed_cluster() -> None:
     assert config["kubernetes"]["use_endpoints"] is False
     assert config["kubernetes"]["labels"] == postgres.member_labels(cluster)
     dcs = config["bootstrap"]["dcs"]
-    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (10, 2, 4)
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (20, 2, 5)
     assert dcs["synchronous_mode"] is True
     assert config["bootstrap"]["post_bootstrap"] == "/usr/local/bin/dchat-postgres-bootstrap"
 
