@@ -1,0 +1,90 @@
+"""``/health/database`` and ``/health/chain`` (``dchat_node.health``) through the ops app:
+what ``kubectl dchat doctor`` reads from each pod. The database is the real SQLite storage
+(closed to make it unreachable); the chain is a real anvil (integration) or a loopback port
+where nothing listens (the client's own connection error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dchat_node.chain.client import ChainClient
+from dchat_node.components import ComponentRegistry
+from dchat_node.health import ChainComponent, DatabaseComponent
+from dchat_node.services import Services, build_services
+from tests.harness.chain import Anvil
+from tests.harness.net import free_port
+from tests.node.conftest import config_for
+
+
+@pytest.mark.unit
+async def test_database_ok_then_unreachable(ops_client: Any, services: Services) -> None:
+    r = await ops_client.get("/health/database")
+    assert r.status_code == 200
+    assert await r.get_json() == {
+        "status": "ok",
+        "component": "database",
+        "healthy": True,
+        "details": {"engine": "sqlite"},
+    }
+    await services.storage.close()
+    r = await ops_client.get("/health/database")
+    assert r.status_code == 503
+    body = await r.get_json()
+    assert (body["status"], body["healthy"]) == ("unreachable", False)
+    assert body["details"]["reason"]  # the error's type, never its text
+
+
+@pytest.mark.unit
+async def test_build_services_keeps_a_database_component_given_by_the_caller(
+    services: Services, tmp_path: Path
+) -> None:
+    registry = ComponentRegistry()
+    own = DatabaseComponent(services.storage, timeout=0.5)
+    registry.register(own)
+    built = build_services(config_for(tmp_path), services.storage, components=registry)
+    assert built.components.get("database") is own
+
+
+@pytest.mark.unit
+async def test_chain_without_rpc_is_disabled_not_failed() -> None:
+    status = await ChainComponent({}).status()
+    assert (status.healthy, status.state) == (False, "disabled")
+
+
+@pytest.mark.unit
+async def test_chain_unreachable_names_the_chain(ops_client: Any, services: Services) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = ChainClient(url, timeout_secs=2, retries=0, name="currency")
+    services.components.register(ChainComponent({"currency": client}))
+    try:
+        r = await ops_client.get("/health/chain")
+    finally:
+        await client.aclose()
+    assert r.status_code == 503
+    body = await r.get_json()
+    assert body["status"] == "unreachable"
+    assert body["details"]["reason"] == "chain RPC not answering: currency"
+    assert body["details"]["currency"]["ok"] is False
+    assert "eth_blockNumber failed" in body["details"]["currency"]["reason"]
+
+
+@pytest.mark.integration
+async def test_chain_ok_reports_each_chains_height(chain: Anvil) -> None:
+    clients = {
+        name: ChainClient(chain.url, timeout_secs=5, retries=0, name=name)
+        for name in ("chat", "currency")
+    }
+    try:
+        status = await ChainComponent(clients).status()
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    assert (status.healthy, status.state) == (True, "ok")
+    height = int(chain.rpc("eth_blockNumber"), 16)
+    assert status.details == {
+        "chat": {"ok": True, "block": height},
+        "currency": {"ok": True, "block": height},
+    }
