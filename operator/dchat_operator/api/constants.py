@@ -80,3 +80,7 @@ S3_SECRET_DIR: Final = "/etc/dchat/secrets/s3"  # noqa: S105 - a mount path
 TERMINATION_LOG: Final = "/dev/termination-log"
 LITESTREAM_CONFIG: Final = "litestream.yml"
 SQLITE_PATH: Final = "/data/dchat.db"
+LITESTREAM_METRICS_PORT: Final = 9090
+"""The Litestream sidecar's Prometheus endpoint (``addr`` in litestream.yml), port name
+``litestream``: scraped next to the node's metrics, read by ``kubectl dchat doctor``."""
+LITESTREAM_PORT_NAME: Final = "litestream"

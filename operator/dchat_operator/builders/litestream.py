@@ -14,6 +14,11 @@ Design:
   switches on path-style addressing.
 - The replica lives under the cluster's backup prefix: ``<s3.prefix><namespace>/<cluster>/
   litestream``.
+- The sidecar serves its Prometheus metrics (``addr``) on ``LITESTREAM_METRICS_PORT``, a
+  container port named ``litestream``: the metrics Service carries it, the ServiceMonitor and
+  the plain scrape example scrape it (the ContinuousReplicationLagging alert reads
+  ``litestream_txid`` and ``litestream_replica_operation_*``), and ``kubectl dchat doctor``
+  reads the S3 operations' outcome from it.
 """
 
 from __future__ import annotations
@@ -55,7 +60,12 @@ def litestream_config(cluster: DchatCluster, s3: S3Target) -> str:
     if s3.endpoint:
         replica["endpoint"] = s3.endpoint
         replica["force-path-style"] = True
-    lines = ["dbs:", f"  - path: {c.SQLITE_PATH}", "    replicas:"]
+    lines = [
+        f'addr: ":{c.LITESTREAM_METRICS_PORT}"',
+        "dbs:",
+        f"  - path: {c.SQLITE_PATH}",
+        "    replicas:",
+    ]
     for index, (key, value) in enumerate(replica.items()):
         text = "true" if value is True else json.dumps(str(value))  # JSON strings are YAML
         lines.append(f"      {'- ' if index == 0 else '  '}{key}: {text}")
@@ -112,6 +122,13 @@ def init_containers(
         "name": SIDECAR,
         **common,
         "args": ["replicate", "-config", CONFIG_PATH],
+        "ports": [
+            {
+                "name": c.LITESTREAM_PORT_NAME,
+                "containerPort": c.LITESTREAM_METRICS_PORT,
+                "protocol": "TCP",
+            }
+        ],
         "restartPolicy": "Always",
     }
     return [restore, sidecar]
