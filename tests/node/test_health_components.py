@@ -5,6 +5,7 @@ where nothing listens (the client's own connection error)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from dchat_node.health import ChainComponent, DatabaseComponent
 from dchat_node.services import Services, build_services
 from tests.harness.chain import Anvil
 from tests.harness.net import free_port
+from tests.node import health_recording
 from tests.node.conftest import config_for
 
 
@@ -88,3 +90,20 @@ async def test_chain_ok_reports_each_chains_height(chain: Anvil) -> None:
         "chat": {"ok": True, "block": height},
         "currency": {"ok": True, "block": height},
     }
+
+
+@pytest.mark.unit
+async def test_the_plugins_recorded_answers_are_the_nodes(tmp_path: Path) -> None:
+    """kubectl dchat doctor's unit tests classify data/plugin_node_health.json: it must be
+    what the node answers today (statuses, states, keys; reasons carry ports)."""
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items() if k not in ("reason",)} | {
+                k: "..." for k in value if k == "reason"
+            }
+        return value
+
+    fresh = await health_recording.record(tmp_path)
+    committed = json.loads(health_recording.FIXTURE.read_text())
+    assert shape(fresh) == shape(committed), "run python -m tests.node.health_recording"
