@@ -219,7 +219,11 @@ def reach_checks(kube: Kube, cluster: DchatCluster, obj: Obj) -> list[Check]:
         pods = reach.ready_pods(kube, cluster)
     except KubeError as exc:
         return [Check("node pods", WARN, f"cannot list them: {exc.message}")]
-    rows = [*reach.component_checks(kube, pods), reach.s3_check(kube, cluster, pods, obj)]
+    memo: reach.Unreachable = {}
+    rows = [
+        *reach.component_checks(kube, pods, memo),
+        reach.s3_check(kube, cluster, pods, obj, memo),
+    ]
     return [Check(title, result, detail, fix) for title, result, detail, fix in rows]
 
 

@@ -288,7 +288,9 @@ class Kube:
             raise KubeError(0, f"{method} {url}: the answer is not JSON") from None
         return result if isinstance(result, dict) else {}
 
-    def proxy_get(self, pod: str, port: int, url: str, namespace: str = "") -> tuple[int, bytes]:
+    def proxy_get(
+        self, pod: str, port: int, url: str, namespace: str = "", timeout: float = REQUEST_TIMEOUT
+    ) -> tuple[int, bytes]:
         """GET ``url`` on a pod's ``port`` through the apiserver's pod proxy
         (``pods/proxy`` get): the status and body as the apiserver returns them (the pod's own
         answer, or the apiserver's Status when it could not reach the pod or refused the
@@ -302,14 +304,14 @@ class Kube:
         req = urllib.request.Request(full, method="GET", headers=headers)  # noqa: S310 - the kubeconfig's server
         try:
             with urllib.request.urlopen(  # noqa: S310 - the kubeconfig's server
-                req, context=self.ssl_context, timeout=REQUEST_TIMEOUT
+                req, context=self.ssl_context, timeout=timeout
             ) as resp:
                 return int(resp.status), bytes(resp.read())
         except urllib.error.HTTPError as exc:
             return int(exc.code), bytes(exc.read())
         except TimeoutError:
             raise KubeError(
-                0, f"GET pod {pod}:{port}/{url}: no answer in {REQUEST_TIMEOUT:.0f} s"
+                0, f"GET pod {pod}:{port}/{url.lstrip('/')}: no answer in {timeout:g} s"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

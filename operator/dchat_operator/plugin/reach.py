@@ -38,6 +38,8 @@ from dchat_operator.plugin.output import FAIL, OK, WARN
 
 Obj = dict[str, Any]
 NOT_CONFIGURED = "not configured"
+PROXY_TIMEOUT = 5.0
+"""Seconds for one pod-proxy request (an unreachable pod IP can hang the apiserver's dial)."""
 LAG_PROBE_SECONDS = 3.0
 """Time between the two scrapes of a Litestream sidecar (its sync interval is 1 s)."""
 PROXY_RBAC = (
@@ -169,24 +171,44 @@ def combine(answers: list[Answer], fix: str) -> tuple[str, str, str]:
     return OK, f"{len(oks)} pod(s): " + "; ".join(f"{a.pod}: {a.detail}" for a in oks), ""
 
 
-def _ask(kube: Kube, pod: Obj, port_name: str, path: str) -> tuple[int, bytes] | Answer:
+Unreachable = dict[tuple[str, str], Answer]
+"""(pod, port name) -> why it cannot be asked: one run's memo."""
+
+
+def _ask(
+    kube: Kube, pod: Obj, port_name: str, path: str, memo: Unreachable
+) -> tuple[int, bytes] | Answer:
+    """The pod's answer through the proxy, or why it cannot be asked. A pod port that timed
+    out or that the apiserver could not reach is not asked again in this run (each try
+    costs up to ``PROXY_TIMEOUT``)."""
     name = pod["metadata"]["name"]
     port = port_of(pod, port_name)
     if port is None:
         return Answer(name, WARN, f"cannot ask: the pod has no container port named {port_name}")
+    key = (name, port_name)
+    if key in memo:
+        return memo[key]
     try:
-        return kube.proxy_get(name, port, path)
+        status, body = kube.proxy_get(name, port, path, timeout=PROXY_TIMEOUT)
     except KubeError as exc:
-        return Answer(name, WARN, f"cannot ask: {exc.message}")
+        memo[key] = Answer(name, WARN, f"cannot ask: {exc.message}")
+        return memo[key]
+    doc = _json(body)
+    if status in (502, 503) and doc is not None and doc.get("kind") == "Status":
+        memo[key] = Answer(name, WARN, "cannot ask: " + str(doc.get("message")))
+        return memo[key]
+    return status, body
 
 
-def component_checks(kube: Kube, pods: list[Obj]) -> list[tuple[str, str, str, str]]:
+def component_checks(
+    kube: Kube, pods: list[Obj], memo: Unreachable
+) -> list[tuple[str, str, str, str]]:
     """(title, result, detail, fix) for each node component."""
     out = []
     for comp in COMPONENTS:
         answers = []
         for pod in pods:
-            got = _ask(kube, pod, "metrics", f"/health/{comp.name}")
+            got = _ask(kube, pod, "metrics", f"/health/{comp.name}", memo)
             answers.append(
                 got if isinstance(got, Answer) else health_answer(pod["metadata"]["name"], *got)
             )
@@ -253,7 +275,7 @@ def litestream_answer(pod: str, first: tuple[int, bytes], second: tuple[int, byt
 
 
 def s3_check(
-    kube: Kube, cluster: DchatCluster, pods: list[Obj], obj: Obj
+    kube: Kube, cluster: DchatCluster, pods: list[Obj], obj: Obj, memo: Unreachable
 ) -> tuple[str, str, str, str]:
     title = "S3 reachable"
     backup = cluster.spec.backup
@@ -264,12 +286,12 @@ def s3_check(
         f"{backup.s3.credentials_secret_ref.name}; kubectl logs {{pod}} -c litestream"
     )
     if cluster.spec.database.engine == DatabaseEngine.sqlite:
-        first = [_ask(kube, pod, c.LITESTREAM_PORT_NAME, "/metrics") for pod in pods]
+        first = [_ask(kube, pod, c.LITESTREAM_PORT_NAME, "/metrics", memo) for pod in pods]
         if pods:
             time.sleep(LAG_PROBE_SECONDS)
         answers: list[Answer] = []
         for pod, one in zip(pods, first, strict=True):
-            two = _ask(kube, pod, c.LITESTREAM_PORT_NAME, "/metrics")
+            two = _ask(kube, pod, c.LITESTREAM_PORT_NAME, "/metrics", memo)
             if isinstance(one, Answer):
                 answers.append(one)
             elif isinstance(two, Answer):

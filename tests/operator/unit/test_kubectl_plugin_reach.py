@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +70,7 @@ class FakeApiserver:
         self.pods = pods
         self.answers: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         self.forbidden: set[str] = set()
+        self.slow: set[str] = set()
         self.asked: list[str] = []
         self.selector = ""
 
@@ -92,6 +94,8 @@ class FakeApiserver:
         target, _, rest = path.removeprefix(prefix).partition("/proxy")
         name, _, port = target.partition(":")
         self.asked.append(f"{name}:{port}{rest}")
+        if name in self.slow:
+            time.sleep(1.0)
         if name in self.forbidden:
             body = json.dumps(FORBIDDEN).replace("{pod}", name)
             return 403, body.encode()
@@ -257,3 +261,27 @@ def test_postgres_s3_is_answered_by_the_last_backup_job(
     assert by_name(doctor.reach_checks(kube, cl, done))["S3 reachable"].result == OK
     none = by_name(doctor.reach_checks(kube, cl, {"status": {}}))["S3 reachable"]
     assert (none.result, none.fix) == (WARN, "kubectl dchat backup pg --wait")
+
+
+def test_a_pod_the_apiserver_cannot_reach_is_asked_once(
+    apiserver: tuple[Kube, list[FakeApiserver]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer recorded: the apiserver's 503 "error trying to reach service" (what a pod
+    on an unreachable IP gives); a slow pod times out. Either is one request per pod, then
+    every check of that pod says why, as a warning."""
+    monkeypatch.setattr(reach, "PROXY_TIMEOUT", 0.3)
+    kube, holder = apiserver
+    cl = cluster(
+        "pg", database={"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}}
+    )
+    fake = FakeApiserver([pod(cl, "pg-a"), pod(cl, "pg-b")])
+    fake.slow.add("pg-b")
+    holder.append(fake)
+    checks = doctor.reach_checks(kube, cl, {"status": {}})
+    assert sorted(fake.asked) == ["pg-a:9001/health/database", "pg-b:9001/health/database"]
+    for check in checks[:4]:
+        assert check.result == WARN, check
+        assert "pg-a: cannot ask: error trying to reach service" in check.detail
+        assert "pg-b: cannot ask: GET pod pg-b:9001/health/database: no answer in 0.3 s" in (
+            check.detail
+        )
