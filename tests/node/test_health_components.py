@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from dchat_node.chain.client import ChainClient
@@ -107,3 +108,22 @@ async def test_the_plugins_recorded_answers_are_the_nodes(tmp_path: Path) -> Non
     fresh = await health_recording.record(tmp_path)
     committed = json.loads(health_recording.FIXTURE.read_text())
     assert shape(fresh) == shape(committed), "run python -m tests.node.health_recording"
+
+
+@pytest.mark.integration
+def test_a_node_process_reports_its_configured_chains(start_node: Any, chain: Anvil) -> None:
+    """The server registers the chain component with a client per configured RPC (the
+    environment names of the guide: CHAT_CHAIN_RPC, CURRENCY_CHAIN_RPC)."""
+    node = start_node(env={"CHAT_CHAIN_RPC": chain.url, "CURRENCY_CHAIN_RPC": chain.url})
+    node.wait_ready()
+    r = httpx.get(f"{node.ops}/health/chain", timeout=10)
+    assert r.status_code == 200, r.text
+    details = r.json()["details"]
+    assert set(details) == {"chat", "currency"}
+    assert details["chat"]["ok"] is True
+    assert details["currency"]["block"] == int(chain.rpc("eth_blockNumber"), 16)
+    assert httpx.get(f"{node.ops}/health/database", timeout=10).json()["status"] == "ok"
+    plain = start_node()
+    plain.wait_ready()
+    r = httpx.get(f"{plain.ops}/health/chain", timeout=10)
+    assert (r.status_code, r.json()["status"]) == (503, "disabled")
