@@ -127,6 +127,14 @@ def _apiserver_refusal(status: int, doc: Obj | None, body: bytes) -> str:
     return f"HTTP {status}: {body[:200].decode(errors='replace')}"
 
 
+def _shown(key: str, value: Any) -> str:
+    """One detail of a healthy answer: ``engine sqlite``, ``currency block 1234``."""
+    if isinstance(value, dict):
+        inner = " ".join(f"{k} {v}" for k, v in value.items() if k != "ok")
+        return f"{key} {inner}".strip()
+    return f"{key} {value}"
+
+
 def health_answer(pod: str, status: int, body: bytes) -> Answer:
     """Classify a pod's ``/health/<component>`` answer as relayed by the pod proxy."""
     doc = _json(body)
@@ -140,7 +148,7 @@ def health_answer(pod: str, status: int, body: bytes) -> Answer:
         why = doc.get("message") or details.get("reason") or "disabled"
         return Answer(pod, NOT_CONFIGURED, f"the node runs without it ({why})")
     if status == 200 and doc.get("healthy", True):
-        shown = ", ".join(f"{k} {v}" for k, v in sorted(details.items()) if k != "reason")
+        shown = ", ".join(_shown(k, v) for k, v in sorted(details.items()) if k != "reason")
         return Answer(pod, OK, state + (f" ({shown})" if shown else ""))
     reasons = [str(details.get("reason") or doc.get("message") or "")]
     reasons += [

@@ -285,3 +285,16 @@ def test_a_pod_the_apiserver_cannot_reach_is_asked_once(
         assert "pg-b: cannot ask: GET pod pg-b:9001/health/database: no answer in 0.3 s" in (
             check.detail
         )
+
+
+def test_a_healthy_chain_answer_shows_each_chains_height() -> None:
+    """The body ChainComponent answers with two RPCs up (its integration test checks it
+    against anvil): the heights are shown per chain."""
+    body = {
+        "status": "ok",
+        "component": "chain",
+        "healthy": True,
+        "details": {"chat": {"ok": True, "block": 7}, "currency": {"ok": True, "block": 9}},
+    }
+    answer = reach.health_answer("p-0", 200, json.dumps(body).encode())
+    assert (answer.result, answer.detail) == (OK, "ok (chat block 7, currency block 9)")
