@@ -14,7 +14,8 @@ Design:
   switches on path-style addressing.
 - The replica lives under the cluster's backup prefix: ``<s3.prefix><namespace>/<cluster>/
   litestream``.
-- The sidecar serves its Prometheus metrics (``addr``) on ``LITESTREAM_METRICS_PORT``, a
+- The sidecar serves its Prometheus metrics (``addr``) on ``metrics_port``:
+  ``LITESTREAM_METRICS_PORT`` (9090), or the next free one when a node port takes it, a
   container port named ``litestream``: the metrics Service carries it, the ServiceMonitor and
   the plain scrape example scrape it (the ContinuousReplicationLagging alert reads
   ``litestream_txid`` and ``litestream_replica_operation_*``), and ``kubectl dchat doctor``
@@ -40,6 +41,17 @@ def backup_prefix(cluster: DchatCluster, s3: S3Target, source: str | None = None
     return f"{s3.prefix}{cluster.namespace}/{source or cluster.name}/"
 
 
+def metrics_port(cluster: DchatCluster) -> int:
+    """The sidecar's metrics port: 9090 unless the node's API, metrics or P2P port is it
+    (the pod shares one network namespace), then the next port none of them uses."""
+    server = cluster.spec.server
+    used = {server.api_port, server.metrics_port, server.p2p_port}
+    port = c.LITESTREAM_METRICS_PORT
+    while port in used:
+        port += 1
+    return port
+
+
 def target(cluster: DchatCluster) -> S3Target | None:
     """The S3 target when the cluster replicates continuously (SQLite with backups on)."""
     backup = cluster.spec.backup
@@ -61,7 +73,7 @@ def litestream_config(cluster: DchatCluster, s3: S3Target) -> str:
         replica["endpoint"] = s3.endpoint
         replica["force-path-style"] = True
     lines = [
-        f'addr: ":{c.LITESTREAM_METRICS_PORT}"',
+        f'addr: ":{metrics_port(cluster)}"',
         "dbs:",
         f"  - path: {c.SQLITE_PATH}",
         "    replicas:",
@@ -125,7 +137,7 @@ def init_containers(
         "ports": [
             {
                 "name": c.LITESTREAM_PORT_NAME,
-                "containerPort": c.LITESTREAM_METRICS_PORT,
+                "containerPort": metrics_port(cluster),
                 "protocol": "TCP",
             }
         ],

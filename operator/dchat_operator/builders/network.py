@@ -58,8 +58,8 @@ def metrics_service(cluster: DchatCluster) -> Obj:
         ports.append(
             {
                 "name": c.LITESTREAM_PORT_NAME,
-                "port": c.LITESTREAM_METRICS_PORT,
-                "targetPort": c.LITESTREAM_METRICS_PORT,  # a sidecar's port: by number
+                "port": litestream.metrics_port(cluster),
+                "targetPort": litestream.metrics_port(cluster),  # a sidecar's port: by number
                 "protocol": "TCP",
             }
         )
@@ -168,7 +168,7 @@ def network_policy(cluster: DchatCluster) -> Obj | None:
     server = spec.server
     metrics_ports = [server.metrics_port]
     if litestream.target(cluster) is not None:
-        metrics_ports.append(c.LITESTREAM_METRICS_PORT)
+        metrics_ports.append(litestream.metrics_port(cluster))
     metrics_rule: Obj = {"ports": [{"port": p, "protocol": "TCP"} for p in metrics_ports]}
     if spec.network_policy.metrics_from_namespaces:
         metrics_rule["from"] = [

@@ -373,3 +373,13 @@ def test_the_litestream_sidecar_serves_metrics_that_are_scraped_and_allowed() ->
     policy = network.network_policy(plain)
     assert policy is not None
     assert 9090 not in {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    # a node port on 9090 (and 9091): the sidecar takes the next free one, everywhere
+    taken = cluster(
+        "c3", backup={"enabled": True, "s3": S3}, server={"apiPort": 9090, "metricsPort": 9091}
+    )
+    assert taken.spec.backup.s3 is not None
+    assert yaml.safe_load(litestream_config(taken, taken.spec.backup.s3))["addr"] == ":9092"
+    _, sidecar = workload.deployment(taken)["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["ports"][0]["containerPort"] == 9092
+    ports = {p["name"]: p["port"] for p in network.metrics_service(taken)["spec"]["ports"]}
+    assert ports == {"metrics": 9091, "litestream": 9092}
