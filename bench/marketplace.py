@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,38 +53,6 @@ PY = sys.executable
 MARKET_NODE = str(REPO / "tests" / "node" / "market_node.py")
 SECRET = plat.SECRET
 API = "/api/v1/marketplace"
-
-LOAD_CLIENT = textwrap.dedent(
-    """
-    import asyncio, json, sys, time, uuid
-    import httpx
-    method, url, body, headers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-    duration, conns, idem = float(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1"
-    content = body.encode() if body else None
-    lat, errors = [], 0
-    async def worker(client, stop):
-        global errors
-        while time.monotonic() < stop:
-            h = dict(headers)
-            if idem:
-                h["Idempotency-Key"] = uuid.uuid4().hex
-            t = time.perf_counter()
-            r = await client.request(method, url, content=content, headers=h)
-            lat.append(time.perf_counter() - t)
-            if r.status_code >= 300:
-                errors += 1
-    async def main():
-        limits = httpx.Limits(max_connections=conns)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-            start = time.monotonic()
-            await asyncio.gather(*(worker(client, start + duration) for _ in range(conns)))
-            return time.monotonic() - start
-    elapsed = asyncio.run(main())
-    lat.sort()
-    print(json.dumps({"n": len(lat), "elapsed": elapsed, "errors": errors,
-                      "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)]}))
-    """
-)
 
 
 @dataclass
@@ -116,15 +83,16 @@ def load(
     idempotency: bool = False,
     duration: float | None = None,
 ) -> dict[str, float]:
-    cmd = plat.pinned(
-        [PY, "-c", LOAD_CLIENT, method, url, body, json.dumps(headers or {}),
-         str(duration or args.duration), str(args.connections), "1" if idempotency else "0"],
+    return plat.httpx_load(
+        method,
+        url,
+        duration or args.duration,
+        args.connections,
         args.load_cpu,
-    )  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
-    if done.returncode != 0:
-        raise SystemExit(f"load client failed: {done.stderr[-2000:]}")
-    return dict(json.loads(done.stdout))
+        body=body,
+        headers=headers,
+        idempotency=idempotency,
+    )
 
 
 def measure(
@@ -163,35 +131,20 @@ def histogram_p99(metrics: str, name: str) -> float | None:
 def start_node(
     args: argparse.Namespace, tmp: Path, database_url: str
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    api, ops = plat.free_port(), plat.free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))},
-        "DCHAT_HOST": "127.0.0.1",
-        "DCHAT_API_PORT": str(api),
-        "DCHAT_METRICS_PORT": str(ops),
-        "DCHAT_P2P_PORT": str(plat.free_port()),
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": SECRET,
-        "DCHAT_SECURITY__RATE_LIMIT_REQUESTS_PER_SEC": "100000000",
         "DCHAT_SECURITY__RATE_LIMIT_WRITES_PER_USER_PER_SEC": "1000000",
-        "DCHAT_LOGGING__LEVEL": "warning",
         "DCHAT_MARKETPLACE__ESCROW_ADDRESS": "0x" + "22" * 20,
         "DCHAT_MARKETPLACE__CHAIN_ID": "31337",
         "PYTHONPATH": str(REPO),
     }
-    proc = subprocess.Popen(
-        plat.pinned([PY, MARKET_NODE], args.server_cpu),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
-    )  # fmt: skip
-    plat.wait_http(f"http://127.0.0.1:{ops}/ready")
-    base = f"http://127.0.0.1:{api}"
+    proc, base, ops = plat.launch_node([PY, MARKET_NODE], args.server_cpu, tmp, database_url, env)
     seller = {"Authorization": f"Bearer {token('seller')}"}
     with httpx.Client(base_url=base, headers=seller) as c:
         for i in range(20):
             body = {"title": f"Album {i}", "description": "lossless " * 10, "price": str(10**18),
                     "payout_address": "0x" + "11" * 20}  # fmt: skip
             c.post(f"{API}/listings", json=body).raise_for_status()
-    return proc, base, f"http://127.0.0.1:{ops}"
+    return proc, base, ops
 
 
 def run_engine(engine: str, url: str, args: argparse.Namespace, tmp: Path) -> list[Case]:

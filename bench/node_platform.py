@@ -130,17 +130,22 @@ def run_wrk(url: str, duration: float, connections: int, cpu: int | None) -> Res
 
 HTTPX_CLIENT = textwrap.dedent(
     """
-    import asyncio, json, sys, time
+    import asyncio, json, sys, time, uuid
     import httpx
-    url, duration, conns = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    method, url, body, headers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    duration, conns, idem = float(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1"
+    content = body.encode() if body else None
     lat, errors = [], 0
     async def worker(client, stop):
         global errors
         while time.monotonic() < stop:
+            h = dict(headers)
+            if idem:
+                h["Idempotency-Key"] = uuid.uuid4().hex
             t = time.perf_counter()
-            r = await client.get(url)
+            r = await client.request(method, url, content=content, headers=h)
             lat.append(time.perf_counter() - t)
-            if r.status_code != 200:
+            if r.status_code >= 300:
                 errors += 1
     async def main():
         limits = httpx.Limits(max_connections=conns)
@@ -154,11 +159,36 @@ HTTPX_CLIENT = textwrap.dedent(
                       "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)]}))
     """
 )
+"""The load client of both benchmarks (a separate process): argv method, url, body, headers
+(JSON), seconds, connections, and "1" for a new Idempotency-Key per request; prints n,
+elapsed, errors (answers >= 300), p50 and p99 as JSON."""
+
+
+def httpx_load(
+    method: str,
+    url: str,
+    duration: float,
+    connections: int,
+    cpu: int | None,
+    *,
+    body: str = "",
+    headers: dict[str, str] | None = None,
+    idempotency: bool = False,
+) -> dict[str, float]:
+    """Run ``HTTPX_CLIENT`` once (pinned to ``cpu``); its JSON result."""
+    cmd = pinned(
+        [PY, "-c", HTTPX_CLIENT, method, url, body, json.dumps(headers or {}),
+         str(duration), str(connections), "1" if idempotency else "0"],
+        cpu,
+    )  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    if done.returncode != 0:
+        raise SystemExit(f"load client failed: {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout))
 
 
 def run_httpx(url: str, duration: float, connections: int, cpu: int | None) -> Result:
-    cmd = pinned([PY, "-c", HTTPX_CLIENT, url, str(duration), str(connections)], cpu)
-    data = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    data = httpx_load("GET", url, duration, connections, cpu)
     return Result(
         "", url, data["n"] / data["elapsed"], data["p50"] * 1000, data["p99"] * 1000,
         data["n"], data["errors"], "httpx (wrk not installed: the client may be the bottleneck)",
@@ -223,37 +253,50 @@ def start_bare(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/"
 
 
-def start_node(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def launch_node(
+    argv: list[str],
+    cpu: int | None,
+    tmp: Path,
+    database_url: str,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A node process (``argv``) on free loopback ports with the benchmarks' settings (rate
+    limit out of reach, warnings only) plus ``env``, pinned to ``cpu``, once ready:
+    (process, API base URL, ops base URL)."""
     api, ops = free_port(), free_port()
-    env = {
+    full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))},
         "DCHAT_HOST": "127.0.0.1",
         "DCHAT_API_PORT": str(api),
         "DCHAT_METRICS_PORT": str(ops),
         "DCHAT_P2P_PORT": str(free_port()),
-        "DATABASE_URL": f"sqlite:///{tmp}/dchat.db",
+        "DATABASE_URL": database_url,
         "JWT_SECRET": SECRET,
         "DCHAT_SECURITY__RATE_LIMIT_REQUESTS_PER_SEC": "100000000",
         "DCHAT_LOGGING__LEVEL": "warning",
+        **(env or {}),
     }
     proc = subprocess.Popen(
-        pinned([DCHAT], args.server_cpu),
-        env=env,
+        pinned(argv, cpu),
+        env=full,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=tmp,
     )
     wait_http(f"http://127.0.0.1:{ops}/ready")
+    return proc, f"http://127.0.0.1:{api}", f"http://127.0.0.1:{ops}"
+
+
+def start_node(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    proc, base, _ = launch_node([DCHAT], args.server_cpu, tmp, f"sqlite:///{tmp}/dchat.db")
     claims = {"sub": "bench", "iss": "dchat", "exp": int(time.time()) + 3600, "scope": "chat:write"}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{api}", headers={"Authorization": f"Bearer {token}"}
-    ) as c:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
         c.post("/api/v1/channels", json={"name": "bench"}).raise_for_status()
         for i in range(20):
             c.post("/api/v1/channels/1/messages", json={"body": f"message {i} " * 8})
         assert len(c.get(READ_PATH).json()["items"]) == 20
-    return proc, f"http://127.0.0.1:{api}{READ_PATH}"
+    return proc, f"{base}{READ_PATH}"
 
 
 def main() -> int:

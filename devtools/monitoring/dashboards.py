@@ -8,13 +8,18 @@ Design:
 - Every query is scoped with the ``$namespace`` and ``$cluster`` variables (label values of
   the node's request counter) through ``SEL``; windows are fixed ``[5m]`` (PromQL that any
   parser reads; no Grafana macros inside queries).
-- Only series the node or the operator export, the recording rules of
-  ``dchat_operator.builders.monitoring``, Prometheus's own per-target series (``up``,
+- Only series the node, its Litestream sidecar or the operator export, the recording rules
+  of ``dchat_operator.builders.monitoring``, Prometheus's own per-target series (``up``,
   ``scrape_samples_scraped``, ``ALERTS``) and, on the Infrastructure board, the kubelet's
-  volume and cAdvisor's network series (every Kubernetes node exports them). Marketplace and
-  bridge panels use the metric names DESIGN.md fixes (``marketplace_purchase_latency_ms``,
-  ``bridge_finality_proof_timeout_total``) and the API's request series of their routes;
-  they fill once those domains serve. The test that parses every query lists these sources.
+  volume and cAdvisor's network series (every Kubernetes node exports them). The guide's
+  panels with no metric behind them are not drawn: no average purchase value (the node
+  exports no amount), no validator health (no bridge validators in the node), no span counts
+  (spans go to the OTLP collector; only export errors are counted here). The marketplace
+  board uses the marketplace's own series (purchases by outcome, handling latency, payment
+  confirmation, chain errors); the bridge board the DESIGN.md contract name
+  ``bridge_finality_proof_timeout_total`` and the API's request series of its routes, which
+  fill once the bridge serves. The test that parses every query (``queries``: every panel's
+  targets, inside collapsed rows too, and the query variables) lists these sources.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from grafana_foundation_sdk.builders import common, dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.builder import Builder
@@ -259,13 +265,25 @@ def marketplace() -> Board:
     b = Board(
         "dchat-marketplace",
         "dchat / Marketplace",
-        "Purchases and their latency (marketplace_purchase_latency_ms, DESIGN.md contract), "
-        "the marketplace API's requests.",
+        "Purchases by outcome (marketplace_purchases_total), their handling latency "
+        "(marketplace_purchase_latency_ms, DESIGN.md contract), payment confirmation on the "
+        "currency chain, and the marketplace API's requests by route (listings and "
+        "purchases). The node exports no purchase value: there is no average-value panel.",
     )
     m = "marketplace_purchase_latency_ms"
+    conf = "marketplace_payment_confirmation_seconds"
     b.row("Purchases")
     b.graph(
-        "Purchases per second", [Query(f"sum(rate({m}_count{{{SEL}}}[5m]))", "purchases/s")], "ops"
+        "Purchases per second by outcome",
+        [
+            Query(
+                f"sum by (outcome) (rate(marketplace_purchases_total{{{SEL}}}[5m]))",
+                "{{outcome}}",
+            )
+        ],
+        "ops",
+        "created, confirmed (payment final on the chain), released, refunded, expired, "
+        "refund_pending, disputed, reorged, rejected.",
     )
     b.graph(
         "Purchase latency p50 / p99",
@@ -284,7 +302,20 @@ def marketplace() -> Board:
         ],
         "ms",
     )
-    b.row("Marketplace API (creator and buyer activity)")
+    b.row("Payments (currency chain)")
+    b.graph(
+        "Payment confirmation time p50 / p99",
+        [Query(_p(0.5, conf, ""), "p50"), Query(_p(0.99, conf, ""), "p99")],
+        "s",
+        "From purchase creation to a confirmed (final) payment.",
+    )
+    b.graph(
+        "Payment checks failed on the chain RPC",
+        [Query(f"sum(rate(marketplace_chain_errors_total{{{SEL}}}[5m]))", "errors/s")],
+        "ops",
+        "The worker backs off the purchase and checks it again later.",
+    )
+    b.row("Marketplace API (sellers' listings, buyers' purchases)")
     route = 'route=~"/api/v1/marketplace.*"'
     b.graph(
         "Requests by route",
@@ -503,6 +534,25 @@ def infrastructure() -> Board:
         "(alert DchatBackupUnhealthy).",
     )
     b.graph(
+        "Continuous replication (Litestream): transactions vs S3 uploads (5m)",
+        [
+            Query(f"sum by (pod) (changes(litestream_txid{{{SEL}}}[5m]))", "{{pod}} transactions"),
+            Query(
+                "sum by (pod) (increase(litestream_replica_operation_total"
+                f'{{{SEL},operation="PUT"}}[5m]))',
+                "{{pod}} uploads",
+            ),
+            Query(
+                f"sum by (pod) (increase(litestream_sync_error_count{{{SEL}}}[5m]))",
+                "{{pod}} sync errors",
+            ),
+        ],
+        "short",
+        "SQLite clusters with backups: the sidecar's own metrics. Transactions without uploads "
+        "is lagging replication (alert ContinuousReplicationLagging).",
+        w=24,
+    )
+    b.graph(
         "Deployment writes by the operator",
         [
             Query(
@@ -534,15 +584,21 @@ def render() -> dict[str, str]:
     return out
 
 
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel of a dashboard, those inside (collapsed) rows too; rows themselves not."""
+    out: list[dict[str, Any]] = []
+    for panel in board.get("panels") or []:
+        if panel.get("type") == "row":
+            out.extend(panels(panel))
+        else:
+            out.append(panel)
+    return out
+
+
 def queries(board_json: str) -> list[str]:
     """Every PromQL expression of a dashboard (its panels' targets and query variables)."""
     data = json.loads(board_json)
-    found = [
-        str(t["expr"])
-        for p in data.get("panels", [])
-        for t in p.get("targets") or []
-        if "expr" in t
-    ]
+    found = [str(t["expr"]) for p in panels(data) for t in p.get("targets") or [] if "expr" in t]
     for var in (data.get("templating") or {}).get("list") or []:
         if var.get("type") == "query":
             # label_values(SELECTOR, LABEL): Grafana's function; the selector is PromQL

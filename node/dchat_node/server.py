@@ -37,6 +37,7 @@ from quart import Quart
 
 from dchat_node.app import create_api_app, create_ops_app
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
+from dchat_node.health import ChainComponent
 from dchat_node.lifecycle import NodeState, freeze_startup_heap
 from dchat_node.marketplace.service import check_marketplace
 from dchat_node.marketplace.worker import MarketplaceWorker
@@ -263,6 +264,8 @@ async def run_node(
     storage = await prepare_storage(config, migrate=migrate)
     chain, verifier = _payment_verifier(config)
     services = build_services(config, storage, metrics=metrics, payment_verifier=verifier)
+    chain_clients = _chain_clients(config, chain)
+    services.components.register(ChainComponent(chain_clients))
     state = NodeState()
     api = create_api_app(services, provider)
     ops = create_ops_app(services, state)
@@ -280,9 +283,20 @@ async def run_node(
         log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
     finally:
         await _close(loop, signals, background, storage, provider)
-        if chain is not None:
-            await chain.aclose()
+        for client in chain_clients.values():
+            await client.aclose()
         log.info("dchat node stopped", extra={"event": "stopped"})
+
+
+def _chain_clients(config: NodeConfig, currency: ChainClient | None) -> dict[str, ChainClient]:
+    """The clients ``/health/chain`` asks: the payment verifier's currency chain client and,
+    when ``chain.chat_chain_rpc`` is set, one for the chat chain; all closed at shutdown."""
+    clients = {} if currency is None else {"currency": currency}
+    if config.chain.chat_chain_rpc:
+        from dchat_node.chain import ChainClient
+
+        clients["chat"] = ChainClient.from_config(config.chain, "chat")
+    return clients
 
 
 def _payment_verifier(config: NodeConfig) -> tuple[ChainClient | None, PaymentVerifier | None]:

@@ -3,6 +3,8 @@
 Design: one place answers "does this metric (with these labels) exist?":
 - the node: the recorded scrape of a real node (``node_metrics.prom``, see ``record.py``),
   name -> the label names of its samples;
+- the Litestream sidecar: its recorded scrapes (``litestream_metrics.prom``, see
+  ``record_litestream.py``), scraped with the node's target labels;
 - the operator: its registry (``dchat_operator.clients.metrics``, the prometheus_client
   objects it declares), name -> label names, with the suffixes Prometheus exposes
   (``_total``, ``_bucket``/``_sum``/``_count``);
@@ -18,6 +20,7 @@ Target labels (what the scrape adds) are allowed on every node series.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dchat_operator.clients import metrics as operator_metrics
 from tests.monitoring.record import FIXTURE
+from tests.monitoring.record_litestream import from_fixture
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "manifests" / "monitoring" / "rules.yaml"
@@ -61,6 +65,27 @@ def node_catalogue(text: str | None = None) -> dict[str, dict[str, set[str]]]:
             entry = out.setdefault(sample.name, {"labelsets": set(), "labels": set()})
             entry["labelsets"].add(",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items())))
             entry["labels"].update(sample.labels)
+    return out
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def litestream_catalogue() -> dict[str, dict[str, set[str]]]:
+    """Like ``node_catalogue``, from both recorded scrapes of the Litestream sidecar, with
+    the sample names as exposed: Litestream's counters lack the ``_total`` suffix, which
+    prometheus_client's parser would add, and Prometheus stores them as they are."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for text in from_fixture().values():
+        for line in text.splitlines():
+            match = _SAMPLE.match(line)
+            if line.startswith("#") or match is None:
+                continue
+            labels = dict(_LABEL.findall(match.group(2) or ""))
+            entry = out.setdefault(match.group(1), {"labelsets": set(), "labels": set()})
+            entry["labelsets"].add(",".join(f'{k}="{v}"' for k, v in sorted(labels.items())))
+            entry["labels"].update(labels)
     return out
 
 
@@ -115,7 +140,7 @@ def selectors(expr: str) -> list[Selector]:
 
 class Catalogue:
     def __init__(self) -> None:
-        self.node = node_catalogue()
+        self.node = {**node_catalogue(), **litestream_catalogue()}
         self.operator = operator_catalogue()
         self.records = recording_rules()
 

@@ -160,3 +160,30 @@ def test_the_docs_name_every_alert_and_recording_rule() -> None:
         base = name.split("ratio_rate")[0]  # the ratio windows are written as one line
         assert f"`{name}`" in section or f"`{base}ratio_rate" in section, name
     assert "img/overview.png" in section
+
+
+def test_the_query_check_sees_every_panel_and_no_panel_lacks_a_metric() -> None:
+    """``dashboards.queries`` (what the exported-series check reads) covers every target of
+    every panel, nested in rows too; and the guide's panels that no exported metric backs
+    (average purchase value, creator activity, validator health, spans) are not drawn."""
+    for uid, text in dashboards.render().items():
+        board = json.loads(text)
+        panels = dashboards.panels(board)
+        exprs = [t.get("expr") for p in panels for t in p.get("targets") or []]
+        assert all(exprs), f"{uid}: a target without a PromQL expression"
+        assert all(p.get("targets") for p in panels), f"{uid}: a panel without a query"
+        variables = [v for v in board["templating"]["list"] if v.get("type") == "query"]
+        assert len(dashboards.queries(text)) == len(exprs) + len(variables), uid
+        for panel in panels:
+            title = panel["title"].lower()
+            for missing in ("value", "validator", "span", "creator"):
+                assert missing not in title, f"{uid}: {panel['title']}"
+    nested = {"panels": [{"type": "row", "panels": [{"type": "timeseries", "targets": []}]}]}
+    assert len(dashboards.panels(nested)) == 1
+    market = json.loads(dashboards.render()["dchat-marketplace"])
+    used = {s.name for q in dashboards.queries(json.dumps(market)) for s in selectors(q)}
+    assert {
+        "marketplace_purchases_total",
+        "marketplace_payment_confirmation_seconds_bucket",
+        "marketplace_chain_errors_total",
+    } <= used

@@ -30,6 +30,7 @@ from tests.monitoring.exported import (
     NODE_TARGET_LABELS,
     OPERATOR_TARGET_LABELS,
     RULES,
+    litestream_catalogue,
     node_catalogue,
     operator_catalogue,
 )
@@ -129,8 +130,9 @@ def _input_series() -> list[tuple[str, str, dict[str, str]]]:
 
 
 def test_node_input_series_are_the_real_nodes() -> None:
-    """Names and label sets as a real node exports them (the recorded scrape)."""
-    node = node_catalogue()
+    """Names and label sets as a real node (or its Litestream sidecar) exports them (the
+    recorded scrapes)."""
+    node = {**node_catalogue(), **litestream_catalogue()}
     checked = 0
     for where, name, labels in _input_series():
         if name.startswith("dchat_operator_"):

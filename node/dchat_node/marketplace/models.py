@@ -61,7 +61,27 @@ Amount = Field(
 )
 
 
-class CreateListing(RequestModel):
+class _ListingBody(RequestModel):
+    """The checks a listing body's fields share (create and update): amounts as uint256
+    decimal strings, addresses checksummed."""
+
+    @field_validator("price", mode="before", check_fields=False)
+    @classmethod
+    def _price_before(cls, value: object) -> object:
+        return _amount_before(value)
+
+    @field_validator("price", check_fields=False)
+    @classmethod
+    def _price_after(cls, value: str | None) -> str | None:
+        return _amount_after(value)
+
+    @field_validator("token", "payout_address", check_fields=False)
+    @classmethod
+    def _addresses(cls, value: str | None) -> str | None:
+        return checksummed(value)
+
+
+class CreateListing(_ListingBody):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
     price: str = Amount
@@ -78,23 +98,8 @@ class CreateListing(RequestModel):
     )
     status: Literal["active", "paused"] = "active"
 
-    @field_validator("price", mode="before")
-    @classmethod
-    def _price_before(cls, value: object) -> object:
-        return _amount_before(value)
 
-    @field_validator("price")
-    @classmethod
-    def _price_after(cls, value: str | None) -> str | None:
-        return _amount_after(value)
-
-    @field_validator("token", "payout_address")
-    @classmethod
-    def _addresses(cls, value: str | None) -> str | None:
-        return checksummed(value)
-
-
-class UpdateListing(RequestModel):
+class UpdateListing(_ListingBody):
     """Only the fields given change; ``inventory: null`` makes it unlimited."""
 
     title: str | None = Field(None, min_length=1, max_length=200)
@@ -105,25 +110,25 @@ class UpdateListing(RequestModel):
     inventory: int | None = Field(None, ge=0, le=2**62)
     status: Literal["active", "paused"] | None = None
 
-    @field_validator("price", mode="before")
-    @classmethod
-    def _price_before(cls, value: object) -> object:
-        return _amount_before(value)
 
-    @field_validator("price")
-    @classmethod
-    def _price_after(cls, value: str | None) -> str | None:
-        return _amount_after(value)
+class PageQuery(RequestModel):
+    """A keyset page of any list (``limit``, ``cursor``); filtered lists extend it."""
 
-    @field_validator("token", "payout_address")
-    @classmethod
-    def _addresses(cls, value: str | None) -> str | None:
-        return checksummed(value)
-
-
-class ListingQuery(RequestModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page.")
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+    def after_id(self) -> int:
+        return 0 if self.cursor is None else decode_cursor(self.cursor)
+
+
+class ListingQuery(PageQuery):
     creator: str | None = Field(None, min_length=1, max_length=256)
     status: Literal["active", "paused", "delisted"] | None = None
     token: str | None = Field(
@@ -136,13 +141,6 @@ class ListingQuery(RequestModel):
     q: str | None = Field(
         None, min_length=1, max_length=100, description="Text in the title or description."
     )
-
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value)
-        return value
 
     @field_validator("min_price", "max_price", mode="before")
     @classmethod
@@ -158,24 +156,6 @@ class ListingQuery(RequestModel):
     @classmethod
     def _token(cls, value: str | None) -> str | None:
         return value if value in (None, "native") else checksummed(value)
-
-    def after_id(self) -> int:
-        return 0 if self.cursor is None else decode_cursor(self.cursor)
-
-
-class PageQuery(RequestModel):
-    limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page.")
-
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value)
-        return value
-
-    def after_id(self) -> int:
-        return 0 if self.cursor is None else decode_cursor(self.cursor)
 
 
 class Listing(ResponseModel):

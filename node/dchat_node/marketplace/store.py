@@ -267,6 +267,36 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+Condition = tuple[str, Sequence[Any]]
+"""A WHERE clause with ``?`` placeholders and its arguments (``SqlMarketplaceStore._page``)."""
+
+
+def _listing_conditions(flt: ListingFilter) -> list[Condition]:
+    """The listing filter as page conditions (creator, status, token, price range, text)."""
+    where: list[Condition] = []
+    if flt.creator is not None:
+        where.append(("creator = ?", [flt.creator]))
+    if flt.status is not None:
+        where.append(("status = ?", [flt.status]))
+    if flt.token == "native":  # noqa: S105 (a currency, not a secret)
+        where.append(("token IS NULL", []))
+    elif flt.token is not None:
+        where.append(("token = ?", [flt.token]))
+    if flt.min_price is not None:
+        where.append(("price >= ?", [pad(flt.min_price)]))
+    if flt.max_price is not None:
+        where.append(("price <= ?", [pad(flt.max_price)]))
+    if flt.text:
+        pattern = _like_pattern(flt.text)
+        where.append(
+            (
+                "(lower(title) LIKE ? ESCAPE '\\' OR lower(description) LIKE ? ESCAPE '\\')",
+                [pattern, pattern],
+            )
+        )
+    return where
+
+
 class SqlMarketplaceStore:
     """``MarketplaceStore`` on either engine."""
 
@@ -338,41 +368,26 @@ class SqlMarketplaceStore:
         )
         return None if row is None else _listing(row)
 
-    async def list_listings(
-        self, flt: ListingFilter, after_id: int, limit: int
-    ) -> list[ListingRecord]:
-        where = ["id > ?"]
-        args: list[Any] = [after_id]
-        if flt.creator is not None:
-            where.append("creator = ?")
-            args.append(flt.creator)
-        if flt.status is not None:
-            where.append("status = ?")
-            args.append(flt.status)
-        if flt.token is not None:
-            if flt.token == "native":  # noqa: S105 (a currency, not a secret)
-                where.append("token IS NULL")
-            else:
-                where.append("token = ?")
-                args.append(flt.token)
-        if flt.min_price is not None:
-            where.append("price >= ?")
-            args.append(pad(flt.min_price))
-        if flt.max_price is not None:
-            where.append("price <= ?")
-            args.append(pad(flt.max_price))
-        if flt.text:
-            where.append(
-                "(lower(title) LIKE ? ESCAPE '\\' OR lower(description) LIKE ? ESCAPE '\\')"
-            )
-            pattern = _like_pattern(flt.text)
-            args += [pattern, pattern]
-        rows = await self._db.fetch(
-            f"SELECT {_LISTING_COLS} FROM market_listings WHERE "  # noqa: S608
-            + " AND ".join(where)
+    async def _page(
+        self, table: str, cols: str, after_id: int, limit: int, where: Sequence[Condition] = ()
+    ) -> list[Row]:
+        """One keyset page: the rows of ``table`` with ``id > after_id`` that meet every
+        condition (ANDed, in order), by id, at most ``limit``."""
+        clauses = ["id > ?", *(clause for clause, _ in where)]
+        args = [after_id, *(arg for _, values in where for arg in values)]
+        return await self._db.fetch(
+            f"SELECT {cols} FROM {table} WHERE "  # noqa: S608 - fixed table/columns, ? args
+            + " AND ".join(clauses)
             + " ORDER BY id LIMIT ?",
             *args,
             limit,
+        )
+
+    async def list_listings(
+        self, flt: ListingFilter, after_id: int, limit: int
+    ) -> list[ListingRecord]:
+        rows = await self._page(
+            "market_listings", _LISTING_COLS, after_id, limit, _listing_conditions(flt)
         )
         return [_listing(r) for r in rows]
 
@@ -436,14 +451,8 @@ class SqlMarketplaceStore:
         return None if row is None else _purchase(row)
 
     async def list_purchases(self, party: str, after_id: int, limit: int) -> list[PurchaseRecord]:
-        rows = await self._db.fetch(
-            f"SELECT {_PURCHASE_COLS} FROM market_purchases "  # noqa: S608
-            "WHERE id > ? AND (buyer = ? OR creator = ?) ORDER BY id LIMIT ?",
-            after_id,
-            party,
-            party,
-            limit,
-        )
+        party_of = ("(buyer = ? OR creator = ?)", (party, party))
+        rows = await self._page("market_purchases", _PURCHASE_COLS, after_id, limit, [party_of])
         return [_purchase(r) for r in rows]
 
     @staticmethod
@@ -593,12 +602,7 @@ class SqlMarketplaceStore:
         return await self.events_of([purchase_id])
 
     async def all_purchases(self, after_id: int, limit: int) -> list[PurchaseRecord]:
-        rows = await self._db.fetch(
-            f"SELECT {_PURCHASE_COLS} FROM market_purchases WHERE id > ? "  # noqa: S608
-            "ORDER BY id LIMIT ?",
-            after_id,
-            limit,
-        )
+        rows = await self._page("market_purchases", _PURCHASE_COLS, after_id, limit)
         return [_purchase(r) for r in rows]
 
     async def events_of(self, purchase_ids: Sequence[int]) -> list[EventRecord]:

@@ -14,6 +14,7 @@ from dchat_node.chat.service import ChatService
 from dchat_node.chat.store import SqlChatStore
 from dchat_node.components import ComponentRegistry
 from dchat_node.config import NodeConfig
+from dchat_node.health import DatabaseComponent
 from dchat_node.marketplace.payments import PaymentVerifier
 from dchat_node.marketplace.service import Clock, MarketplaceService
 from dchat_node.marketplace.store import SqlMarketplaceStore
@@ -50,12 +51,15 @@ def build_services(
     )
     metrics.track_pool(storage.pool_stats)
     metrics.track_queue(storage.queue_stats)
+    components = components or ComponentRegistry()
+    if components.get(DatabaseComponent.name) is None:
+        components.register(DatabaseComponent(storage))
     return Services(
         config=config,
         storage=storage,
         metrics=metrics,
         auth=Authenticator(config.security),
-        components=components or ComponentRegistry(),
+        components=components,
         chat=ChatService(SqlChatStore(storage)),
         accessibility=AccessibilityService(
             config.accessibility, SqlPreferencesStore(storage), metrics.accessibility

@@ -87,3 +87,7 @@ POSTGRES_UID: Final = 999
 POSTGRES_CLUSTER_ROLE: Final = "dchat-postgres"
 """The ClusterRole (in the install bundle) with Patroni's rights; the operator binds it per
 cluster to the members' ServiceAccount, and may bind nothing else."""
+LITESTREAM_METRICS_PORT: Final = 9090
+"""The Litestream sidecar's Prometheus endpoint (``addr`` in litestream.yml), port name
+``litestream``: scraped next to the node's metrics, read by ``kubectl dchat doctor``."""
+LITESTREAM_PORT_NAME: Final = "litestream"

@@ -14,6 +14,12 @@ Design:
   switches on path-style addressing.
 - The replica lives under the cluster's backup prefix: ``<s3.prefix><namespace>/<cluster>/
   litestream``.
+- The sidecar serves its Prometheus metrics (``addr``) on ``metrics_port``:
+  ``LITESTREAM_METRICS_PORT`` (9090), or the next free one when a node port takes it, a
+  container port named ``litestream``: the metrics Service carries it, the ServiceMonitor and
+  the plain scrape example scrape it (the ContinuousReplicationLagging alert reads
+  ``litestream_txid`` and ``litestream_replica_operation_*``), and ``kubectl dchat doctor``
+  reads the S3 operations' outcome from it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,17 @@ CONFIG_PATH = f"{c.CONFIG_DIR}/{c.LITESTREAM_CONFIG}"
 def backup_prefix(cluster: DchatCluster, s3: S3Target, source: str | None = None) -> str:
     """The key prefix of one cluster's backups: ``<s3.prefix><namespace>/<cluster>/``."""
     return f"{s3.prefix}{cluster.namespace}/{source or cluster.name}/"
+
+
+def metrics_port(cluster: DchatCluster) -> int:
+    """The sidecar's metrics port: 9090 unless the node's API, metrics or P2P port is it
+    (the pod shares one network namespace), then the next port none of them uses."""
+    server = cluster.spec.server
+    used = {server.api_port, server.metrics_port, server.p2p_port}
+    port = c.LITESTREAM_METRICS_PORT
+    while port in used:
+        port += 1
+    return port
 
 
 def target(cluster: DchatCluster) -> S3Target | None:
@@ -55,7 +72,12 @@ def litestream_config(cluster: DchatCluster, s3: S3Target) -> str:
     if s3.endpoint:
         replica["endpoint"] = s3.endpoint
         replica["force-path-style"] = True
-    lines = ["dbs:", f"  - path: {c.SQLITE_PATH}", "    replicas:"]
+    lines = [
+        f'addr: ":{metrics_port(cluster)}"',
+        "dbs:",
+        f"  - path: {c.SQLITE_PATH}",
+        "    replicas:",
+    ]
     for index, (key, value) in enumerate(replica.items()):
         text = "true" if value is True else json.dumps(str(value))  # JSON strings are YAML
         lines.append(f"      {'- ' if index == 0 else '  '}{key}: {text}")
@@ -112,6 +134,13 @@ def init_containers(
         "name": SIDECAR,
         **common,
         "args": ["replicate", "-config", CONFIG_PATH],
+        "ports": [
+            {
+                "name": c.LITESTREAM_PORT_NAME,
+                "containerPort": metrics_port(cluster),
+                "protocol": "TCP",
+            }
+        ],
         "restartPolicy": "Always",
     }
     return [restore, sidecar]

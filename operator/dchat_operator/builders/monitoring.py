@@ -26,7 +26,9 @@ Design:
   30m; ticket: 3x over 1d and 2h, 1x over 3d and 6h).
 - Day-2 alerts from the operator's metrics (``clients.metrics``): no successful backup in
   26 h, scheduled backups failing or overdue (the BackupHealthy condition), continuous
-  archiving (Litestream) not running, a failover (PostgreSQL primary change or a fenced
+  archiving (Litestream) not running or lagging (its sidecar's ``litestream_txid`` moves
+  while no S3 PUT succeeds: Litestream 0.5 exports no replica position, and a stalled upload
+  is retried without counting an error), a failover (PostgreSQL primary change or a fenced
   SQLite pod), an automatic rollback. Operator-wide alerts (reconcile errors, no
   leader) are not per cluster: ``operator_rule_groups`` builds them for the plain files only.
 - Only metric names the node or the operator export, or that DESIGN.md fixes for metrics
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DchatCluster
+from dchat_operator.builders import litestream
 from dchat_operator.builders.common import Obj, metadata, names, selector_labels
 
 REQUESTS_METRIC = "dchat_http_requests_total"
@@ -62,6 +65,9 @@ BURN_RATES: tuple[tuple[str, str, str, float, str], ...] = (
 )
 BACKUP_MAX_AGE_SECONDS = 26 * 3600
 MEMORY_LIMIT_BYTES = 1.5e9
+LAG_WINDOW = "3m"
+"""ContinuousReplicationLagging: new local transactions without one S3 upload for this long
+(then 2 minutes pending): about 5 minutes of writes at risk, the guide's RPO."""
 
 
 @dataclass(frozen=True)
@@ -267,8 +273,9 @@ def guide_alerts(scope: Scope) -> list[Obj]:
 
 def day2_alerts(scope: Scope) -> list[Obj]:
     """Backups, continuous replication, failover, rollback: the operator's per-cluster
-    metrics."""
+    metrics, and the Litestream sidecars' own (scraped with the node's target labels)."""
     o = scope.operator
+    s = scope.node
     return [
         _alert(
             scope,
@@ -300,6 +307,23 @@ def day2_alerts(scope: Scope) -> list[Obj]:
             "Continuous replication (Litestream) not running",
             "The Litestream sidecar is not ready in every node pod: new writes are not "
             "replicated to S3 (ContinuousArchiving condition False).",
+        ),
+        _alert(
+            scope,
+            "ContinuousReplicationLagging",
+            f"(max by ({BY_POD}) (changes(litestream_txid{{{s}}}[{LAG_WINDOW}])) > 0 "
+            f"unless on ({BY_POD}) sum by ({BY_POD}) "
+            f'(increase(litestream_replica_operation_total{{{s},operation="PUT"}}'
+            f"[{LAG_WINDOW}])) > 0) "
+            f"or sum by ({BY_POD}) (increase(litestream_sync_error_count{{{s}}}"
+            f"[{LAG_WINDOW}])) > 0",
+            "2m",
+            "critical",
+            "Continuous replication (Litestream) is lagging",
+            f"The pod's SQLite database took new transactions (litestream_txid moved) but its "
+            f"Litestream sidecar uploaded nothing to S3 for {LAG_WINDOW} (S3 unreachable, "
+            "refused credentials, a full bucket), or the sidecar fails to read the WAL: the "
+            "replica, and the RPO of a restore from it, fall behind.",
         ),
         _alert(
             scope,
@@ -382,6 +406,26 @@ def alert_rules(cluster: DchatCluster) -> list[Obj]:
 
 
 def service_monitor(cluster: DchatCluster) -> Obj:
+    relabel = [
+        {
+            "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+            "targetLabel": CLUSTER_LABEL,
+            "action": "replace",
+        }
+    ]
+    interval = cluster.spec.monitoring.scrape_interval
+    endpoints: list[Obj] = [
+        {"port": "metrics", "path": "/metrics", "interval": interval, "relabelings": relabel}
+    ]
+    if litestream.target(cluster) is not None:
+        endpoints.append(
+            {
+                "port": c.LITESTREAM_PORT_NAME,
+                "path": "/metrics",
+                "interval": interval,
+                "relabelings": relabel,
+            }
+        )
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -389,22 +433,7 @@ def service_monitor(cluster: DchatCluster) -> Obj:
         "spec": {
             "selector": {"matchLabels": selector_labels(cluster)},
             "namespaceSelector": {"matchNames": [cluster.namespace]},
-            "endpoints": [
-                {
-                    "port": "metrics",
-                    "path": "/metrics",
-                    "interval": cluster.spec.monitoring.scrape_interval,
-                    "relabelings": [
-                        {
-                            "sourceLabels": [
-                                "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
-                            ],
-                            "targetLabel": CLUSTER_LABEL,
-                            "action": "replace",
-                        }
-                    ],
-                }
-            ],
+            "endpoints": endpoints,
         },
     }
 
@@ -426,7 +455,8 @@ def _keep(label: str, value: str) -> Obj:
 def prometheus_config(rule_files: list[str], scrape_interval: str = "30s") -> Obj:
     """A Prometheus configuration scraping dchat without the Prometheus Operator: node pods
     found by the labels the operator puts on them (``selector_labels``), on their container
-    port named ``metrics`` (the node's ``server.metrics_port``, 9001 by default), with the
+    port named ``metrics`` (the node's ``server.metrics_port``, 9001 by default) and the
+    Litestream sidecar's port named ``litestream`` (SQLite with backups), with the
     target labels the rules group by; and the operator's pods (its per-cluster series carry
     their own ``namespace`` and ``cluster``: ``honor_labels``)."""
     pod_labels: list[Obj] = [
@@ -438,6 +468,7 @@ def prometheus_config(rule_files: list[str], scrape_interval: str = "30s") -> Ob
         "regex": "metrics",
         "action": "keep",
     }
+    node_ports = {**port, "regex": f"metrics|{c.LITESTREAM_PORT_NAME}"}
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": "30s"},
         "rule_files": rule_files,
@@ -448,7 +479,7 @@ def prometheus_config(rule_files: list[str], scrape_interval: str = "30s") -> Ob
                 "relabel_configs": [
                     _keep(c.LABEL_NAME, c.APP_NAME),
                     _keep(c.LABEL_COMPONENT, c.COMPONENT),
-                    port,
+                    node_ports,
                     *pod_labels,
                     {
                         "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],

@@ -2,16 +2,17 @@
 
 Design:
 - Three Services: ``<name>-api`` (API port, the Ingress backend), ``<name>-metrics`` (metrics
-  port, scraped by the ServiceMonitor), ``<name>-p2p`` (libp2p, type from ``spec.p2p``;
-  none when serviceType is None).
+  port, and the Litestream sidecar's when it runs, scraped by the ServiceMonitor),
+  ``<name>-p2p`` (libp2p, type from ``spec.p2p``; none when serviceType is None).
 - The Ingress terminates TLS for ``spec.ingress.host``; with ``clusterIssuer`` the
   cert-manager annotation makes cert-manager fill the TLS Secret.
 - One NetworkPolicy selects the node pods with both policy types, so everything not listed is
-  denied: in, the API and P2P ports from anywhere and the metrics port from the monitoring
-  namespaces; out, DNS, P2P peers and the TCP ports of the endpoints in the config (chain RPC,
-  PostgreSQL, tracing, push gateway, S3) plus ``extraEgressPorts``. A URL given as a Secret
-  reference (``chain.*SecretRef``, ``observability.prometheusPushgatewaySecretRef``) is never
-  read by the operator, so its port cannot be derived: ``extraEgressPorts`` must list it.
+  denied: in, the API and P2P ports from anywhere and the metrics ports (the node's, the
+  Litestream sidecar's) from the monitoring namespaces; out, DNS, P2P peers and the TCP ports
+  of the endpoints in the config (chain RPC, PostgreSQL, tracing, push gateway, S3) plus
+  ``extraEgressPorts``. A URL given as a Secret reference (``chain.*SecretRef``,
+  ``observability.prometheusPushgatewaySecretRef``) is never read by the operator, so its
+  port cannot be derived: ``extraEgressPorts`` must list it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster, P2PServiceType
+from dchat_operator.builders import litestream
 from dchat_operator.builders.common import Obj, metadata, names, selector_labels
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -48,11 +51,19 @@ def api_service(cluster: DchatCluster) -> Obj:
 
 def metrics_service(cluster: DchatCluster) -> Obj:
     port = cluster.spec.server.metrics_port
-    return _service(
-        cluster,
-        names(cluster).metrics_service,
-        [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}],
-    )
+    ports: list[Obj] = [
+        {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    if litestream.target(cluster) is not None:
+        ports.append(
+            {
+                "name": c.LITESTREAM_PORT_NAME,
+                "port": litestream.metrics_port(cluster),
+                "targetPort": litestream.metrics_port(cluster),  # a sidecar's port: by number
+                "protocol": "TCP",
+            }
+        )
+    return _service(cluster, names(cluster).metrics_service, ports)
 
 
 def p2p_service(cluster: DchatCluster) -> Obj | None:
@@ -155,7 +166,10 @@ def network_policy(cluster: DchatCluster) -> Obj | None:
     if not spec.network_policy.enabled:
         return None
     server = spec.server
-    metrics_rule: Obj = {"ports": [{"port": server.metrics_port, "protocol": "TCP"}]}
+    metrics_ports = [server.metrics_port]
+    if litestream.target(cluster) is not None:
+        metrics_ports.append(litestream.metrics_port(cluster))
+    metrics_rule: Obj = {"ports": [{"port": p, "protocol": "TCP"} for p in metrics_ports]}
     if spec.network_policy.metrics_from_namespaces:
         metrics_rule["from"] = [
             {

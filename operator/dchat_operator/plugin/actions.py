@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import CLUSTER
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import err
-from dchat_operator.plugin.wait import Verdict, wait_for
+from dchat_operator.plugin.wait import Verdict, follow
 
 Obj = dict[str, Any]
 SHOWN = 63
@@ -44,14 +45,30 @@ def _cluster(kube: Kube, name: str) -> Obj | None:
     return obj
 
 
+def of_cluster(judge: Callable[[Obj], Verdict]) -> Callable[[Obj | None], Verdict]:
+    """A judge of the DchatCluster: its deletion ends the wait as a failure."""
+
+    def judged(obj: Obj | None) -> Verdict:
+        return Verdict(True, False, "the DchatCluster is gone") if obj is None else judge(obj)
+
+    return judged
+
+
+def _follow(
+    kube: Kube, args: argparse.Namespace, judge: Callable[[Obj | None], Verdict], what: str = ""
+) -> int:
+    """``wait.follow`` on the command's DchatCluster (``args.cluster``)."""
+    what = what or f"dchatcluster/{args.cluster}"
+    return follow(kube, CLUSTER, args.cluster, judge, what=what, args=args)
+
+
 def rollback_token(at: dt.datetime) -> str:
     return f"kubectl-dchat-{at.strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
 def judge_rollback(token: str) -> Any:
-    def judge(obj: Obj | None) -> Verdict:
-        if obj is None:
-            return Verdict(True, False, "the DchatCluster is gone")
+    @of_cluster
+    def judge(obj: Obj) -> Verdict:
         handled = (obj.get("status") or {}).get("rollbackRequest") or {}
         if handled.get("value") != token:
             return Verdict(False, False, "waiting for the operator to handle the request")
@@ -68,21 +85,12 @@ def cmd_rollback(kube: Kube, args: argparse.Namespace) -> int:
     patch = {"metadata": {"annotations": {c.ANNOTATION_ROLLBACK_REQUEST: token}}}
     kube.merge_patch(CLUSTER, args.cluster, patch)
     print(f"dchatcluster/{args.cluster} annotated {c.ANNOTATION_ROLLBACK_REQUEST}={token}")
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(CLUSTER, args.cluster),
-        judge_rollback(token),
-        what=f"rollback of dchatcluster/{args.cluster}",
-        limit=args.timeout,
-    )
-    return 0 if verdict.ok else 1
+    return _follow(kube, args, judge_rollback(token), f"rollback of dchatcluster/{args.cluster}")
 
 
 def judge_observed(generation: int) -> Any:
-    def judge(obj: Obj | None) -> Verdict:
-        if obj is None:
-            return Verdict(True, False, "the DchatCluster is gone")
+    @of_cluster
+    def judge(obj: Obj) -> Verdict:
         seen = int((obj.get("status") or {}).get("observedGeneration") or 0)
         if seen >= generation:
             phase = (obj.get("status") or {}).get("phase", "?")
@@ -116,19 +124,12 @@ def cmd_set_paused(kube: Kube, args: argparse.Namespace, section: str, paused: b
     if not args.wait:
         return 0
     generation = int(obj["metadata"].get("generation") or 0)
-    verdict = wait_for(
-        lambda: kube.get(CLUSTER, args.cluster),
-        judge_observed(generation),
-        what=f"dchatcluster/{args.cluster}",
-        limit=args.timeout,
-    )
-    return 0 if verdict.ok else 1
+    return _follow(kube, args, judge_observed(generation))
 
 
 def judge_scaled(replicas: int) -> Any:
-    def judge(obj: Obj | None) -> Verdict:
-        if obj is None:
-            return Verdict(True, False, "the DchatCluster is gone")
+    @of_cluster
+    def judge(obj: Obj) -> Verdict:
         status = obj.get("status") or {}
         ready = int(status.get("readyReplicas") or 0)
         seen = status.get("observedGeneration") == obj["metadata"].get("generation")
@@ -144,15 +145,7 @@ def cmd_scale(kube: Kube, args: argparse.Namespace) -> int:
         return 1
     kube.merge_patch(CLUSTER, args.cluster, {"spec": {"replicas": args.replicas}}, "scale")
     print(f"dchatcluster/{args.cluster} scaled to {args.replicas}")
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(CLUSTER, args.cluster),
-        judge_scaled(args.replicas),
-        what=f"dchatcluster/{args.cluster}",
-        limit=args.timeout,
-    )
-    return 0 if verdict.ok else 1
+    return _follow(kube, args, judge_scaled(args.replicas))
 
 
 # --- promote: the operator's switchover request ----------------------------------------------
@@ -165,9 +158,8 @@ def patroni_scope(cluster: Obj) -> str | None:
 
 
 def judge_switchover(member: str) -> Any:
-    def judge(obj: Obj | None) -> Verdict:
-        if obj is None:
-            return Verdict(True, False, "the DchatCluster is gone")
+    @of_cluster
+    def judge(obj: Obj) -> Verdict:
         found = (obj.get("status") or {}).get("switchover") or {}
         if found.get("request") != member[:SHOWN]:
             return Verdict(False, False, "waiting for the operator to handle the request")
@@ -218,12 +210,6 @@ def cmd_promote(kube: Kube, args: argparse.Namespace) -> int:
         f"dchatcluster/{args.cluster} annotated {c.ANNOTATION_SWITCHOVER_REQUEST}={args.member} "
         f"(Patroni cluster {scope}, primary {primary or 'none'})"
     )
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(CLUSTER, args.cluster),
-        judge_switchover(args.member),
-        what=f"switchover of {scope} to {args.member}",
-        limit=args.timeout,
+    return _follow(
+        kube, args, judge_switchover(args.member), f"switchover of {scope} to {args.member}"
     )
-    return 0 if verdict.ok else 1

@@ -21,7 +21,7 @@ from dchat_operator.api.kinds import BACKUP, CLUSTER, RESTORE
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import FAIL, MARKS, OK, WARN, age, emit_json, err, size, table
 from dchat_operator.plugin.status import trim
-from dchat_operator.plugin.wait import Verdict, wait_for
+from dchat_operator.plugin.wait import Verdict, follow
 
 Obj = dict[str, Any]
 RESTORE_DONE = {"Completed", "Failed"}
@@ -119,15 +119,9 @@ def cmd_backup(kube: Kube, args: argparse.Namespace) -> int:
     name = args.name or f"{args.cluster}-manual-{stamp(dt.datetime.now(dt.UTC))}"
     kube.create(BACKUP, backup_body(args.cluster, name, args.verify))
     print(f"dchatbackup/{name} created")
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(BACKUP, name),
-        judge_backup(args.verify),
-        what=f"dchatbackup/{name}",
-        limit=args.timeout,
+    return follow(
+        kube, BACKUP, name, judge_backup(args.verify), what=f"dchatbackup/{name}", args=args
     )
-    return 0 if verdict.ok else 1
 
 
 def cmd_backups(kube: Kube, args: argparse.Namespace) -> int:
@@ -219,15 +213,7 @@ def _restore_into(kube: Kube, args: argparse.Namespace) -> int:
     name = f"{args.to}-restore-{stamp(dt.datetime.now(dt.UTC))}"
     kube.create(RESTORE, restore_body(args.backup, args.to, name))
     print(f"dchatrestore/{name} created: {args.backup} -> dchatcluster/{args.to} (data REPLACED)")
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(RESTORE, name),
-        judge_restore,
-        what=f"dchatrestore/{name}",
-        limit=args.timeout,
-    )
-    return 0 if verdict.ok else 1
+    return follow(kube, RESTORE, name, judge_restore, what=f"dchatrestore/{name}", args=args)
 
 
 def _restore_new(kube: Kube, args: argparse.Namespace, backup: Obj) -> int:
@@ -254,12 +240,11 @@ def _restore_new(kube: Kube, args: argparse.Namespace, backup: Obj) -> int:
     body = new_cluster_body(source, args.new, args.backup, args.database_secret)
     kube.create(CLUSTER, body)
     print(f"dchatcluster/{args.new} created from dchatbackup/{args.backup}")
-    if not args.wait:
-        return 0
-    verdict = wait_for(
-        lambda: kube.get(CLUSTER, args.new),
+    return follow(
+        kube,
+        CLUSTER,
+        args.new,
         judge_bootstrap,
         what=f"dchatcluster/{args.new} bootstrap",
-        limit=args.timeout,
+        args=args,
     )
-    return 0 if verdict.ok else 1

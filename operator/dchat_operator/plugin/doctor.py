@@ -1,15 +1,17 @@
 """``kubectl dchat doctor CLUSTER``: every dependency the cluster needs, each with the fix.
 
-Design: a list of checks, each a ``Check`` (name, ok/warn/fail/skipped, what was found, and
+Design: a list of checks, each a ``Check`` (name, ok/warn/fail/not configured, what was found, and
 for a failure the fix as a command or an edit). The checks read what a user with kubectl can
 read: the three CRDs (Established, serving v1alpha1), the operator (its leader Lease,
 ``dchat-operator``, in ``--operator-namespace`` or in the cluster's namespace, renewed within
 its duration; its Deployment when installed from manifests/), the DchatCluster (parses with
 the operator's model; the operator has observed its generation), every Secret and key the spec
 references (key names only; values are never read into output), and the operator's own
-conditions (Ready, Degraded, BackupHealthy) with their messages. Database, S3, chain RPC and
-relay reachability need the pods' network and the Secrets' values: they are reported as
-skipped, with how to check them. Exit 1 when any check failed.
+conditions (Ready, Degraded, BackupHealthy) with their messages. Database, chain RPC, relay,
+bridge and S3 reachability are asked of the Ready node pods themselves through the
+apiserver's pod proxy (``reach``): ok, failed with the node's reason, or not configured
+(the node runs without it); a pod the plugin cannot ask (RBAC ``pods/proxy``, the network) is
+a warning with how to look. Exit 1 when any check failed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, CLUSTER, DEPLOYMENT, LEASE, RESTORE, Kind
 from dchat_operator.api.models import DchatCluster
 from dchat_operator.api.rbac import LEASE_NAME
+from dchat_operator.plugin import reach
 from dchat_operator.plugin.kube import CRD, Kube, KubeError
 from dchat_operator.plugin.output import FAIL, MARKS, OK, WARN, emit_json, parse_time
 from dchat_operator.plugin.status import parse, referenced_secrets, secret_keys
 
 Obj = dict[str, Any]
-SKIPPED = "skipped"
+NOT_CONFIGURED = reach.NOT_CONFIGURED
 LEASE_SLACK = 5.0
 
 
@@ -210,26 +213,18 @@ def condition_checks(obj: Obj) -> list[Check]:
     return out
 
 
-def skipped_checks(cluster: DchatCluster) -> list[Check]:
-    spec = cluster.spec
-    out = []
-    how = f"kubectl exec deploy/{cluster.name} -- dchat verify"
-    if spec.database.engine == "postgres":
-        out.append(Check("database reachable", SKIPPED, "needs the pods' network", how))
-    if spec.backup.s3 is not None:
-        out.append(
-            Check(
-                "S3 reachable",
-                SKIPPED,
-                "needs the pods' network and the credentials",
-                f"kubectl dchat backup {cluster.name} --wait",
-            )
-        )
-    if spec.chain.chat_chain_rpc or spec.chain.chat_chain_rpc_secret_ref:
-        out.append(Check("chain RPCs answer", SKIPPED, "needs the pods' network", how))
-    if spec.relay.bootstrap_nodes:
-        out.append(Check("relay bootstrap reachable", SKIPPED, "needs the pods' network", how))
-    return out
+def reach_checks(kube: Kube, cluster: DchatCluster, obj: Obj) -> list[Check]:
+    """Database, chain, relay, bridge and S3, asked of the Ready node pods (``reach``)."""
+    try:
+        pods = reach.ready_pods(kube, cluster)
+    except KubeError as exc:
+        return [Check("node pods", WARN, f"cannot list them: {exc.message}")]
+    memo: reach.Unreachable = {}
+    rows = [
+        *reach.component_checks(kube, pods, memo),
+        reach.s3_check(kube, cluster, pods, obj, memo),
+    ]
+    return [Check(title, result, detail, fix) for title, result, detail, fix in rows]
 
 
 def run_checks(kube: Kube, name: str, operator_ns: str) -> list[Check]:
@@ -284,7 +279,7 @@ def run_checks(kube: Kube, name: str, operator_ns: str) -> list[Check]:
         entry["wanted"] = keys
         checks.extend(secret_checks([entry]))
     checks.extend(condition_checks(obj))
-    checks.extend(skipped_checks(cluster))
+    checks.extend(reach_checks(kube, cluster, obj))
     return checks
 
 
@@ -293,19 +288,14 @@ def render(checks: list[Check]) -> str:
     for check in checks:
         mark = MARKS.get(check.result, "-")
         lines.append(f"{mark} {check.name}: {check.detail}")
-        if check.fix and check.result in (FAIL, WARN, SKIPPED):
+        if check.fix and check.result in (FAIL, WARN):
             lines.append(f"    {'fix' if check.result == FAIL else 'how'}: {check.fix}")
     failed = sum(1 for x in checks if x.result == FAIL)
-    lines.append(
-        f"{failed} check(s) failed"
-        if failed
-        else "all checks passed"
-        + (
-            f" ({sum(1 for x in checks if x.result == SKIPPED)} skipped: need in-cluster access)"
-            if any(x.result == SKIPPED for x in checks)
-            else ""
-        )
-    )
+    if failed:
+        lines.append(f"{failed} check(s) failed")
+    else:
+        unset = sum(1 for x in checks if x.result == NOT_CONFIGURED)
+        lines.append("all checks passed" + (f" ({unset} not configured)" if unset else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -288,6 +288,35 @@ class Kube:
             raise KubeError(0, f"{method} {url}: the answer is not JSON") from None
         return result if isinstance(result, dict) else {}
 
+    def proxy_get(
+        self, pod: str, port: int, url: str, namespace: str = "", timeout: float = REQUEST_TIMEOUT
+    ) -> tuple[int, bytes]:
+        """GET ``url`` on a pod's ``port`` through the apiserver's pod proxy
+        (``pods/proxy`` get): the status and body as the apiserver returns them (the pod's own
+        answer, or the apiserver's Status when it could not reach the pod or refused the
+        request). KubeError only when the apiserver itself cannot be reached."""
+        ns = namespace or self.namespace
+        full = (
+            f"{self.server}/api/v1/namespaces/{quote(ns, safe='')}/pods/"
+            f"{quote(pod, safe='')}:{int(port)}/proxy/{url.lstrip('/')}"
+        )
+        headers = {**self.headers, "User-Agent": "kubectl-dchat"}
+        req = urllib.request.Request(full, method="GET", headers=headers)  # noqa: S310 - the kubeconfig's server
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - the kubeconfig's server
+                req, context=self.ssl_context, timeout=timeout
+            ) as resp:
+                return int(resp.status), bytes(resp.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
+        except TimeoutError:
+            raise KubeError(
+                0, f"GET pod {pod}:{port}/{url.lstrip('/')}: no answer in {timeout:g} s"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise KubeError(0, f"cannot reach the apiserver {self.server}: {reason}") from None
+
     def get(self, kind: Kind, name: str, namespace: str | None = "") -> Obj | None:
         """The object, or None when it does not exist. ``namespace=""``: the current one;
         ``None``: cluster-scoped."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -334,27 +335,87 @@ def _condition_lines(status: Obj, at: dt.datetime) -> list[str]:
     return lines
 
 
+Field = tuple[str, Callable[[Obj, dt.datetime], str], bool]
+"""A status field shown on one line: (key, its line from (value, now), shown when present
+but empty)."""
+
+
+def _field_lines(status: Obj, at: dt.datetime, fields: Sequence[Field]) -> list[str]:
+    """One line per field the status has (in ``fields``' order)."""
+    out = []
+    for key, line, even_empty in fields:
+        value = status.get(key)
+        if value or (even_empty and value is not None):
+            out.append(line(value, at))
+    return out
+
+
+def _rollback(x: Obj, at: dt.datetime) -> str:
+    return (
+        f"Rollback in force: {x.get('fromVersion')} -> {x.get('toVersion')} "
+        f"({x.get('reason')}, {age(x.get('at'), at)} ago)"
+    )
+
+
+def _rollback_request(x: Obj, at: dt.datetime) -> str:
+    return (
+        f"Last rollback request: {x.get('value')}: {x.get('result')} ({age(x.get('at'), at)} ago)"
+    )
+
+
+def _soak(x: Obj, at: dt.datetime) -> str:
+    last = (x.get("lastCheck") or {}).get("message") or ""
+    return (
+        f"Soak window: version {x.get('version')}, {x.get('checks', 0)} checks, "
+        f"{x.get('failedChecks', 0)} failed" + (f"; last: {last}" if last else "")
+    )
+
+
+def _good_revision(x: Obj, at: dt.datetime) -> str:
+    return (
+        f"Last good revision: version {x.get('version')} (generation "
+        f"{x.get('generation')}, {age(x.get('completedAt'), at)} ago)"
+    )
+
+
+def _restore_hold(x: Obj, at: dt.datetime) -> str:
+    return (
+        f"Restore in progress: dchatrestore/{x.get('name')} holds the cluster at 0 "
+        f"replicas ({age(x.get('since'), at)})"
+    )
+
+
+def _bootstrap(x: Obj, at: dt.datetime) -> str:
+    return f"Bootstrap from backup {x.get('backup') or '-'}: {x.get('phase')}" + (
+        f": {x['error']}" if x.get("error") else ""
+    )
+
+
+def _primary(x: Obj, at: dt.datetime) -> str:
+    who = x.get("name") or "NONE (Patroni's leader lock is free)"
+    return (
+        f"Primary: {who} since {age(x.get('since'), at)} ago "
+        f"(transitions {x.get('transitions') or '-'})"
+    )
+
+
+def _switchover(x: Obj, at: dt.datetime) -> str:
+    return (
+        f"Switchover to {x.get('request')}: {x.get('phase')}: "
+        f"{x.get('message', '')} ({age(x.get('startedAt'), at)} ago)"
+    )
+
+
 def _rollout_lines(status: Obj, at: dt.datetime) -> list[str]:
-    lines: list[str] = []
-    rollback = status.get("rollback")
-    if rollback:
-        lines.append(
-            f"Rollback in force: {rollback.get('fromVersion')} -> {rollback.get('toVersion')} "
-            f"({rollback.get('reason')}, {age(rollback.get('at'), at)} ago)"
-        )
-    request = status.get("rollbackRequest")
-    if request:
-        lines.append(
-            f"Last rollback request: {request.get('value')}: {request.get('result')} "
-            f"({age(request.get('at'), at)} ago)"
-        )
-    soak = status.get("soak")
-    if soak:
-        last = (soak.get("lastCheck") or {}).get("message") or ""
-        lines.append(
-            f"Soak window: version {soak.get('version')}, {soak.get('checks', 0)} checks, "
-            f"{soak.get('failedChecks', 0)} failed" + (f"; last: {last}" if last else "")
-        )
+    lines = _field_lines(
+        status,
+        at,
+        [
+            ("rollback", _rollback, False),
+            ("rollbackRequest", _rollback_request, False),
+            ("soak", _soak, False),
+        ],
+    )
     history = status.get("rolloutHistory") or []
     if history:
         lines.append("Rollouts (newest last)")
@@ -364,44 +425,21 @@ def _rollout_lines(status: Obj, at: dt.datetime) -> list[str]:
                 f"version {record.get('version')}: {record.get('result')}"
                 + (f" ({record['message']})" if record.get("message") else "")
             )
-    good = status.get("lastGoodRevision")
-    if good:
-        lines.append(
-            f"Last good revision: version {good.get('version')} (generation "
-            f"{good.get('generation')}, {age(good.get('completedAt'), at)} ago)"
-        )
-    return lines
+    return lines + _field_lines(status, at, [("lastGoodRevision", _good_revision, False)])
 
 
 def _work_lines(status: Obj, at: dt.datetime) -> list[str]:
-    """A restore hold, a bootstrap, the database primary."""
-    lines: list[str] = []
-    hold = status.get("restoreInProgress")
-    if hold:
-        lines.append(
-            f"Restore in progress: dchatrestore/{hold.get('name')} holds the cluster at 0 "
-            f"replicas ({age(hold.get('since'), at)})"
-        )
-    boot = status.get("bootstrap")
-    if boot:
-        lines.append(
-            f"Bootstrap from backup {boot.get('backup') or '-'}: {boot.get('phase')}"
-            + (f": {boot['error']}" if boot.get("error") else "")
-        )
-    primary = status.get("currentPrimary")
-    if primary is not None:
-        who = primary.get("name") or "NONE (Patroni's leader lock is free)"
-        lines.append(
-            f"Primary: {who} since {age(primary.get('since'), at)} ago "
-            f"(transitions {primary.get('transitions') or '-'})"
-        )
-    switchover = status.get("switchover")
-    if switchover:
-        lines.append(
-            f"Switchover to {switchover.get('request')}: {switchover.get('phase')}: "
-            f"{switchover.get('message', '')} ({age(switchover.get('startedAt'), at)} ago)"
-        )
-    return lines
+    """A restore hold, a bootstrap, the database primary, a switchover."""
+    return _field_lines(
+        status,
+        at,
+        [
+            ("restoreInProgress", _restore_hold, False),
+            ("bootstrap", _bootstrap, False),
+            ("currentPrimary", _primary, True),  # {}: Patroni's leader lock is free
+            ("switchover", _switchover, False),
+        ],
+    )
 
 
 def _backup_lines(status: Obj, at: dt.datetime) -> list[str]:

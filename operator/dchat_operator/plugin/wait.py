@@ -4,16 +4,21 @@ Design: commands that change something and then wait (``--wait``) poll the objec
 ``interval`` seconds (a GET is cheap and survives apiserver restarts, where a watch would need
 re-establishing) and hand each version to ``judge``, which says whether it is finished, whether
 that is a success, and what to show on the progress line. A deadline (``--timeout``) ends the
-wait with a failure that says what was last seen.
+wait with a failure that says what was last seen. ``follow`` is what every ``--wait`` command
+ends with: poll its object by kind and name unless ``--no-wait``, and turn the verdict into
+the exit code.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dchat_operator.api.kinds import Kind
+from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import Progress
 
 Obj = dict[str, Any]
@@ -49,3 +54,21 @@ def wait_for(
             progress.done(result.state)
             return result
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
+
+
+def follow(
+    kube: Kube,
+    kind: Kind,
+    name: str,
+    judge: Callable[[Obj | None], Verdict],
+    *,
+    what: str,
+    args: argparse.Namespace,
+) -> int:
+    """The exit code of a command that waits (``args.wait``, ``args.timeout``) for object
+    ``name`` of ``kind`` in the current namespace: 0 without ``--wait`` or when ``judge``
+    ends ok, else 1."""
+    if not args.wait:
+        return 0
+    verdict = wait_for(lambda: kube.get(kind, name), judge, what=what, limit=args.timeout)
+    return 0 if verdict.ok else 1

@@ -12,7 +12,7 @@ import yaml
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.backups import BackupResult, DchatRestoreSpec
-from dchat_operator.builders import workload
+from dchat_operator.builders import monitoring, network, workload
 from dchat_operator.builders.backup import (
     Command,
     backup_job,
@@ -349,3 +349,37 @@ def test_sqlite_verify_and_delete_jobs_leave_the_volume_to_the_node_pod() -> Non
         assert "affinity" not in pod, command
         data = next(v for v in pod["volumes"] if v["name"] == "data")
         assert "emptyDir" in data, command
+
+
+def test_the_litestream_sidecar_serves_metrics_that_are_scraped_and_allowed() -> None:
+    cl = cluster("c1", backup={"enabled": True, "s3": S3})
+    assert cl.spec.backup.s3 is not None
+    assert yaml.safe_load(litestream_config(cl, cl.spec.backup.s3))["addr"] == ":9090"
+    _, sidecar = workload.deployment(cl)["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["ports"] == [{"name": "litestream", "containerPort": 9090, "protocol": "TCP"}]
+    ports = {p["name"]: p for p in network.metrics_service(cl)["spec"]["ports"]}
+    assert ports["litestream"]["targetPort"] == 9090
+    endpoints = monitoring.service_monitor(cl)["spec"]["endpoints"]
+    assert [e["port"] for e in endpoints] == ["metrics", "litestream"]
+    policy = network.network_policy(cl)
+    assert policy is not None
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert 9090 in allowed
+    plain = cluster("c2")  # no backups: no sidecar, nothing to scrape or allow
+    assert [p["name"] for p in network.metrics_service(plain)["spec"]["ports"]] == ["metrics"]
+    assert [e["port"] for e in monitoring.service_monitor(plain)["spec"]["endpoints"]] == [
+        "metrics"
+    ]
+    policy = network.network_policy(plain)
+    assert policy is not None
+    assert 9090 not in {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    # a node port on 9090 (and 9091): the sidecar takes the next free one, everywhere
+    taken = cluster(
+        "c3", backup={"enabled": True, "s3": S3}, server={"apiPort": 9090, "metricsPort": 9091}
+    )
+    assert taken.spec.backup.s3 is not None
+    assert yaml.safe_load(litestream_config(taken, taken.spec.backup.s3))["addr"] == ":9092"
+    _, sidecar = workload.deployment(taken)["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["ports"][0]["containerPort"] == 9092
+    ports = {p["name"]: p["port"] for p in network.metrics_service(taken)["spec"]["ports"]}
+    assert ports == {"metrics": 9091, "litestream": 9092}
