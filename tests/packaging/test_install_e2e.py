@@ -62,7 +62,9 @@ NOT_GRANTED: list[tuple[str, str, bool, tuple[str, ...], str]] = [
 # (verb, resource, subresource, namespaced)
 DENIED: list[tuple[str, str, str, bool]] = [
     ("delete", "secrets", "", True),
-    ("create", "secrets", "", True),
+    ("create", "roles.rbac.authorization.k8s.io", "", True),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", "", False),
     ("update", "secrets", "", True),
     ("patch", "secrets", "", True),
     ("deletecollection", "configmaps", "", True),
@@ -81,11 +83,9 @@ DENIED: list[tuple[str, str, str, bool]] = [
     ("list", "replicasets.apps", "", True),
     ("create", "events.events.k8s.io", "", True),
     ("create", "roles.rbac.authorization.k8s.io", "", True),
-    ("create", "rolebindings.rbac.authorization.k8s.io", "", True),
     ("create", "clusterroles.rbac.authorization.k8s.io", "", False),
-    ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", "", False),
-    ("bind", "clusterroles.rbac.authorization.k8s.io", "", False),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", "", False),  # only dchat-postgres
     ("impersonate", "serviceaccounts", "", True),
     ("list", "nodes", "", False),
     ("patch", "nodes", "", False),

@@ -33,7 +33,15 @@ ENTRY = REPO / "manifests"
 # The oldest Kubernetes the bundle supports, and the newest schema kubernetes-validate ships.
 K8S_VERSIONS = ["1.34.0", kubernetes_validate.latest_version()]
 
-ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "bind"}
+# The one grant on an RBAC object that is not a child: binding the bundle's ClusterRole
+# dchat-postgres (Patroni's rights) per managed PostgreSQL, by name, nothing else.
+BIND_POSTGRES = {
+    "apiGroups": ["rbac.authorization.k8s.io"],
+    "resources": ["clusterroles"],
+    "verbs": ["bind"],
+    "resourceNames": ["dchat-postgres"],
+}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 READ = {"get", "list", "watch"}
 # What the operator owns and therefore may write: the children its builders make, its CR's
@@ -49,6 +57,8 @@ MAY_WRITE: dict[tuple[str, str], set[str]] = {
     ("dchat.dev", "dchatrestores/status"): {"patch"},
     # fencing: a SQLite cluster's pod on a node that stopped reporting Ready is force-deleted
     ("", "pods"): {"delete"},
+    # managed PostgreSQL's Secret of generated passwords: created once, never updated
+    ("", "secrets"): {"create"},
     # backup, verify, delete and restore Jobs (owned by a DchatBackup or DchatRestore)
     ("batch", "jobs"): {"create", "delete"},
     ("", "events"): {"create"},
@@ -98,6 +108,7 @@ def test_base_contains_the_whole_install(base: list[dict[str, Any]]) -> None:
             f"ServiceAccount/{OPERATOR_SA}",
             "ClusterRole/dchat-operator",
             "ClusterRoleBinding/dchat-operator",
+            "ClusterRole/dchat-postgres",  # bound per managed PostgreSQL by the operator
             "NetworkPolicy/dchat-operator",
             "Deployment/dchat-operator",
         ]
@@ -139,38 +150,52 @@ def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
             assert "*" not in rule[field], f"wildcard in {field}: {rule}"
             assert all("*" not in v for v in rule[field]), rule
         assert not rule.get("nonResourceURLs"), rule
-        # names only narrow a rule; the one named rule is the leader Lease's
-        assert not rule.get("resourceNames") or rule["resources"] == ["leases"], rule
+        # names only narrow a rule: the leader Lease's, and the one ClusterRole it may bind
+        assert (
+            not rule.get("resourceNames")
+            or rule["resources"] == ["leases"]
+            or {k: sorted(v) for k, v in rule.items()} == BIND_POSTGRES
+        ), rule
         assert set(rule["verbs"]) <= ALL_VERBS, f"verb outside {sorted(ALL_VERBS)}: {rule}"
+        if "bind" in rule["verbs"]:
+            assert {k: sorted(v) for k, v in rule.items()} == BIND_POSTGRES, rule
 
 
 def test_rules_are_least_privilege() -> None:
     """RULES itself, the source of every Role and ClusterRole in the bundle."""
     _assert_least_privilege(RULES)
     grants = _grants(RULES)
-    # Secrets are read one by one (the referenced ones), never listed, watched or written.
-    assert grants[("", "secrets")] == {"get"}
+    # Secrets are read one by one (the referenced ones), never listed, watched or updated;
+    # the one created is managed PostgreSQL's Secret of generated passwords.
+    assert grants[("", "secrets")] == {"get", "create"}
     # No write verb on anything the operator does not own.
     for key, verbs in grants.items():
         allowed = MAY_WRITE.get(key, set())
         assert verbs & WRITE_VERBS <= allowed, f"{key}: writes {sorted(verbs - allowed)}"
     assert grants[("dchat.dev", "dchatclusters")] <= READ, "the spec belongs to the user"
-    # The cluster-scoped rules are read-only.
+    # The cluster-scoped rules are read-only, but for binding dchat-postgres (by name).
     for key in CLUSTER_SCOPED:
-        assert grants[key] <= READ, key
+        if key == ("rbac.authorization.k8s.io", "clusterroles"):
+            assert grants[key] == {"bind"}
+        else:
+            assert grants[key] <= READ, key
     # The status subresource has a rule of its own, with nothing else in it.
     status_rules = [r for r in RULES if "dchatclusters/status" in r["resources"]]
     assert status_rules == [
         {"apiGroups": ["dchat.dev"], "resources": ["dchatclusters/status"], "verbs": ["patch"]}
     ]
-    # Nothing on RBAC objects, webhooks or certificates; nodes only read, pods only listed
-    # and (fencing) deleted, never exec'd into or read from.
-    groups = {group for group, _ in grants}
-    assert not groups & {
-        "rbac.authorization.k8s.io",
-        "admissionregistration.k8s.io",
-        "certificates.k8s.io",
+    # On RBAC objects only managed PostgreSQL's RoleBinding (a child) and the bind of
+    # dchat-postgres: no Roles, ClusterRoleBindings or escalate. Nothing on webhooks or
+    # certificates; nodes only read, pods only listed and (fencing) deleted, never exec'd
+    # into or read from.
+    rbac = {key: verbs for key, verbs in grants.items() if key[0] == "rbac.authorization.k8s.io"}
+    assert rbac == {
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "patch", "delete"},
+        ("rbac.authorization.k8s.io", "clusterroles"): {"bind"},
     }
+    assert not any("escalate" in r["verbs"] for r in RULES)
+    groups = {group for group, _ in grants}
+    assert not groups & {"admissionregistration.k8s.io", "certificates.k8s.io"}
     assert not {("", "pods/exec"), ("", "pods/log")} & grants.keys()
     # pods: a finished Job's pod is listed for its termination message; fencing deletes
     assert grants[("", "pods")] == {"list", "delete"}
@@ -205,13 +230,20 @@ def test_namespaced_overlay_moves_rules_to_a_role(namespaced: list[dict[str, Any
     _assert_least_privilege(role["rules"])
     expected = {k: v for k, v in REQUIRED.items() if k not in CLUSTER_SCOPED}
     assert _grants(role["rules"]) == expected
-    # Only the base's binding and one generated ClusterRole: the base's full ClusterRole is gone.
-    (cluster_role,) = by_kind(namespaced, "ClusterRole")
+    # Only the base's binding, one generated ClusterRole (the base's full ClusterRole is
+    # gone) and dchat-postgres (bound per managed PostgreSQL, not to the operator).
+    cluster_role, postgres_role = sorted(
+        by_kind(namespaced, "ClusterRole"), key=lambda r: r["metadata"]["name"]
+    )
     assert cluster_role["metadata"]["name"] == "dchat-operator"
+    assert postgres_role["metadata"]["name"] == "dchat-postgres"
     _assert_least_privilege(cluster_role["rules"])
     assert _grants(cluster_role["rules"]) == {k: REQUIRED[k] for k in CLUSTER_SCOPED}
-    for verbs in _grants(cluster_role["rules"]).values():
-        assert verbs <= READ
+    for key, verbs in _grants(cluster_role["rules"]).items():
+        assert verbs <= READ or (key, verbs) == (
+            ("rbac.authorization.k8s.io", "clusterroles"),
+            {"bind"},
+        )
     (cluster_binding,) = by_kind(namespaced, "ClusterRoleBinding")
     assert cluster_binding["roleRef"]["name"] == "dchat-operator"
     binding = one(namespaced, "RoleBinding", "dchat-operator")

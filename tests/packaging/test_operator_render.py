@@ -50,14 +50,27 @@ def test_rendered_pods_meet_restricted_and_have_no_api_access(sample: Path) -> N
     objects = _rendered(sample)
     specs = list(pod_specs(objects))
     assert specs, "the node Deployment"
+    patroni = {o["metadata"]["name"] for o in by_kind(objects, "StatefulSet")}
     for name, spec in specs:
         assert restricted_violations(spec) == [], name
         for c in spec["containers"]:
             assert c["securityContext"].get("readOnlyRootFilesystem") is True, name
-        assert spec.get("automountServiceAccountToken") is False, name
         assert spec.get("serviceAccountName") not in (None, "default", OPERATOR_SA), name
-    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        if name.split("/", 1)[-1] in patroni:
+            # managed PostgreSQL: Patroni's store is the Kubernetes API (its own SA)
+            assert spec.get("automountServiceAccountToken") is True, name
+        else:
+            assert spec.get("automountServiceAccountToken") is False, name
+    for kind in ("Role", "ClusterRole", "ClusterRoleBinding"):
         assert by_kind(objects, kind) == [], f"the node gets no RBAC, but {kind} was rendered"
+    # the one RoleBinding: managed PostgreSQL's members to the bundle's dchat-postgres
+    for rb in by_kind(objects, "RoleBinding"):
+        assert rb["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "dchat-postgres",
+        }
+        assert [s["name"] for s in rb["subjects"]] == [f"{n}" for n in patroni]
     for sa in by_kind(objects, "ServiceAccount"):
         assert sa.get("automountServiceAccountToken") is False, sa["metadata"]["name"]
 

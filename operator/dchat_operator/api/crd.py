@@ -103,6 +103,8 @@ def _object_members(node: JSON, defs: JSON) -> JSON:
         if (
             converted.get("type") == "object"
             and "default" not in converted
+            # `X | None = None`: absent means "not asked for" (e.g. managed PostgreSQL)
+            and not ("anyOf" in child and child.get("default", 0) is None)
             and "properties" in converted
             and not converted.get("required")
         ):

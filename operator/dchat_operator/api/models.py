@@ -727,7 +727,8 @@ class ManagedPostgresSpec(CRModel):
         pattern=r"^[^\s]+$",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="imagePullPolicy of the PostgreSQL containers."
+        "Always",
+        description="imagePullPolicy of the PostgreSQL containers (Always: a moved tag is seen).",
     )
     storage_size: str = Field(
         "10Gi",

@@ -130,14 +130,27 @@ def test_children_of_a_managed_cluster() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["readinessProbe"]["httpGet"]["path"] == "/readiness"
     env = {e["name"]: e for e in container["env"]}
-    assert env["PATRONI_SUPERUSER_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "chat-postgres",
-        "key": "superuser-password",
-    }
+    # the passwords come as files from the Secret, never through the pod spec's env
+    assert not [e for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    (secrets,) = [v for v in pod["volumes"] if "secret" in v]
+    assert secrets["secret"]["secretName"] == "chat-postgres"
+    assert secrets["secret"]["defaultMode"] == 0o440
+    assert {"name": "secrets", "mountPath": "/etc/patroni-secrets", "readOnly": True} in (
+        container["volumeMounts"]
+    )
     assert env["PATRONI_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     # a new dchat version must not roll the database: no version label on its pods
     assert c.LABEL_VERSION not in spec["template"]["metadata"]["labels"]
 
+    _check_services_and_policy(cluster, objs)
+    # the member pods are not the node pods: the node's selector does not pick them
+    deployment = _by(objs, "Deployment", "chat")
+    node_selector = deployment["spec"]["selector"]["matchLabels"]
+    member = spec["template"]["metadata"]["labels"]
+    assert not all(member.get(k) == v for k, v in node_selector.items())
+
+
+def _check_services_and_policy(cluster: DchatCluster, objs: list[dict[str, Any]]) -> None:
     rw = _by(objs, "Service", "chat-postgres-rw")
     assert rw["spec"]["selector"] == {**postgres.member_labels(cluster), "role": "primary"}
     ro = _by(objs, "Service", "chat-postgres-ro")
@@ -147,11 +160,6 @@ def test_children_of_a_managed_cluster() -> None:
     assert _by(objs, "PodDisruptionBudget", "chat-postgres")["spec"]["maxUnavailable"] == 1
     policy = _by(objs, "NetworkPolicy", "chat-postgres")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    # the member pods are not the node pods: the node's selector does not pick them
-    deployment = _by(objs, "Deployment", "chat")
-    node_selector = deployment["spec"]["selector"]["matchLabels"]
-    member = spec["template"]["metadata"]["labels"]
-    assert not all(member.get(k) == v for k, v in node_selector.items())
 
 
 def test_no_password_in_any_child_and_the_node_reads_the_generated_url() -> None:
@@ -162,8 +170,8 @@ def test_no_password_in_any_child_and_the_node_reads_the_generated_url() -> None
     assert ref is not None
     assert (ref.name, ref.key) == ("chat-postgres", "url")
     assert ("chat-postgres", "url") in secret_references(cluster)
-    # only references to the Secret's keys, never values
-    assert "secretKeyRef" in text
+    # only references to the Secret, never values
+    assert '"secretName": "chat-postgres"' in text
     secret = postgres.secret(
         cluster,
         {

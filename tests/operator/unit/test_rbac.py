@@ -10,10 +10,10 @@ import yaml
 from dchat_operator.api.rbac import (
     CLUSTER_SCOPED,
     HEADER,
+    POSTGRES_RULES,
     RULES,
     cluster_scoped_rules,
     namespaced_rules,
-    POSTGRES_RULES,
     render_postgres_rbac_yaml,
     render_rbac_yaml,
 )
@@ -43,7 +43,7 @@ def test_postgres_rbac_file_is_fresh_and_bound_only_by_name() -> None:
         "manifests/base/rbac-postgres.yaml is stale: run `make rbac`"
     )
     role = yaml.safe_load(POSTGRES_RBAC.read_text(encoding="utf-8"))
-    assert role["kind"] == "ClusterRole" and role["metadata"]["name"] == "dchat-postgres"
+    assert (role["kind"], role["metadata"]["name"]) == ("ClusterRole", "dchat-postgres")
     assert role["rules"] == POSTGRES_RULES
     # the operator may bind that ClusterRole, and no other; it holds none of its rights
     binds = [r for r in RULES if "bind" in r["verbs"]]
