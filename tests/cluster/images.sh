@@ -294,7 +294,7 @@ archive "$node_ref" "dchat-$version" "$node_hash"
 build "$operator_ref" "$operator_hash" -f Dockerfile.operator .
 archive "$operator_ref" "dchat-operator-$version" "$operator_hash"
 postgres_ref="ghcr.io/dchat-dev/dchat-postgres:$version"
-postgres_hash="$( { hash_files Dockerfile.postgres requirements-patroni.lock postgres/post-bootstrap.sh
+postgres_hash="$( { hash_files Dockerfile.postgres requirements-patroni.lock postgres/post-bootstrap.sh postgres/entrypoint.sh
     image_id docker.io/library/python:3.11-slim-bookworm; } | sha256sum | cut -c1-16)"
 build "$postgres_ref" "$postgres_hash" -f Dockerfile.postgres .
 archive "$postgres_ref" "dchat-postgres-$version" "$postgres_hash"
