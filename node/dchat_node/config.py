@@ -280,6 +280,9 @@ class MarketplaceConfig(_Section):
     )
 
 
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+
+
 class BridgeConfig(_Section):
     """Cross-chain bridge service."""
 
@@ -293,7 +296,87 @@ class BridgeConfig(_Section):
     state_snapshot_interval: int = Field(
         1000, ge=1, description="Blocks between bridge state snapshots."
     )
-    paused: bool = Field(False, description="Pause the bridge: no new transfers are accepted.")
+    paused: bool = Field(
+        False,
+        description=(
+            "Pause the bridge: it keeps observing both chains but signs and submits nothing "
+            "(shown in /health/bridge)."
+        ),
+    )
+    paused_file: str | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "A file whose content true/1 pauses the bridge at run time (read every poll, so "
+            "a mounted ConfigMap key pauses or resumes without a restart); paused wins."
+        ),
+    )
+    chat_vault_address: str | None = Field(
+        None,
+        pattern=ADDRESS_PATTERN,
+        description="BridgeVault contract on the chat chain; both vaults set enable the bridge.",
+    )
+    currency_vault_address: str | None = Field(
+        None,
+        pattern=ADDRESS_PATTERN,
+        description="BridgeVault contract on the currency chain.",
+    )
+    validators: list[Annotated[str, Field(pattern=ADDRESS_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Addresses of the registered validators (the vaults' validator set); "
+            "signatures of anyone else are ignored."
+        ),
+    )
+    roles: list[Literal["validator", "relayer"]] = Field(
+        default_factory=list,
+        max_length=2,
+        description=(
+            "What this node does besides observing: validator (signs attestations with "
+            "validator_key_path), relayer (aggregates signatures and submits releases and "
+            "refunds from the account of relayer_key_path)."
+        ),
+    )
+    validator_key_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="File holding the validator's secp256k1 key (hex); mount it from a Secret.",
+    )
+    relayer_key_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="File holding the relayer account's key (hex; pays gas); from a Secret.",
+    )
+    poll_interval_secs: float = Field(
+        2.0, gt=0, le=60, description="How often the bridge reads both chains."
+    )
+    gossip_topic: str = Field(
+        "dchat/bridge/1",
+        min_length=1,
+        max_length=200,
+        description="libp2p pubsub topic of the validators' attestations.",
+    )
+
+    @model_validator(mode="after")
+    def _roles_have_keys(self) -> BridgeConfig:
+        if "validator" in self.roles and not self.validator_key_path:
+            raise ValueError("bridge.validator_key_path is required for the validator role")
+        if "relayer" in self.roles and not self.relayer_key_path:
+            raise ValueError("bridge.relayer_key_path is required for the relayer role")
+        lowered = [v.lower() for v in self.validators]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("bridge.validators lists an address twice")
+        if self.validators and self.validator_quorum > len(self.validators):
+            raise ValueError(
+                f"bridge.validator_quorum ({self.validator_quorum}) exceeds the "
+                f"{len(self.validators)} bridge.validators"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.chat_vault_address and self.currency_vault_address)
 
 
 class AccessibilityConfig(_Section):

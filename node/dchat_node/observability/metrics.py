@@ -93,6 +93,8 @@ def purchase_latency_buckets(confirmation_timeout_secs: float) -> tuple[float, .
 @dataclass(frozen=True)
 class BridgeMetrics:
     finality_proof_timeout_total: Counter
+    attestations_signed_total: Counter  # label kind: release | refund
+    transactions_submitted_total: Counter  # label kind: release | refund
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,29 @@ def register_marketplace(
 
 def register_bridge(registry: CollectorRegistry) -> BridgeMetrics:
     # prometheus_client appends _total to counters; the exposed name is the alert's name.
-    return BridgeMetrics(
+    metrics = BridgeMetrics(
         Counter(
             "bridge_finality_proof_timeout",
             "Bridge transactions whose finality proof was not gathered in time.",
             registry=registry,
-        )
+        ),
+        Counter(
+            "bridge_attestations_signed",
+            "Attestations this node's validator key signed, by kind (release, refund).",
+            ["kind"],
+            registry=registry,
+        ),
+        Counter(
+            "bridge_transactions_submitted",
+            "Release and refund transactions this node sent as relayer, by kind.",
+            ["kind"],
+            registry=registry,
+        ),
     )
+    for kind in ("release", "refund"):  # both series exist from the start
+        metrics.attestations_signed_total.labels(kind=kind)
+        metrics.transactions_submitted_total.labels(kind=kind)
+    return metrics
 
 
 def register_accessibility(registry: CollectorRegistry) -> AccessibilityMetrics:
