@@ -457,6 +457,7 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     app.make_response = _responses_as_is(app.make_response)  # type: ignore[method-assign]
     from dchat_node.accessibility.api import bp as accessibility_bp
     from dchat_node.api.meta import bp as meta_bp
+    from dchat_node.bridge.api import bp as bridge_bp
     from dchat_node.chat.api import bp as chat_bp
     from dchat_node.marketplace.api import bp as marketplace_bp
 
@@ -464,6 +465,7 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     app.register_blueprint(chat_bp)
     app.register_blueprint(accessibility_bp)
     app.register_blueprint(marketplace_bp)
+    app.register_blueprint(bridge_bp)
     _register_api_errors(app)
     apply_rate_limit(app, cfg.security)
     apply_cors(app, cfg.security)

@@ -1,10 +1,9 @@
 """The bridge's gossip: what travels on the pubsub topic, and the pubsub it needs.
 
 Design:
-- ``PubSub`` is the structural protocol of the relay domain's pubsub (``publish(topic,
-  bytes)``, ``subscribe(topic)`` -> a bounded async iterator of messages with ``data``,
-  ``peer_id``); the bridge does not import the relay package (domains are independent),
-  the server hands the relay's object in.
+- Transport: the node's ``dchat_node.p2p.pubsub.PubSub`` (GossipSub on the libp2p host the
+  server builds and hands in; ``LocalPubSub`` in unit tests). Its subscriptions are bounded:
+  a lost attestation is harmless because validators rebroadcast while a transfer is open.
 - Two messages, JSON, at most ``MAX_MESSAGE_BYTES``: an ``Attestation`` (a validator's
   signature over a release or refund digest) and a ``Heartbeat`` (a validator's signed
   timestamp, so health can say which validators are reachable). Nothing in a message is
@@ -15,29 +14,18 @@ Design:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from dchat_node.p2p.pubsub import PubSub
+
+__all__ = ["MAX_MESSAGE_BYTES", "Attestation", "Heartbeat", "PubSub", "decode", "encode"]
 
 MAX_MESSAGE_BYTES = 2048
 HEX32 = r"^0x[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 SIG = r"^0x[0-9a-f]{130}$"
-
-
-class PubSubMessage(Protocol):
-    @property
-    def data(self) -> bytes: ...
-
-
-class PubSub(Protocol):
-    @property
-    def peer_id(self) -> str: ...
-
-    async def publish(self, topic: str, data: bytes) -> None: ...
-
-    def subscribe(self, topic: str) -> AsyncIterator[PubSubMessage]: ...
 
 
 class _Wire(BaseModel):

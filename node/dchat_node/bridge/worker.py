@@ -71,6 +71,7 @@ REBROADCAST_SECS = 5.0
 HEARTBEAT_SECS = 2.0
 HEARTBEAT_SKEW_SECS = 60
 BATCH = 200
+LISTEN_QUEUE = 1024
 TX_GAS = 500_000
 _HEARTBEAT_PREFIX = b"dchat-bridge-heartbeat\x00"
 
@@ -191,14 +192,24 @@ class BridgeWorker:
             await asyncio.sleep(HEARTBEAT_SECS)
 
     async def _listen(self) -> None:
+        """Handle the topic's messages; subscribe again when the subscription ends (the
+        host restarted or is not up yet)."""
         assert self.pubsub is not None
-        async for message in self.pubsub.subscribe(self.topic):
+        while True:
             try:
-                await self.receive(message.data)
+                async with self.pubsub.subscribe(self.topic, maxsize=LISTEN_QUEUE) as sub:
+                    async for message in sub:
+                        try:
+                            await self.receive(message.data)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:
+                            log.exception("bridge: handling a gossip message failed")
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("bridge: handling a gossip message failed")
+            except Exception as exc:
+                log.warning("bridge: subscribing failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.config.poll_interval_secs)
 
     async def _publish(self, message: gossip.Attestation | gossip.Heartbeat) -> None:
         if self.pubsub is None:
@@ -631,15 +642,3 @@ class BridgeWorker:
             "overdue": len(self.state.overdue_reported),
         }
         return ComponentStatus(healthy=state in ("ok", "paused"), state=state, details=details)
-
-
-class BridgeComponent:
-    """``/health/bridge``: the worker's status."""
-
-    name = "bridge"
-
-    def __init__(self, worker: BridgeWorker) -> None:
-        self.worker = worker
-
-    async def status(self) -> ComponentStatus:
-        return await self.worker.status()

@@ -1,7 +1,7 @@
 """The ``Services`` container the app factory takes (config, storage, metrics, auth,
 component registry, one service per domain) and the domain errors (``errors``). Each
 domain's service, store and blueprint live in its own package (``dchat_node.chat``,
-``dchat_node.accessibility``, ``dchat_node.marketplace``); this container is the one place
+``dchat_node.accessibility``, ``dchat_node.marketplace``, ``dchat_node.bridge``); this container is the one place
 that imports them all."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from dchat_node.accessibility.service import AccessibilityService
 from dchat_node.accessibility.store import SqlPreferencesStore
+from dchat_node.bridge.service import BridgeService
+from dchat_node.bridge.store import SqlBridgeStore
 from dchat_node.chat.service import ChatService
 from dchat_node.chat.store import SqlChatStore
 from dchat_node.components import ComponentRegistry
@@ -32,6 +34,7 @@ class Services:
     chat: ChatService
     accessibility: AccessibilityService
     marketplace: MarketplaceService
+    bridge: BridgeService
 
 
 def build_services(
@@ -67,4 +70,5 @@ def build_services(
             clock=clock,
             verifier=payment_verifier,
         ),
+        bridge=BridgeService(SqlBridgeStore(storage)),
     )
