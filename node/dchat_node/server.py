@@ -28,6 +28,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hypercorn.asyncio import serve
@@ -36,6 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 
 from dchat_node.app import create_api_app, create_ops_app
+from dchat_node.bridge.service import check_bridge
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
 from dchat_node.lifecycle import NodeState, freeze_startup_heap
 from dchat_node.marketplace.service import check_marketplace
@@ -48,8 +50,10 @@ from dchat_node.security.tls import check_tls
 from dchat_node.services import Services, build_services
 
 if TYPE_CHECKING:
+    from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.chain import ChainClient
     from dchat_node.marketplace.payments import PaymentVerifier
+    from dchat_node.p2p.host import Libp2pHost
 from dchat_node.storage import Storage, StorageError, create_storage
 
 log = logging.getLogger("dchat_node.server")
@@ -61,7 +65,12 @@ EXIT_FORCED = 1
 
 def preflight(config: NodeConfig) -> list[ConfigProblem]:
     """Checks that need the filesystem (not just the config model)."""
-    return check_tls(config.security) + check_keys(config.security) + check_marketplace(config)
+    return (
+        check_tls(config.security)
+        + check_keys(config.security)
+        + check_marketplace(config)
+        + check_bridge(config)
+    )
 
 
 def _bind(host: str, port: int) -> str:
@@ -274,6 +283,7 @@ async def run_node(
     for sig in signals:
         loop.add_signal_handler(sig, drain.on_signal, sig.name)
     background = _start_background(loop, services, metrics, config)
+    host, bridge = await _start_bridge(loop, services, config, background)
     _log_start(config, storage)
     try:
         await drain.serve(api, ops)
@@ -282,7 +292,78 @@ async def run_node(
         await _close(loop, signals, background, storage, provider)
         if chain is not None:
             await chain.aclose()
+        if bridge is not None:
+            await bridge.aclose()
+        if host is not None:
+            await host.stop()
         log.info("dchat node stopped", extra={"event": "stopped"})
+
+
+def p2p_host_settings(config: NodeConfig) -> tuple[Path, dict[str, object]]:
+    """The libp2p identity key path and host settings from ``server`` and ``relay``."""
+    relay = config.relay
+    if relay.identity_key_path:
+        key_path = Path(relay.identity_key_path)
+    elif config.database.engine == "sqlite":
+        key_path = Path(config.database.url.removeprefix("sqlite://")).parent / "p2p/identity.key"
+    else:
+        key_path = Path("/data/p2p/identity.key")
+    return key_path, {
+        "listen_host": config.server.host,
+        "port": config.server.p2p_port,
+        "bootstrap": tuple(relay.bootstrap_nodes),
+        "announce": tuple(relay.external_addresses),
+    }
+
+
+async def _start_p2p(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost:
+    """The libp2p host on ``server.p2p_port`` (GossipSub settings of ``[relay]``)."""
+    from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
+
+    relay = config.relay
+    key_path, kwargs = p2p_host_settings(config)
+    settings = HostSettings(
+        key_path=key_path,
+        gossip=GossipSettings(
+            degree=relay.gossip_degree,
+            degree_low=relay.gossip_degree_low,
+            degree_high=relay.gossip_degree_high,
+            heartbeat_secs=relay.gossip_heartbeat_secs,
+            max_messages_per_peer_per_sec=relay.gossip_max_messages_per_peer_per_sec,
+        ),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    rm = metrics.relay
+    host = Libp2pHost(
+        settings,
+        on_drop=lambda reason: rm.messages_dropped.labels(reason=reason).inc(),
+        on_published=lambda topic: rm.messages_published.labels(topic=topic).inc(),
+        on_received=lambda topic: rm.messages_received.labels(topic=topic).inc(),
+    )
+    await host.start()
+    log.info("p2p host %s listening on port %d", host.peer_id, config.server.p2p_port)
+    return host
+
+
+async def _start_bridge(
+    loop: asyncio.AbstractEventLoop,
+    services: Services,
+    config: NodeConfig,
+    background: list[asyncio.Task[None]],
+) -> tuple[Libp2pHost | None, BridgeRuntime | None]:
+    """When both vault addresses are set: the P2P host (``relay.enabled``; without it the
+    bridge still observes, and signs/submits only what it holds itself), the bridge
+    runtime as the ``bridge`` component of ``/health/bridge``, and its task."""
+    if not config.bridge.enabled:
+        return None, None
+    from dchat_node.bridge.runtime import BridgeRuntime
+    from dchat_node.bridge.store import SqlBridgeStore
+
+    host = await _start_p2p(config, services.metrics) if config.relay.enabled else None
+    runtime = BridgeRuntime(config, SqlBridgeStore(services.storage), services.metrics.bridge, host)
+    services.components.register(runtime)
+    background.append(loop.create_task(runtime.run()))
+    return host, runtime
 
 
 def _payment_verifier(config: NodeConfig) -> tuple[ChainClient | None, PaymentVerifier | None]:
