@@ -386,7 +386,7 @@ class BridgeConfig(_Section):
             "(shown in /health/bridge)."
         ),
     )
-    paused_file: str | None = Field(
+    pause_flag_path: str | None = Field(
         None,
         max_length=4096,
         description=(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +69,10 @@ class Node:
 
 
 @pytest.fixture
-def bridge(anvil_factory: Callable[..., Anvil]) -> Iterator[Bridge]:
+def bridge(anvil_factory: Callable[..., Anvil]) -> Bridge:
     a = anvil_factory(chain_id=2001)
     b = anvil_factory(chain_id=2002)
-    yield deploy_bridge(a, b, window=3600)
+    return deploy_bridge(a, b, window=3600)
 
 
 def _config(bridge: Bridge, roles: list[str], **extra: Any) -> Any:
@@ -95,24 +95,31 @@ def _config(bridge: Bridge, roles: list[str], **extra: Any) -> Any:
 
 
 @pytest.fixture
-async def make_node(
-    bridge: Bridge, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_node(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     nodes: list[Node] = []
     network = LocalNetwork()
     clients: list[ChainClient] = []
 
-    async def make(index: int, *, validator: bool = True, relayer: bool = False, **extra: Any) -> Node:
-        storage = create_storage(DatabaseConfig(url=f"sqlite:///{tmp_path}/n{len(nodes)}/db.sqlite"))
+    async def make(
+        index: int, *, validator: bool = True, relayer: bool = False, **extra: Any
+    ) -> Node:
+        storage = create_storage(
+            DatabaseConfig(url=f"sqlite:///{tmp_path}/n{len(nodes)}/db.sqlite")
+        )
         await storage.open()
         await storage.migrate()
         store = SqlBridgeStore(storage)
         roles = (["validator"] if validator else []) + (["relayer"] if relayer else [])
         sides = []
-        for name, chain, vault in (("chat", bridge.a, bridge.vault_a), ("currency", bridge.b, bridge.vault_b)):
+        for name, chain, vault in (
+            ("chat", bridge.a, bridge.vault_a),
+            ("currency", bridge.b, bridge.vault_b),
+        ):
             client = ChainClient(chain.url, timeout_secs=2, retries=0, name=name)
             clients.append(client)
-            sides.append(ChainSide(name, chain.chain_id, vault, client, FinalityPolicy(confirmations=2)))
+            sides.append(
+                ChainSide(name, chain.chain_id, vault, client, FinalityPolicy(confirmations=2))
+            )
         metrics = register_bridge(CollectorRegistry())
         worker = BridgeWorker(
             _config(bridge, roles, **extra),
@@ -139,15 +146,15 @@ async def make_node(
         await client.aclose()
 
 
-async def wait_state(node: Node, transfer_id: str, states: set[str], timeout: float = 20) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_state(node: Node, transfer_id: str, states: set[str], within: float = 20) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
     rec = None
     while asyncio.get_running_loop().time() < deadline:
         rec = await node.store.get(transfer_id)
         if rec is not None and rec.state in states:
             return rec
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{transfer_id} not in {states} after {timeout} s: {rec}")
+    raise AssertionError(f"{transfer_id} not in {states} after {within} s: {rec}")
 
 
 async def test_two_of_three_release_and_pause_stops_signing(
@@ -182,7 +189,9 @@ async def test_two_of_three_release_and_pause_stops_signing(
         await asyncio.sleep(1.0)
     assert rec2.state == "attesting"
     assert m.attestations_signed_total.labels(kind="release")._value.get() == signed
-    assert (await aggregator.store.get(t2.id)).state == "attesting"  # type: ignore[union-attr]
+    again = await aggregator.store.get(t2.id)
+    assert again is not None
+    assert again.state == "attesting"
     assert (await aggregator.worker.status()).state == "paused"
 
 
@@ -196,7 +205,7 @@ async def test_one_of_three_never_releases_and_is_refunded_after_the_deadline(
         t = await asyncio.to_thread(
             bridge.deposit, a, b, 3 * 10**18, sender=depositor, recipient=b.accounts[8]
         )
-        rec = await wait_state(lone, t.id, {"refund_pending"}, timeout=15)
+        rec = await wait_state(lone, t.id, {"refund_pending"}, within=15)
     assert rec.release_tx_hash is None
     assert lone.metrics.finality_proof_timeout_total._value.get() == 1
     assert (await lone.worker.status()).state == "no_quorum"
@@ -206,7 +215,7 @@ async def test_one_of_three_never_releases_and_is_refunded_after_the_deadline(
     increase_time(a, 3700)
     await make_node(1)
     with Miner([a, b]):
-        rec = await wait_state(lone, t.id, {"refunded"}, timeout=20)
+        rec = await wait_state(lone, t.id, {"refunded"}, within=20)
     assert a.balance(depositor) - before == 3 * 10**18
     assert rec.refund_tx_hash is not None
     assert lone.metrics.transactions_submitted_total.labels(kind="release")._value.get() == 0

@@ -257,7 +257,7 @@ class BridgeWorker:
 
     def _refresh_paused(self) -> None:
         paused = self.config.paused
-        path = self.config.paused_file
+        path = self.config.pause_flag_path
         if not paused and path:
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 paused = Path(path).read_text(encoding="utf-8").strip().lower() in (

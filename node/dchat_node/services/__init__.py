@@ -1,8 +1,8 @@
 """The ``Services`` container the app factory takes (config, storage, metrics, auth,
 component registry, one service per domain) and the domain errors (``errors``). Each
 domain's service, store and blueprint live in its own package (``dchat_node.chat``,
-``dchat_node.accessibility``, ``dchat_node.marketplace``, ``dchat_node.bridge``); this container is the one place
-that imports them all."""
+``dchat_node.accessibility``, ``dchat_node.marketplace``, ``dchat_node.bridge``); this
+container is the one place that imports them all."""
 
 from __future__ import annotations
 
