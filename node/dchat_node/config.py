@@ -397,14 +397,16 @@ class BridgeConfig(_Section):
     chat_vault_address: str | None = Field(
         None,
         pattern=ADDRESS_PATTERN,
+        max_length=42,
         description="BridgeVault contract on the chat chain; both vaults set enable the bridge.",
     )
     currency_vault_address: str | None = Field(
         None,
         pattern=ADDRESS_PATTERN,
+        max_length=42,
         description="BridgeVault contract on the currency chain.",
     )
-    validators: list[Annotated[str, Field(pattern=ADDRESS_PATTERN)]] = Field(
+    validators: list[Annotated[str, Field(pattern=ADDRESS_PATTERN, max_length=42)]] = Field(
         default_factory=list,
         max_length=100,
         description=(

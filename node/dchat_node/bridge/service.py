@@ -84,15 +84,19 @@ def check_bridge(config: NodeConfig) -> list[ConfigProblem]:
                 "<config>",
             )
         )
-    for path, key in ((b.validator_key_path, "bridge.validator_key_path"),
-                      (b.relayer_key_path, "bridge.relayer_key_path")):  # fmt: skip
-        problem = _key_problem(path, key) if path else None
-        if problem is not None:
-            problems.append(problem)
-    if "validator" in b.roles and b.validator_key_path and not problems:
+    key_problems = {
+        key: _key_problem(path, key)
+        for path, key in (
+            (b.validator_key_path, "bridge.validator_key_path"),
+            (b.relayer_key_path, "bridge.relayer_key_path"),
+        )
+    }
+    problems += [p for p in key_problems.values() if p is not None]
+    path = b.validator_key_path
+    if "validator" in b.roles and path and key_problems["bridge.validator_key_path"] is None:
         from dchat_node.bridge.worker import read_key
 
-        address = read_key(b.validator_key_path, "bridge.validator_key_path").address
+        address = read_key(path, "bridge.validator_key_path").address
         if address.lower() not in {v.lower() for v in b.validators}:
             problems.append(
                 ConfigProblem(
