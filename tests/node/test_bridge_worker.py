@@ -65,6 +65,7 @@ class Node:
     storage: Storage
     store: SqlBridgeStore
     metrics: BridgeMetrics
+    registry: CollectorRegistry
     task: asyncio.Task[None] | None = None
 
 
@@ -120,7 +121,8 @@ async def make_node(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Callable[..
             sides.append(
                 ChainSide(name, chain.chain_id, vault, client, FinalityPolicy(confirmations=2))
             )
-        metrics = register_bridge(CollectorRegistry())
+        registry = CollectorRegistry()
+        metrics = register_bridge(registry)
         worker = BridgeWorker(
             _config(bridge, roles, **extra),
             store,
@@ -130,7 +132,7 @@ async def make_node(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Callable[..
             validator=bridge.validators[index] if validator else None,
             relayer=Signer(private_key(RELAYER_ACCOUNT)) if relayer else None,
         )
-        node = Node(worker, storage, store, metrics)
+        node = Node(worker, storage, store, metrics, registry)
         node.task = asyncio.create_task(worker.run())
         nodes.append(node)
         return node
