@@ -328,6 +328,10 @@ class Libp2pHost:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._enqueue_dial, addr)
 
+    def remove_dial_target(self, addr: str) -> None:
+        """Stop keeping ``addr`` connected (its redial task ends at its next check)."""
+        self._targets.discard(addr)
+
     def status(self) -> dict[str, Any]:
         """A snapshot (refreshed every second by the libp2p thread)."""
         snap = dict(self._snapshot)
@@ -507,7 +511,7 @@ class Libp2pHost:
     async def _keep_connected(self, host: Any, addr: str) -> None:
         """Dial ``addr`` and redial whenever it is not connected (bounded backoff)."""
         backoff = 1.0
-        while True:
+        while addr in self._targets:
             try:
                 info = await _peer_info(addr)
             except ValueError as exc:
