@@ -9,7 +9,8 @@ Design:
   ``storage.admission``), request metrics by route template, and a server span per
   request when tracing is on. All of that lives in ``NodeQuart.handle_request`` and error
   handlers, not in views.
-- ``create_ops_app(services, state)``: ``/health`` (alive + loop responsive), ``/ready``
+- ``create_ops_app(services, state)``: ``/p2p/info`` (the relay's peer id, for discovery),
+  ``/health`` (alive + loop responsive), ``/ready``
   (not draining, database reachable, migrations applied), ``/metrics`` (Prometheus text),
   ``/health/<component>`` (``/health/bridge``: the bridge component's real state, or 503
   ``disabled`` while no bridge is registered).
@@ -460,12 +461,14 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     from dchat_node.bridge.api import bp as bridge_bp
     from dchat_node.chat.api import bp as chat_bp
     from dchat_node.marketplace.api import bp as marketplace_bp
+    from dchat_node.relay.api import bp as relay_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
     app.register_blueprint(accessibility_bp)
     app.register_blueprint(marketplace_bp)
     app.register_blueprint(bridge_bp)
+    app.register_blueprint(relay_bp)
     _register_api_errors(app)
     apply_rate_limit(app, cfg.security)
     apply_cors(app, cfg.security)
@@ -476,6 +479,9 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
     """The ops app (port ``server.metrics_port``): health, readiness, metrics."""
     app = Quart("dchat_node.ops")
     app.extensions[EXTENSION_KEY] = services
+    from dchat_node.relay.api import ops_bp as relay_ops_bp
+
+    app.register_blueprint(relay_ops_bp)
     _run_heartbeat(app, state)
     _add_ops_routes(app, services, state)
 

@@ -13,7 +13,9 @@ Design:
   background tasks are cancelled and the pool is closed. A second signal exits at once
   (status 1) without waiting for in-flight requests.
   ``shutdown_grace_secs`` must stay below the pod's terminationGracePeriodSeconds (30 s).
-- One process per pod: one Prometheus registry, one P2P identity later. Blocking helpers
+- One process per pod: one Prometheus registry, one P2P identity. The libp2p host
+  (``relay.enabled``) runs in its own trio thread (``p2p.host``), started after the apps
+  are built and stopped after the servers and background tasks. Blocking helpers
   (``asyncio.to_thread``) use a pool of ``server.worker_threads`` threads.
 - Just before serving, the start-up heap is frozen (``lifecycle.freeze_startup_heap``): the
   garbage collector stops rescanning the objects the process keeps until exit.
@@ -45,6 +47,10 @@ from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
+from dchat_node.p2p.discovery import DnsDiscovery
+from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
+from dchat_node.p2p.pubsub import P2PUnavailable
+from dchat_node.relay.service import RelayComponent
 from dchat_node.security.auth import check_keys
 from dchat_node.security.tls import check_tls
 from dchat_node.services import Services, build_services
@@ -53,8 +59,8 @@ if TYPE_CHECKING:
     from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.chain import ChainClient
     from dchat_node.marketplace.payments import PaymentVerifier
-    from dchat_node.p2p.host import Libp2pHost
 from dchat_node.storage import Storage, StorageError, create_storage
+from dchat_node.storage.sqlite import sqlite_path
 
 log = logging.getLogger("dchat_node.server")
 
@@ -203,12 +209,14 @@ def _start_background(
     release: only when payments are enabled, i.e. a currency chain, an escrow address and a
     chain id are configured; without them no purchase can be created, so there is nothing
     to advance and no query is made) and, when a push gateway is configured, the metrics
-    push loop."""
+    push loop; the relay's loop (gossip in and out when the P2P host runs, purge of expired
+    envelopes always)."""
     background: list[asyncio.Task[None]] = [
         loop.create_task(_health_loop(services, config.observability.health_check_interval_secs)),
     ]
     if services.marketplace.payments_enabled:
         background.append(loop.create_task(MarketplaceWorker(services.marketplace, metrics).run()))
+    background.append(loop.create_task(services.relay.run()))
     obs = config.observability
     if obs.prometheus_pushgateway:
         background.append(
@@ -271,7 +279,17 @@ async def run_node(
     provider = setup_tracing(config.observability, metrics.observability_errors)
     storage = await prepare_storage(config, migrate=migrate)
     chain, verifier = _payment_verifier(config)
-    services = build_services(config, storage, metrics=metrics, payment_verifier=verifier)
+    host = _p2p_host(config, metrics)
+    services = build_services(
+        config,
+        storage,
+        metrics=metrics,
+        payment_verifier=verifier,
+        pubsub=host,
+        p2p_status=host.status if host is not None else None,
+    )
+    if host is not None:
+        services.components.register(RelayComponent(services.relay, config.relay))
     state = NodeState()
     api = create_api_app(services, provider)
     ops = create_ops_app(services, state)
@@ -283,87 +301,121 @@ async def run_node(
     for sig in signals:
         loop.add_signal_handler(sig, drain.on_signal, sig.name)
     background = _start_background(loop, services, metrics, config)
-    host, bridge = await _start_bridge(loop, services, config, background)
+    if host is not None:
+        background += await _start_p2p(loop, host, config, metrics)
+    bridge = _start_bridge(loop, services, config, background, host)
     _log_start(config, storage)
     try:
         await drain.serve(api, ops)
         log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
     finally:
         await _close(loop, signals, background, storage, provider)
+        if host is not None:
+            await host.stop()
         if chain is not None:
             await chain.aclose()
         if bridge is not None:
             await bridge.aclose()
-        if host is not None:
-            await host.stop()
         log.info("dchat node stopped", extra={"event": "stopped"})
 
 
-def p2p_host_settings(config: NodeConfig) -> tuple[Path, dict[str, object]]:
-    """The libp2p identity key path and host settings from ``server`` and ``relay``."""
-    relay = config.relay
-    if relay.identity_key_path:
-        key_path = Path(relay.identity_key_path)
-    elif config.database.engine == "sqlite":
-        key_path = Path(config.database.url.removeprefix("sqlite://")).parent / "p2p/identity.key"
-    else:
-        key_path = Path("/data/p2p/identity.key")
-    return key_path, {
-        "listen_host": config.server.host,
-        "port": config.server.p2p_port,
-        "bootstrap": tuple(relay.bootstrap_nodes),
-        "announce": tuple(relay.external_addresses),
-    }
+def p2p_key_path(config: NodeConfig) -> Path:
+    """``relay.identity_key_path``, else ``p2p/identity.key`` beside the SQLite file (the
+    data volume), else ``/data/p2p/identity.key``."""
+    if config.relay.identity_key_path:
+        return Path(config.relay.identity_key_path)
+    if config.database.engine == "sqlite":
+        return Path(sqlite_path(config.database.url)).parent / "p2p" / "identity.key"
+    return Path("/data/p2p/identity.key")
 
 
-async def _start_p2p(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost:
-    """The libp2p host on ``server.p2p_port`` (GossipSub settings of ``[relay]``)."""
-    from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
-
-    relay = config.relay
-    key_path, kwargs = p2p_host_settings(config)
+def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost | None:
+    """The libp2p host (not started) when ``relay.enabled``; None when disabled or its
+    identity key cannot be read or written (logged; the node serves without the relay)."""
+    if not config.relay.enabled:
+        return None
+    r = config.relay
     settings = HostSettings(
-        key_path=key_path,
+        key_path=p2p_key_path(config),
+        listen_host=config.server.host,
+        port=config.server.p2p_port,
+        bootstrap=tuple(r.bootstrap_nodes),
+        announce=tuple(r.external_addresses),
         gossip=GossipSettings(
-            degree=relay.gossip_degree,
-            degree_low=relay.gossip_degree_low,
-            degree_high=relay.gossip_degree_high,
-            heartbeat_secs=relay.gossip_heartbeat_secs,
-            max_messages_per_peer_per_sec=relay.gossip_max_messages_per_peer_per_sec,
+            degree=r.gossip_degree,
+            degree_low=r.gossip_degree_low,
+            degree_high=r.gossip_degree_high,
+            heartbeat_secs=r.gossip_heartbeat_secs,
+            max_messages_per_peer_per_sec=r.gossip_max_messages_per_peer_per_sec,
         ),
-        **kwargs,  # type: ignore[arg-type]
     )
-    rm = metrics.relay
-    host = Libp2pHost(
-        settings,
-        on_drop=lambda reason: rm.messages_dropped.labels(reason=reason).inc(),
-        on_published=lambda topic: rm.messages_published.labels(topic=topic).inc(),
-        on_received=lambda topic: rm.messages_received.labels(topic=topic).inc(),
-    )
-    await host.start()
-    log.info("p2p host %s listening on port %d", host.peer_id, config.server.p2p_port)
-    return host
+    m = metrics.relay
+    try:
+        return Libp2pHost(
+            settings,
+            on_drop=lambda reason: m.messages_dropped.labels(reason=reason).inc(),
+            on_published=lambda topic: m.messages_published.labels(topic=topic).inc(),
+            on_received=lambda topic: m.messages_received.labels(topic=topic).inc(),
+        )
+    except (OSError, P2PUnavailable) as exc:
+        log.error("relay disabled: cannot load the P2P identity key: %s", exc)
+        metrics.errors.labels(component="relay").inc()
+        return None
 
 
-async def _start_bridge(
+async def _p2p_gauges(host: Libp2pHost, metrics: NodeMetrics) -> None:
+    """Copy the host's snapshot into the peer and mesh gauges every second."""
+    m = metrics.relay
+    while True:
+        status = host.status()
+        m.peers_connected.set(len(status.get("connected_peers", [])))
+        for topic, size in status.get("mesh", {}).items():
+            m.mesh_peers.labels(topic=topic).set(size)
+        await asyncio.sleep(1)
+
+
+async def _start_p2p(
+    loop: asyncio.AbstractEventLoop, host: Libp2pHost, config: NodeConfig, metrics: NodeMetrics
+) -> list[asyncio.Task[None]]:
+    """Start the host (a failure is logged and shown by /health/relay; the node still
+    serves), its gauges, DNS discovery when configured, and the relay's gossip/purge loop."""
+    try:
+        await host.start()
+    except P2PUnavailable as exc:
+        log.error("P2P host not started: %s", exc, extra={"event": "p2p_failed"})
+        metrics.errors.labels(component="relay").inc()
+    tasks = [loop.create_task(_p2p_gauges(host, metrics))]
+    if config.relay.bootstrap_dns:
+        discovery = DnsDiscovery(
+            host,
+            config.relay.bootstrap_dns,
+            info_port=config.server.metrics_port,
+            p2p_port=config.server.p2p_port,
+            interval=config.relay.bootstrap_dns_interval_secs,
+        )
+        tasks.append(loop.create_task(discovery.run()))
+    return tasks
+
+
+def _start_bridge(
     loop: asyncio.AbstractEventLoop,
     services: Services,
     config: NodeConfig,
     background: list[asyncio.Task[None]],
-) -> tuple[Libp2pHost | None, BridgeRuntime | None]:
-    """When both vault addresses are set: the P2P host (``relay.enabled``; without it the
-    bridge still observes, and signs/submits only what it holds itself), the bridge
-    runtime as the ``bridge`` component of ``/health/bridge``, and its task."""
+    host: Libp2pHost | None,
+) -> BridgeRuntime | None:
+    """When both vault addresses are set: the bridge runtime (gossiping on the P2P host;
+    without one, ``relay.enabled`` false, it observes and signs/submits only with what it
+    holds itself) as the ``bridge`` component of ``/health/bridge``, and its task."""
     if not config.bridge.enabled:
-        return None, None
+        return None
     from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.bridge.store import SqlBridgeStore
 
-    host = await _start_p2p(config, services.metrics) if config.relay.enabled else None
     runtime = BridgeRuntime(config, SqlBridgeStore(services.storage), services.metrics.bridge, host)
     services.components.register(runtime)
     background.append(loop.create_task(runtime.run()))
-    return host, runtime
+    return runtime
 
 
 def _payment_verifier(config: NodeConfig) -> tuple[ChainClient | None, PaymentVerifier | None]:

@@ -50,6 +50,7 @@ class Cluster:
     nodes: list[NodeProcess | None]
     start: Callable[[int], NodeProcess]
     pause_flag_paths: list[Path]
+    p2p_addrs: list[str]
 
     def node(self, i: int) -> NodeProcess:
         node = self.nodes[i]
@@ -151,7 +152,7 @@ def cluster(
         cluster_node = nodes[i]
         assert cluster_node is not None
         cluster_node.wait_ready(60)
-    return Cluster(bridge, nodes, start, paused)
+    return Cluster(bridge, nodes, start, paused, addrs)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -262,7 +263,7 @@ async def _publish_as_peer(cluster: Cluster, tmp_path: Path, messages: list[byte
     from dchat_node.p2p.host import HostSettings, Libp2pHost
 
     host = Libp2pHost(HostSettings(key_path=tmp_path / "forger.key", port=free_port(),
-                                   bootstrap=tuple(_node_addrs(cluster, 0))))  # fmt: skip
+                                   bootstrap=(cluster.p2p_addrs[0],)))  # fmt: skip
     await host.start()
     try:
         sub = host.subscribe("dchat/bridge/1")  # join the topic's mesh
@@ -277,13 +278,6 @@ async def _publish_as_peer(cluster: Cluster, tmp_path: Path, messages: list[byte
         await asyncio.sleep(2)
     finally:
         await host.stop()
-
-
-def _node_addrs(cluster: Cluster, i: int) -> list[str]:
-    log = cluster.node(i).log()
-    found = re.search(r"p2p host (\w+) listening on port (\d+)", log)
-    assert found is not None, log[-2000:]
-    return [f"/ip4/127.0.0.1/tcp/{found.group(2)}/p2p/{found.group(1)}"]
 
 
 def _pause_stops_signing_and_resume_releases(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ Design:
   of overrunning it.
 - Peers: ``dial_targets`` (from ``relay.bootstrap_nodes`` and discovery) are kept
   connected by one trio task each: dial, and when the connection drops, redial with
-  exponential backoff (1 s doubling to ``MAX_BACKOFF_SECS``). ``/dns``/``/dns4``/
+  exponential backoff (1 s doubling to ``MAX_BACKOFF_SECS``, 10 s). ``/dns``/``/dns4``/
   ``/dns6`` addresses are resolved on each attempt. Addresses without ``/p2p/<id>`` cannot
   be dialled by py-libp2p and are reported in ``status()["unusable_addrs"]``.
 - ``status()`` is a snapshot the trio thread refreshes every second (connected peers, mesh
@@ -34,8 +34,11 @@ Design:
 - ``stop()`` sets the trio stop event through the token and joins the thread (bounded);
   every subscription ends. ``start()`` raises ``P2PUnavailable`` when the host cannot
   start (port in use, bad key file) within ``START_TIMEOUT_SECS``.
-- Pinned to py-libp2p 0.8.x internals in two places (``_RelayGossipSub``): the per-peer
-  ``RpcQueue``'s capacity and ``_handle_dropped_rpc`` (drop counting).
+- Pinned to py-libp2p 0.8.x internals in three places: the per-peer ``RpcQueue``'s
+  capacity and ``_handle_dropped_rpc`` (drop counting) in ``_RelayGossipSub``, and the
+  swarm's 60 s "negative cache" of failed peers, cleared before each redial (our own
+  backoff decides when to retry; without it a restarted peer stayed unreachable for a
+  minute).
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ log = logging.getLogger("dchat_node.p2p")
 
 START_TIMEOUT_SECS = 15.0
 STOP_TIMEOUT_SECS = 5.0
-MAX_BACKOFF_SECS = 30.0
+MAX_BACKOFF_SECS = 10.0
 DIAL_TIMEOUT_SECS = 5.0
 PUBLISH_BACKPRESSURE_SECS = 2.0
 SNAPSHOT_INTERVAL_SECS = 1.0
@@ -144,6 +147,11 @@ def load_or_create_key(path: Path) -> KeyPair:
         os.close(fd)
     os.replace(tmp, path)
     return KeyPair(priv, priv.get_public_key())
+
+
+def peer_id_of(key: KeyPair) -> str:
+    """The base58 libp2p peer id of a key pair."""
+    return str(ID.from_pubkey(key.public_key).to_base58())
 
 
 class _RelayGossipSub(GossipSub):
@@ -212,7 +220,7 @@ class Libp2pHost:
         self.settings = settings
         self._counters = _Counters(on_drop, on_published, on_received)
         self._key = load_or_create_key(settings.key_path)
-        self._peer_id = ID.from_pubkey(self._key.public_key).to_base58()
+        self._peer_id = peer_id_of(self._key)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -328,6 +336,10 @@ class Libp2pHost:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._enqueue_dial, addr)
 
+    def remove_dial_target(self, addr: str) -> None:
+        """Stop keeping ``addr`` connected (its redial task ends at its next check)."""
+        self._targets.discard(addr)
+
     def status(self) -> dict[str, Any]:
         """A snapshot (refreshed every second by the libp2p thread)."""
         snap = dict(self._snapshot)
@@ -351,6 +363,8 @@ class Libp2pHost:
         try:
             trio.run(self._trio_main, started)
         except BaseException as exc:
+            while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # the first cause, not trio's nursery wrapper
             self._failure = f"P2P host failed: {type(exc).__name__}: {exc}"[:300]
             log.error("%s", self._failure)
             self._running = False
@@ -427,6 +441,9 @@ class Libp2pHost:
             background_trio_service(pubsub),
             background_trio_service(gossip),
         ):
+            # py-libp2p logs a failed listen (port in use) and carries on: refuse instead
+            if not getattr(host.get_network(), "listeners", None):
+                raise P2PUnavailable(f"cannot listen on {listen} (address in use?)")
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 for topic in sorted(self._joined):
@@ -507,7 +524,7 @@ class Libp2pHost:
     async def _keep_connected(self, host: Any, addr: str) -> None:
         """Dial ``addr`` and redial whenever it is not connected (bounded backoff)."""
         backoff = 1.0
-        while True:
+        while addr in self._targets:
             try:
                 info = await _peer_info(addr)
             except ValueError as exc:
@@ -525,6 +542,11 @@ class Libp2pHost:
                 backoff = 1.0
                 await trio.sleep(1.0)
                 continue
+            # py-libp2p's swarm refuses to dial a peer for 60 s after a failed dial (its
+            # "negative cache"); this loop has its own bounded backoff, so forget that
+            negative = getattr(host.get_network(), "_negative_peer_cache", None)
+            if negative is not None:
+                negative.evict(str(info.peer_id))
             try:
                 with trio.fail_after(DIAL_TIMEOUT_SECS):
                     await host.connect(info)
