@@ -198,6 +198,9 @@ def _two_of_three_release_replay_and_outage(cluster: Cluster) -> None:
     assert reach == {br.validators[0].address: True, br.validators[1].address: True,
                      br.validators[2].address: False}  # fmt: skip
     assert health["details"]["chains"]["currency"]["reachable"] is True
+    chat = health["details"]["chains"]["chat"]
+    assert chat["last_finalized_block"] == chat["head"] - 1  # finality 2 confirmations
+    assert chat["last_finalized_block"] >= done["src_block_number"]
     assert health["details"]["backlog"] == 0
     listed = httpx.get(
         f"{cluster.node(1).api}/api/v1/bridge/transfers", params={"account": recipient}, timeout=5

@@ -277,9 +277,12 @@ class BridgeWorker:
                 side.reachable, side.last_error = True, None
             except ChainUnavailable as exc:
                 self._unreachable(side, exc)
+        up = {side.chain_id for side in self.chains.values() if side.reachable}
         for record in await self.store.in_states(
             ("observed", "attesting", "refund_pending"), BATCH
         ):
+            if record.src_chain_id not in up or record.dst_chain_id not in up:
+                continue  # waits in the store until both chains answer again
             try:
                 await self._advance(record)
             except ChainUnavailable as exc:
@@ -294,6 +297,12 @@ class BridgeWorker:
     async def _scan(self, side: ChainSide) -> None:
         head = await side.client.block_number()
         side.head = head
+        if side.policy.confirmations is not None:
+            side.last_final_block = max(-1, head - side.policy.confirmations + 1)
+        else:
+            assert side.policy.tag is not None
+            tagged = await side.client.block(side.policy.tag)
+            side.last_final_block = None if tagged is None else tagged.number
         start = await self.store.cursor(side.chain_id)
         if start is None:
             # first start: from the chain's beginning (a dev chain) or a bounded window back
@@ -392,7 +401,6 @@ class BridgeWorker:
             )
             return await self._reload(r)
         if status.final:
-            src.last_final_block = max(src.last_final_block or 0, r.src_block_number)
             target = "attesting" if r.state == "observed" else r.state
             await self.store.transition(
                 r.transfer_id, (r.state,), target, final_at=int(self.clock() * 1e6)
@@ -579,7 +587,6 @@ class BridgeWorker:
         header = await dst.client.header(ref)  # type: ignore[arg-type]
         if header is None or header.timestamp <= r.deadline:
             return False
-        dst.last_final_block = max(dst.last_final_block or 0, header.number)
         return not await self._executed(dst, r.transfer_id, header.number)
 
     # -- health ------------------------------------------------------------------------
