@@ -47,8 +47,6 @@ from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
-from dchat_node.p2p.discovery import DnsDiscovery
-from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
 from dchat_node.p2p.pubsub import P2PUnavailable
 from dchat_node.relay.service import RelayComponent
 from dchat_node.security.auth import check_keys
@@ -59,6 +57,7 @@ if TYPE_CHECKING:
     from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.chain import ChainClient
     from dchat_node.marketplace.payments import PaymentVerifier
+    from dchat_node.p2p.host import Libp2pHost
 from dchat_node.storage import Storage, StorageError, create_storage
 from dchat_node.storage.sqlite import sqlite_path
 
@@ -334,6 +333,9 @@ def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost | None:
     identity key cannot be read or written (logged; the node serves without the relay)."""
     if not config.relay.enabled:
         return None
+    # py-libp2p (and what it pulls in: trio, httpx, ...) is loaded only when the relay runs
+    from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
+
     r = config.relay
     settings = HostSettings(
         key_path=p2p_key_path(config),
@@ -386,6 +388,8 @@ async def _start_p2p(
         metrics.errors.labels(component="relay").inc()
     tasks = [loop.create_task(_p2p_gauges(host, metrics))]
     if config.relay.bootstrap_dns:
+        from dchat_node.p2p.discovery import DnsDiscovery
+
         discovery = DnsDiscovery(
             host,
             config.relay.bootstrap_dns,
