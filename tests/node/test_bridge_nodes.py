@@ -37,7 +37,7 @@ from tests.node.bridge_helpers import Bridge, deploy_bridge, increase_time, reve
 from tests.node.conftest import NodeProcess
 from tests.node.test_bridge_worker import Miner
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 VALIDATORS = (5, 6, 7)
 RELAYERS = (2, 3, 4)
@@ -151,7 +151,7 @@ def cluster(
     for i in range(3):
         cluster_node = nodes[i]
         assert cluster_node is not None
-        cluster_node.wait_ready(60)
+        cluster_node.wait_ready(120)
     return Cluster(bridge, nodes, start, paused, addrs)
 
 
@@ -250,7 +250,7 @@ def _one_of_three_and_forged_gossip_then_refund(cluster: Cluster, tmp_path: Path
     increase_time(b, 3700)
     increase_time(a, 3700)
     before = a.balance(depositor)
-    cluster.start(1).wait_ready(60)
+    cluster.start(1).wait_ready(120)
     with Miner([a, b]):
         done = cluster.wait_state(0, t.id, {"refunded"}, timeout=40)
     assert a.balance(depositor) - before == 3 * 10**18
