@@ -243,6 +243,7 @@ class RelayConfig(_Section):
     )
     identity_key_path: str | None = Field(
         None,
+        max_length=4096,
         description=(
             "File holding the node's libp2p Ed25519 key (created with mode 0600 when "
             "missing), so a restarted node keeps its peer id. Unset: p2p/identity.key next "
