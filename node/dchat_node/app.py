@@ -36,7 +36,7 @@ from hypercorn.typing import ASGISendCallable
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request
 from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.sessions import NullSession, SecureCookieSessionInterface, SessionMixin
 from quart.typing import ResponseReturnValue, ResponseTypes
@@ -404,7 +404,8 @@ def _register_fallback_errors(app: Quart) -> None:
         headers = {k: v for k, v in exc.get_headers() if k in _HEADERS_KEPT}
         message = {
             404: "no such resource",
-            405: f"method {request.method} is not allowed here",
+            # a WebSocket's errors come here too, outside a request context
+            405: f"method {request.method if has_request_context() else 'GET'} is not allowed here",
             413: "request body too large",
             429: "too many requests, slow down",
         }.get(status, exc.name)

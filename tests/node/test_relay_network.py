@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import os
 import subprocess
 import time
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from dchat_node.p2p.host import load_or_create_key, peer_id_of
 from tests.harness.net import free_port
@@ -31,6 +34,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("relay-network")]
 FAST_LIMITS = {
     "DCHAT_RELAY__SENDER_RATE_PER_SEC": "100000",
     "DCHAT_RELAY__SENDER_BURST": "100000",
+    "DCHAT_SECURITY__RATE_LIMIT_REQUESTS_PER_SEC": "100000",
+}
+
+
+C_LIMITS = {
+    "DCHAT_RELAY__SENDER_RATE_PER_SEC": "1",
+    "DCHAT_RELAY__SENDER_BURST": "3",
+    "DCHAT_RELAY__MAX_ENVELOPE_BYTES": "1024",
     "DCHAT_SECURITY__RATE_LIMIT_REQUESTS_PER_SEC": "100000",
 }
 
@@ -116,7 +127,7 @@ class Net:
     knows only a DNS name (here an address literal, resolved the same way): it learns B's
     peer id from B's /p2p/info."""
 
-    def __init__(self, launcher: Launcher) -> None:
+    def __init__(self, launcher: Launcher, c_limits: Mapping[str, str] | None = None) -> None:
         self.launcher = launcher
         root = launcher.root
         self.ports = {n: free_port() for n in "ab"}
@@ -139,10 +150,7 @@ class Net:
                 "DCHAT_P2P_PORT": self.b_env["DCHAT_P2P_PORT"],
                 "RELAY_BOOTSTRAP_DNS": "127.0.0.1",
                 "DCHAT_RELAY__BOOTSTRAP_DNS_INTERVAL_SECS": "1",
-                "DCHAT_RELAY__SENDER_RATE_PER_SEC": "1",
-                "DCHAT_RELAY__SENDER_BURST": "3",
-                "DCHAT_RELAY__MAX_ENVELOPE_BYTES": "1024",
-                "DCHAT_SECURITY__RATE_LIMIT_REQUESTS_PER_SEC": "100000",
+                **(c_limits or C_LIMITS),
             },
             host="127.0.0.3",
         )
@@ -221,6 +229,35 @@ def test_burst_of_1000_envelopes_all_arrive_at_c(net: Net) -> None:
             if line.startswith("dchat_p2p_messages_dropped_total") and not line.endswith(" 0.0")
         ]
         assert dropped == [], dropped
+
+
+def test_websocket_at_c_delivers_what_is_posted_to_a_and_refuses_bad_proofs(net: Net) -> None:
+    alice, bob = Keys.new(), Keys.new()
+    base = api_url(net.c)
+    ws_base = base.replace("http://", "ws://") + "/api/v1/relay/ws"
+    with httpx.Client(timeout=10) as http:
+        ch = challenge(http, base, bob)
+        bad = httpx.QueryParams(
+            {"recipient": bob.b64, "challenge": ch, "signature": proof(alice, ch)}
+        )
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{ws_base}?{bad}", open_timeout=10)
+        assert refused.value.response.status_code == 403
+        assert b"does not verify" in refused.value.response.body
+        good = httpx.QueryParams(
+            {"recipient": bob.b64, "challenge": ch, "signature": proof(bob, ch)}
+        )
+        with connect(f"{ws_base}?{good}", open_timeout=10) as ws:
+            env = envelope(alice, bob)
+            r = http.post(f"{api_url(net.a)}/api/v1/relay/envelopes", json=env)
+            assert r.status_code == 201, r.text
+            pushed = json.loads(ws.recv(timeout=30))
+        assert pushed["id"] == r.json()["id"]
+        assert pushed["ciphertext"] == env["ciphertext"]
+        # the challenge was consumed by the WebSocket: a second use is refused
+        with pytest.raises(InvalidStatus) as used:
+            connect(f"{ws_base}?{good}", open_timeout=10)
+        assert used.value.response.status_code == 401
 
 
 def test_fetch_needs_a_fresh_challenge_signed_by_the_recipient(net: Net) -> None:
