@@ -9,7 +9,8 @@ Design:
   ``storage.admission``), request metrics by route template, and a server span per
   request when tracing is on. All of that lives in ``NodeQuart.handle_request`` and error
   handlers, not in views.
-- ``create_ops_app(services, state)``: ``/health`` (alive + loop responsive), ``/ready``
+- ``create_ops_app(services, state)``: ``/p2p/info`` (the relay's peer id, for discovery),
+  ``/health`` (alive + loop responsive), ``/ready``
   (not draining, database reachable, migrations applied), ``/metrics`` (Prometheus text),
   ``/health/<component>`` (``/health/bridge``: the bridge component's real state, or 503
   ``disabled`` while no bridge is registered).
@@ -35,7 +36,7 @@ from hypercorn.typing import ASGISendCallable
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request
 from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.sessions import NullSession, SecureCookieSessionInterface, SessionMixin
 from quart.typing import ResponseReturnValue, ResponseTypes
@@ -403,7 +404,8 @@ def _register_fallback_errors(app: Quart) -> None:
         headers = {k: v for k, v in exc.get_headers() if k in _HEADERS_KEPT}
         message = {
             404: "no such resource",
-            405: f"method {request.method} is not allowed here",
+            # a WebSocket's errors come here too, outside a request context
+            405: f"method {request.method if has_request_context() else 'GET'} is not allowed here",
             413: "request body too large",
             429: "too many requests, slow down",
         }.get(status, exc.name)
@@ -457,13 +459,17 @@ def create_api_app(services: Services, tracer_provider: TracerProvider | None = 
     app.make_response = _responses_as_is(app.make_response)  # type: ignore[method-assign]
     from dchat_node.accessibility.api import bp as accessibility_bp
     from dchat_node.api.meta import bp as meta_bp
+    from dchat_node.bridge.api import bp as bridge_bp
     from dchat_node.chat.api import bp as chat_bp
     from dchat_node.marketplace.api import bp as marketplace_bp
+    from dchat_node.relay.api import bp as relay_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
     app.register_blueprint(accessibility_bp)
     app.register_blueprint(marketplace_bp)
+    app.register_blueprint(bridge_bp)
+    app.register_blueprint(relay_bp)
     _register_api_errors(app)
     apply_rate_limit(app, cfg.security)
     apply_cors(app, cfg.security)
@@ -474,6 +480,9 @@ def create_ops_app(services: Services, state: NodeState) -> Quart:
     """The ops app (port ``server.metrics_port``): health, readiness, metrics."""
     app = Quart("dchat_node.ops")
     app.extensions[EXTENSION_KEY] = services
+    from dchat_node.relay.api import ops_bp as relay_ops_bp
+
+    app.register_blueprint(relay_ops_bp)
     _run_heartbeat(app, state)
     _add_ops_routes(app, services, state)
 

@@ -197,14 +197,94 @@ class ChainConfig(_Section):
         return value
 
 
-class RelayConfig(_Section):
-    """libp2p relay network."""
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"^{_LABEL}(\.{_LABEL})*\.?$"
 
+
+class RelayConfig(_Section):
+    """libp2p relay network (GossipSub) and the store-and-forward envelope relay."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "Run the libp2p host on server.p2p_port and the envelope relay. Off: nothing "
+            "listens on the P2P port and /health/relay answers disabled."
+        ),
+    )
     bootstrap_nodes: list[str] = Field(
-        default_factory=list, description="Multiaddrs dialled at start, e.g. /dns/relay1/tcp/7000."
+        default_factory=list,
+        description=(
+            "Multiaddrs of peers dialled at start and redialled when they drop, with the "
+            "peer id, e.g. /dns/relay1/tcp/7000/p2p/12D3KooW... (/ip4, /ip6, /dns, /dns4, "
+            "/dns6 + /tcp)."
+        ),
     )
     external_addresses: list[str] = Field(
-        default_factory=list, description="Multiaddrs this node announces to peers."
+        default_factory=list,
+        description=(
+            "Multiaddrs this node announces to peers instead of its listen addresses "
+            "(e.g. /ip4/203.0.113.7/tcp/7000)."
+        ),
+    )
+    bootstrap_dns: str | None = Field(
+        None,
+        max_length=253,
+        pattern=_HOSTNAME,
+        description=(
+            "DNS name whose A/AAAA records are peer nodes (in Kubernetes: the headless P2P "
+            "Service of the cluster). Each address's peer id is read from GET "
+            "http://<address>:<server.metrics_port>/p2p/info and the peer dialled on "
+            "server.p2p_port; this node's own address is skipped. Re-resolved every "
+            "bootstrap_dns_interval_secs."
+        ),
+    )
+    bootstrap_dns_interval_secs: float = Field(
+        15, gt=0, le=3600, description="How often bootstrap_dns is resolved again."
+    )
+    identity_key_path: str | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "File holding the node's libp2p Ed25519 key (created with mode 0600 when "
+            "missing), so a restarted node keeps its peer id. Unset: p2p/identity.key next "
+            "to the SQLite file, or /data/p2p/identity.key with PostgreSQL."
+        ),
+    )
+    gossip_degree: int = Field(6, ge=1, le=64, description="GossipSub mesh degree D.")
+    gossip_degree_low: int = Field(4, ge=1, le=64, description="GossipSub D_low.")
+    gossip_degree_high: int = Field(12, ge=1, le=128, description="GossipSub D_high.")
+    gossip_heartbeat_secs: int = Field(
+        1, ge=1, le=60, description="GossipSub heartbeat (mesh maintenance, gossip)."
+    )
+    gossip_max_messages_per_peer_per_sec: int = Field(
+        5000,
+        ge=10,
+        le=1_000_000,
+        description=(
+            "Messages per second a peer may send on one topic before GossipSub drops the "
+            "excess (py-libp2p's default, 10, loses ordinary traffic)."
+        ),
+    )
+    max_envelope_bytes: int = Field(
+        65536,
+        ge=256,
+        le=524288,
+        description="Largest ciphertext of one envelope; larger posts are refused with 413.",
+    )
+    max_ttl_secs: int = Field(
+        604800,
+        ge=60,
+        le=2_592_000,
+        description="Longest lifetime an envelope may ask for; expired envelopes are purged.",
+    )
+    sender_rate_per_sec: float = Field(
+        20,
+        gt=0,
+        le=100_000,
+        description="Envelopes per second one sender key may post (token bucket; 429 beyond).",
+    )
+    sender_burst: int = Field(
+        100, ge=1, le=1_000_000, description="Token bucket size of the per-sender limit."
     )
     nat_upnp: bool = Field(False, description="Try UPnP port mapping (off in Kubernetes).")
     nat_turn_servers: list[str] = Field(
@@ -217,6 +297,11 @@ class RelayConfig(_Section):
             for addr in getattr(self, field):
                 if not addr.startswith("/"):
                     raise ValueError(f"{field}: {addr!r} is not a multiaddr (must start with /)")
+        if not self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
+            raise ValueError(
+                "gossip_degree_low <= gossip_degree <= gossip_degree_high must hold (got "
+                f"{self.gossip_degree_low}, {self.gossip_degree}, {self.gossip_degree_high})"
+            )
         return self
 
 
@@ -280,6 +365,9 @@ class MarketplaceConfig(_Section):
     )
 
 
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+
+
 class BridgeConfig(_Section):
     """Cross-chain bridge service."""
 
@@ -293,7 +381,89 @@ class BridgeConfig(_Section):
     state_snapshot_interval: int = Field(
         1000, ge=1, description="Blocks between bridge state snapshots."
     )
-    paused: bool = Field(False, description="Pause the bridge: no new transfers are accepted.")
+    paused: bool = Field(
+        False,
+        description=(
+            "Pause the bridge: it keeps observing both chains but signs and submits nothing "
+            "(shown in /health/bridge)."
+        ),
+    )
+    pause_flag_path: str | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "A file whose content true/1 pauses the bridge at run time (read every poll, so "
+            "a mounted ConfigMap key pauses or resumes without a restart); paused wins."
+        ),
+    )
+    chat_vault_address: str | None = Field(
+        None,
+        pattern=ADDRESS_PATTERN,
+        max_length=42,
+        description="BridgeVault contract on the chat chain; both vaults set enable the bridge.",
+    )
+    currency_vault_address: str | None = Field(
+        None,
+        pattern=ADDRESS_PATTERN,
+        max_length=42,
+        description="BridgeVault contract on the currency chain.",
+    )
+    validators: list[Annotated[str, Field(pattern=ADDRESS_PATTERN, max_length=42)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Addresses of the registered validators (the vaults' validator set); "
+            "signatures of anyone else are ignored."
+        ),
+    )
+    roles: list[Literal["validator", "relayer"]] = Field(
+        default_factory=list,
+        max_length=2,
+        description=(
+            "What this node does besides observing: validator (signs attestations with "
+            "validator_key_path), relayer (aggregates signatures and submits releases and "
+            "refunds from the account of relayer_key_path)."
+        ),
+    )
+    validator_key_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="File holding the validator's secp256k1 key (hex); mount it from a Secret.",
+    )
+    relayer_key_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="File holding the relayer account's key (hex; pays gas); from a Secret.",
+    )
+    poll_interval_secs: float = Field(
+        2.0, gt=0, le=60, description="How often the bridge reads both chains."
+    )
+    gossip_topic: str = Field(
+        "dchat/bridge/1",
+        min_length=1,
+        max_length=200,
+        description="libp2p pubsub topic of the validators' attestations.",
+    )
+
+    @model_validator(mode="after")
+    def _roles_have_keys(self) -> BridgeConfig:
+        if "validator" in self.roles and not self.validator_key_path:
+            raise ValueError("bridge.validator_key_path is required for the validator role")
+        if "relayer" in self.roles and not self.relayer_key_path:
+            raise ValueError("bridge.relayer_key_path is required for the relayer role")
+        lowered = [v.lower() for v in self.validators]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("bridge.validators lists an address twice")
+        if self.validators and self.validator_quorum > len(self.validators):
+            raise ValueError(
+                f"bridge.validator_quorum ({self.validator_quorum}) exceeds the "
+                f"{len(self.validators)} bridge.validators"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.chat_vault_address and self.currency_vault_address)
 
 
 class AccessibilityConfig(_Section):
@@ -445,6 +615,7 @@ ENV_VARS: Mapping[str, tuple[str | None, str, str]] = {
     "CURRENCY_CHAIN_RPC": ("chain", "currency_chain_rpc", "str"),
     "RELAY_BOOTSTRAP_NODES": ("relay", "bootstrap_nodes", "list"),
     "RELAY_EXTERNAL_ADDRESSES": ("relay", "external_addresses", "list"),
+    "RELAY_BOOTSTRAP_DNS": ("relay", "bootstrap_dns", "str"),
     "JAEGER_ENDPOINT": ("observability", "jaeger_endpoint", "str"),
     "PROMETHEUS_PUSHGATEWAY": ("observability", "prometheus_pushgateway", "str"),
     "RUST_LOG": ("logging", "level", "rust_log"),

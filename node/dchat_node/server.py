@@ -13,7 +13,9 @@ Design:
   background tasks are cancelled and the pool is closed. A second signal exits at once
   (status 1) without waiting for in-flight requests.
   ``shutdown_grace_secs`` must stay below the pod's terminationGracePeriodSeconds (30 s).
-- One process per pod: one Prometheus registry, one P2P identity later. Blocking helpers
+- One process per pod: one Prometheus registry, one P2P identity. The libp2p host
+  (``relay.enabled``) runs in its own trio thread (``p2p.host``), started after the apps
+  are built and stopped after the servers and background tasks. Blocking helpers
   (``asyncio.to_thread``) use a pool of ``server.worker_threads`` threads.
 - Just before serving, the start-up heap is frozen (``lifecycle.freeze_startup_heap``): the
   garbage collector stops rescanning the objects the process keeps until exit.
@@ -28,6 +30,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hypercorn.asyncio import serve
@@ -36,6 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 
 from dchat_node.app import create_api_app, create_ops_app
+from dchat_node.bridge.service import check_bridge
 from dchat_node.config import ConfigError, ConfigProblem, NodeConfig
 from dchat_node.health import ChainComponent
 from dchat_node.lifecycle import NodeState, freeze_startup_heap
@@ -44,14 +48,19 @@ from dchat_node.marketplace.worker import MarketplaceWorker
 from dchat_node.observability.metrics import NodeMetrics
 from dchat_node.observability.push import push_loop
 from dchat_node.observability.tracing import setup_tracing
+from dchat_node.p2p.pubsub import P2PUnavailable
+from dchat_node.relay.service import RelayComponent
 from dchat_node.security.auth import check_keys
 from dchat_node.security.tls import check_tls
 from dchat_node.services import Services, build_services
 
 if TYPE_CHECKING:
+    from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.chain import ChainClient
     from dchat_node.marketplace.payments import PaymentVerifier
+    from dchat_node.p2p.host import Libp2pHost
 from dchat_node.storage import Storage, StorageError, create_storage
+from dchat_node.storage.sqlite import sqlite_path
 
 log = logging.getLogger("dchat_node.server")
 
@@ -62,7 +71,12 @@ EXIT_FORCED = 1
 
 def preflight(config: NodeConfig) -> list[ConfigProblem]:
     """Checks that need the filesystem (not just the config model)."""
-    return check_tls(config.security) + check_keys(config.security) + check_marketplace(config)
+    return (
+        check_tls(config.security)
+        + check_keys(config.security)
+        + check_marketplace(config)
+        + check_bridge(config)
+    )
 
 
 def _bind(host: str, port: int) -> str:
@@ -195,12 +209,14 @@ def _start_background(
     release: only when payments are enabled, i.e. a currency chain, an escrow address and a
     chain id are configured; without them no purchase can be created, so there is nothing
     to advance and no query is made) and, when a push gateway is configured, the metrics
-    push loop."""
+    push loop; the relay's loop (gossip in and out when the P2P host runs, purge of expired
+    envelopes always)."""
     background: list[asyncio.Task[None]] = [
         loop.create_task(_health_loop(services, config.observability.health_check_interval_secs)),
     ]
     if services.marketplace.payments_enabled:
         background.append(loop.create_task(MarketplaceWorker(services.marketplace, metrics).run()))
+    background.append(loop.create_task(services.relay.run()))
     obs = config.observability
     if obs.prometheus_pushgateway:
         background.append(
@@ -263,9 +279,19 @@ async def run_node(
     provider = setup_tracing(config.observability, metrics.observability_errors)
     storage = await prepare_storage(config, migrate=migrate)
     chain, verifier = _payment_verifier(config)
-    services = build_services(config, storage, metrics=metrics, payment_verifier=verifier)
+    host = _p2p_host(config, metrics)
+    services = build_services(
+        config,
+        storage,
+        metrics=metrics,
+        payment_verifier=verifier,
+        pubsub=host,
+        p2p_status=host.status if host is not None else None,
+    )
     chain_clients = _chain_clients(config, chain)
     services.components.register(ChainComponent(chain_clients))
+    if host is not None:
+        services.components.register(RelayComponent(services.relay, config.relay))
     state = NodeState()
     api = create_api_app(services, provider)
     ops = create_ops_app(services, state)
@@ -277,15 +303,126 @@ async def run_node(
     for sig in signals:
         loop.add_signal_handler(sig, drain.on_signal, sig.name)
     background = _start_background(loop, services, metrics, config)
+    if host is not None:
+        background += await _start_p2p(loop, host, config, metrics)
+    bridge = _start_bridge(loop, services, config, background, host)
     _log_start(config, storage)
     try:
         await drain.serve(api, ops)
         log.info("servers stopped; closing background tasks and storage", extra={"event": "stop"})
     finally:
         await _close(loop, signals, background, storage, provider)
-        for client in chain_clients.values():
+        if host is not None:
+            await host.stop()
+        for client in chain_clients.values():  # the currency chain's too
             await client.aclose()
+        if bridge is not None:
+            await bridge.aclose()
         log.info("dchat node stopped", extra={"event": "stopped"})
+
+
+def p2p_key_path(config: NodeConfig) -> Path:
+    """``relay.identity_key_path``, else ``p2p/identity.key`` beside the SQLite file (the
+    data volume), else ``/data/p2p/identity.key``."""
+    if config.relay.identity_key_path:
+        return Path(config.relay.identity_key_path)
+    if config.database.engine == "sqlite":
+        return Path(sqlite_path(config.database.url)).parent / "p2p" / "identity.key"
+    return Path("/data/p2p/identity.key")
+
+
+def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost | None:
+    """The libp2p host (not started) when ``relay.enabled``; None when disabled or its
+    identity key cannot be read or written (logged; the node serves without the relay)."""
+    if not config.relay.enabled:
+        return None
+    # py-libp2p (and what it pulls in: trio, httpx, ...) is loaded only when the relay runs
+    from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
+
+    r = config.relay
+    settings = HostSettings(
+        key_path=p2p_key_path(config),
+        listen_host=config.server.host,
+        port=config.server.p2p_port,
+        bootstrap=tuple(r.bootstrap_nodes),
+        announce=tuple(r.external_addresses),
+        gossip=GossipSettings(
+            degree=r.gossip_degree,
+            degree_low=r.gossip_degree_low,
+            degree_high=r.gossip_degree_high,
+            heartbeat_secs=r.gossip_heartbeat_secs,
+            max_messages_per_peer_per_sec=r.gossip_max_messages_per_peer_per_sec,
+        ),
+    )
+    m = metrics.relay
+    try:
+        return Libp2pHost(
+            settings,
+            on_drop=lambda reason: m.messages_dropped.labels(reason=reason).inc(),
+            on_published=lambda topic: m.messages_published.labels(topic=topic).inc(),
+            on_received=lambda topic: m.messages_received.labels(topic=topic).inc(),
+        )
+    except (OSError, P2PUnavailable) as exc:
+        log.error("relay disabled: cannot load the P2P identity key: %s", exc)
+        metrics.errors.labels(component="relay").inc()
+        return None
+
+
+async def _p2p_gauges(host: Libp2pHost, metrics: NodeMetrics) -> None:
+    """Copy the host's snapshot into the peer and mesh gauges every second."""
+    m = metrics.relay
+    while True:
+        status = host.status()
+        m.peers_connected.set(len(status.get("connected_peers", [])))
+        for topic, size in status.get("mesh", {}).items():
+            m.mesh_peers.labels(topic=topic).set(size)
+        await asyncio.sleep(1)
+
+
+async def _start_p2p(
+    loop: asyncio.AbstractEventLoop, host: Libp2pHost, config: NodeConfig, metrics: NodeMetrics
+) -> list[asyncio.Task[None]]:
+    """Start the host (a failure is logged and shown by /health/relay; the node still
+    serves), its gauges, DNS discovery when configured, and the relay's gossip/purge loop."""
+    try:
+        await host.start()
+    except P2PUnavailable as exc:
+        log.error("P2P host not started: %s", exc, extra={"event": "p2p_failed"})
+        metrics.errors.labels(component="relay").inc()
+    tasks = [loop.create_task(_p2p_gauges(host, metrics))]
+    if config.relay.bootstrap_dns:
+        from dchat_node.p2p.discovery import DnsDiscovery
+
+        discovery = DnsDiscovery(
+            host,
+            config.relay.bootstrap_dns,
+            info_port=config.server.metrics_port,
+            p2p_port=config.server.p2p_port,
+            interval=config.relay.bootstrap_dns_interval_secs,
+        )
+        tasks.append(loop.create_task(discovery.run()))
+    return tasks
+
+
+def _start_bridge(
+    loop: asyncio.AbstractEventLoop,
+    services: Services,
+    config: NodeConfig,
+    background: list[asyncio.Task[None]],
+    host: Libp2pHost | None,
+) -> BridgeRuntime | None:
+    """When both vault addresses are set: the bridge runtime (gossiping on the P2P host;
+    without one, ``relay.enabled`` false, it observes and signs/submits only with what it
+    holds itself) as the ``bridge`` component of ``/health/bridge``, and its task."""
+    if not config.bridge.enabled:
+        return None
+    from dchat_node.bridge.runtime import BridgeRuntime
+    from dchat_node.bridge.store import SqlBridgeStore
+
+    runtime = BridgeRuntime(config, SqlBridgeStore(services.storage), services.metrics.bridge, host)
+    services.components.register(runtime)
+    background.append(loop.create_task(runtime.run()))
+    return runtime
 
 
 def _chain_clients(config: NodeConfig, currency: ChainClient | None) -> dict[str, ChainClient]:

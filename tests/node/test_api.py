@@ -27,7 +27,7 @@ async def test_version(client: Client) -> None:
     body = await r.get_json()
     assert body["api"] == "v1"
     assert body["storage_engine"] == "sqlite"
-    assert body["schema_version"] == len(load_migrations("sqlite"))
+    assert body["schema_version"] == load_migrations("sqlite")[-1].version
 
 
 async def test_channel_lifecycle(client: Client) -> None:

@@ -181,8 +181,8 @@ async def test_postgres_round_trip_restores_identical_rows(
     assert out["name"] == "b1"
     assert out["location"] == f"s3://{backups.bucket}/{PREFIX}b1/"
     assert out["engine"] == "postgres"
-    versions = len(load_migrations("postgresql"))
-    assert out["schemaVersion"] == versions
+    versions = len(load_migrations("postgresql"))  # applied rows; versions may have gaps
+    assert out["schemaVersion"] == load_migrations("postgresql")[-1].version
     counts = dict(out["rowCounts"])
     assert {k: counts.pop(k) for k in ("channels", "messages", "schema_migrations", "users")} == {
         "channels": 3,

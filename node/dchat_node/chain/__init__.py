@@ -19,6 +19,7 @@ from dchat_node.chain.errors import ChainUnavailable
 
 if TYPE_CHECKING:
     from dchat_node.chain.client import (
+        BlockHeader,
         BlockRef,
         ChainClient,
         ChainLog,
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 # node without a chain never needs
 _LAZY = {
     **dict.fromkeys(
-        ("BlockRef", "ChainClient", "ChainLog", "ChainReceipt", "ChainTransaction"), "client"
+        ("BlockHeader", "BlockRef", "ChainClient", "ChainLog", "ChainReceipt", "ChainTransaction"),
+        "client",
     ),
     **dict.fromkeys(("FinalityPolicy", "FinalityStatus"), "finality"),
     **dict.fromkeys(
@@ -70,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BlockHeader",
     "BlockRef",
     "ChainClient",
     "ChainLog",

@@ -60,6 +60,13 @@ class BlockRef:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockHeader:
+    number: int
+    hash: str  # 0x-hex, lower case
+    timestamp: int  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class ChainTransaction:
     hash: str
     sender: str  # checksummed
@@ -75,6 +82,9 @@ class ChainLog:
     address: str  # checksummed
     topics: tuple[bytes, ...]
     data: bytes
+    tx_hash: str | None = None  # set by ``logs`` (eth_getLogs), not by receipts
+    block_number: int | None = None
+    block_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +261,87 @@ class ChainClient:
             )
 
         return await self._call("eth_getTransactionReceipt", get)
+
+    async def header(self, ref: int | BlockTag) -> BlockHeader | None:
+        """Number, hash and timestamp of the block at a height or tag; None when absent."""
+
+        async def get() -> BlockHeader | None:
+            try:
+                block = await self._w3.eth.get_block(ref)
+            except BlockNotFound:
+                return None
+            return BlockHeader(
+                number=int(block["number"]),
+                hash=_hex(block["hash"]),
+                timestamp=int(block["timestamp"]),
+            )
+
+        return await self._call(f"eth_getBlockByNumber({ref})", get)
+
+    async def logs(
+        self, address: str, topic0: bytes, from_block: int, to_block: int
+    ) -> list[ChainLog]:
+        """eth_getLogs of one contract and event in a block range (inclusive)."""
+
+        async def get() -> list[ChainLog]:
+            entries = await self._w3.eth.get_logs(
+                {
+                    "address": to_checksum_address(address),
+                    "topics": ["0x" + topic0.hex()],
+                    "fromBlock": from_block,
+                    "toBlock": to_block,
+                }
+            )
+            return [
+                ChainLog(
+                    address=to_checksum_address(e["address"]),
+                    topics=tuple(bytes(t) for t in e["topics"]),
+                    data=bytes(e["data"]),
+                    tx_hash=_hex(e["transactionHash"]),
+                    block_number=int(e["blockNumber"]),
+                    block_hash=_hex(e["blockHash"]),
+                )
+                for e in entries
+                if not e.get("removed", False)
+            ]
+
+        return await self._call("eth_getLogs", get)
+
+    async def call(
+        self, to: str, data: bytes, *, block: int | BlockTag = "latest", sender: str | None = None
+    ) -> bytes:
+        """eth_call; the return data. A revert is a JSON-RPC error answer, so it surfaces as
+        ``ChainUnavailable`` (not retried) carrying the node's message."""
+        tx: dict[str, Any] = {"to": to_checksum_address(to), "data": "0x" + data.hex()}
+        if sender is not None:
+            tx["from"] = to_checksum_address(sender)
+
+        async def get() -> bytes:
+            return bytes(await self._w3.eth.call(tx, block))  # type: ignore[arg-type]
+
+        return await self._call("eth_call", get)
+
+    async def nonce(self, address: str) -> int:
+        async def get() -> int:
+            return int(
+                await self._w3.eth.get_transaction_count(to_checksum_address(address), "pending")
+            )
+
+        return await self._call("eth_getTransactionCount", get)
+
+    async def gas_price(self) -> int:
+        async def get() -> int:
+            return int(await self._w3.eth.gas_price)
+
+        return await self._call("eth_gasPrice", get)
+
+    async def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcasts a signed transaction; its hash."""
+
+        async def send() -> str:
+            return _hex(await self._w3.eth.send_raw_transaction(raw))
+
+        return await self._call("eth_sendRawTransaction", send)
 
     def _describe(self, exc: BaseException) -> str:
         """The cause for messages and logs: exception type and text, the URL redacted (aiohttp

@@ -93,6 +93,8 @@ def purchase_latency_buckets(confirmation_timeout_secs: float) -> tuple[float, .
 @dataclass(frozen=True)
 class BridgeMetrics:
     finality_proof_timeout_total: Counter
+    attestations_signed_total: Counter  # label kind: release | refund
+    transactions_submitted_total: Counter  # label kind: release | refund
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,105 @@ def register_marketplace(
 
 def register_bridge(registry: CollectorRegistry) -> BridgeMetrics:
     # prometheus_client appends _total to counters; the exposed name is the alert's name.
-    return BridgeMetrics(
+    metrics = BridgeMetrics(
         Counter(
             "bridge_finality_proof_timeout",
             "Bridge transactions whose finality proof was not gathered in time.",
             registry=registry,
-        )
+        ),
+        Counter(
+            "bridge_attestations_signed",
+            "Attestations this node's validator key signed, by kind (release, refund).",
+            ["kind"],
+            registry=registry,
+        ),
+        Counter(
+            "bridge_transactions_submitted",
+            "Release and refund transactions this node sent as relayer, by kind.",
+            ["kind"],
+            registry=registry,
+        ),
+    )
+    for kind in ("release", "refund"):  # both series exist from the start
+        metrics.attestations_signed_total.labels(kind=kind)
+        metrics.transactions_submitted_total.labels(kind=kind)
+    return metrics
+
+
+@dataclass(frozen=True)
+class RelayMetrics:
+    peers_connected: Gauge  # dchat_p2p_peers_connected
+    mesh_peers: Gauge  # dchat_p2p_mesh_peers{topic}
+    messages_published: Counter  # dchat_p2p_messages_published_total{topic}
+    messages_received: Counter  # dchat_p2p_messages_received_total{topic}
+    messages_dropped: Counter  # dchat_p2p_messages_dropped_total{reason}
+    envelopes: Counter  # dchat_relay_envelopes_total{event}
+
+
+P2P_DROP_REASONS: tuple[str, ...] = (
+    "subscriber_full",  # a local subscription's bounded queue was full
+    "handoff_full",  # the libp2p thread -> event loop hand-over was full
+    "publish_queue_full",  # the event loop -> libp2p thread publish queue was full
+    "gossip_queue_full",  # GossipSub's per-peer outbound queue refused an RPC
+)
+RELAY_ENVELOPE_EVENTS: tuple[str, ...] = (
+    "accepted_api",  # posted by a client to this node, verified, stored
+    "accepted_gossip",  # received from a peer, verified, stored
+    "duplicate",  # already stored (dedupe by envelope id)
+    "invalid_gossip",  # received from a peer and failed verification
+    "rejected",  # refused at the API (bad signature, too large, rate limited, ...)
+    "gossip_failed",  # stored but could not be handed to the P2P network
+    "delivered_fetch",  # returned to its recipient by a fetch
+    "delivered_websocket",  # pushed to its recipient over a WebSocket
+    "purged",  # deleted after its ttl
+)
+
+
+def register_relay(registry: CollectorRegistry) -> RelayMetrics:
+    """The P2P host (``dchat_p2p_*``) and the envelope relay (``dchat_relay_*``). Topic
+    labels are the node's own topics (a handful fixed in code), drop reasons and envelope
+    events fixed lists: label sets stay bounded."""
+    dropped = Counter(
+        "dchat_p2p_messages_dropped",
+        "P2P messages dropped by a full bounded queue, by reason.",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in P2P_DROP_REASONS:
+        dropped.labels(reason=reason)
+    envelopes = Counter(
+        "dchat_relay_envelopes",
+        "Relay envelopes by event (accepted_api, accepted_gossip, duplicate, invalid_gossip, "
+        "rejected, gossip_failed, delivered_fetch, delivered_websocket, purged).",
+        ["event"],
+        registry=registry,
+    )
+    for event in RELAY_ENVELOPE_EVENTS:
+        envelopes.labels(event=event)
+    return RelayMetrics(
+        Gauge(
+            "dchat_p2p_peers_connected", "libp2p peers connected to this node.", registry=registry
+        ),
+        Gauge(
+            "dchat_p2p_mesh_peers",
+            "GossipSub mesh peers per topic this node subscribes to.",
+            ["topic"],
+            registry=registry,
+        ),
+        Counter(
+            "dchat_p2p_messages_published",
+            "Messages this node published, by topic.",
+            ["topic"],
+            registry=registry,
+        ),
+        Counter(
+            "dchat_p2p_messages_received",
+            "Messages received from peers on subscribed topics, by topic.",
+            ["topic"],
+            registry=registry,
+        ),
+        dropped,
+        envelopes,
     )
 
 
@@ -252,6 +347,7 @@ class NodeMetrics:
         self.marketplace = register_marketplace(r, purchase_confirmation_timeout_secs)
         self.bridge = register_bridge(r)
         self.accessibility = register_accessibility(r)
+        self.relay = register_relay(r)
         self._pool_source: Callable[[], PoolStats] | None = None
         self._queue = _QueueCollector()
         r.register(self._queue)

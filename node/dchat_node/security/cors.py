@@ -7,7 +7,9 @@ sent); ``"*"`` must be listed explicitly to allow any origin. Credentials are no
 quart-cors's after-request handler does the CORS work; it is only invoked for requests
 that carry an ``Origin`` header (the only ones CORS concerns). Requests without one get
 exactly what quart-cors would give them (``Vary: Origin`` and nothing else) without paying
-for its per-request option parsing, which is measurable on the hot read path.
+for its per-request option parsing, which is measurable on the hot read path. WebSockets:
+quart-cors's origin check runs for those that carry an ``Origin`` (browsers); a WebSocket
+without one (a native client, e.g. the relay's live delivery) is not refused for it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from quart import Quart, Response, request
+from quart import Quart, Response, request, websocket
 from quart_cors import cors
 
 from dchat_node.config import SecurityConfig
@@ -76,5 +78,20 @@ def apply_cors(app: Quart, config: SecurityConfig) -> Quart:
     for func in capture.after:
         app.after_request(_only_cross_origin(func))
     for ws in capture.before_websocket_funcs:
-        app.before_websocket(ws)
+        app.before_websocket(_only_cross_origin_websocket(ws))
     return app
+
+
+def _only_cross_origin_websocket(
+    inner: Callable[[], Awaitable[Any]],
+) -> Callable[[], Awaitable[Any]]:
+    """quart-cors refuses (400) every WebSocket whose Origin is not allowed, including
+    those without one; only browsers send Origin (and a cross-site page's socket is what
+    the check is for), so a WebSocket without it (a native client) is let through."""
+
+    async def before() -> Any:
+        if _has_origin(websocket.scope["headers"]):
+            return await inner()
+        return None
+
+    return before

@@ -4,7 +4,9 @@ Design:
 - Files live in ``dchat_node/storage/migrations/`` and are named ``NNNN_name.sql`` (one file
   for both engines) or ``NNNN_name.<engine>.sql`` (``sqlite`` / ``postgresql``) when the SQL
   dialect differs. There is one version sequence: every version must exist for every
-  engine, either as a shared file or as one file per engine, never both.
+  engine, either as a shared file or as one file per engine, never both. Versions ascend
+  but may leave gaps: domains reserve ranges (marketplace 0005..0009, relay 0010, bridge
+  0011) and a version filled in later is applied then (pending = not yet applied, by set).
 - Each applied migration is recorded in ``schema_migrations`` with a SHA-256 checksum of its
   SQL, so ``dchat verify`` can detect an edited migration or a database newer than the code.
 - Loading is pure (reads package files); applying is each engine's job (transactionally).
@@ -91,11 +93,10 @@ def load_migrations(engine: Engine, files: dict[str, str] | None = None) -> list
         missing = versions - set(shared) - set(per_engine[eng])
         if missing:
             raise MigrationLayoutError(f"versions {sorted(missing)} have no {eng} migration")
-    expected = list(range(1, len(versions) + 1))
-    if sorted(versions) != expected:
-        raise MigrationLayoutError(f"versions must be 1..N without gaps, got {sorted(versions)}")
+    if 0 in versions:
+        raise MigrationLayoutError("versions start at 0001")
     out: list[Migration] = []
-    for version in expected:
+    for version in sorted(versions):
         name, sql = shared.get(version) or per_engine[engine][version]
         out.append(Migration(version, name, sql))
     return out
