@@ -27,11 +27,11 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
@@ -279,18 +279,25 @@ async def run_node(
     provider = setup_tracing(config.observability, metrics.observability_errors)
     storage = await prepare_storage(config, migrate=migrate)
     chain, verifier = _payment_verifier(config)
-    host = _p2p_host(config, metrics)
+    host, p2p_failure = _p2p_host(config, metrics)
+    if host is not None:
+        p2p_status: Callable[[], Mapping[str, Any]] | None = host.status
+    elif p2p_failure is not None:
+        failed = {"running": False, "failure": p2p_failure}
+        p2p_status = lambda: failed  # noqa: E731 - /health/relay shows why it is down
+    else:
+        p2p_status = None
     services = build_services(
         config,
         storage,
         metrics=metrics,
         payment_verifier=verifier,
         pubsub=host,
-        p2p_status=host.status if host is not None else None,
+        p2p_status=p2p_status,
     )
     chain_clients = _chain_clients(config, chain)
     services.components.register(ChainComponent(chain_clients))
-    if host is not None:
+    if config.relay.enabled:
         services.components.register(RelayComponent(services.relay, config.relay))
     state = NodeState()
     api = create_api_app(services, provider)
@@ -331,11 +338,12 @@ def p2p_key_path(config: NodeConfig) -> Path:
     return Path("/data/p2p/identity.key")
 
 
-def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost | None:
-    """The libp2p host (not started) when ``relay.enabled``; None when disabled or its
-    identity key cannot be read or written (logged; the node serves without the relay)."""
+def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> tuple[Libp2pHost | None, str | None]:
+    """The libp2p host (not started) when ``relay.enabled``; (None, why) when its identity
+    key cannot be read or written (logged, shown by /health/relay; the node serves without
+    the relay); (None, None) when disabled."""
     if not config.relay.enabled:
-        return None
+        return None, None
     # py-libp2p (and what it pulls in: trio, httpx, ...) is loaded only when the relay runs
     from dchat_node.p2p.host import GossipSettings, HostSettings, Libp2pHost
 
@@ -356,16 +364,18 @@ def _p2p_host(config: NodeConfig, metrics: NodeMetrics) -> Libp2pHost | None:
     )
     m = metrics.relay
     try:
-        return Libp2pHost(
+        host = Libp2pHost(
             settings,
             on_drop=lambda reason: m.messages_dropped.labels(reason=reason).inc(),
             on_published=lambda topic: m.messages_published.labels(topic=topic).inc(),
             on_received=lambda topic: m.messages_received.labels(topic=topic).inc(),
         )
     except (OSError, P2PUnavailable) as exc:
-        log.error("relay disabled: cannot load the P2P identity key: %s", exc)
+        why = f"cannot load the P2P identity key {settings.key_path}: {exc}"
+        log.error("relay disabled: %s", why)
         metrics.errors.labels(component="relay").inc()
-        return None
+        return None, why
+    return host, None
 
 
 async def _p2p_gauges(host: Libp2pHost, metrics: NodeMetrics) -> None:
