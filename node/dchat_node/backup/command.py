@@ -54,9 +54,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         which.add_argument("--name")
         which.add_argument("--latest", action="store_true", help="the newest complete backup")
         cmd.add_argument(
-            "--work-dir", type=Path, default=None, help="for downloads (default $TMPDIR)"
+            "--work-dir",
+            type=Path,
+            default=None,
+            help="SQLite: for the download (default $TMPDIR); PostgreSQL streams, writes nothing",
         )
-        cmd.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs (default 2)")
+        cmd.add_argument(
+            "--jobs",
+            type=int,
+            default=2,
+            help="PostgreSQL: processes per index build (parallel maintenance workers + 1)",
+        )
         if verb == "restore":
             cmd.add_argument(
                 "--replace",

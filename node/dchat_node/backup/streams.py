@@ -39,6 +39,10 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class HashingReader:
     def __init__(self, raw: Readable) -> None:
         self._raw = raw
