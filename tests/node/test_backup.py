@@ -812,21 +812,3 @@ async def test_an_object_that_is_no_archive_fails_in_pg_restore_and_rolls_back(
     assert "rolled back" in error
     assert postgres_server.psql(TABLES, empty_pg.rsplit("/", 1)[1]) == "0"
     assert postgres_server.psql(LEFT_BEHIND) == "0"
-
-
-async def test_a_good_restore_commits_and_matches_the_source(
-    backups: Backups, big_source: str, empty_pg: str
-) -> None:
-    """The happy path of the same pipeline, with the larger source (several S3 parts of
-    5 MiB: parallel ranged GETs written in order)."""
-    created = backups.run("create", "--name", "b1", DATABASE_URL=big_source)
-    assert created.code == 0
-    restored = backups.run("restore", "--name", "b1", DATABASE_URL=empty_pg)
-    assert restored.code == 0, restored.stdout + restored.stderr
-    assert restored.json["verified"] is True
-    assert await _rows(empty_pg) == await _rows(big_source)
-    storage = await open_storage(DatabaseConfig(url=empty_pg))
-    try:
-        assert await storage.verify() == []
-    finally:
-        await storage.close()
