@@ -812,3 +812,56 @@ async def test_an_object_that_is_no_archive_fails_in_pg_restore_and_rolls_back(
     assert "rolled back" in error
     assert postgres_server.psql(TABLES, empty_pg.rsplit("/", 1)[1]) == "0"
     assert postgres_server.psql(LEFT_BEHIND) == "0"
+
+
+def _sigterm_while_the_load_waits_for_a_lock(
+    backups: Backups, source: str, server: PostgresServer
+) -> tuple[Result, float]:
+    """Run a --replace restore while another session holds ACCESS SHARE on messages (the
+    load's DROP waits for it), SIGTERM it once it waits; (result, seconds to exit)."""
+    db = source.rsplit("/", 1)[1]
+    holder = subprocess.Popen(  # holds the lock until its stdin closes
+        ["psql", "-X", "-q", "-d", server.url(db), "-c", "BEGIN", "-c",
+         "LOCK TABLE messages IN ACCESS SHARE MODE", "-f", "-"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+            "'dchat-restore-%' AND wait_event_type = 'Lock'"
+        )
+        proc = backups.start("restore", "--name", "b1", "--replace", DATABASE_URL=source)
+        deadline = time.monotonic() + 30
+        while server.psql(waiting) != "1":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the restore never waited for the lock"
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    return _result(proc.returncode, stdout, stderr, backups.termination_log), took
+
+
+async def test_sigterm_during_a_replace_rolls_back_at_once(
+    backups: Backups, big_source: str, postgres_server: PostgresServer
+) -> None:
+    """SIGTERM (the restore Job's pod deleted) while the load is inside its transaction:
+    here it waits for a lock another session holds on the old messages table, with the
+    download blocked behind full pipes. The command kills the pipeline, terminates the
+    backend, reports "stopped by SIGTERM", and the old tables are intact."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=big_source).code == 0
+    db = big_source.rsplit("/", 1)[1]
+    postgres_server.psql("INSERT INTO users (id, created_at) VALUES ('after', 0)", db)
+    before = await _rows(big_source)
+    result, took = _sigterm_while_the_load_waits_for_a_lock(backups, big_source, postgres_server)
+    assert result.code == 1, result.stdout + result.stderr
+    assert "stopped by SIGTERM" in result.json["error"], result.json
+    assert "rolled back" in result.json["error"], result.json
+    assert took < 10, took
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+    assert await _rows(big_source) == before

@@ -36,7 +36,7 @@ verify`` gets it)::
   ``--replace`` (the node stopped) restores over a non-empty target instead, atomically:
   PostgreSQL drops the schema's views, tables and sequences inside that same transaction;
   SQLite renames the checked file over the old one (its WAL and Litestream state removed
-  first).
+  first). SIGTERM fails the download and rolls the load back (``stopped by SIGTERM``).
 - ``verify``: the same restore into a throw-away target, then dropped: PostgreSQL a
   temporary database ``dchat_verify_<random>`` on the same server (the role needs
   CREATEDB, else it fails saying so), SQLite a temporary file.

@@ -20,9 +20,12 @@ unique ``application_name``), so a long statement (an index build) does not hold
 target's locks until it ends. If this process dies, the kernel closes the gate's write end
 and the archive pipe: pg_restore fails on the truncated archive, psql reads an empty gate,
 nothing is committed. ``ON_ERROR_STOP`` stops psql at the first SQL error (a failed row
-count check included), again without a commit. The target therefore holds the restored data
-only when all checks passed, and otherwise is exactly as before (empty, or with ``replace``
-its old tables).
+count check included), again without a commit. SIGTERM (``STOP``: the Job's pod deleted)
+fails the download and kills pg_restore and psql at once (a download blocked on a full pipe
+included), until the gate is opened: from then on the object's checks have passed, and
+only the row counts in the gate can still stop the commit. The target therefore holds the
+restored data only when all checks passed, and otherwise is exactly as before (empty, or
+with ``replace`` its old tables).
 
 Server work is what bounds a restore (one large table: ``COPY`` then index builds and
 foreign-key validation). The settings for the load are measured, see docs/backups.md.
@@ -48,6 +51,7 @@ import zstandard
 
 from dchat_node.backup.errors import BackupError, ChecksumMismatch, one_line, scrub
 from dchat_node.backup.postgres import DROP_SCHEMA_OBJECTS, libpq_env, secrets_of
+from dchat_node.backup.streams import STOP, STOPPED
 
 log = logging.getLogger("dchat.backup")
 
@@ -112,6 +116,8 @@ class StreamingSink:
         self.error: str | None = None
 
     def write(self, data: bytes) -> int:
+        if STOP.is_set():
+            raise BackupError(STOPPED)  # fails the download: the load rolls back
         self._sha.update(data)
         self.size += len(data)
         if self.error is None:
@@ -204,21 +210,29 @@ class StreamedLoad:
         dsn, env = libpq_env(self.url)
         app = f"dchat-restore-{secrets.token_hex(6)}"
         pipeline = _Pipeline(dsn, {**env, "PGAPPNAME": app}, self._commands())
+        watcher = _StopWatcher(pipeline)
         started = time.monotonic()
         try:
             self._feed(pipeline)
             self.timings.downloaded = time.monotonic() - started
-            self._check_pg_restore(pipeline)
+            watcher.check()
+            self._check_pg_restore(pipeline, watcher)
             self.timings.pg_restore = time.monotonic() - started
-            # the dump's SQL emptied search_path: back to the session's for the checks
+            # the dump's SQL emptied search_path: back to the session's for the checks.
+            # From here on the commit is decided (the checks passed): a SIGTERM no longer
+            # stops it, SIGKILL before psql reaches the gate still rolls back.
+            watcher.stop()
             checks = "RESET search_path;\n" + _count_check_sql(self.row_counts)
             pipeline.open_gate(checks + "\nCOMMIT;\n")
             self._check_psql(pipeline)
             self.timings.committed = time.monotonic() - started
             return self.timings
-        except BaseException:
+        except BaseException as exc:
+            watcher.stop()
             pipeline.abort()
             _terminate_backend(dsn, env, app)
+            if (watcher.fired or STOP.is_set()) and not isinstance(exc, ChecksumMismatch):
+                raise BackupError(f"restore {STOPPED}; rolled back") from None
             raise
         finally:
             pipeline.close()
@@ -247,8 +261,9 @@ class StreamedLoad:
         with contextlib.suppress(OSError):
             pipeline.archive.close()
 
-    def _check_pg_restore(self, pipeline: _Pipeline) -> None:
+    def _check_pg_restore(self, pipeline: _Pipeline, watcher: _StopWatcher) -> None:
         code = pipeline.restore.wait()
+        watcher.check()
         if code == 0:
             return
         if pipeline.psql.poll() not in (None, 0):  # psql stopped first: pg_restore's EPIPE
@@ -348,6 +363,35 @@ class _Pipeline:
         for process in (self.restore, self.psql):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
+
+
+class _StopWatcher:
+    """SIGTERM (``STOP``) while the load runs: kill pg_restore and psql at once (a download
+    blocked on a full pipe then fails too), so the load rolls back within the pod's grace
+    period."""
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        self.fired = False
+        self._done = threading.Event()
+        self._pipeline = pipeline
+        self._thread = threading.Thread(target=self._watch, name="restore-stop", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            if STOP.is_set():
+                self.fired = True
+                self._pipeline.abort()
+                return
+
+    def check(self) -> None:
+        if self.fired or STOP.is_set():
+            self.fired = True
+            raise BackupError(STOPPED)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
 
 
 def _terminate_backend(dsn: str, env: dict[str, str], app: str) -> None:
