@@ -2,7 +2,8 @@
 """Benchmark: `dchat backup create/restore` against the deployment guide's pipeline, side by
 side in one run, on the same PostgreSQL and the same S3 server.
 
-    .venv/bin/python bench/backup.py [--size-mib 1024] [--jobs 2] [--json]
+    .venv/bin/python bench/backup.py [--size-mib 1024] [--jobs 2] [--runs 3]
+                                     [--keep DIR] [--json]
 
 What it does:
 - starts the test harness's PostgreSQL (Debian's server, tests/harness/postgres.py) and S3
@@ -19,7 +20,13 @@ What it does:
   time includes the verification the guide does not do);
 - restore, the guide's: `aws s3 cp s3://... - | gunzip | psql` into another empty database;
 - checks both restored databases have the source's row counts, and prints the times,
-  the sizes and the ratios guide/ours (goal: >= 1.5 for backup and for restore).
+  the sizes and the ratios guide/ours (goal: >= 1.5 for backup and for restore);
+- ``--runs N`` repeats the four measurements N times on the same database and S3 server,
+  alternating which of ours and the guide's goes first, and prints every run and the
+  min/median of each (the machine is shared: single numbers vary);
+- ``--keep DIR`` keeps the PostgreSQL data directory with the generated database in DIR
+  and reuses it on the next run with the same ``--size-mib`` (building 1 GiB takes
+  minutes); without it everything lives in a temporary directory removed at the end.
 
 The AWS CLI (PyPI `awscli`, pinned below) lives in its own virtualenv,
 ${DCHAT_CACHE:-~/.cache/dchat}/awscli-venv, created on first use (like checkov's in
@@ -33,6 +40,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.harness.net import free_port  # noqa: E402
 from tests.harness.postgres import PostgresServer  # noqa: E402
 from tests.harness.s3 import S3Server  # noqa: E402
 
@@ -157,33 +166,147 @@ class Report:
     size_mib_requested: int
     database_bytes: int
     rows: dict[str, int]
-    ours_backup_s: float
-    guide_backup_s: float
-    ours_restore_s: float
-    guide_restore_s: float
+    ours_backup_s: list[float]
+    guide_backup_s: list[float]
+    ours_restore_s: list[float]
+    guide_restore_s: list[float]
     ours_object_bytes: int
     guide_object_bytes: int
     jobs: int
 
-    @property
-    def backup_ratio(self) -> float:
-        return self.guide_backup_s / self.ours_backup_s
-
-    @property
-    def restore_ratio(self) -> float:
-        return self.guide_restore_s / self.ours_restore_s
+    def ratios(self, what: str) -> list[float]:
+        ours, guide = getattr(self, f"ours_{what}_s"), getattr(self, f"guide_{what}_s")
+        return [g / o for o, g in zip(ours, guide, strict=True)]
 
 
-def run(size_mib: int, jobs: int, base: Path) -> Report:
+def source_server(keep: Path | None, base: Path, size_mib: int) -> tuple[PostgresServer, int]:
+    """The server with the populated ``src`` database: reused from ``keep`` when it holds
+    one of ``size_mib``, else made (in ``keep`` or ``base``)."""
+    home = keep or base
+    marker = home / "pg-source.json"
+    data_dir = home / "pg" / "primary"
+    if keep is not None and marker.exists() and data_dir.exists():
+        built = json.loads(marker.read_text())
+        if built.get("size_mib") == size_mib:
+            server = PostgresServer(data_dir=data_dir, port=free_port())
+            with (data_dir / "postgresql.conf").open("a") as conf:
+                conf.write(f"port = {server.port}\n")
+            server.pg_ctl_start()
+            for database in ("ours", "guide"):
+                server.drop_database(database)
+            log(f"reusing the {size_mib} MiB source database in {data_dir}")
+            return server, int(built["bytes"])
+        log(f"{marker} is of {built.get('size_mib')} MiB, not {size_mib}: rebuilding")
+        shutil.rmtree(home / "pg", ignore_errors=True)
+        marker.unlink()
+    server = PostgresServer.start(home / "pg")
+    psql(server, "postgres", "CREATE DATABASE src")
+    size = populate(server, "src", size_mib)
+    psql(server, "src", "VACUUM ANALYZE")
+    psql(server, "postgres", "CHECKPOINT")
+    if keep is not None:
+        marker.write_text(json.dumps({"size_mib": size_mib, "bytes": size}))
+    return server, size
+
+
+@dataclass
+class Pipelines:
+    """The four measured commands, for backup number ``i``."""
+
+    pg: PostgresServer
+    bucket: str
+    jobs: int
+    ours_env: dict[str, str]
+    guide_env: dict[str, str]
+    aws_cp: str
+
+    def object_url(self, i: int) -> str:
+        return f"s3://{self.bucket}/guide/db{i}.sql.gz"
+
+    def ours_backup(self, i: int) -> Timing:
+        return timed(
+            [DCHAT, "backup", "create", "--name", f"b{i}"],
+            {**self.ours_env, "DATABASE_URL": self.pg.url("src")},
+            "ours: backup",
+        )
+
+    def guide_backup(self, i: int) -> Timing:
+        src = shlex.quote(self.pg.url("src"))
+        return timed(
+            [
+                "bash",
+                "-o",
+                "pipefail",
+                "-c",
+                f"pg_dump -d {src} | gzip | {self.aws_cp} - {self.object_url(i)}",
+            ],
+            self.guide_env,
+            "guide: pg_dump | gzip | aws s3 cp",
+        )
+
+    def ours_restore(self, i: int) -> Timing:
+        return timed(
+            [DCHAT, "backup", "restore", "--name", f"b{i}", "--jobs", str(self.jobs)],
+            {**self.ours_env, "DATABASE_URL": self.pg.url("ours")},
+            "ours: restore",
+        )
+
+    def guide_restore(self, i: int) -> Timing:
+        return timed(
+            [
+                "bash",
+                "-o",
+                "pipefail",
+                "-c",
+                f"{self.aws_cp} {self.object_url(i)} - | gunzip | psql -X -q -v ON_ERROR_STOP=1 "
+                f"-d {shlex.quote(self.pg.url('guide'))} > /dev/null",
+            ],
+            self.guide_env,
+            "guide: aws s3 cp | gunzip | psql",
+        )
+
+
+def one_run(bench: Pipelines, i: int, report: Report, s3: S3Server) -> None:
+    """Backups then restores, ours and the guide's, alternating which goes first."""
+    pg = bench.pg
+    ours_first = i % 2 == 1
+    log(f"run {i} ({'ours' if ours_first else 'the guide'} first)")
+    if ours_first:
+        created, guided = bench.ours_backup(i), bench.guide_backup(i)
+    else:
+        guided, created = bench.guide_backup(i), bench.ours_backup(i)
+    for database in ("ours", "guide"):
+        pg.drop_database(database)
+        psql(pg, "postgres", f"CREATE DATABASE {database}")
+    psql(pg, "postgres", "CHECKPOINT")
+    if ours_first:
+        restored, guide_restored = bench.ours_restore(i), bench.guide_restore(i)
+    else:
+        guide_restored, restored = bench.guide_restore(i), bench.ours_restore(i)
+    for database in ("ours", "guide"):
+        got = counts(pg, database)
+        if got != report.rows:
+            raise RuntimeError(f"restored {database} has {got}, the source {report.rows}")
+    assert json.loads(restored.detail)["verified"] is True
+    head = s3.client().head_object(Bucket=bench.bucket, Key=f"guide/db{i}.sql.gz")
+    report.ours_backup_s.append(created.seconds)
+    report.guide_backup_s.append(guided.seconds)
+    report.ours_restore_s.append(restored.seconds)
+    report.guide_restore_s.append(guide_restored.seconds)
+    report.ours_object_bytes = int(json.loads(created.detail)["size"])
+    report.guide_object_bytes = int(head["ContentLength"])
+    log(
+        f"run {i}: backup {created.seconds:.1f} vs {guided.seconds:.1f} s, restore "
+        f"{restored.seconds:.1f} vs {guide_restored.seconds:.1f} s"
+    )
+
+
+def run(size_mib: int, jobs: int, base: Path, runs: int, keep: Path | None) -> Report:
     aws = aws_cli()
-    pg = PostgresServer.start(base / "pg")
+    pg, size = source_server(keep, base, size_mib)
     s3 = S3Server.start(base)
     try:
         bucket = s3.create_bucket(f"bench-{uuid.uuid4().hex[:8]}")
-        psql(pg, "postgres", "CREATE DATABASE src")
-        size = populate(pg, "src", size_mib)
-        rows = counts(pg, "src")
-        psql(pg, "postgres", "VACUUM ANALYZE")
         creds = base / "s3-credentials"
         creds.mkdir()
         (creds / "AWS_ACCESS_KEY_ID").write_text(s3.access_key)
@@ -191,125 +314,94 @@ def run(size_mib: int, jobs: int, base: Path) -> Report:
         work = base / "work"
         work.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DCHAT_", "DATABASE_"))}
-        ours_env = {
-            **env,
-            "DCHAT_BACKUP_BUCKET": bucket,
-            "DCHAT_BACKUP_PREFIX": "dchat/bench/",
-            "DCHAT_BACKUP_ENDPOINT": s3.endpoint,
-            "DCHAT_BACKUP_REGION": s3.region,
-            "DCHAT_BACKUP_CREDENTIALS_DIR": str(creds),
-            "DCHAT_TERMINATION_LOG": str(base / "termination-log"),
-            "TMPDIR": str(work),
-        }
-        guide_env = {
-            **env,
-            "AWS_ACCESS_KEY_ID": s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-            "AWS_DEFAULT_REGION": s3.region,
-            # the AWS CLI's defaults: moto accepts its CRC checksums. (With
-            # AWS_RESPONSE_CHECKSUM_VALIDATION=when_required, `aws s3 cp s3://... -` of
-            # awscli 1.46.2 hangs on a 150 MiB object here: seen while writing this.)
-        }
-        src_url = pg.url("src")
-        object_url = f"s3://{bucket}/guide/db.sql.gz"
-        aws_cp = f"{shlex.quote(str(aws))} --endpoint-url {shlex.quote(s3.endpoint)} s3 cp"
-
-        created = timed(
-            [DCHAT, "backup", "create", "--name", "b1"],
-            {**ours_env, "DATABASE_URL": src_url},
-            "ours: backup",
-        )
-        guide_backup = timed(
-            [
-                "bash",
-                "-o",
-                "pipefail",
-                "-c",
-                f"pg_dump -d {shlex.quote(src_url)} | gzip | {aws_cp} - {object_url}",
-            ],
-            guide_env,
-            "guide: pg_dump | gzip | aws s3 cp",
-        )
-        psql(pg, "postgres", "CREATE DATABASE ours")
-        psql(pg, "postgres", "CREATE DATABASE guide")
-        restored = timed(
-            [DCHAT, "backup", "restore", "--name", "b1", "--jobs", str(jobs)],
-            {**ours_env, "DATABASE_URL": pg.url("ours")},
-            "ours: restore",
-        )
-        guide_restore = timed(
-            [
-                "bash",
-                "-o",
-                "pipefail",
-                "-c",
-                f"{aws_cp} {object_url} - | gunzip | psql -X -q -v ON_ERROR_STOP=1 "
-                f"-d {shlex.quote(pg.url('guide'))} > /dev/null",
-            ],
-            guide_env,
-            "guide: aws s3 cp | gunzip | psql",
-        )
-        for database in ("ours", "guide"):
-            got = counts(pg, database)
-            if got != rows:
-                raise RuntimeError(f"restored {database} has {got}, the source {rows}")
-        assert json.loads(restored.detail)["verified"] is True
-        head = s3.client().head_object(Bucket=bucket, Key="guide/db.sql.gz")
-        return Report(
-            size_mib_requested=size_mib,
-            database_bytes=size,
-            rows=rows,
-            ours_backup_s=created.seconds,
-            guide_backup_s=guide_backup.seconds,
-            ours_restore_s=restored.seconds,
-            guide_restore_s=guide_restore.seconds,
-            ours_object_bytes=int(json.loads(created.detail)["size"]),
-            guide_object_bytes=int(head["ContentLength"]),
+        bench = Pipelines(
+            pg=pg,
+            bucket=bucket,
             jobs=jobs,
+            ours_env={
+                **env,
+                "DCHAT_BACKUP_BUCKET": bucket,
+                "DCHAT_BACKUP_PREFIX": "dchat/bench/",
+                "DCHAT_BACKUP_ENDPOINT": s3.endpoint,
+                "DCHAT_BACKUP_REGION": s3.region,
+                "DCHAT_BACKUP_CREDENTIALS_DIR": str(creds),
+                "DCHAT_TERMINATION_LOG": str(base / "termination-log"),
+                "TMPDIR": str(work),
+            },
+            guide_env={
+                **env,
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                "AWS_DEFAULT_REGION": s3.region,
+                # the AWS CLI's defaults: moto accepts its CRC checksums. (With
+                # AWS_RESPONSE_CHECKSUM_VALIDATION=when_required, `aws s3 cp s3://... -` of
+                # awscli 1.46.2 hangs on a 150 MiB object here: seen while writing this.)
+            },
+            aws_cp=f"{shlex.quote(str(aws))} --endpoint-url {shlex.quote(s3.endpoint)} s3 cp",
         )
+        report = Report(size_mib, size, counts(pg, "src"), [], [], [], [], 0, 0, jobs)
+        for i in range(1, runs + 1):
+            one_run(bench, i, report, s3)
+        return report
     finally:
         s3.stop()
-        pg.stop("immediate")
+        pg.stop("fast" if keep is not None else "immediate")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="database size (MiB)")
-    parser.add_argument("--jobs", type=int, default=2, help="pg_restore --jobs for ours")
+    parser.add_argument("--jobs", type=int, default=2, help="--jobs of ours")
+    parser.add_argument("--runs", type=int, default=1, help="measurements of each (alternating)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep and reuse the source database in DIR"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON too")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    keep = args.keep.resolve() if args.keep else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        os.chmod(keep, 0o755)  # noqa: S103 - the harness's server user must traverse it
     base = Path(tempfile.mkdtemp(prefix="dchat-bench-backup-"))
     os.chmod(base, 0o755)  # noqa: S103 - the harness's server user must traverse it
     try:
-        report = run(args.size_mib, args.jobs, base)
+        report = run(args.size_mib, args.jobs, base, args.runs, keep)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     mib = report.database_bytes / MIB
     print(f"database: {mib:.0f} MiB, {report.rows['messages']} messages ({os.cpu_count()} CPUs)")
-    print(f"{'':10}{'ours':>10}{'guide':>10}{'guide/ours':>12}")
+    print(f"{'run':6}{'what':10}{'ours':>10}{'guide':>10}{'guide/ours':>12}")
+    for what in ("backup", "restore"):
+        ours, guide = getattr(report, f"ours_{what}_s"), getattr(report, f"guide_{what}_s")
+        for i, (o, g) in enumerate(zip(ours, guide, strict=True), 1):
+            print(f"{i:<6}{what:10}{o:>9.1f}s{g:>9.1f}s{g / o:>11.2f}x")
+    print(f"{'':6}{'':10}{'min':>10}{'median':>10}   (of the ratios; times: min / median)")
+    for what in ("backup", "restore"):
+        ours, guide = getattr(report, f"ours_{what}_s"), getattr(report, f"guide_{what}_s")
+        ratios = report.ratios(what)
+        print(
+            f"{what:16}{min(ratios):>9.2f}x{statistics.median(ratios):>9.2f}x   ours "
+            f"{min(ours):.1f}/{statistics.median(ours):.1f} s, guide "
+            f"{min(guide):.1f}/{statistics.median(guide):.1f} s"
+        )
     print(
-        f"{'backup':10}{report.ours_backup_s:>9.1f}s{report.guide_backup_s:>9.1f}s"
-        f"{report.backup_ratio:>11.2f}x"
-    )
-    print(
-        f"{'restore':10}{report.ours_restore_s:>9.1f}s{report.guide_restore_s:>9.1f}s"
-        f"{report.restore_ratio:>11.2f}x"
-    )
-    print(
-        f"{'object':10}{report.ours_object_bytes / MIB:>8.0f}MiB"
+        f"{'object':16}{report.ours_object_bytes / MIB:>8.0f}MiB"
         f"{report.guide_object_bytes / MIB:>7.0f}MiB  (zstd custom dump vs gzip plain SQL)"
     )
+    met = {w: statistics.median(report.ratios(w)) >= 1.5 for w in ("backup", "restore")}
     print(
-        f"goal >= 1.5x: backup {'met' if report.backup_ratio >= 1.5 else 'NOT met'}, "
-        f"restore {'met' if report.restore_ratio >= 1.5 else 'NOT met'}"
+        f"goal >= 1.5x (median): backup {'met' if met['backup'] else 'NOT met'}, "
+        f"restore {'met' if met['restore'] else 'NOT met'}"
     )
     if args.json:
         print(
             json.dumps(
                 {
                     **asdict(report),
-                    "backup_ratio": report.backup_ratio,
-                    "restore_ratio": report.restore_ratio,
+                    "backup_ratios": report.ratios("backup"),
+                    "restore_ratios": report.ratios("restore"),
                 }
             )
         )

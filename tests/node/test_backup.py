@@ -4,6 +4,7 @@ termination log are the JSON result."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from dchat_node.backup.settings import load_settings, read_credentials
 from dchat_node.backup.store import S3Store
@@ -84,7 +86,7 @@ class Backups:
 
     def multipart_uploads(self) -> list[dict[str, Any]]:
         answer = self.s3.client().list_multipart_uploads(Bucket=self.bucket)
-        return list(answer.get("Uploads", []))
+        return [dict(u) for u in answer.get("Uploads", [])]
 
     def flip_byte(self, key: str, offset: int = 1000) -> None:
         client = self.s3.client()
@@ -464,20 +466,18 @@ async def test_a_full_disk_fails_saying_so_and_touches_nothing(
     tmp_path: Path,
     postgres_server: PostgresServer,
 ) -> None:
-    """Restore's download and SQLite's snapshot copy into a work directory that fills up:
-    the command fails with "disk full", leaves nothing in the directory, no table in the
-    target and no manifest."""
+    """SQLite's snapshot copy into a work directory that fills up: the command fails with
+    "disk full", leaves nothing in the directory and no manifest. PostgreSQL's restore
+    streams from S3 into the database and writes nothing locally: a full work directory
+    does not stop it."""
     bulk_messages(postgres_server, pg_source.rsplit("/", 1)[1], 20_000)  # ~6 MB of dump
     assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
     restored = backups.run(
         "restore", "--name", "b1", "--work-dir", str(tiny_dir), DATABASE_URL=empty_pg
     )
-    assert restored.code == 1, restored.stdout
-    assert "disk full" in restored.json["error"], restored.json
+    assert restored.code == 0, restored.stdout + restored.stderr
     assert os.listdir(tiny_dir) == []
-    db = empty_pg.rsplit("/", 1)[1]
-    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-    assert postgres_server.psql(tables, db) == "0"
+    assert await _rows(empty_pg) == await _rows(pg_source)
 
     source = tmp_path / "node" / "dchat.db"
     storage = await open_storage(DatabaseConfig(url=f"sqlite:///{source}"))
@@ -674,3 +674,194 @@ def test_pg_dump_killed_mid_stream_fails_the_upload_without_a_manifest(
     assert "pg_dump failed" in result.json["error"], result.json
     assert f"{PREFIX}killed/manifest.json" not in backups.object_keys()
     assert backups.multipart_uploads() == []
+
+
+# -- the streamed restore: loaded into one transaction, committed only after the checks --
+#
+# Each test makes the load run and then fail a check at its end, and proves the target is
+# exactly as before and no backend of the load is left. A checksum mismatch is acted on as
+# soon as the last byte arrived (psql may still be behind: how much it loaded by then is
+# timing); the row-count check runs after the whole dump was loaded, so there the server's
+# WAL shows the rows were written inside the transaction that then rolled back.
+
+DUMP = "dump.pgcustom.zst"
+TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+LEFT_BEHIND = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dchat-restore-%'"
+
+
+def _wal_lsn(server: PostgresServer) -> str:
+    return server.psql("SELECT pg_current_wal_lsn()")
+
+
+def _wal_since(server: PostgresServer, lsn: str) -> int:
+    return int(server.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')::bigint"))
+
+
+def _manifest(backups: Backups, name: str) -> dict[str, Any]:
+    key = f"{PREFIX}{name}/manifest.json"
+    body = backups.s3.client().get_object(Bucket=backups.bucket, Key=key)["Body"].read()
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def _put_manifest(backups: Backups, name: str, manifest: dict[str, Any]) -> None:
+    backups.s3.client().put_object(
+        Bucket=backups.bucket,
+        Key=f"{PREFIX}{name}/manifest.json",
+        Body=json.dumps(manifest).encode(),
+    )
+
+
+def _swap_objects(backups: Backups, into: str, source: str) -> None:
+    """Put backup ``source``'s (valid, complete) data object under backup ``into``."""
+    client = backups.s3.client()
+    data = client.get_object(Bucket=backups.bucket, Key=f"{PREFIX}{source}/{DUMP}")["Body"].read()
+    client.put_object(Bucket=backups.bucket, Key=f"{PREFIX}{into}/{DUMP}", Body=data)
+
+
+@pytest.fixture
+def big_source(pg_source: str, postgres_server: PostgresServer) -> str:
+    """The source with 20,000 more messages (~6 MB of rows): enough WAL to see the load."""
+    bulk_messages(postgres_server, pg_source.rsplit("/", 1)[1], 20_000)
+    return pg_source
+
+
+async def test_a_complete_valid_but_different_object_is_loaded_then_rolled_back(
+    backups: Backups, big_source: str, empty_pg: str, postgres_server: PostgresServer
+) -> None:
+    """The object under the backup's key is another backup's: a valid archive that
+    pg_restore loads to the end. Only the SHA-256, known once the last byte arrived,
+    differs: the restore fails with the checksum error, nothing is committed."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=big_source).code == 0
+    db = big_source.rsplit("/", 1)[1]
+    postgres_server.psql("INSERT INTO users (id, created_at) VALUES ('carol', 0)", db)
+    assert backups.run("create", "--name", "b2", DATABASE_URL=big_source).code == 0
+    _swap_objects(backups, into="b1", source="b2")
+
+    restored = backups.run("restore", "--name", "b1", DATABASE_URL=empty_pg)
+    assert restored.code == 1, restored.stdout + restored.stderr
+    error = restored.json["error"]
+    assert error.startswith(f"checksum mismatch on {PREFIX}b1/{DUMP}"), error
+    assert "nothing committed" in error
+    target = empty_pg.rsplit("/", 1)[1]
+    assert postgres_server.psql(TABLES, target) == "0"
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+
+
+async def test_replace_keeps_the_old_tables_when_the_object_differs_at_the_end(
+    backups: Backups, big_source: str, postgres_server: PostgresServer
+) -> None:
+    """--replace drops the old tables inside the load's transaction; a checksum mismatch
+    found after the whole load (the last byte of the object flipped: the data decompresses
+    and loads, the zstd frame checksum and the SHA-256 differ) rolls the drop back too."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=big_source).code == 0
+    db = big_source.rsplit("/", 1)[1]
+    postgres_server.psql("INSERT INTO users (id, created_at) VALUES ('after', 0)", db)
+    before = await _rows(big_source)
+    backups.flip_byte(f"{PREFIX}b1/{DUMP}", offset=-1)
+
+    replaced = backups.run("restore", "--name", "b1", "--replace", DATABASE_URL=big_source)
+    assert replaced.code == 1, replaced.stdout + replaced.stderr
+    assert replaced.json["error"].startswith("checksum mismatch"), replaced.json
+    assert await _rows(big_source) == before  # 'after' is still there: nothing replaced
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+
+
+async def test_row_counts_are_checked_before_the_commit(
+    backups: Backups, big_source: str, empty_pg: str, postgres_server: PostgresServer
+) -> None:
+    """A manifest whose row counts differ from the dump (the object itself intact): the
+    counts are compared inside the transaction, which rolls back; the error names the
+    table and both counts."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=big_source).code == 0
+    manifest = _manifest(backups, "b1")
+    rows = manifest["rowCounts"]["messages"]
+    manifest["rowCounts"]["messages"] = rows + 1
+    _put_manifest(backups, "b1", manifest)
+
+    start = _wal_lsn(postgres_server)
+    restored = backups.run("restore", "--name", "b1", DATABASE_URL=empty_pg)
+    assert restored.code == 1, restored.stdout + restored.stderr
+    assert _wal_since(postgres_server, start) > 2_000_000  # the rows were loaded...
+    error = restored.json["error"]
+    assert f"rows in messages: manifest {rows + 1}, restored {rows}" in error, error
+    assert "rolled back" in error
+    assert restored.json["verified"] is False
+    assert postgres_server.psql(TABLES, empty_pg.rsplit("/", 1)[1]) == "0"  # ...rolled back
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+
+
+async def test_an_object_that_is_no_archive_fails_in_pg_restore_and_rolls_back(
+    backups: Backups, pg_source: str, empty_pg: str, postgres_server: PostgresServer
+) -> None:
+    """The manifest matches the object, but the object is not a pg_dump archive: pg_restore
+    stops reading at once while the download goes on (its pipe closed); the error is
+    pg_restore's, the target untouched."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=pg_source).code == 0
+    data = zstandard.ZstdCompressor().compress(b"not an archive\n" * 1_000_000)
+    backups.s3.client().put_object(Bucket=backups.bucket, Key=f"{PREFIX}b1/{DUMP}", Body=data)
+    manifest = _manifest(backups, "b1")
+    manifest["objects"][0]["size"] = len(data)
+    manifest["objects"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    _put_manifest(backups, "b1", manifest)
+
+    restored = backups.run("restore", "--name", "b1", DATABASE_URL=empty_pg)
+    assert restored.code == 1, restored.stdout + restored.stderr
+    error = restored.json["error"]
+    assert error.startswith("pg_restore failed"), error
+    assert "rolled back" in error
+    assert postgres_server.psql(TABLES, empty_pg.rsplit("/", 1)[1]) == "0"
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+
+
+def _sigterm_while_the_load_waits_for_a_lock(
+    backups: Backups, source: str, server: PostgresServer
+) -> tuple[Result, float]:
+    """Run a --replace restore while another session holds ACCESS SHARE on messages (the
+    load's DROP waits for it), SIGTERM it once it waits; (result, seconds to exit)."""
+    db = source.rsplit("/", 1)[1]
+    holder = subprocess.Popen(  # holds the lock until its stdin closes
+        ["psql", "-X", "-q", "-d", server.url(db), "-c", "BEGIN", "-c",
+         "LOCK TABLE messages IN ACCESS SHARE MODE", "-f", "-"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+            "'dchat-restore-%' AND wait_event_type = 'Lock'"
+        )
+        proc = backups.start("restore", "--name", "b1", "--replace", DATABASE_URL=source)
+        deadline = time.monotonic() + 30
+        while server.psql(waiting) != "1":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the restore never waited for the lock"
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    return _result(proc.returncode, stdout, stderr, backups.termination_log), took
+
+
+async def test_sigterm_during_a_replace_rolls_back_at_once(
+    backups: Backups, big_source: str, postgres_server: PostgresServer
+) -> None:
+    """SIGTERM (the restore Job's pod deleted) while the load is inside its transaction:
+    here it waits for a lock another session holds on the old messages table, with the
+    download blocked behind full pipes. The command kills the pipeline, terminates the
+    backend, reports "stopped by SIGTERM", and the old tables are intact."""
+    assert backups.run("create", "--name", "b1", DATABASE_URL=big_source).code == 0
+    db = big_source.rsplit("/", 1)[1]
+    postgres_server.psql("INSERT INTO users (id, created_at) VALUES ('after', 0)", db)
+    before = await _rows(big_source)
+    result, took = _sigterm_while_the_load_waits_for_a_lock(backups, big_source, postgres_server)
+    assert result.code == 1, result.stdout + result.stderr
+    assert "stopped by SIGTERM" in result.json["error"], result.json
+    assert "rolled back" in result.json["error"], result.json
+    assert took < 10, took
+    assert postgres_server.psql(LEFT_BEHIND) == "0"
+    assert await _rows(big_source) == before

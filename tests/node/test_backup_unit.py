@@ -3,6 +3,7 @@ contract, argument checks, the JSON result and its termination-log form, URL han
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from dchat_node.backup.command import TERMINATION_LIMIT, report, termination_text
 from dchat_node.backup.errors import BackupError, SettingsError, scrub
 from dchat_node.backup.manifest import Manifest, ManifestObject
+from dchat_node.backup.pgstream import StreamingSink
+from dchat_node.backup.pgstream import load_settings as load_settings_of
 from dchat_node.backup.postgres import split_password, with_database
 from dchat_node.backup.settings import check_backup_name, load_settings, read_credentials
 from dchat_node.backup.streams import HashingReader
@@ -300,3 +304,48 @@ def test_hashing_reader_returns_full_parts() -> None:
     assert reader.read(8) == b""
     assert reader.size == 10
     assert reader.sha256 == "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882"
+
+
+def test_streaming_sink_hashes_the_compressed_bytes_and_feeds_the_decompressed_ones() -> None:
+    raw = b"COPY public.messages FROM stdin;\n" * 50_000
+    packed = zstandard.ZstdCompressor(threads=-1, write_checksum=True).compress(raw)
+    out = io.BytesIO()
+    sink = StreamingSink(out)
+    for start in range(0, len(packed), 4096):  # s3transfer writes the parts in order
+        sink.write(packed[start : start + 4096])
+    assert out.getvalue() == raw
+    assert sink.size == len(packed)
+    assert sink.sha256 == hashlib.sha256(packed).hexdigest()
+    assert sink.error is None
+
+
+def test_streaming_sink_keeps_hashing_after_a_corrupted_frame() -> None:
+    """A corrupted object: decompression stops feeding pg_restore, but the SHA-256 covers
+    every byte, so the error reported is the checksum mismatch."""
+    packed = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(os.urandom(300_000)))
+    packed[100] ^= 0xFF
+    sink = StreamingSink(io.BytesIO())
+    for start in range(0, len(packed), 1000):
+        sink.write(bytes(packed[start : start + 1000]))
+    assert sink.error is not None
+    assert sink.error.startswith("does not decompress")
+    assert sink.size == len(packed)
+    assert sink.sha256 == hashlib.sha256(packed).hexdigest()
+
+
+def test_streaming_sink_survives_pg_restore_closing_its_pipe() -> None:
+    packed = zstandard.ZstdCompressor().compress(os.urandom(1_000_000))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # pg_restore died: writes fail with EPIPE
+    with os.fdopen(write_end, "wb", buffering=0) as pipe:
+        sink = StreamingSink(pipe)
+        for start in range(0, len(packed), 65536):
+            sink.write(packed[start : start + 65536])
+    assert sink.error is not None
+    assert sink.error.startswith("pg_restore stopped reading")
+    assert sink.sha256 == hashlib.sha256(packed).hexdigest()
+
+
+def test_load_settings_map_jobs_to_parallel_maintenance_workers() -> None:
+    assert load_settings_of(1) == ("max_parallel_maintenance_workers = 0",)
+    assert load_settings_of(4) == ("max_parallel_maintenance_workers = 3",)

@@ -23,16 +23,20 @@ verify`` gets it)::
   the work directory, zstd, upload. Then ``manifest.json``, last. An existing complete
   backup of that name is refused. SIGTERM cancels the transfer, aborts the multipart
   upload and fails with ``stopped by SIGTERM`` (no manifest).
-- ``restore``: downloads each object while hashing it (and decompressing into ``--work-dir``,
-  default ``$TMPDIR``), refuses with ``checksum mismatch on <key>`` before touching the
-  target if a size or SHA-256 differs, refuses a non-empty target (PostgreSQL: any table in
-  its schema; SQLite: the file exists), restores (``pg_restore --jobs N --no-owner
-  --no-privileges``; SQLite: the file appears only after it passed), then verifies: row
-  counts equal the manifest's, SQLite ``integrity_check``, and the node's own ``dchat
-  verify`` checks. ``--replace`` (the node stopped) restores over a non-empty target
-  instead, atomically: PostgreSQL drops the schema's views, tables and sequences and
-  restores in ONE transaction (``pg_restore -f - | psql --single-transaction``); SQLite
-  renames the checked file over the old one (its WAL and Litestream state removed first).
+- ``restore``: refuses a non-empty target (PostgreSQL: any table in its schema; SQLite: the
+  file exists). PostgreSQL: streams the object from S3 (parallel ranged GETs, hashed in
+  order, zstd) through ``pg_restore -f -`` into psql, in ONE transaction that commits only
+  after the object's size and SHA-256 and every table's row count matched the manifest; any
+  failure (``checksum mismatch on <key>``, ``pg_restore failed``, a row count) rolls back,
+  leaving the target as it was (``dchat_node.backup.pgstream``); then the node's own ``dchat
+  verify`` checks. ``--jobs N``: processes per index build (N - 1 parallel maintenance
+  workers). SQLite: downloads into ``--work-dir`` (default ``$TMPDIR``) while hashing,
+  refuses with ``checksum mismatch on <key>`` before touching the target, checks row
+  counts, ``integrity_check`` and ``dchat verify``; the file appears only after it passed.
+  ``--replace`` (the node stopped) restores over a non-empty target instead, atomically:
+  PostgreSQL drops the schema's views, tables and sequences inside that same transaction;
+  SQLite renames the checked file over the old one (its WAL and Litestream state removed
+  first). SIGTERM fails the download and rolls the load back (``stopped by SIGTERM``).
 - ``verify``: the same restore into a throw-away target, then dropped: PostgreSQL a
   temporary database ``dchat_verify_<random>`` on the same server (the role needs
   CREATEDB, else it fails saying so), SQLite a temporary file.

@@ -54,9 +54,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         which.add_argument("--name")
         which.add_argument("--latest", action="store_true", help="the newest complete backup")
         cmd.add_argument(
-            "--work-dir", type=Path, default=None, help="for downloads (default $TMPDIR)"
+            "--work-dir",
+            type=Path,
+            default=None,
+            help="SQLite: for the download (default $TMPDIR); PostgreSQL streams, writes nothing",
         )
-        cmd.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs (default 2)")
+        cmd.add_argument(
+            "--jobs",
+            type=int,
+            default=2,
+            help="PostgreSQL: processes per index build (parallel maintenance workers + 1)",
+        )
         if verb == "restore":
             cmd.add_argument(
                 "--replace",
@@ -81,7 +89,7 @@ def run(
     termination = Path(env.get("DCHAT_TERMINATION_LOG") or TERMINATION_LOG)
     result: dict[str, Any] = {"ok": False, "command": command, "name": name}
     secrets = _database_secrets(config)
-    if command == "create":
+    if command in {"create", "restore", "verify"}:
         _stop_on_sigterm()
     try:
         settings = load_settings(env)
@@ -106,9 +114,11 @@ def run(
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM (the Job's pod deleted or evicted) stops a backup cleanly: the upload is
-    cancelled and aborted, pg_dump killed, the result says why, the exit code is 1. A
-    second SIGTERM, or the end of the grace period (SIGKILL), ends it at once."""
+    """SIGTERM (the Job's pod deleted or evicted) stops a command cleanly: a backup's upload
+    is cancelled and aborted, pg_dump killed; a restore's (or verify's) download fails and
+    its load rolls back (PostgreSQL; once all checks passed, the commit goes ahead); the
+    result says why, the exit code is 1. A second SIGTERM, or the end of the grace period
+    (SIGKILL), ends it at once."""
     from dchat_node.backup.streams import STOP
 
     def handler(signum: int, frame: object) -> None:

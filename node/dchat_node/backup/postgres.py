@@ -8,12 +8,11 @@ goes through zstd (multi-threaded) and a SHA-256 hasher straight into the multip
 nothing is written to local disk. A pg_dump that fails part-way fails the upload (aborted,
 no manifest).
 
-Restore: the object is downloaded and checked (size, SHA-256) while it is decompressed
-into the work directory (``pg_restore --jobs`` needs a file); the target must have no table
-in its schema; then ``pg_restore --jobs N --no-owner --no-privileges --exit-on-error``.
-With ``--replace`` (a DchatRestore into an existing cluster, the node stopped) the target's
-tables are dropped and the dump restored in ONE transaction (``pg_restore -f -`` into
-``psql --single-transaction``): a failure rolls back to the old tables.
+Restore (``pgstream``): streamed from S3 through ``pg_restore -f -`` into psql, in ONE
+transaction of the target that commits only after the object's size and SHA-256 and the
+row counts matched the manifest; the target must have no table in its schema, or with
+``--replace`` (a DchatRestore into an existing cluster, the node stopped) its tables are
+dropped in that same transaction: any failure rolls back to the old tables.
 
 The password of the database URL reaches pg_dump/pg_restore as ``PGPASSWORD`` in their
 environment, never on their command line.
@@ -28,7 +27,6 @@ import secrets
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import unquote
 
 import asyncpg
@@ -166,33 +164,9 @@ async def check_empty(conn: asyncpg.Connection, where: str) -> None:
         )
 
 
-def run_restore(url: str, dump: Path, jobs: int) -> None:
-    dsn, env = libpq_env(url)
-    result = subprocess.run(
-        [
-            "pg_restore",
-            f"--jobs={jobs}",
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--no-password",
-            "-d",
-            dsn,
-            str(dump),
-        ],
-        capture_output=True,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        lines = [ln for ln in result.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-        text = scrub(one_line(" | ".join(lines[-3:]) or "no message"), secrets_of(url))
-        raise BackupError(f"pg_restore failed (exit {result.returncode}): {text}")
-
-
 # Drops every view, table and sequence of the target's schema; runs in the same transaction
-# as the restore that follows it (psql --single-transaction), so a restore that fails
-# leaves the old tables as they were.
+# as the restore that follows it (pgstream), so a restore that fails leaves the old tables
+# as they were.
 DROP_SCHEMA_OBJECTS = """
 DO $dchat$
 DECLARE r record;
@@ -216,50 +190,6 @@ BEGIN
 END
 $dchat$;
 """
-
-
-def run_replace(url: str, dump: Path) -> None:
-    """Replace the tables of the database of ``url`` with the dump, atomically: the drop of
-    the old objects and the dump's SQL (``pg_restore -f -``) run in one transaction of
-    ``psql --single-transaction -v ON_ERROR_STOP=1``; any error rolls all of it back."""
-    dsn, env = libpq_env(url)
-    with subprocess.Popen(
-        ["pg_restore", "--no-owner", "--no-privileges", "--file=-", str(dump)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as sql:
-        assert sql.stdout is not None
-        assert sql.stderr is not None
-        psql = subprocess.run(
-            [
-                "psql",
-                "--no-psqlrc",
-                "--quiet",
-                "--no-password",
-                "--set=ON_ERROR_STOP=1",
-                "--single-transaction",
-                f"--command={DROP_SCHEMA_OBJECTS}",
-                "--file=-",
-                f"--dbname={dsn}",
-            ],
-            stdin=sql.stdout,
-            capture_output=True,
-            env=env,
-            check=False,
-        )
-        sql.stdout.close()
-        restore_err = sql.stderr.read()
-        restore_rc = sql.wait()
-    if restore_rc != 0 or psql.returncode != 0:
-        failed = "pg_restore" if restore_rc != 0 else "psql"
-        stderr = restore_err if restore_rc != 0 else psql.stderr
-        code = restore_rc if restore_rc != 0 else psql.returncode
-        lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-        text = scrub(one_line(" | ".join(lines[-3:]) or "no message"), secrets_of(url))
-        raise BackupError(
-            f"restore over the existing tables failed ({failed} exit {code}), rolled back: {text}"
-        )
 
 
 async def can_create_databases(conn: asyncpg.Connection) -> tuple[str, bool]:

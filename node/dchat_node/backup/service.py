@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dchat_node import __version__
+from dchat_node.backup import pgstream
 from dchat_node.backup import postgres as pg
 from dchat_node.backup import sqlite as lite
 from dchat_node.backup.errors import BackupError, ChecksumMismatch
@@ -242,34 +243,42 @@ async def verify(job: Job, name: str | None) -> dict[str, Any]:
 async def _restore_postgres(
     job: Job, manifest: Manifest, url: str, replace: bool = False
 ) -> dict[str, Any]:
+    """Stream the backup into ONE transaction of the target, committed only after every
+    object matched its size and SHA-256 and the row counts matched the manifest
+    (``pgstream``); then the node's own verify on the committed data."""
     conn = await pg.connect(url, job.timeout)
     try:
         if not replace:
             await pg.check_empty(conn, pg.split_password(url)[0])
     finally:
         await conn.close()
-    with _scratch(job.work_dir) as scratch:
-        dump = scratch / "dump.pgcustom"
-        started = time.monotonic()
-        for obj in manifest.objects:
-            await asyncio.to_thread(download_verified, job.store, manifest.name, obj, dump)
-        log.info("downloaded and checked %d bytes in %.1f s", manifest.size, _since(started))
-        started = time.monotonic()
-        if replace:
-            await asyncio.to_thread(pg.run_replace, url, dump)
-            log.info("replaced the database's tables in one transaction in %.1f s", _since(started))
-        else:
-            await asyncio.to_thread(pg.run_restore, url, dump, job.jobs)
-            log.info("pg_restore --jobs %d took %.1f s", job.jobs, _since(started))
-    started = time.monotonic()
-    conn = await pg.connect(url, job.timeout)
+    load = pgstream.StreamedLoad(
+        url=url,
+        objects=[
+            pgstream.ObjectToLoad(job.store.key(manifest.name, o.key), o.size, o.sha256)
+            for o in manifest.objects
+        ],
+        row_counts=manifest.row_counts,
+        download=job.store.download,
+        replace=replace,
+        settings=pgstream.load_settings(job.jobs),
+    )
     try:
-        counts = await pg.table_counts(conn)
-    finally:
-        await conn.close()
-    problems = _compare_counts(manifest.row_counts, counts)
-    problems += await _node_verify(job.database.model_copy(update={"url": url}))
-    log.info("verified in %.1f s", _since(started))
+        timings = await asyncio.to_thread(load.run)
+    except pgstream.VerificationFailed as exc:
+        raise VerificationFailed(str(exc)) from None
+    log.info(
+        "streamed %d bytes (checked) in %.1f s; pg_restore done at %.1f s; %s and committed "
+        "at %.1f s",
+        manifest.size,
+        timings.downloaded,
+        timings.pg_restore,
+        "replaced the old tables" if replace else "row counts checked",
+        timings.committed,
+    )
+    started = time.monotonic()
+    problems = await _node_verify(job.database.model_copy(update={"url": url}))
+    log.info("dchat verify in %.1f s", _since(started))
     return _verdict(problems, manifest)
 
 

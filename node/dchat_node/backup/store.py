@@ -42,7 +42,7 @@ from dchat_node.backup.streams import STOP, STOPPED
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from dchat_node.backup.streams import Readable, VerifyingWriter
+    from dchat_node.backup.streams import Readable, Writable
 
 log = logging.getLogger("dchat.backup")
 
@@ -211,7 +211,9 @@ class S3Store:
                 )
                 log.info("aborted multipart upload %s of %s", upload["UploadId"], key)
 
-    def download(self, key: str, sink: VerifyingWriter) -> None:
+    def download(self, key: str, sink: Writable) -> None:
+        """Write the object's bytes into ``sink`` in order (parallel ranged GETs: ``sink``
+        has no ``seek``, so s3transfer hands it the parts in order)."""
         try:
             self.client.download_fileobj(
                 self.bucket,

@@ -39,6 +39,10 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class HashingReader:
     def __init__(self, raw: Readable) -> None:
         self._raw = raw
@@ -128,6 +132,8 @@ class VerifyingWriter:
         self.decompress_error: str | None = None
 
     def write(self, data: bytes) -> int:
+        if STOP.is_set():
+            raise BackupError(STOPPED)  # fails the download: nothing touches the target
         self._sha.update(data)
         self.size += len(data)
         if self.decompress_error is None:
