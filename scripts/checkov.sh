@@ -3,7 +3,7 @@
 #   - the install bundle, rendered: manifests/base and manifests/overlays/namespaced
 #   - the objects the operator creates for each sample DchatCluster, rendered by
 #     `dchat-operator render -f manifests/samples/<sample>.yaml`
-#   - Dockerfile.node and Dockerfile.operator
+#   - Dockerfile.node, Dockerfile.operator and Dockerfile.postgres
 # Exits non-zero if any check fails. Every check that is skipped is listed below with its
 # reason (and in docs/packaging.md); object-specific exceptions are `checkov.io/skipN`
 # annotations on that object only.
@@ -128,7 +128,7 @@ yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
 fi
 
 # ── the Dockerfiles ───────────────────────────────────────────────────────────────────────
-cp "$root/Dockerfile.node" "$root/Dockerfile.operator" "$work/docker/"
+cp "$root/Dockerfile.node" "$root/Dockerfile.operator" "$root/Dockerfile.postgres" "$work/docker/"
 
 skip_arg="$(IFS=,; echo "${skip_checks[*]}")"
 log "checkov $CHECKOV_VERSION; skipped everywhere: $skip_arg"

@@ -20,7 +20,7 @@ if [[ -z "$hadolint" ]]; then
 fi
 
 if [[ $# -eq 0 ]]; then
-    set -- Dockerfile.node Dockerfile.operator
+    set -- Dockerfile.node Dockerfile.operator Dockerfile.postgres
 fi
 
 echo "lint-dockerfiles: $("$hadolint" --version) on $*"

@@ -280,13 +280,7 @@ async def run_node(
     storage = await prepare_storage(config, migrate=migrate)
     chain, verifier = _payment_verifier(config)
     host, p2p_failure = _p2p_host(config, metrics)
-    if host is not None:
-        p2p_status: Callable[[], Mapping[str, Any]] | None = host.status
-    elif p2p_failure is not None:
-        failed = {"running": False, "failure": p2p_failure}
-        p2p_status = lambda: failed  # noqa: E731 - /health/relay shows why it is down
-    else:
-        p2p_status = None
+    p2p_status = _p2p_status(host, p2p_failure)
     services = build_services(
         config,
         storage,
@@ -326,6 +320,18 @@ async def run_node(
         if bridge is not None:
             await bridge.aclose()
         log.info("dchat node stopped", extra={"event": "stopped"})
+
+
+def _p2p_status(
+    host: Libp2pHost | None, failure: str | None
+) -> Callable[[], Mapping[str, Any]] | None:
+    """What /health/relay reports: the running host's status, or why it is not running."""
+    if host is not None:
+        return host.status
+    if failure is not None:
+        failed = {"running": False, "failure": failure}
+        return lambda: failed
+    return None
 
 
 def p2p_key_path(config: NodeConfig) -> Path:
