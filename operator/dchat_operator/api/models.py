@@ -471,8 +471,8 @@ else:
             "rpc_timeout_secs": _le(3600, float),
         },
         note=(
-            "The currency chain is where the node's marketplace verifies payments; the chat "
-            "chain is not used yet (no bridge service). The operator opens NetworkPolicy "
+            "The currency chain is where the node's marketplace verifies payments; the bridge "
+            "(when configured) moves funds between the two. The operator opens NetworkPolicy "
             "egress to each URL's port."
         ),
     )
@@ -485,8 +485,11 @@ else:
             "nat_turn_servers": Annotated[list[bounded(512, min_length=1)], Field(max_length=16)],
         },
         note=(
-            "Not acted on yet: written to config.toml, but the node runs no libp2p host yet "
-            "(the operator only opens NetworkPolicy egress to the bootstrap ports)."
+            "The node runs a libp2p host on server.p2pPort (GossipSub, Noise, yamux) and the "
+            "store-and-forward envelope relay (docs/relay.md). Unless bootstrapDns is given, "
+            "the operator sets it to the headless Service <cluster>-p2p-peers, so the pods "
+            "of a cluster find each other; NetworkPolicy egress opens the bootstrap ports. "
+            "natUpnp and natTurnServers are accepted but not acted on."
         ),
     )
     _ObservabilityBase = mirror(
@@ -1631,13 +1634,15 @@ class DchatClusterSpec(CRModel):
     chain: ChainSpec = Field(
         default_factory=ChainSpec,
         description=(
-            "Chain JSON-RPC endpoints: the currency chain verifies marketplace payments; the "
-            "chat chain is not used yet (no bridge). The URLs open NetworkPolicy egress."
+            "Chain JSON-RPC endpoints: the currency chain verifies marketplace payments; both "
+            "are the bridge's chains when it is configured. The URLs open NetworkPolicy egress."
         ),
     )
     relay: RelaySpec = Field(
         default_factory=RelaySpec,
-        description="libp2p relay network. Not acted on yet: the node runs no libp2p host.",
+        description=(
+            "libp2p relay network and the envelope relay (the node's /api/v1/relay routes)."
+        ),
     )
     observability: ObservabilitySpec = Field(
         default_factory=ObservabilitySpec, description="Tracing, metrics push, health checks."
@@ -1651,8 +1656,10 @@ class DchatClusterSpec(CRModel):
     bridge: BridgeSpec = Field(
         default_factory=BridgeSpec,
         description=(
-            "Bridge service and its pause switch. Not acted on yet: written to config.toml, "
-            "but the node has no bridge service yet."
+            "Bridge service and its pause switch (docs/bridge.md). The node's bridge runs when "
+            "its vault addresses and validators are configured; the operator does not yet "
+            "render validator or relayer key Secrets, so a bridge validator needs its keys "
+            "mounted by other means."
         ),
     )
     accessibility: AccessibilitySpec = Field(

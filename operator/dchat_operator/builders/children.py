@@ -69,6 +69,7 @@ def desired_children(
         network.api_service,
         network.metrics_service,
         network.p2p_service,
+        network.p2p_peers_service,
         deployment,
         workload.pod_disruption_budget,
         network.network_policy,
@@ -91,6 +92,7 @@ def prunable(cluster: DchatCluster, caps: Capabilities) -> list[tuple[Kind, str]
     n = names(cluster)
     candidates: list[tuple[Kind, str]] = [
         (SERVICE, n.p2p_service),
+        (SERVICE, n.p2p_peers_service),
         (PDB, n.pdb),
         (NETWORK_POLICY, n.network_policy),
         (INGRESS, n.ingress),

@@ -51,6 +51,11 @@ class Names:
         return f"{self.cluster}-p2p"
 
     @property
+    def p2p_peers_service(self) -> str:
+        """Headless: every node pod's address, for the relay's DNS discovery."""
+        return f"{self.cluster}-p2p-peers"
+
+    @property
     def pvc(self) -> str:
         return f"{self.cluster}-data"
 

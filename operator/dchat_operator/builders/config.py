@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dchat_node.config import render_toml
+from dchat_node.config import NodeConfig, render_toml
 from dchat_operator.api import constants as c
 from dchat_operator.api.models import DatabaseEngine, DchatCluster, SecretKeyRef
 from dchat_operator.builders import litestream
@@ -85,7 +85,21 @@ def config_toml(cluster: DchatCluster) -> str:
         "# Secrets are not in this file: DATABASE_URL_FILE (PostgreSQL) and JWT_SECRET_FILE name\n"
         "# files mounted from Kubernetes Secrets.\n"
     )
-    return header + render_toml(cluster.spec.to_node_config(), changed_only=True)
+    return header + render_toml(node_config(cluster), changed_only=True)
+
+
+def node_config(cluster: DchatCluster) -> NodeConfig:
+    """The node's configuration: the spec's, plus what only the operator knows: with the
+    relay on and no ``relay.bootstrapDns`` given, the pods find each other through the
+    headless Service ``<cluster>-p2p-peers`` (every pod address, ready or not)."""
+    config = cluster.spec.to_node_config()
+    relay = config.relay
+    if relay.enabled and not relay.bootstrap_dns:
+        dns = f"{names(cluster).p2p_peers_service}.{cluster.namespace}.svc"
+        config = config.model_copy(
+            update={"relay": relay.model_copy(update={"bootstrap_dns": dns})}
+        )
+    return config
 
 
 def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:

@@ -84,6 +84,31 @@ def p2p_service(cluster: DchatCluster) -> Obj | None:
     return svc
 
 
+def p2p_peers_service(cluster: DchatCluster) -> Obj | None:
+    """Headless Service of every node pod (ready or not) with the P2P and metrics ports: the
+    relay resolves it (``relay.bootstrap_dns``), reads each address's peer id from
+    ``/p2p/info`` on the metrics port and dials it."""
+    if not cluster.spec.relay.enabled:
+        return None
+    server = cluster.spec.server
+    svc = _service(
+        cluster,
+        names(cluster).p2p_peers_service,
+        [
+            {"name": "p2p", "port": server.p2p_port, "targetPort": "p2p", "protocol": "TCP"},
+            {
+                "name": "metrics",
+                "port": server.metrics_port,
+                "targetPort": "metrics",
+                "protocol": "TCP",
+            },
+        ],
+    )
+    svc["spec"]["clusterIP"] = "None"
+    svc["spec"]["publishNotReadyAddresses"] = True
+    return svc
+
+
 def ingress(cluster: DchatCluster) -> Obj | None:
     spec = cluster.spec.ingress
     if not spec.enabled or not spec.host:
@@ -157,8 +182,24 @@ def egress_ports(cluster: DchatCluster) -> list[int]:
         ports.add(spec.database.postgres.port)
     if spec.backup.enabled and spec.backup.s3 is not None:
         ports.add(_url_port(spec.backup.s3.endpoint) or 443)
+    if spec.relay.enabled:  # discovery reads the peers' /p2p/info on their metrics port
+        ports.add(spec.server.metrics_port)
     ports.update(spec.network_policy.extra_egress_ports)
     return sorted(ports)
+
+
+def _peer_rule(cluster: DchatCluster) -> list[Obj]:
+    """With the relay on: the cluster's own pods may read each other's ``/p2p/info`` on the
+    metrics port (relay discovery), whatever ``metricsFromNamespaces`` allows."""
+    if not cluster.spec.relay.enabled:
+        return []
+    port = cluster.spec.server.metrics_port
+    return [
+        {
+            "from": [{"podSelector": {"matchLabels": selector_labels(cluster)}}],
+            "ports": [{"port": port, "protocol": "TCP"}],
+        }
+    ]
 
 
 def network_policy(cluster: DchatCluster) -> Obj | None:
@@ -199,6 +240,7 @@ def network_policy(cluster: DchatCluster) -> Obj | None:
                     ]
                 },
                 metrics_rule,
+                *_peer_rule(cluster),
             ],
             "egress": [
                 {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},

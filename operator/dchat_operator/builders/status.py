@@ -96,10 +96,8 @@ def not_acted_on(cluster: DchatCluster) -> list[str]:
     out: list[str] = []
     if spec.database.postgres is not None and spec.database.postgres.standbys:
         out.append("spec.database.postgres.standbys")
-    for name in ("relay", "bridge"):
-        section = getattr(spec, name)
-        if section != type(section)():
-            out.append(f"spec.{name}")
+    if spec.relay.nat_upnp or spec.relay.nat_turn_servers:
+        out.append("spec.relay (natUpnp, natTurnServers)")
     return out
 
 

@@ -7,8 +7,8 @@ Design:
   the operator's result says which revision it went back to, or why it refused (exit 1).
 - ``pause-*``/``resume-*`` are merge patches of ``spec.rollout.paused`` and
   ``spec.bridge.paused``; ``--wait`` waits until the operator observed the new generation.
-  The node has no bridge service yet: ``spec.bridge.paused`` reaches config.toml (and, as any
-  config change, rolls the pods) but nothing acts on it; the command says so.
+  ``spec.bridge.paused`` reaches config.toml (and, as any config change, rolls the pods);
+  the node's bridge then stops signing and submitting; the command says so.
 - ``scale`` patches the scale subresource (as ``kubectl scale``); admission refuses what the
   CRD refuses (a SQLite cluster above 1 replica) with its own message.
 - ``promote CLUSTER MEMBER`` sets the annotation ``dchat.dev/switchover-request=MEMBER``:
@@ -101,9 +101,9 @@ def judge_observed(generation: int) -> Any:
 
 
 BRIDGE_NOTE = (
-    "note: the node has no bridge service yet: spec.bridge.paused reaches config.toml "
-    "([bridge] paused) and, like any config change, rolls the pods, but nothing acts on it "
-    "(the cluster's Warning condition lists spec.bridge as not acted on)"
+    "note: spec.bridge.paused reaches config.toml ([bridge] paused) and, like any config "
+    "change, rolls the pods; a paused bridge keeps observing both chains but signs and "
+    "submits nothing (docs/bridge.md)"
 )
 
 

@@ -185,7 +185,7 @@ def test_pause_bridge_sets_the_field_and_says_the_node_does_not_act_on_it(setup:
     kube, namespace, _ = setup
     out = plugin(setup, "pause-bridge", "solo")
     assert out.returncode == 0, out.stderr
-    assert "the node has no bridge service yet" in out.stderr
+    assert "signs and submits nothing" in out.stderr
     assert get_cluster(kube, namespace, "solo")["spec"]["bridge"]["paused"] is True
     config = kube.get_json("-n", namespace, "configmap", "solo-config")
     kube.wait_for(

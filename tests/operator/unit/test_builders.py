@@ -21,6 +21,7 @@ from dchat_operator.builders.config import (
     config_checksum,
     config_map,
     config_toml,
+    node_config,
     secret_references,
 )
 from tests.operator.unit.conftest import cluster, sample
@@ -54,6 +55,7 @@ def test_children_kinds_sqlite() -> None:
         ("Service", "dchat-sqlite-api"),
         ("Service", "dchat-sqlite-metrics"),
         ("Service", "dchat-sqlite-p2p"),
+        ("Service", "dchat-sqlite-p2p-peers"),
         ("Deployment", "dchat-sqlite"),
         ("NetworkPolicy", "dchat-sqlite"),
     ]
@@ -294,8 +296,9 @@ def test_chain_and_pushgateway_urls_from_secrets_are_mounted_files(tmp_path: Pat
         "https://prometheus_pushgateway_file.example/key123"
     )
     # the operator cannot derive their ports: only extraEgressPorts opens them
-    assert network.egress_ports(cl) == [443, 7000, 9091]
-    assert network.egress_ports(cluster(**{**URL_REFS, "networkPolicy": {}})) == [7000]
+    # 9001: the peers' /p2p/info (relay discovery)
+    assert network.egress_ports(cl) == [443, 7000, 9001, 9091]
+    assert network.egress_ports(cluster(**{**URL_REFS, "networkPolicy": {}})) == [7000, 9001]
 
 
 def test_no_url_secret_refs_leave_env_and_checksum_as_before() -> None:
@@ -442,14 +445,24 @@ def test_config_toml_holds_only_what_differs_from_the_node_defaults() -> None:
     """An older node image never meets a key added later (it would refuse it as unknown),
     and a default added to the node rolls no pods: only values the spec changed are written,
     and the node reads them back to the very config the operator built."""
-    assert "=" not in config_toml(cluster())  # the header comments only
+    # only what the operator knows beyond the spec: where the cluster's relay peers are
+    assert tomllib.loads(config_toml(cluster())) == {
+        "relay": {"bootstrap_dns": "c1-p2p-peers.ns1.svc"}
+    }
     changed = cluster(marketplace={"cacheSize": 123}, server={"maxRequestBodyBytes": 2_000_000})
     data = tomllib.loads(config_toml(changed))
     assert data == {
         "server": {"max_request_body_bytes": 2_000_000},
+        "relay": {"bootstrap_dns": "c1-p2p-peers.ns1.svc"},
         "marketplace": {"cache_size": 123},
     }
-    assert parse_config(data, environ={}) == changed.spec.to_node_config()
+    assert parse_config(data, environ={}) == node_config(changed)
+    # a bootstrapDns of the spec's own, or the relay off: nothing added
+    own = cluster(relay={"bootstrapDns": "peers.example"})
+    assert tomllib.loads(config_toml(own)) == {"relay": {"bootstrap_dns": "peers.example"}}
+    assert tomllib.loads(config_toml(cluster(relay={"enabled": False}))) == {
+        "relay": {"enabled": False}
+    }
 
 
 def test_service_monitor_labels_series_with_the_cluster_the_rules_group_by() -> None:

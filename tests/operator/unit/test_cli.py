@@ -39,7 +39,7 @@ def test_render_prints_children_as_a_yaml_stream() -> None:
     )
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("Service") == 3
+    assert kinds.count("Service") == 4  # api, metrics, p2p, p2p-peers (headless)
     assert {"Deployment", "ConfigMap", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= set(
         kinds
     )

@@ -340,7 +340,7 @@ async def test_a_spec_the_policy_refuses_applies_nothing(world: World) -> None:
 
 
 async def test_fields_not_acted_on_yet_set_a_warning_condition(world: World) -> None:
-    world.add("c1", database=PG, relay={"bootstrapNodes": ["/ip4/10.0.0.1/tcp/7000"]})
+    world.add("c1", database=PG, relay={"natUpnp": True})
     await world.idle()
     warning = world.condition("c1", "Warning")
     assert (warning["status"], warning["reason"]) == ("True", "NotActedOn")
