@@ -116,6 +116,7 @@ FIRST_GROUPS = (
     "real-node-cron",
     "real-node",
     "real-node-postgres",
+    "real-node-relay",
     "install-bundle",
 )
 
