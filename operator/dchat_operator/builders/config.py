@@ -24,6 +24,7 @@ from dchat_operator.builders import postgres as pg
 from dchat_operator.builders.common import Obj, digest, metadata, names
 
 SECRETS_DIR = f"{c.CONFIG_DIR}/secrets"
+BRIDGE_PAUSED_KEY = "bridge-paused"
 URL_FILE = "url"
 
 
@@ -99,6 +100,14 @@ def node_config(cluster: DchatCluster) -> NodeConfig:
         config = config.model_copy(
             update={"relay": relay.model_copy(update={"bootstrap_dns": dns})}
         )
+    bridge = config.bridge
+    if not bridge.pause_flag_path:
+        # spec.bridge.paused reaches the pods as the ConfigMap key bridge-paused, which the
+        # node re-reads every poll: pausing or resuming the bridge rolls no pod
+        flag = f"{c.CONFIG_DIR}/{BRIDGE_PAUSED_KEY}"
+        config = config.model_copy(
+            update={"bridge": bridge.model_copy(update={"paused": False, "pause_flag_path": flag})}
+        )
     return config
 
 
@@ -125,6 +134,12 @@ def secret_references(cluster: DchatCluster) -> list[tuple[str, str | None]]:
     return refs
 
 
+def bridge_paused(cluster: DchatCluster) -> bool:
+    """The bridge pause switch as the pods see it (the flag file), unless the spec names a
+    pause flag file of its own (then config.toml carries ``paused`` as given)."""
+    return cluster.spec.bridge.paused and not cluster.spec.bridge.pause_flag_path
+
+
 def litestream_yaml(cluster: DchatCluster) -> str | None:
     s3 = litestream.target(cluster)
     return None if s3 is None else litestream.litestream_config(cluster, s3)
@@ -145,6 +160,7 @@ def config_map(cluster: DchatCluster) -> Obj:
         "metadata": metadata(cluster, names(cluster).config_map),
         "data": {
             c.CONFIG_FILE: config_toml(cluster),
+            BRIDGE_PAUSED_KEY: "true" if bridge_paused(cluster) else "false",
             **({c.LITESTREAM_CONFIG: extra} if (extra := litestream_yaml(cluster)) else {}),
         },
     }

@@ -7,8 +7,8 @@ Design:
   the operator's result says which revision it went back to, or why it refused (exit 1).
 - ``pause-*``/``resume-*`` are merge patches of ``spec.rollout.paused`` and
   ``spec.bridge.paused``; ``--wait`` waits until the operator observed the new generation.
-  ``spec.bridge.paused`` reaches config.toml (and, as any config change, rolls the pods);
-  the node's bridge then stops signing and submitting; the command says so.
+  ``spec.bridge.paused`` reaches the pods as the ConfigMap key ``bridge-paused`` (no
+  restart); the node's bridge then stops signing and submitting; the command says so.
 - ``scale`` patches the scale subresource (as ``kubectl scale``); admission refuses what the
   CRD refuses (a SQLite cluster above 1 replica) with its own message.
 - ``promote CLUSTER MEMBER`` sets the annotation ``dchat.dev/switchover-request=MEMBER``:
@@ -101,9 +101,9 @@ def judge_observed(generation: int) -> Any:
 
 
 BRIDGE_NOTE = (
-    "note: spec.bridge.paused reaches config.toml ([bridge] paused) and, like any config "
-    "change, rolls the pods; a paused bridge keeps observing both chains but signs and "
-    "submits nothing (docs/bridge.md)"
+    "note: spec.bridge.paused reaches the pods as the ConfigMap key bridge-paused, with no "
+    "restart (the kubelet refreshes a mounted ConfigMap within about a minute); a paused "
+    "bridge keeps observing both chains but signs and submits nothing (docs/bridge.md)"
 )
 
 

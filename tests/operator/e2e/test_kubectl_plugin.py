@@ -181,22 +181,24 @@ def test_pause_and_resume_rollout_set_the_spec_and_the_deployment(setup: Any) ->
     )
 
 
-def test_pause_bridge_sets_the_field_and_says_the_node_does_not_act_on_it(setup: Any) -> None:
+def test_pause_bridge_sets_the_field_and_reaches_the_pods_without_a_restart(setup: Any) -> None:
     kube, namespace, _ = setup
     out = plugin(setup, "pause-bridge", "solo")
     assert out.returncode == 0, out.stderr
     assert "signs and submits nothing" in out.stderr
     assert get_cluster(kube, namespace, "solo")["spec"]["bridge"]["paused"] is True
-    config = kube.get_json("-n", namespace, "configmap", "solo-config")
+    before = kube.get_json("-n", namespace, "deployment", "solo")["spec"]["template"]
     kube.wait_for(
         lambda: (
-            "paused = true"
-            in kube.get_json("-n", namespace, "configmap", "solo-config")["data"]["config.toml"]
+            kube.get_json("-n", namespace, "configmap", "solo-config")["data"]["bridge-paused"]
+            == "true"
         ),
         timeout=20,
-        what="config.toml with the bridge paused",
+        what="the ConfigMap key bridge-paused = true",
     )
-    assert config is not None
+    # no restart: the pod template (its config checksum) is what it was
+    after = kube.get_json("-n", namespace, "deployment", "solo")["spec"]["template"]
+    assert after == before
     out = plugin(setup, "resume-bridge", "solo", "--wait", "--timeout", "20")
     assert out.returncode == 0, out.stdout + out.stderr
     assert get_cluster(kube, namespace, "solo")["spec"]["bridge"]["paused"] is False

@@ -445,24 +445,42 @@ def test_config_toml_holds_only_what_differs_from_the_node_defaults() -> None:
     """An older node image never meets a key added later (it would refuse it as unknown),
     and a default added to the node rolls no pods: only values the spec changed are written,
     and the node reads them back to the very config the operator built."""
-    # only what the operator knows beyond the spec: where the cluster's relay peers are
-    assert tomllib.loads(config_toml(cluster())) == {
-        "relay": {"bootstrap_dns": "c1-p2p-peers.ns1.svc"}
+    # only what the operator knows beyond the spec: where the cluster's relay peers are, and
+    # the file the bridge's pause switch comes from
+    added = {
+        "relay": {"bootstrap_dns": "c1-p2p-peers.ns1.svc"},
+        "bridge": {"pause_flag_path": "/etc/dchat/bridge-paused"},
     }
+    assert tomllib.loads(config_toml(cluster())) == added
     changed = cluster(marketplace={"cacheSize": 123}, server={"maxRequestBodyBytes": 2_000_000})
     data = tomllib.loads(config_toml(changed))
     assert data == {
         "server": {"max_request_body_bytes": 2_000_000},
-        "relay": {"bootstrap_dns": "c1-p2p-peers.ns1.svc"},
         "marketplace": {"cache_size": 123},
+        **added,
     }
     assert parse_config(data, environ={}) == node_config(changed)
     # a bootstrapDns of the spec's own, or the relay off: nothing added
     own = cluster(relay={"bootstrapDns": "peers.example"})
-    assert tomllib.loads(config_toml(own)) == {"relay": {"bootstrap_dns": "peers.example"}}
-    assert tomllib.loads(config_toml(cluster(relay={"enabled": False}))) == {
-        "relay": {"enabled": False}
+    assert tomllib.loads(config_toml(own))["relay"] == {"bootstrap_dns": "peers.example"}
+    off = tomllib.loads(config_toml(cluster(relay={"enabled": False})))
+    assert off["relay"] == {"enabled": False}
+
+
+def test_pausing_the_bridge_changes_a_configmap_key_and_rolls_no_pod() -> None:
+    """The node re-reads bridge.pause_flag_path every poll: the switch needs no restart."""
+    running, paused = cluster(), cluster(bridge={"paused": True})
+    assert config_map(running)["data"]["bridge-paused"] == "false"
+    assert config_map(paused)["data"]["bridge-paused"] == "true"
+    assert config_toml(paused) == config_toml(running)  # paused is not in config.toml
+    assert config_checksum(paused) == config_checksum(running)
+    # a pause flag file of the spec's own: config.toml carries paused as given
+    own = cluster(bridge={"paused": True, "pauseFlagPath": "/var/run/flag"})
+    assert tomllib.loads(config_toml(own))["bridge"] == {
+        "paused": True,
+        "pause_flag_path": "/var/run/flag",
     }
+    assert config_map(own)["data"]["bridge-paused"] == "false"
 
 
 def test_service_monitor_labels_series_with_the_cluster_the_rules_group_by() -> None:
