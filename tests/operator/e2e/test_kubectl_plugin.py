@@ -113,7 +113,7 @@ def test_status_shows_the_tree_of_children_with_their_health(setup: Any) -> None
     data = json.loads(plugin(setup, "status", "demo", "-o", "json").stdout)
     assert data["healthy"] is True
     kinds = sorted(c["kind"] for c in data["children"])
-    assert kinds.count("Service") == 3
+    assert kinds.count("Service") == 4  # api, metrics, p2p, p2p-peers
     assert "Deployment" in kinds
     assert (
         data["cluster"]["metadata"]["uid"]

@@ -110,6 +110,7 @@ def test_sqlite_sample_ready_children_and_pvc_retained(
         "Service/dchat-sqlite-api",
         "Service/dchat-sqlite-metrics",
         "Service/dchat-sqlite-p2p",
+        "Service/dchat-sqlite-p2p-peers",
         "Deployment/dchat-sqlite",
         "NetworkPolicy/dchat-sqlite",
     }
