@@ -358,97 +358,115 @@ async def test_a_header_that_does_not_match_the_store_is_not_adopted(
 # -- API ---------------------------------------------------------------------------------
 
 
-@pytest.mark.unit
-async def test_snapshot_and_initiate_api(tmp_path: Path) -> None:
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, SqlBridgeStore]]:
     cfg = config_for(tmp_path)
     st = create_storage(cfg.database)
     await st.open()
     await st.migrate()
     try:
         services = build_services(cfg, st)
-        client = create_api_app(services).test_client()
-        r = await client.get("/api/v1/bridge/snapshots/latest")
-        assert r.status_code == 404
-        assert "no bridge snapshot yet" in (await r.get_json())["error"]["message"]
-
-        store = SqlBridgeStore(st)
-        await settle(store, CHAIN_A, range(3))
-        cut = (CutEntry(CHAIN_A, VAULT_A, 3), CutEntry(CHAIN_B, VAULT_B, 0))
-        states = await store.cut_states(cut)
-        root = merkle_root(states)
-        h = snapshot_hash(1, root, ZERO_HASH, 3, cut)
-        await store.add_snapshot(
-            SnapshotRecord(1, "0x" + h.hex(), "0x" + ZERO_HASH.hex(), "0x" + root.hex(), 3, cut, 1)
-        )
-        signer = Signer(KEYS[0])
-        sig = "0x" + signer.sign(snapshot_signing_digest(h)).hex()
-        await store.add_snapshot_signature("0x" + h.hex(), signer.address, sig)
-        for path in ("latest", "1"):
-            r = await client.get(f"/api/v1/bridge/snapshots/{path}")
-            assert r.status_code == 200
-            body = await r.get_json()
-            assert (body["seq"], body["hash"], body["leaf_count"]) == (1, "0x" + h.hex(), 3)
-            assert body["signatures"] == [{"signer": signer.address, "signature": sig}]
-            assert (body["quorum"], body["signed"]) == (2, False)
-            assert [(c["next_nonce"], c["last_nonce"]) for c in body["cut"]] == [(3, 2), (0, None)]
-        r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_A, 1).upper()[2:]}")
-        assert r.status_code == 400  # no 0x
-        r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_A, 1)}")
-        assert r.status_code == 200
-        proof = await r.get_json()
-        leaf = bytes.fromhex(proof["leaf"][2:])
-        siblings = [bytes.fromhex(p[2:]) for p in proof["proof"]]
-        assert proof["state"] == "released"
-        assert verify_proof(bytes.fromhex(proof["root"][2:]), leaf, siblings)
-        assert proof["root"] == "0x" + root.hex()
-        r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_B, 0)}")
-        assert r.status_code == 404
-        assert "not in snapshot 1" in (await r.get_json())["error"]["message"]
-        for missing in ("2", "9" * 30):
-            r = await client.get(f"/api/v1/bridge/snapshots/{missing}")
-            assert r.status_code == 404, missing
-        r = await client.get("/api/v1/bridge/snapshots/x1")
-        assert r.status_code == 404
-
-        # list by account: a lower-case address is normalised to the stored checksummed one
-        r = await client.get(f"/api/v1/bridge/transfers?account={DEPOSITOR.lower()}")
-        assert len((await r.get_json())["items"]) == 3
-        r = await client.get(f"/api/v1/bridge/transfers?account={RECIPIENT}")
-        assert len((await r.get_json())["items"]) == 3
-        bad_checksum = DEPOSITOR[:-1] + "e"
-        r = await client.get(f"/api/v1/bridge/transfers?account={bad_checksum}")
-        assert r.status_code == 422
-        assert "checksum" in str(await r.get_json())
-
-        # initiate: 503 until the runtime learned the chains, then the unsigned deposit
-        good = {"dst_chain_id": CHAIN_B, "recipient": RECIPIENT.lower(), "amount": "1000"}
-        r = await client.post("/api/v1/bridge/initiate", json=good)
-        assert r.status_code == 503
-        services.bridge.set_chains({CHAIN_A: VAULT_A, CHAIN_B: VAULT_B})
-        r = await client.post("/api/v1/bridge/initiate", json=good)
-        assert r.status_code == 200
-        tx = await r.get_json()
-        assert (tx["chain_id"], tx["to"], tx["value"]) == (CHAIN_A, VAULT_A, "1000")
-        assert tx["data"] == "0x" + deposit_calldata(CHAIN_B, RECIPIENT).hex()
-        r = await client.post("/api/v1/bridge/initiate", json={**good, "dst_chain_id": 1})
-        assert r.status_code == 422
-        assert "not a chain of this bridge" in (await r.get_json())["error"]["message"]
-        for field, value in (
-            ("amount", "0"),
-            ("amount", "-1"),
-            ("amount", "1.5"),
-            ("amount", str(2**256)),
-            ("amount", 5),
-            ("recipient", "0x12"),
-            ("recipient", bad_checksum),
-            ("recipient", "0x" + "00" * 20),
-            ("dst_chain_id", 0),
-            ("dst_chain_id", "two"),
-        ):
-            r = await client.post("/api/v1/bridge/initiate", json={**good, field: value})
-            assert r.status_code in (400, 422), (field, value)
-            assert field in str(await r.get_json()), (field, value)
-        r = await client.post("/api/v1/bridge/initiate", json={**good, "from": DEPOSITOR})
-        assert r.status_code in (400, 422)
+        yield services, create_api_app(services).test_client(), SqlBridgeStore(st)
     finally:
         await st.close()
+
+
+BAD_CHECKSUM = DEPOSITOR[:-1] + "e"
+
+
+@pytest.mark.unit
+async def test_snapshot_api(api: tuple[Any, Any, SqlBridgeStore]) -> None:
+    _, client, store = api
+    r = await client.get("/api/v1/bridge/snapshots/latest")
+    assert r.status_code == 404
+    assert "no bridge snapshot yet" in (await r.get_json())["error"]["message"]
+    await settle(store, CHAIN_A, range(3))
+    cut = (CutEntry(CHAIN_A, VAULT_A, 3), CutEntry(CHAIN_B, VAULT_B, 0))
+    root = merkle_root(await store.cut_states(cut))
+    h = snapshot_hash(1, root, ZERO_HASH, 3, cut)
+    await store.add_snapshot(
+        SnapshotRecord(1, "0x" + h.hex(), "0x" + ZERO_HASH.hex(), "0x" + root.hex(), 3, cut, 1)
+    )
+    signer = Signer(KEYS[0])
+    sig = "0x" + signer.sign(snapshot_signing_digest(h)).hex()
+    await store.add_snapshot_signature("0x" + h.hex(), signer.address, sig)
+    for path in ("latest", "1"):
+        r = await client.get(f"/api/v1/bridge/snapshots/{path}")
+        assert r.status_code == 200
+        body = await r.get_json()
+        assert (body["seq"], body["hash"], body["leaf_count"]) == (1, "0x" + h.hex(), 3)
+        assert body["signatures"] == [{"signer": signer.address, "signature": sig}]
+        assert (body["quorum"], body["signed"]) == (2, False)
+        assert [(c["next_nonce"], c["last_nonce"]) for c in body["cut"]] == [(3, 2), (0, None)]
+    r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_A, 1)[2:]}")
+    assert r.status_code == 400  # no 0x
+    r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_A, 1)}")
+    assert r.status_code == 200
+    proof = await r.get_json()
+    leaf = bytes.fromhex(proof["leaf"][2:])
+    siblings = [bytes.fromhex(p[2:]) for p in proof["proof"]]
+    assert proof["state"] == "released"
+    assert verify_proof(bytes.fromhex(proof["root"][2:]), leaf, siblings)
+    assert proof["root"] == "0x" + root.hex()
+    r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_B, 0)}")
+    assert r.status_code == 404
+    assert "not in snapshot 1" in (await r.get_json())["error"]["message"]
+    for missing in ("2", "9" * 30, "x1"):
+        r = await client.get(f"/api/v1/bridge/snapshots/{missing}")
+        assert r.status_code == 404, missing
+    # a store that no longer gives the snapshot's root (here: a state rewritten) is a 409
+    await store.db.execute(
+        "UPDATE bridge_transfers SET state = 'dropped' WHERE transfer_id = ?", tid(CHAIN_A, 0)
+    )
+    r = await client.get(f"/api/v1/bridge/snapshots/1/proofs/{tid(CHAIN_A, 1)}")
+    assert r.status_code == 409
+
+
+@pytest.mark.unit
+async def test_list_by_account_normalises_addresses(api: tuple[Any, Any, SqlBridgeStore]) -> None:
+    _, client, store = api
+    await settle(store, CHAIN_A, range(3))
+    r = await client.get(f"/api/v1/bridge/transfers?account={DEPOSITOR.lower()}")
+    assert len((await r.get_json())["items"]) == 3
+    r = await client.get(f"/api/v1/bridge/transfers?account={RECIPIENT}&limit=2")
+    page = await r.get_json()
+    assert (len(page["items"]), page["next_cursor"] is not None) == (2, True)
+    r = await client.get(f"/api/v1/bridge/transfers?account={BAD_CHECKSUM}")
+    assert r.status_code == 422
+    assert "checksum" in str(await r.get_json())
+
+
+@pytest.mark.unit
+async def test_initiate_returns_the_unsigned_deposit(
+    api: tuple[Any, Any, SqlBridgeStore],
+) -> None:
+    services, client, _ = api
+    good = {"dst_chain_id": CHAIN_B, "recipient": RECIPIENT.lower(), "amount": "1000"}
+    r = await client.post("/api/v1/bridge/initiate", json=good)
+    assert r.status_code == 503  # the runtime has not read the chain ids
+    services.bridge.set_chains({CHAIN_A: VAULT_A, CHAIN_B: VAULT_B})
+    r = await client.post("/api/v1/bridge/initiate", json=good)
+    assert r.status_code == 200
+    tx = await r.get_json()
+    assert (tx["chain_id"], tx["to"], tx["value"]) == (CHAIN_A, VAULT_A, "1000")
+    assert tx["data"] == "0x" + deposit_calldata(CHAIN_B, RECIPIENT).hex()
+    r = await client.post("/api/v1/bridge/initiate", json={**good, "dst_chain_id": 1})
+    assert r.status_code == 422
+    assert "not a chain of this bridge" in (await r.get_json())["error"]["message"]
+    for field, value in (
+        ("amount", "0"),
+        ("amount", "-1"),
+        ("amount", "1.5"),
+        ("amount", str(2**256)),
+        ("amount", 5),
+        ("recipient", "0x12"),
+        ("recipient", BAD_CHECKSUM),
+        ("recipient", "0x" + "00" * 20),
+        ("dst_chain_id", 0),
+        ("dst_chain_id", "two"),
+    ):
+        r = await client.post("/api/v1/bridge/initiate", json={**good, field: value})
+        assert r.status_code == 422, (field, value)
+        assert field in str(await r.get_json()), (field, value)
+    r = await client.post("/api/v1/bridge/initiate", json={**good, "from": DEPOSITOR})
+    assert r.status_code == 422
