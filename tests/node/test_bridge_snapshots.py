@@ -173,6 +173,7 @@ async def test_store_cuts_snapshots_and_signatures(db: Storage) -> None:
     assert await store.settled_next_nonce(CHAIN_A) == 5
     assert await store.settled_next_nonce(CHAIN_B) == 0
     cut = (CutEntry(CHAIN_A, VAULT_A, 4), CutEntry(CHAIN_B, VAULT_B, 0))
+    assert await store.cut_count(cut) == 4
     states = dict(await store.cut_states(cut))
     assert states == {
         tid(CHAIN_A, 0): "released",

@@ -187,6 +187,10 @@ class BridgeStore(Protocol):
         """(transfer id, state) of every observed transfer the cut covers."""
         ...
 
+    async def cut_count(self, cut: Sequence[CutEntry]) -> int:
+        """How many observed transfers the cut covers."""
+        ...
+
     async def add_snapshot(self, snapshot: SnapshotRecord) -> bool:
         """Insert unless this sequence number is taken; True when inserted."""
         ...
@@ -392,6 +396,17 @@ class SqlBridgeStore:
             )
             out += [(r[0], r[1]) for r in rows]
         return out
+
+    async def cut_count(self, cut: Sequence[CutEntry]) -> int:
+        total = 0
+        for c in cut:
+            row = await self.db.fetchrow(
+                "SELECT COUNT(*) FROM bridge_transfers WHERE src_chain_id = ? AND nonce < ?",
+                c.chain_id,
+                c.next_nonce,
+            )
+            total += 0 if row is None else int(row[0])
+        return total
 
     async def add_snapshot(self, snapshot: SnapshotRecord) -> bool:
         cut = json.dumps(

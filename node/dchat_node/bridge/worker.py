@@ -732,12 +732,9 @@ class BridgeWorker:
                 CutEntry(c.chain_id, c.vault, max(c.next_nonce, p.next_nonce))
                 for c, p in zip(cut, latest.cut, strict=True)
             )
-        states = await self.store.cut_states(cut)
         covered = 0 if latest is None else latest.leaf_count
-        if len(states) < covered + self.config.state_snapshot_interval or any(
-            state not in TERMINAL_STATES for _, state in states
-        ):
-            self.state.snapshot_due_since = None
+        if await self.store.cut_count(cut) < covered + self.config.state_snapshot_interval:
+            self.state.snapshot_due_since = None  # a COUNT per poll; the leaves only when due
             return None
         seq = 1 if latest is None else latest.seq + 1
         now = time.monotonic()
@@ -751,6 +748,9 @@ class BridgeWorker:
         ):
             return None
         self.state.snapshot_due_since = None
+        states = await self.store.cut_states(cut)
+        if any(state not in TERMINAL_STATES for _, state in states):
+            return None  # not all final (a transfer changed since the count): next poll
         prev = "0x" + ZERO_HASH.hex() if latest is None else latest.hash
         root = "0x" + merkle_root(states).hex()
         return await self._store_snapshot(seq, root, prev, cut, len(states))
