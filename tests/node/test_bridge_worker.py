@@ -276,6 +276,8 @@ async def test_snapshot_after_n_transfers_is_signed_by_the_validators(
     assert sorted(sigs) == sorted(s.address for s in bridge.validators)
     assert snap.leaf_count == 2
     assert sorted(tid for tid, _ in await nodes[0].store.cut_states(snap.cut)) == sorted(ids)
+    health = (await nodes[0].worker.status()).details["snapshot"]
+    assert health == {"seq": 1, "hash": snap.hash, "leaf_count": 2, "signatures": 3}
     for node in nodes[1:]:
         theirs = await node.store.snapshot(1)
         assert theirs is not None

@@ -787,6 +787,18 @@ class BridgeWorker:
 
     # -- health ------------------------------------------------------------------------
 
+    async def _snapshot_status(self) -> dict[str, Any] | None:
+        snap = await self.store.snapshot()
+        if snap is None:
+            return None
+        sigs = await self.store.snapshot_signatures(snap.hash)
+        return {
+            "seq": snap.seq,
+            "hash": snap.hash,
+            "leaf_count": snap.leaf_count,
+            "signatures": len(sigs),
+        }
+
     async def status(self) -> ComponentStatus:
         backlog = await self.store.backlog()
         now_mono = time.monotonic()
@@ -843,5 +855,6 @@ class BridgeWorker:
             "backlog": backlog.pending,
             "oldest_pending_age_secs": oldest,
             "overdue": len(self.state.overdue_reported),
+            "snapshot": await self._snapshot_status(),
         }
         return ComponentStatus(healthy=state in ("ok", "paused"), state=state, details=details)
