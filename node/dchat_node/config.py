@@ -379,7 +379,12 @@ class BridgeConfig(_Section):
     )
     validator_quorum: int = Field(2, ge=1, description="Validator signatures needed (2-of-3).")
     state_snapshot_interval: int = Field(
-        1000, ge=1, description="Blocks between bridge state snapshots."
+        1000,
+        ge=1,
+        description=(
+            "Settled transfers between bridge state snapshots (sequence, last nonce per chain, "
+            "Merkle root of transfer states, previous snapshot's hash; signed by validators)."
+        ),
     )
     paused: bool = Field(
         False,

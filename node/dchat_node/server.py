@@ -435,7 +435,13 @@ def _start_bridge(
     from dchat_node.bridge.runtime import BridgeRuntime
     from dchat_node.bridge.store import SqlBridgeStore
 
-    runtime = BridgeRuntime(config, SqlBridgeStore(services.storage), services.metrics.bridge, host)
+    runtime = BridgeRuntime(
+        config,
+        SqlBridgeStore(services.storage),
+        services.metrics.bridge,
+        host,
+        on_chains=services.bridge.set_chains,
+    )
     services.components.register(runtime)
     background.append(loop.create_task(runtime.run()))
     return runtime

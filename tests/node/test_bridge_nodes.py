@@ -164,6 +164,29 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _deposit_built_by_initiate(cluster: Cluster) -> None:
+    """A wallet's deposit built by POST /initiate (the node holds no user key): released."""
+    br = cluster.bridge
+    a, b = br.a, br.b
+    other_recipient = b.accounts[4]
+    unsigned = httpx.post(
+        f"{cluster.node(1).api}/api/v1/bridge/initiate",
+        json={"dst_chain_id": b.chain_id, "recipient": other_recipient, "amount": str(10**15)},
+        timeout=5,
+    ).json()
+    assert (unsigned["chain_id"], unsigned["to"]) == (a.chain_id, br.vault_a)
+    paid = b.balance(other_recipient)
+    with Miner([a, b]):
+        sent_tx = a.send(
+            a.accounts[3],
+            unsigned["to"],
+            value=int(unsigned["value"]),
+            data=bytes.fromhex(unsigned["data"].removeprefix("0x")),
+        )
+        assert int(a.wait_receipt(sent_tx)["status"], 16) == 1
+        _wait(lambda: b.balance(other_recipient) - paid == 10**15, 20, "initiated transfer paid")
+
+
 def _two_of_three_release_replay_and_outage(cluster: Cluster) -> None:
     br = cluster.bridge
     a, b = br.a, br.b
@@ -206,6 +229,8 @@ def _two_of_three_release_replay_and_outage(cluster: Cluster) -> None:
         f"{cluster.node(1).api}/api/v1/bridge/transfers", params={"account": recipient}, timeout=5
     ).json()
     assert [x["transfer_id"] for x in listed["items"]][-1] == t.id  # after the pause phase's
+
+    _deposit_built_by_initiate(cluster)
 
     # RPC outage of the destination: the deposit waits in the store, then completes
     b.stop()

@@ -250,3 +250,35 @@ async def test_forged_and_malformed_gossip_is_dropped(
     assert await node.worker.receive(gossip.encode(good)) is True
     stored = await node.store.signatures("0x" + "22" * 32, "release", "0x" + digest.hex())
     assert list(stored) == [bridge.validators[1].address]
+
+
+async def test_snapshot_after_n_transfers_is_signed_by_the_validators(
+    bridge: Bridge, make_node: Callable[..., Any]
+) -> None:
+    a, b = bridge.a, bridge.b
+    nodes = [await make_node(0, relayer=True, state_snapshot_interval=2)]
+    nodes += [await make_node(i, state_snapshot_interval=2) for i in (1, 2)]
+    ids = []
+    with Miner([a, b]):
+        for src, dst in ((a, b), (b, a)):
+            t = await asyncio.to_thread(bridge.deposit, src, dst, 10**16, recipient=dst.accounts[8])
+            ids.append(t.id)
+            await wait_state(nodes[0], t.id, {"released"})
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 15
+        while loop.time() < end:
+            snap = await nodes[0].store.snapshot(1)
+            sigs = {} if snap is None else await nodes[0].store.snapshot_signatures(snap.hash)
+            if len(sigs) == 3:
+                break
+            await asyncio.sleep(0.1)
+    assert snap is not None
+    assert sorted(sigs) == sorted(s.address for s in bridge.validators)
+    assert snap.leaf_count == 2
+    assert sorted(tid for tid, _ in await nodes[0].store.cut_states(snap.cut)) == sorted(ids)
+    health = (await nodes[0].worker.status()).details["snapshot"]
+    assert health == {"seq": 1, "hash": snap.hash, "leaf_count": 2, "signatures": 3}
+    for node in nodes[1:]:
+        theirs = await node.store.snapshot(1)
+        assert theirs is not None
+        assert theirs.hash == snap.hash

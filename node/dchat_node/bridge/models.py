@@ -13,7 +13,7 @@ from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import Field, field_validator
 
 from dchat_node.api.models import RequestModel, ResponseModel, decode_cursor
-from dchat_node.bridge.store import TransferRecord
+from dchat_node.bridge.store import SnapshotRecord, TransferRecord
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 TRANSFER_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
@@ -23,6 +23,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _when(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def _checksummed(value: str) -> str:
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
+        raise ValueError("is not a valid EIP-55 checksummed address (check for a typo)")
+    return to_checksum_address(value)
 
 
 class TransferQuery(RequestModel):
@@ -38,12 +45,7 @@ class TransferQuery(RequestModel):
     @field_validator("account")
     @classmethod
     def _checksum(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        body = value[2:]
-        if body != body.lower() and body != body.upper() and not is_checksum_address(value):
-            raise ValueError("is not a valid EIP-55 checksummed address (check for a typo)")
-        return to_checksum_address(value)
+        return None if value is None else _checksummed(value)
 
     @field_validator("cursor")
     @classmethod
@@ -103,3 +105,91 @@ class BridgeTransfer(ResponseModel):
 class TransferPage(ResponseModel):
     items: list[BridgeTransfer]
     next_cursor: str | None
+
+
+class SnapshotCut(ResponseModel):
+    chain_id: int
+    vault: str
+    next_nonce: int = Field(description="Transfers from this vault with a lower nonce are in.")
+    last_nonce: int | None = Field(description="next_nonce - 1; null when none is covered.")
+
+
+class SnapshotSignature(ResponseModel):
+    signer: str
+    signature: str = Field(description="65 bytes r||s||v over the EIP-191 hash of `hash`.")
+
+
+class BridgeSnapshot(ResponseModel):
+    seq: int
+    hash: str
+    prev_hash: str = Field(description="The previous snapshot's hash (zeros for seq 1).")
+    root: str = Field(description="Merkle root over (transfer id, state) of the cut.")
+    leaf_count: int
+    cut: list[SnapshotCut]
+    created_at: datetime
+    signatures: list[SnapshotSignature]
+    quorum: int
+    signed: bool = Field(description="At least `quorum` registered validators signed it.")
+
+    @classmethod
+    def of(cls, r: SnapshotRecord, signatures: dict[str, str], quorum: int) -> Self:
+        return cls(
+            seq=r.seq,
+            hash=r.hash,
+            prev_hash=r.prev_hash,
+            root=r.root,
+            leaf_count=r.leaf_count,
+            cut=[
+                SnapshotCut(
+                    chain_id=c.chain_id,
+                    vault=c.vault,
+                    next_nonce=c.next_nonce,
+                    last_nonce=c.next_nonce - 1 if c.next_nonce else None,
+                )
+                for c in r.cut
+            ],
+            created_at=_EPOCH + timedelta(microseconds=r.created_at),
+            signatures=[SnapshotSignature(signer=k, signature=v) for k, v in signatures.items()],
+            quorum=quorum,
+            signed=len(signatures) >= quorum,
+        )
+
+
+class InclusionProof(ResponseModel):
+    seq: int
+    transfer_id: str
+    state: State
+    leaf: str = Field(description="keccak256(keccak256(abi.encode(transferId, uint8 state))).")
+    proof: list[str] = Field(description="Sibling hashes, leaf to root (sorted-pair keccak).")
+    root: str
+
+
+class InitiateTransfer(RequestModel):
+    dst_chain_id: int = Field(ge=1, le=2**256 - 1, description="The chain to receive on.")
+    recipient: str = Field(pattern=ADDRESS_PATTERN, description="Receives on dst_chain_id.")
+    amount: str = Field(
+        pattern=r"^[0-9]{1,78}$", description="Wei, decimal, more than 0 and below 2**256."
+    )
+
+    @field_validator("recipient")
+    @classmethod
+    def _recipient(cls, value: str) -> str:
+        address = _checksummed(value)
+        if int(address, 16) == 0:
+            raise ValueError("must not be the zero address (the vault refuses it)")
+        return address
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        n = int(value)
+        if not 0 < n < 2**256:
+            raise ValueError("must be more than 0 and below 2**256 wei")
+        return str(n)
+
+
+class UnsignedDeposit(ResponseModel):
+    chain_id: int = Field(description="The source chain the transaction must be sent on.")
+    to: str = Field(description="The source chain's BridgeVault.")
+    value: str = Field(description="Wei, decimal (the amount).")
+    data: str = Field(description="Calldata of deposit(dstChainId, recipient), 0x-hex.")

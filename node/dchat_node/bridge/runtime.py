@@ -7,6 +7,8 @@ Design:
   (``chain.*_chain_finality``), reads the keys of its roles from their files, learns both
   chain ids (retrying while a chain is down: a node whose chain is unreachable at start
   still starts, ``/health/bridge`` says ``starting``), then runs the ``BridgeWorker``.
+- ``on_chains`` (the API's ``BridgeService.set_chains``) learns {chain id: vault} once both
+  chain ids are read, for ``POST /api/v1/bridge/initiate``.
 - ``status()`` is the ``bridge`` component of ``/health/bridge``.
 - web3 is imported here only, i.e. only when a bridge is configured.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dchat_node.bridge.store import BridgeStore
@@ -34,8 +37,14 @@ class BridgeRuntime:
     name = "bridge"
 
     def __init__(
-        self, config: NodeConfig, store: BridgeStore, metrics: BridgeMetrics, pubsub: PubSub | None
+        self,
+        config: NodeConfig,
+        store: BridgeStore,
+        metrics: BridgeMetrics,
+        pubsub: PubSub | None,
+        on_chains: Callable[[dict[int, str]], None] | None = None,
     ) -> None:
+        self.on_chains = on_chains
         self.config = config
         self.store = store
         self.metrics = metrics
@@ -75,6 +84,8 @@ class BridgeRuntime:
                     await asyncio.sleep(b.poll_interval_secs)
             sides.append(ChainSide(name, chain_id, vault, client, policy))
         self.startup_error = None
+        if self.on_chains is not None:
+            self.on_chains({s.chain_id: s.vault for s in sides})
         self.worker = BridgeWorker(
             b, self.store, sides, self.pubsub, self.metrics, validator=validator, relayer=relayer
         )

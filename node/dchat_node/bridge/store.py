@@ -10,12 +10,17 @@ Design:
   outage) resumes where it stopped: deposits and the scan cursor move in one transaction,
   state changes are compare-and-set on the expected states (two tasks or two nodes sharing
   one database never both advance a transfer), inserts are ``ON CONFLICT DO NOTHING``.
+- Snapshots (migration 0012, ``bridge_snapshots`` by sequence number and
+  ``bridge_snapshot_signatures`` by snapshot hash): the first snapshot a node verifies for a
+  sequence number is the one it keeps (``ON CONFLICT DO NOTHING``); the cut is JSON text.
+  ``settled_cut`` and ``cut_states`` read what a snapshot covers.
 - Written against ``SqlDatabase`` (``?`` placeholders), so SQLite and PostgreSQL run the
   same statements.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -72,6 +77,24 @@ class TransferRecord:
     observed_at: int
     final_at: int | None
     updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CutEntry:
+    chain_id: int
+    vault: str  # checksummed
+    next_nonce: int  # transfers with nonce < next_nonce from this vault are covered
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    seq: int
+    hash: str  # 0x-hex, like prev_hash and root
+    prev_hash: str
+    root: str
+    leaf_count: int
+    cut: tuple[CutEntry, ...]  # ascending chain id
+    created_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +177,33 @@ class BridgeStore(Protocol):
     async def signatures(self, transfer_id: str, kind: str, digest: str) -> dict[str, str]: ...
 
     async def backlog(self) -> Backlog: ...
+
+    async def settled_next_nonce(self, chain_id: int) -> int:
+        """The highest ``n`` such that every observed transfer from ``chain_id`` with a nonce
+        below ``n`` is in a final state (released, refunded, dropped)."""
+        ...
+
+    async def cut_states(self, cut: Sequence[CutEntry]) -> list[tuple[str, str]]:
+        """(transfer id, state) of every observed transfer the cut covers."""
+        ...
+
+    async def cut_count(self, cut: Sequence[CutEntry]) -> int:
+        """How many observed transfers the cut covers."""
+        ...
+
+    async def add_snapshot(self, snapshot: SnapshotRecord) -> bool:
+        """Insert unless this sequence number is taken; True when inserted."""
+        ...
+
+    async def snapshot(self, seq: int | None = None) -> SnapshotRecord | None:
+        """The snapshot of ``seq``; None: the latest."""
+        ...
+
+    async def add_snapshot_signature(
+        self, snapshot_hash: str, signer: str, signature: str
+    ) -> bool: ...
+
+    async def snapshot_signatures(self, snapshot_hash: str) -> dict[str, str]: ...
 
 
 class SqlBridgeStore:
@@ -319,3 +369,97 @@ class SqlBridgeStore:
         )
         assert row is not None
         return Backlog(int(row[0]), None if row[1] is None else int(row[1]))
+
+    async def settled_next_nonce(self, chain_id: int) -> int:
+        marks = ", ".join("?" for _ in TERMINAL_STATES)
+        row = await self.db.fetchrow(
+            f"SELECT MIN(nonce) FROM bridge_transfers WHERE src_chain_id = ? "  # noqa: S608
+            f"AND state NOT IN ({marks})",
+            chain_id,
+            *sorted(TERMINAL_STATES),
+        )
+        if row is not None and row[0] is not None:
+            return int(row[0])
+        row = await self.db.fetchrow(
+            "SELECT MAX(nonce) FROM bridge_transfers WHERE src_chain_id = ?", chain_id
+        )
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    async def cut_states(self, cut: Sequence[CutEntry]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for c in cut:
+            rows = await self.db.fetch(
+                "SELECT transfer_id, state FROM bridge_transfers "
+                "WHERE src_chain_id = ? AND nonce < ? ORDER BY transfer_id",
+                c.chain_id,
+                c.next_nonce,
+            )
+            out += [(r[0], r[1]) for r in rows]
+        return out
+
+    async def cut_count(self, cut: Sequence[CutEntry]) -> int:
+        total = 0
+        for c in cut:
+            row = await self.db.fetchrow(
+                "SELECT COUNT(*) FROM bridge_transfers WHERE src_chain_id = ? AND nonce < ?",
+                c.chain_id,
+                c.next_nonce,
+            )
+            total += 0 if row is None else int(row[0])
+        return total
+
+    async def add_snapshot(self, snapshot: SnapshotRecord) -> bool:
+        cut = json.dumps(
+            [{"chain_id": c.chain_id, "vault": c.vault, "next_nonce": c.next_nonce}
+             for c in snapshot.cut]
+        )  # fmt: skip
+        row = await self.db.fetchrow(
+            "INSERT INTO bridge_snapshots (seq, hash, prev_hash, root, leaf_count, cut, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+            snapshot.seq,
+            snapshot.hash,
+            snapshot.prev_hash,
+            snapshot.root,
+            snapshot.leaf_count,
+            cut,
+            snapshot.created_at,
+        )
+        return row is not None
+
+    async def snapshot(self, seq: int | None = None) -> SnapshotRecord | None:
+        cols = "seq, hash, prev_hash, root, leaf_count, cut, created_at"
+        if seq is None:
+            row = await self.db.fetchrow(
+                f"SELECT {cols} FROM bridge_snapshots ORDER BY seq DESC LIMIT 1"  # noqa: S608
+            )
+        else:
+            row = await self.db.fetchrow(
+                f"SELECT {cols} FROM bridge_snapshots WHERE seq = ?",  # noqa: S608
+                seq,
+            )
+        if row is None:
+            return None
+        cut = tuple(
+            CutEntry(int(c["chain_id"]), str(c["vault"]), int(c["next_nonce"]))
+            for c in json.loads(row[5])
+        )
+        return SnapshotRecord(int(row[0]), row[1], row[2], row[3], int(row[4]), cut, int(row[6]))
+
+    async def add_snapshot_signature(self, snapshot_hash: str, signer: str, signature: str) -> bool:
+        row = await self.db.fetchrow(
+            "INSERT INTO bridge_snapshot_signatures (snapshot_hash, signer, signature, "
+            "received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING signer",
+            snapshot_hash,
+            signer,
+            signature,
+            now_us(),
+        )
+        return row is not None
+
+    async def snapshot_signatures(self, snapshot_hash: str) -> dict[str, str]:
+        rows = await self.db.fetch(
+            "SELECT signer, signature FROM bridge_snapshot_signatures "
+            "WHERE snapshot_hash = ? ORDER BY signer",
+            snapshot_hash,
+        )
+        return {r[0]: r[1] for r in rows}

@@ -23,6 +23,17 @@ Design:
   "Already executed" is success: the worker reads ``executed(id)`` before and after.
 - ``bridge.paused`` (or the paused file) stops signing and submitting; observing, finality
   and executed checks go on.
+- Snapshots (``bridge/snapshots.py``): once the final-state transfers of the current cut
+  (per chain, every nonce below the lowest unsettled one) number ``state_snapshot_interval``
+  more than the last snapshot covers, the validator that leads that sequence number
+  (``sorted(validators)[(seq - 1) % n]``) builds the snapshot, stores it and gossips its
+  signature with the snapshot header; any other validator does so only when no valid
+  proposal arrived ``SNAPSHOT_GRACE_SECS`` after it became due (a stopped leader). Every node
+  keeps a received header only after re-deriving the same root from its own store for the
+  same cut with the previous hash equal to its own latest snapshot's; validators then sign it
+  (at most one snapshot per sequence number: the one stored). Signatures are stored by
+  snapshot hash after recovering to a registered validator, and rebroadcast every
+  ``REBROADCAST_SECS`` until every validator's signature is in. Paused: no signing.
 - Timeouts: a transfer without finality plus quorum ``finality_proof_timeout_secs`` after it
   was observed counts ``bridge_finality_proof_timeout_total`` once and becomes
   ``refund_pending`` (a late quorum may still release it before the deadline); a transfer open
@@ -54,7 +65,20 @@ from dchat_node.bridge.messages import (
     refund_calldata,
     release_calldata,
 )
-from dchat_node.bridge.store import BridgeStore, ObservedDeposit, TransferRecord
+from dchat_node.bridge.snapshots import (
+    ZERO_HASH,
+    merkle_root,
+    snapshot_hash,
+    snapshot_signing_digest,
+)
+from dchat_node.bridge.store import (
+    TERMINAL_STATES,
+    BridgeStore,
+    CutEntry,
+    ObservedDeposit,
+    SnapshotRecord,
+    TransferRecord,
+)
 from dchat_node.chain.errors import ChainUnavailable
 from dchat_node.components import ComponentStatus
 from dchat_node.config import BridgeConfig
@@ -73,6 +97,8 @@ HEARTBEAT_SKEW_SECS = 60
 BATCH = 200
 LISTEN_QUEUE = 1024
 TX_GAS = 500_000
+SNAPSHOT_GRACE_SECS = 10.0
+PENDING_SNAPSHOTS = 64
 _HEARTBEAT_PREFIX = b"dchat-bridge-heartbeat\x00"
 
 
@@ -122,6 +148,8 @@ class WorkerState:
     published: dict[tuple[str, str], float] = field(default_factory=dict)
     submissions: dict[tuple[str, str], _Submission] = field(default_factory=dict)
     overdue_reported: set[str] = field(default_factory=set)
+    snapshot_due_since: float | None = None  # monotonic, while this node waits for a leader
+    pending_snapshots: dict[str, gossip.SnapshotSignature] = field(default_factory=dict)
 
 
 class BridgeWorker:
@@ -211,7 +239,7 @@ class BridgeWorker:
                 log.warning("bridge: subscribing failed: %s", type(exc).__name__)
             await asyncio.sleep(self.config.poll_interval_secs)
 
-    async def _publish(self, message: gossip.Attestation | gossip.Heartbeat) -> None:
+    async def _publish(self, message: gossip.Message) -> None:
         if self.pubsub is None:
             return
         try:
@@ -229,6 +257,8 @@ class BridgeWorker:
             msg = gossip.decode(data)
         except ValueError:
             return False
+        if isinstance(msg, gossip.SnapshotSignature):
+            return await self._receive_snapshot(msg)
         digest = (
             bytes.fromhex(msg.digest[2:])
             if isinstance(msg, gossip.Attestation)
@@ -246,6 +276,30 @@ class BridgeWorker:
             await self.store.add_signature(
                 msg.transfer_id, msg.kind, msg.digest, signer, msg.signature
             )
+        self.state.last_seen[signer.lower()] = time.monotonic()
+        return True
+
+    async def _receive_snapshot(self, msg: gossip.SnapshotSignature) -> bool:
+        cut = tuple(CutEntry(c.chain_id, c.vault, c.next_nonce) for c in msg.cut)
+        digest = snapshot_hash(
+            msg.seq,
+            bytes.fromhex(msg.root[2:]),
+            bytes.fromhex(msg.prev_hash[2:]),
+            msg.leaf_count,
+            cut,
+        )
+        signer = recover(snapshot_signing_digest(digest), bytes.fromhex(msg.signature[2:]))
+        if signer is None or signer.lower() != msg.signer.lower():
+            return False
+        if signer.lower() not in self.validators:
+            return False
+        key = "0x" + digest.hex()
+        await self.store.add_snapshot_signature(key, signer, msg.signature)
+        pending = self.state.pending_snapshots
+        if key not in pending:
+            if len(pending) >= PENDING_SNAPSHOTS:
+                del pending[next(iter(pending))]  # the oldest
+            pending[key] = msg
         self.state.last_seen[signer.lower()] = time.monotonic()
         return True
 
@@ -288,6 +342,7 @@ class BridgeWorker:
             except ChainUnavailable as exc:
                 # the transfer stays where it is in the store; the next poll retries
                 log.warning("bridge: transfer %s waits: %s", record.transfer_id, exc)
+        await self.snapshots()
 
     def _unreachable(self, side: ChainSide, exc: ChainUnavailable) -> None:
         if side.reachable or side.last_error is None:
@@ -589,7 +644,160 @@ class BridgeWorker:
             return False
         return not await self._executed(dst, r.transfer_id, header.number)
 
+    # -- snapshots ---------------------------------------------------------------------
+
+    def _cut_sides(self) -> list[ChainSide]:
+        return sorted(self.chains.values(), key=lambda c: c.chain_id)
+
+    async def snapshots(self) -> None:
+        """Adopt verified proposals, propose when due (leader or after the grace), sign and
+        rebroadcast the latest snapshot."""
+        latest = await self.store.snapshot()
+        for key, msg in list(self.state.pending_snapshots.items()):
+            verdict = await self._adopt(msg, latest)
+            if verdict is not None:
+                del self.state.pending_snapshots[key]
+                if verdict:
+                    latest = await self.store.snapshot()
+        if self.validator is None or self.paused:
+            return
+        proposed = await self._propose(latest)
+        if proposed is not None:
+            latest = proposed
+        if latest is not None:
+            await self._sign_snapshot(latest)
+
+    async def _adopt(
+        self, msg: gossip.SnapshotSignature, latest: SnapshotRecord | None
+    ) -> bool | None:
+        """True: stored as the next snapshot; False: useless (drop it); None: not yet (the
+        cut's transfers are not all observed and final here, or it is ahead of us)."""
+        seq = 1 if latest is None else latest.seq + 1
+        if msg.seq < seq:
+            return False
+        if msg.seq > seq:
+            return None
+        prev = "0x" + ZERO_HASH.hex() if latest is None else latest.hash
+        if msg.prev_hash != prev:
+            return False
+        own = {s.chain_id: s.vault.lower() for s in self.chains.values()}
+        if {c.chain_id: c.vault.lower() for c in msg.cut} != own or len(msg.cut) != len(own):
+            return False
+        cut = tuple(
+            CutEntry(c.chain_id, self.chains[c.chain_id].vault, c.next_nonce)
+            for c in sorted(msg.cut, key=lambda c: c.chain_id)
+        )
+        if latest is not None and any(
+            c.next_nonce < p.next_nonce for c, p in zip(cut, latest.cut, strict=True)
+        ):
+            return False
+        for c in cut:
+            if await self.store.settled_next_nonce(c.chain_id) < c.next_nonce:
+                return None
+        states = await self.store.cut_states(cut)
+        if any(state not in TERMINAL_STATES for _, state in states):
+            return None
+        root = "0x" + merkle_root(states).hex()
+        if root != msg.root or len(states) != msg.leaf_count:
+            log.warning(
+                "bridge: snapshot %d from %s does not match this node's transfers; ignored",
+                msg.seq,
+                msg.signer,
+            )
+            return False
+        return await self._store_snapshot(msg.seq, root, prev, cut, len(states)) is not None
+
+    async def _store_snapshot(
+        self, seq: int, root: str, prev: str, cut: tuple[CutEntry, ...], count: int
+    ) -> SnapshotRecord | None:
+        digest = snapshot_hash(seq, bytes.fromhex(root[2:]), bytes.fromhex(prev[2:]), count, cut)
+        record = SnapshotRecord(
+            seq, "0x" + digest.hex(), prev, root, count, cut, int(self.clock() * 1e6)
+        )
+        if not await self.store.add_snapshot(record):
+            return None
+        log.info("bridge: snapshot %d (%d transfers, root %s) stored", seq, count, root)
+        return record
+
+    async def _propose(self, latest: SnapshotRecord | None) -> SnapshotRecord | None:
+        assert self.validator is not None
+        cut = tuple(
+            [
+                CutEntry(s.chain_id, s.vault, await self.store.settled_next_nonce(s.chain_id))
+                for s in self._cut_sides()
+            ]
+        )
+        if latest is not None:
+            cut = tuple(
+                CutEntry(c.chain_id, c.vault, max(c.next_nonce, p.next_nonce))
+                for c, p in zip(cut, latest.cut, strict=True)
+            )
+        covered = 0 if latest is None else latest.leaf_count
+        if await self.store.cut_count(cut) < covered + self.config.state_snapshot_interval:
+            self.state.snapshot_due_since = None  # a COUNT per poll; the leaves only when due
+            return None
+        seq = 1 if latest is None else latest.seq + 1
+        now = time.monotonic()
+        if self.state.snapshot_due_since is None:
+            self.state.snapshot_due_since = now
+        order = sorted(self.validators)
+        leader = order[(seq - 1) % len(order)]
+        if (
+            leader != self.validator.address.lower()
+            and now - self.state.snapshot_due_since < SNAPSHOT_GRACE_SECS
+        ):
+            return None
+        self.state.snapshot_due_since = None
+        states = await self.store.cut_states(cut)
+        if any(state not in TERMINAL_STATES for _, state in states):
+            return None  # not all final (a transfer changed since the count): next poll
+        prev = "0x" + ZERO_HASH.hex() if latest is None else latest.hash
+        root = "0x" + merkle_root(states).hex()
+        return await self._store_snapshot(seq, root, prev, cut, len(states))
+
+    async def _sign_snapshot(self, snap: SnapshotRecord) -> None:
+        assert self.validator is not None
+        sigs = await self.store.snapshot_signatures(snap.hash)
+        signature = sigs.get(self.validator.address)
+        if signature is None:
+            raw = self.validator.sign(snapshot_signing_digest(bytes.fromhex(snap.hash[2:])))
+            signature = "0x" + raw.hex()
+            await self.store.add_snapshot_signature(snap.hash, self.validator.address, signature)
+            sigs[self.validator.address] = signature
+            log.info("bridge: snapshot %d signed", snap.seq)
+        elif len(sigs) >= len(self.validators):
+            return  # every validator's signature is in: nothing to rebroadcast
+        key = (snap.hash, "snapshot")
+        last = self.state.published.get(key)
+        if last is not None and time.monotonic() - last < REBROADCAST_SECS:
+            return
+        self.state.published[key] = time.monotonic()
+        await self._publish(
+            gossip.SnapshotSignature(
+                seq=snap.seq,
+                root=snap.root,
+                prev_hash=snap.prev_hash,
+                leaf_count=snap.leaf_count,
+                cut=[gossip.SnapshotCut(chain_id=c.chain_id, vault=c.vault,
+                                        next_nonce=c.next_nonce) for c in snap.cut],
+                signer=self.validator.address,
+                signature=signature,
+            )
+        )  # fmt: skip
+
     # -- health ------------------------------------------------------------------------
+
+    async def _snapshot_status(self) -> dict[str, Any] | None:
+        snap = await self.store.snapshot()
+        if snap is None:
+            return None
+        sigs = await self.store.snapshot_signatures(snap.hash)
+        return {
+            "seq": snap.seq,
+            "hash": snap.hash,
+            "leaf_count": snap.leaf_count,
+            "signatures": len(sigs),
+        }
 
     async def status(self) -> ComponentStatus:
         backlog = await self.store.backlog()
@@ -647,5 +855,6 @@ class BridgeWorker:
             "backlog": backlog.pending,
             "oldest_pending_age_secs": oldest,
             "overdue": len(self.state.overdue_reported),
+            "snapshot": await self._snapshot_status(),
         }
         return ComponentStatus(healthy=state in ("ok", "paused"), state=state, details=details)

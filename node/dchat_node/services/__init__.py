@@ -84,7 +84,7 @@ def build_services(
             clock=clock,
             verifier=payment_verifier,
         ),
-        bridge=BridgeService(SqlBridgeStore(storage)),
+        bridge=BridgeService(SqlBridgeStore(storage), config.bridge.validator_quorum),
         relay=RelayService(
             SqlRelayStore(storage),
             config.relay,
