@@ -422,8 +422,6 @@ MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
 MAX_RATE_LIMIT = 1_000_000
 DAY = 86_400
 
-NOT_ACTED_ON = "Not acted on yet: written to config.toml, but the node has no {} yet."
-
 
 def _le(bound: int | float, annotation: Any = int) -> Any:
     return Annotated[annotation, Field(le=bound)]
@@ -518,14 +516,20 @@ else:
     BridgeSpec = mirror(
         BridgeConfig,
         "BridgeSpec",
-        doc="Cross-chain bridge service. Set paused: true to stop accepting new transfers.",
+        doc=(
+            "Cross-chain bridge service (docs/bridge.md). Set paused: true to stop signing and "
+            "submitting (it reaches the pods as a ConfigMap key, without a restart)."
+        ),
         types={
             "transaction_timeout_secs": _le(DAY),
             "finality_proof_timeout_secs": _le(DAY),
             "validator_quorum": _le(100),
             "state_snapshot_interval": _le(1_000_000),
         },
-        note=NOT_ACTED_ON.format("bridge service (/health/bridge answers disabled)"),
+        note=(
+            "The node's bridge runs when both vault addresses and the validators are set; "
+            "the operator does not render validator or relayer key Secrets yet."
+        ),
     )
     AccessibilitySpec = mirror(
         AccessibilityConfig,

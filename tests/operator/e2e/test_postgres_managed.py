@@ -111,6 +111,22 @@ def _primary(kube: KubeCluster, namespace: str) -> str:
     return str((status.get("currentPrimary") or {}).get("name") or "")
 
 
+def _generated_secret(kube: KubeCluster, namespace: str) -> dict[str, Any]:
+    """The operator's Secret of generated passwords (ours, by its labels); the members run
+    as the image's postgres user."""
+    secret: dict[str, Any] = kube.get_json("-n", namespace, "secret", "chat-postgres")
+    assert set(secret["data"]) == {
+        "superuser-password",
+        "replication-password",
+        "app-password",
+        "url",
+    }
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dchat-operator"
+    sts = kube.get_json("-n", namespace, "statefulset", "chat-postgres")
+    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    return secret
+
+
 @pytest.mark.timeout(600)
 def test_managed_postgres_fails_over_and_the_node_follows(
     real_node: str, kube: KubeCluster, namespace: str, operator: Any, volumes: list[str]
@@ -143,16 +159,7 @@ def test_managed_postgres_fails_over_and_the_node_follows(
         timeout=30,
         what="status.currentPrimary = the Patroni leader",
     )
-    secret = kube.get_json("-n", namespace, "secret", "chat-postgres")
-    assert set(secret["data"]) == {
-        "superuser-password",
-        "replication-password",
-        "app-password",
-        "url",
-    }
-    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dchat-operator"
-    sts = kube.get_json("-n", namespace, "statefulset", "chat-postgres")
-    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    secret = _generated_secret(kube, namespace)
 
     base = service_url(kube, namespace, "chat-api")
     wait_serving(kube, base)
