@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,29 +217,22 @@ def kill_operator_while_running(
     return uid
 
 
-def restore_into(
-    kube: KubeCluster, namespace: str, name: str, backup: str, target: str
-) -> dict[str, Any]:
-    """Apply a DchatRestore and wait until it is Completed; its status."""
-    kube.apply(
-        {
-            "apiVersion": "dchat.dev/v1alpha1",
-            "kind": "DchatRestore",
-            "metadata": {"name": name},
-            "spec": {"backup": backup, "target": target},
-        },
-        namespace,
+def plugin_restore(kube: KubeCluster, namespace: str, backup: str, target: str) -> dict[str, Any]:
+    """``kubectl dchat restore BACKUP --to TARGET --wait``; the status of the DchatRestore it
+    created (Completed, or the test fails with the plugin's output)."""
+    plugin = Path(sys.executable).parent / "kubectl-dchat"
+    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
+    args = ["restore", backup, "--to", target, "--wait", "--timeout", "300", "-n", namespace]
+    out = subprocess.run(
+        [str(plugin), *args], capture_output=True, text=True, env=env, timeout=330, check=False
     )
-
-    def restored() -> dict[str, Any] | None:
-        st = kube.get_json("-n", namespace, "dchatrestore", name).get("status") or {}
-        assert st.get("phase") != "Failed", st
-        return st if st.get("phase") == "Completed" else None
-
-    result: dict[str, Any] = kube.wait_for(
-        restored, timeout=300, interval=2, what=f"{name} Completed"
-    )
-    return result
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"-> dchatcluster/{target} (data REPLACED)" in out.stdout, out.stdout
+    items = kube.get_json("-n", namespace, "dchatrestores")["items"]
+    (restore,) = [r for r in items if r["spec"]["target"] == target]
+    status: dict[str, Any] = restore.get("status") or {}
+    assert status.get("phase") == "Completed", status
+    return status
 
 
 def flip_one_byte(s3: S3Server, bucket: str, location: str) -> str:
@@ -315,7 +311,9 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     status_code, extra = http("POST", f"{src}/api/v1/channels", {"name": "after-b1"})
     assert status_code == 201, extra
     assert chat_data(src) != before
-    done = restore_into(kube, namespace, "r1", backup="b1", target="src")
+    # through `kubectl dchat restore` (what on-call runs): it creates the DchatRestore and
+    # follows it to the end
+    done = plugin_restore(kube, namespace, backup="b1", target="src")
     assert done["verified"] is True, done
     wait_ready(kube, namespace, "src", replicas=1, timeout=180)
     wait_serving(kube, src)
