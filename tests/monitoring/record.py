@@ -65,7 +65,11 @@ def traffic(api: str, channel: str = "general") -> dict[int, int]:
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         return r
 
-    with httpx.Client(base_url=api, timeout=10) as c:
+    # one connection per request: after a refused POST (the 401 below) the server may close
+    # the connection without reading the body, and a reused keep-alive connection then
+    # fails with "Server disconnected" (seen once under a loaded CI run)
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=api, timeout=10, limits=fresh) as c:
         # the queue holds one statement and no more: a background task's query (the
         # marketplace worker's) may hold it this instant, and the post is shed; try again
         for _ in range(50):

@@ -41,7 +41,10 @@ def market_config(tmp_path: Path, **extra: Any) -> NodeConfig:
 
 
 def auth(sub: str, scope: str = "marketplace:write") -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(sub, scope=scope)}"}
+    """A bearer header for ``sub``. Made at import (module constants) and used until the
+    module's last test, which in the parallel phase of `make test` can come well over 5
+    minutes after collection: valid for 2 hours."""
+    return {"Authorization": f"Bearer {make_token(sub, scope=scope, expires_in=7200)}"}
 
 
 class FakeClock:
