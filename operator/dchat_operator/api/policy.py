@@ -42,14 +42,19 @@ class Policy:
         """Every rule the cluster breaks, each naming the rule and the value."""
         spec = cluster.spec
         out: list[str] = []
-        repository = spec.image.repository
-        if self.allowed_registries and not any(
-            _under(repository, prefix) for prefix in self.allowed_registries
-        ):
-            out.append(
-                f"allowed-registries: image repository {repository!r} is not under "
-                + ", ".join(self.allowed_registries)
-            )
+        images = [("image repository", spec.image.repository)]
+        postgres = spec.database.postgres
+        if postgres is not None and postgres.managed is not None:
+            # its pods hold an API token (Patroni's store): the same allow-list applies
+            images.append(("managed PostgreSQL image", postgres.managed.image))
+        for what, repository in images:
+            if self.allowed_registries and not any(
+                _under(repository, prefix) for prefix in self.allowed_registries
+            ):
+                out.append(
+                    f"allowed-registries: {what} {repository!r} is not under "
+                    + ", ".join(self.allowed_registries)
+                )
         service_type = str(spec.p2p.service_type)
         if service_type not in self.allowed_service_types:
             out.append(

@@ -28,6 +28,18 @@ INGRESS = {"enabled": True, "host": "api.dchat.dev"}
             {"image": {"repository": "ghcr.io.evil.example/dchat"}},
             "allowed-registries",
         ),
+        (
+            # managed PostgreSQL's pods hold an API token: its image is held to the same list
+            Policy(allowed_registries=("ghcr.io/dchat-dev/",)),
+            {
+                "replicas": 1,
+                "database": {
+                    "engine": "postgres",
+                    "postgres": {"managed": {"image": "ghcr.io/evil/postgres:1"}},
+                },
+            },
+            "allowed-registries",
+        ),
         (Policy(), {"p2p": {"serviceType": "LoadBalancer"}}, "allowed-service-types"),
         (Policy(), {"p2p": {"serviceType": "NodePort"}}, "allowed-service-types"),
         (
@@ -63,6 +75,10 @@ def test_each_rule_refuses_and_names_itself(
             {"image": {"repository": "ghcr.io/dchat-dev/dchat"}},
         ),
         (Policy(allowed_registries=("ghcr.io",)), {"image": {"repository": "ghcr.io/x/dchat"}}),
+        (  # the default managed PostgreSQL image is the project's
+            Policy(allowed_registries=("ghcr.io/dchat-dev/",)),
+            {"replicas": 1, "database": {"engine": "postgres", "postgres": {"managed": {}}}},
+        ),
         (
             Policy(allowed_service_types=("ClusterIP", "LoadBalancer")),
             {"p2p": {"serviceType": "LoadBalancer"}},
