@@ -115,7 +115,6 @@ FIRST_GROUPS = (
     "real-node-backups",
     "real-node-cron",
     "real-node",
-    "real-node-postgres",
     "real-node-relay",
     "install-bundle",
 )
