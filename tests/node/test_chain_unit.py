@@ -3,6 +3,8 @@ calldata and reference, request validation, the retry schedule."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,37 @@ async def test_refused_connection_is_chain_unavailable_without_the_secret() -> N
     assert err.value.operation == "eth_blockNumber"
     assert "hunter2-secret" not in str(err.value)
     assert "abc123" not in str(err.value)
+
+
+async def test_a_leaked_web3_session_lock_does_not_hang_the_client() -> None:
+    """web3's session manager guards its cache with one process-wide threading.Lock taken in a
+    worker thread; a call cancelled while waiting leaks it (the worker takes it after the
+    waiter left) and every later call of the process hung with no timer (CI, 2026-12-01).
+    Hold that lock the way the leak does: this client still answers at once."""
+    from web3._utils.http_session_manager import HTTPSessionManager
+
+    assert HTTPSessionManager._lock.acquire(timeout=5)
+    try:
+        client = ChainClient("http://127.0.0.1:1/", timeout_secs=2, retries=0, name="currency")
+        try:
+            with pytest.raises(ChainUnavailable) as err:
+                await asyncio.wait_for(client.block_number(), timeout=10)
+        finally:
+            await client.aclose()
+    finally:
+        HTTPSessionManager._lock.release()
+    assert err.value.attempts == 1
+
+
+async def test_calls_cancelled_mid_flight_leave_the_client_working() -> None:
+    """A caller's timeout cancels calls at any point (the health check's 3 s): the next call
+    on the same client still gets its answer."""
+    client = ChainClient("http://127.0.0.1:1/", timeout_secs=2, retries=0, name="currency")
+    try:
+        for delay in (0, 0.0001, 0.001, 0.005):
+            with contextlib.suppress(TimeoutError, ChainUnavailable):
+                await asyncio.wait_for(client.block_number(), timeout=delay)
+        with pytest.raises(ChainUnavailable, match="eth_blockNumber"):
+            await asyncio.wait_for(client.block_number(), timeout=10)
+    finally:
+        await client.aclose()

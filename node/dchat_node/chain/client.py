@@ -13,6 +13,12 @@ Design:
 - The results are small frozen dataclasses with 0x-hex strings and checksummed addresses,
   so callers (payments, the bridge) do not depend on web3's AttributeDict and HexBytes.
 - The URL may carry an API key: it is logged only through ``redact_url``.
+- Each client owns its aiohttp session (``_LoopSessionManager``). web3's own session manager
+  guards its cache with one ``threading.Lock`` shared by every provider in the process and
+  takes it in a thread-pool worker; a call cancelled while waiting for it (a health check's
+  timeout) leaves the worker to take the lock with nobody to release it, and from then on
+  every chain call of the process hangs with no timer armed. Seen in CI; the test holds that
+  lock and shows this client does not care.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3._utils.http_session_manager import HTTPSessionManager
 from web3.exceptions import (
     BlockNotFound,
     ProviderConnectionError,
@@ -116,6 +124,38 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
+class _LoopSessionManager(HTTPSessionManager):
+    """web3's session manager with one session per event loop and no lock: on one loop the
+    check and the insert run without an await between them, so nothing can interleave."""
+
+    async def async_cache_and_return_session(
+        self,
+        endpoint_uri: Any,
+        session: ClientSession | None = None,
+        request_timeout: ClientTimeout | None = None,
+    ) -> ClientSession:
+        key = f"loop-{id(asyncio.get_running_loop())}"
+        cached: ClientSession | None = self.session_cache.get_cache_entry(key)
+        if cached is not None and not cached.closed and not cached._loop.is_closed():
+            return cached
+        if cached is not None:
+            self.session_cache._data.pop(key, None)
+            if not cached.closed and not cached._loop.is_closed():
+                await cached.close()
+        fresh = session or ClientSession(
+            raise_for_status=True,
+            connector=TCPConnector(force_close=True, enable_cleanup_closed=True),
+        )
+        self.session_cache.cache(key, fresh)
+        return fresh
+
+
+class _ChainHTTPProvider(AsyncHTTPProvider):
+    def __init__(self, endpoint_uri: str, **kwargs: Any) -> None:
+        super().__init__(endpoint_uri, **kwargs)
+        self._request_session_manager = _LoopSessionManager()
+
+
 class ChainClient:
     """One chain's JSON-RPC endpoint. ``aclose()`` when done."""
 
@@ -137,7 +177,7 @@ class ChainClient:
         self.backoff_max_secs = backoff_max_secs
         self._url = url
         self._url_for_logs = redact_url(url)
-        self._provider = AsyncHTTPProvider(
+        self._provider = _ChainHTTPProvider(
             url,
             request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout_secs)},
             exception_retry_configuration=None,
