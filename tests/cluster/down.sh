@@ -9,4 +9,8 @@ export KWOK_WORKDIR="${DCHAT_CLUSTER_DIR:-${DCHAT_CACHE:-$HOME/.cache/dchat}/clu
 rm -f "$KWOK_WORKDIR/$name.kubeconfig"
 # The real node's kubelet, kube-proxy, containerd and containers (if this machine ran one).
 if [[ $(id -u) == 0 && -d /run/dchat-realnode ]]; then "$here/realnode.sh" down; fi
+# a second real node a test started (and an interrupted run left behind)
+for d in /run/dchat-realnode-[1-9]; do
+    [[ $(id -u) == 0 && -d $d ]] && DCHAT_REAL_NODE_INDEX="${d##*-}" "$here/realnode.sh" down
+done
 rm -f "$KWOK_WORKDIR/$name.realnode"

@@ -8,6 +8,16 @@
 #                                the reason on stdout and exit 3 (callers skip the tier)
 #   realnode.sh up KUBECONFIG    start (or keep) the node; idempotent, prints the node name
 #   realnode.sh down             stop kubelet, kube-proxy, containerd and every container
+#   realnode.sh kill             the machine dies at once: kubelet, containers and runtime
+#                                SIGKILLed, the pods' network namespaces gone (no clean-up,
+#                                nothing reported to the cluster; `down` cleans up after it)
+#
+# A second (third...) real node for tests that need two machines (a SQLite failover from one
+# real node to another): DCHAT_REAL_NODE_INDEX=1 realnode.sh up|kill|down. It is node
+# `dchat-real-<index>` with its own containerd (root, socket, images), kubelet (root dir,
+# ports, cgroup root `/dchat-real-<index>`) and its own slice of the pod addresses on the same
+# bridge; kube-proxy and CoreDNS are the host's, shared with node 0 (one network namespace).
+# Only node 0 is started by the cluster; tests start and remove the others.
 #
 # Layout (nothing of it in the checkout):
 #   $DCHAT_CACHE/realnode/containerd   containerd's root: images imported once per archive
@@ -32,13 +42,29 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${DCHAT_CACHE:-$HOME/.cache/dchat}"
 name="${DCHAT_CLUSTER_NAME:-dchat-test}"
 workdir="${DCHAT_CLUSTER_DIR:-$cache/clusters}"
-node="${DCHAT_REAL_NODE_NAME:-dchat-real-0}"
+index="${DCHAT_REAL_NODE_INDEX:-0}"
+[[ "$index" =~ ^[0-9]$ ]] || { echo "DCHAT_REAL_NODE_INDEX must be 0-9" >&2; exit 2; }
 bridge=dchat0
 gw=10.88.0.1
 pod_cidr=10.88.0.0/16
-run=/run/dchat-realnode
-ctrd_root="$cache/realnode/containerd"
-state="$workdir/realnode-$name"
+if ((index == 0)); then
+    node="${DCHAT_REAL_NODE_NAME:-dchat-real-0}"
+    run=/run/dchat-realnode
+    ctrd_root="$cache/realnode/containerd"
+    state="$workdir/realnode-$name"
+    kubelet_root=/var/lib/dchat-kubelet
+    kubelet_port=10250 healthz_port=10248 cgroup_root=/
+else
+    node="dchat-real-$index"
+    run="/run/dchat-realnode-$index"
+    ctrd_root="$cache/realnode/containerd-$index"
+    state="$workdir/realnode-$name-$index"
+    kubelet_root="/var/lib/dchat-kubelet-$index"
+    kubelet_port=$((10270 + 2 * index)) healthz_port=$((10271 + 2 * index))
+    cgroup_root="/dchat-real-$index"
+fi
+# each node's pods get their own slice of the bridge's /16: 10.88.<100i+1..100i+99>.x
+ip_first="10.88.$((index * 100 + 1)).1" ip_last="10.88.$((index * 100 + 99)).254"
 sock="$run/containerd.sock"
 
 log() { printf '[realnode %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -81,11 +107,38 @@ has_image() {  # has_image REF (no `ctr ... | grep -q`: with pipefail grep's ear
     [[ $'\n'"$(ctr_ images ls -q)"$'\n' == *$'\n'"$1"$'\n'* ]]
 }
 
+node_netns() {  # the network namespaces of this node's running tasks (pods' sandboxes)
+    local pid
+    for pid in $(ctr_ tasks ls 2>/dev/null | awk 'NR > 1 {print $2}'); do
+        ip netns identify "$pid" 2>/dev/null || true
+    done | sort -u | sed '/^$/d'
+}
+
+kill_node() {
+    # The machine dies: nothing stops cleanly, nothing tells the cluster. The network
+    # namespaces go too, so the pods' addresses stop answering (as a powered-off machine's).
+    local netns id pid
+    netns="$(node_netns)"
+    [[ -f "$run/kubelet.pid" ]] && kill -9 "$(cat "$run/kubelet.pid")" 2>/dev/null || true
+    for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for pid in $(pgrep -f -- "-address $sock" || true); do kill -9 "$pid" 2>/dev/null || true; done
+    [[ -f "$run/containerd.pid" ]] && kill -9 "$(cat "$run/containerd.pid")" 2>/dev/null || true
+    echo "$netns" >>"$run/dead-netns"
+    for id in $netns; do ip netns delete "$id" 2>/dev/null || true; done
+    log "node $node killed"
+}
+
 down() {
     stop_pid coredns
     stop_pid kube-proxy
     stop_pid kubelet
+    # a killed node: its containerd comes back once to clean up the dead tasks' containers
+    if ((index > 0)) && ! alive containerd && [[ -f "$state/containerd.toml" ]]; then
+        start_containerd || true
+    fi
+    local netns=""
     if alive containerd; then
+        netns="$(node_netns)"
         # The shims outlive containerd: kill every task first, then the containers.
         local id
         for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
@@ -94,10 +147,22 @@ down() {
         for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$id" >/dev/null 2>&1 || true; done
     fi
     stop_pid containerd
-    # Sandboxes' network namespaces and host-local leases die with their pods.
+    # Sandboxes' network namespaces and host-local leases die with their pods. Node 0 owns
+    # the host's namespaces; another node removes only its own.
     rm -rf "$run/cni-ipam"
-    ip -all netns delete 2>/dev/null || true
-    log "real node stopped"
+    if ((index == 0)); then
+        ip -all netns delete 2>/dev/null || true
+    else
+        local id
+        for id in $netns $(cat "$run/dead-netns" 2>/dev/null || true); do ip netns delete "$id" 2>/dev/null || true; done
+        rm -f "$run/dead-netns"
+        # the kubelet's volume mounts (secrets, projected tokens) outlive a killed kubelet,
+        # and it bind-mounts its root directory onto itself
+        awk -v r="$kubelet_root" '$2 == r || index($2, r "/") == 1 {print $2}' /proc/mounts | sort -r \
+            | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        rm -rf "$kubelet_root"
+    fi
+    log "real node $node stopped"
 }
 
 ensure_network() {
@@ -127,7 +192,8 @@ fence_apiserver() {  # fence_apiserver PORT: answer on loopback and the bridge o
 }
 
 write_configs() {
-    local pki=$1 server=$2
+    local pki=$1 server=$2 cgroup_line=""
+    [[ "$cgroup_root" == / ]] || cgroup_line=$'\n'"cgroupRoot: $cgroup_root"
     mkdir -p "$state" "$run" "$ctrd_root" "$state/cni"
     cat >"$state/containerd.toml" <<TOML
 version = 2
@@ -164,7 +230,7 @@ TOML
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$pod_cidr", "gateway": "$gw", "rangeStart": "10.88.1.1"}]],
+        "ranges": [[{"subnet": "$pod_cidr", "gateway": "$gw", "rangeStart": "$ip_first", "rangeEnd": "$ip_last"}]],
         "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": "$run/cni-ipam"
       }
@@ -199,10 +265,10 @@ COREFILE
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $gw
-port: 10250
+port: $kubelet_port
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: 10248
+healthzPort: $healthz_port${cgroup_line}
 tlsCertFile: $state/kubelet-serving.crt
 tlsPrivateKeyFile: $state/kubelet-serving.key
 authentication:
@@ -300,9 +366,20 @@ start_kubelet() {
     local bin=$1
     alive kubelet && return 0
     log "starting kubelet $node"
-    mkdir -p /var/lib/dchat-kubelet
+    mkdir -p "$kubelet_root"
+    if [[ "$cgroup_root" != / ]]; then  # its own cgroup root in every v1 hierarchy
+        local h
+        for h in /sys/fs/cgroup/*/; do
+            [[ -f "$h/cgroup.procs" ]] || continue
+            mkdir -p "$h${cgroup_root#/}"
+            if [[ -f "$h/cpuset.cpus" && -z "$(cat "$h${cgroup_root#/}/cpuset.cpus")" ]]; then
+                cat "$h/cpuset.cpus" >"$h${cgroup_root#/}/cpuset.cpus"
+                cat "$h/cpuset.mems" >"$h${cgroup_root#/}/cpuset.mems"
+            fi
+        done
+    fi
     nohup "$bin/kubelet" --config "$state/kubelet.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
-        --hostname-override "$node" --node-ip "$gw" --root-dir /var/lib/dchat-kubelet \
+        --hostname-override "$node" --node-ip "$gw" --root-dir "$kubelet_root" \
         --node-labels "dchat.dev/real-node=true" --v=1 >"$state/kubelet.log" 2>&1 &
     echo $! >"$run/kubelet.pid"
 }
@@ -358,7 +435,7 @@ up() {
     mkdir -p "$state" "$run"
     sha256sum <"$pki/ca.crt" >"$state/cluster-id"
     ensure_network
-    fence_apiserver "$port"
+    ((index > 0)) || fence_apiserver "$port"
     local before
     before="$(cat "$state/kubelet.yaml" 2>/dev/null || true)"
     write_configs "$pki" "$server"
@@ -369,8 +446,10 @@ up() {
     start_containerd
     if [[ "${DCHAT_REAL_NODE_IMAGES:-1}" == 1 ]]; then "$here/images.sh" --no-verify | import_images; fi
     start_kubelet "$bin"
-    start_kube_proxy "$bin"
-    start_coredns "$bin" "$kubeconfig"
+    if ((index == 0)); then  # the host's: one network namespace, one set of Service rules
+        start_kube_proxy "$bin"
+        start_coredns "$bin" "$kubeconfig"
+    fi
     for _ in $(seq 60); do "${k[@]}" get "node/$node" >/dev/null 2>&1 && break; sleep 1; done
     if ! "${k[@]}" wait --for=condition=Ready "node/$node" --timeout=90s >/dev/null 2>&1; then
         log "node $node is not Ready after 90 s; kubelet log tail:"
@@ -385,5 +464,6 @@ case "$cmd" in
     check) reason="$(check)" && exit 0; echo "$reason"; exit 3 ;;
     up) [[ $# == 2 ]] || { echo "usage: realnode.sh up KUBECONFIG" >&2; exit 2; }; up "$2" ;;
     down) down ;;
-    *) echo "usage: realnode.sh check | up KUBECONFIG | down" >&2; exit 2 ;;
+    kill) kill_node ;;
+    *) echo "usage: realnode.sh check | up KUBECONFIG | down | kill" >&2; exit 2 ;;
 esac

@@ -200,6 +200,9 @@ if [[ -s "$kubeconfig" ]] && cmp -s "$config" "$config.new" \
 fi
 "$kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
 ((!real)) || "$here/realnode.sh" down 2>/dev/null || true
+for d in /run/dchat-realnode-[1-9]; do  # a second real node a test left behind
+    [[ -d $d ]] && { DCHAT_REAL_NODE_INDEX="${d##*-}" "$here/realnode.sh" down 2>/dev/null || true; }
+done
 mv "$config.new" "$config"
 
 t0=$SECONDS

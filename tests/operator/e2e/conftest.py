@@ -6,6 +6,7 @@ test cluster; the CRD is installed with kubectl. Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -276,11 +277,19 @@ def bridge_postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def volumes(kube: KubeCluster) -> Iterator[list[str]]:
+    """PersistentVolumes a test made (realnode.hostpath_volume): deleted after it, with their
+    directories."""
     made: list[str] = []
     yield made
     for pv in made:
+        found = kube.kubectl("get", "pv", pv, "-o", "json", check=False)
         kube.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
-        shutil.rmtree(Path("/var/lib/dchat-test-volumes") / pv.split("-data")[0], True)
+        if found.returncode == 0:
+            path = Path(json.loads(found.stdout)["spec"].get("hostPath", {}).get("path") or "/")
+            if path.is_relative_to("/var/lib/dchat-test-volumes/"):
+                shutil.rmtree(path, True)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()  # the namespace's directory, once empty
 
 
 @pytest.fixture(scope="module")

@@ -129,15 +129,16 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 def hostpath_volume(
-    kube: KubeCluster, namespace: str, claim: str, node: str, uid: int = 1000
+    kube: KubeCluster, namespace: str, claim: str, node: str, uid: int = 1000, tag: str = ""
 ) -> str:
     """A PersistentVolume on the real node bound to ``claim`` (the test cluster has no
     provisioner); its directory belongs to the pod's uid (the node's 1000 by default), as a
-    provisioner's would."""
-    path = VOLUMES / namespace / claim
+    provisioner's would. ``tag`` tells apart two volumes of one claim (a claim replaced on
+    another node): its own PersistentVolume and its own, empty, directory."""
+    path = VOLUMES / namespace / f"{claim}{tag}"
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, uid, uid)
-    pv = f"{namespace}-{claim}"
+    pv = f"{namespace}-{claim}{tag}"
     manifest = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
