@@ -70,7 +70,17 @@ ANNOTATION_ROLLBACK_REQUEST: Final = f"{GROUP}/rollback-request"
 """On a DchatCluster: a new value rolls back to the previous good revision (once per value)."""
 ANNOTATION_SWITCHOVER_REQUEST: Final = f"{GROUP}/switchover-request"
 """On a DchatCluster with database.postgres.patroni: the value names the Patroni member to
-promote; the operator asks Patroni for that switchover (once per value)."""
+promote; the operator asks Patroni for that switchover (once per value: ``<member>@<anything>``
+asks again for a member asked for before)."""
+
+
+def switchover_member(request: str) -> str:
+    """The member a switchover-request value names: the value itself, or what comes before
+    an ``@`` (``pg-1@2``: a new value asking for a member asked for before; member names are
+    DNS labels, so they never hold one)."""
+    return request.split("@", 1)[0]
+
+
 LABEL_BOOTSTRAP: Final = f"{GROUP}/bootstrap"
 """On a Job: the DchatCluster whose spec.bootstrap.fromBackup it restores."""
 FINALIZER_BACKUP_OBJECTS: Final = f"{GROUP}/backup-objects"

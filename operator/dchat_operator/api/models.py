@@ -1891,7 +1891,12 @@ class CurrentPrimary(CRModel):
 class Switchover(CRModel):
     """A handled value of the switchover-request annotation and how it went."""
 
-    request: str = Field(description="The annotation's value: the member asked to be primary.")
+    request: str = Field(
+        description=(
+            "The annotation's value: the member asked to be primary (``<member>@<anything>`` "
+            "names the member before the @)."
+        )
+    )
     phase: Literal["Running", "Completed", "Failed"] = Field(
         description="Running: asked of Patroni, waiting for the new leader; then the result."
     )
@@ -1989,7 +1994,8 @@ class DchatClusterStatus(CRModel):
         description=(
             "The last switchover requested with the annotation dchat.dev/switchover-request "
             "(database.postgres.patroni): once per value, Patroni demotes the primary and "
-            "promotes the named healthy standby."
+            "promotes the named healthy standby; <member>@<anything> asks again for a member "
+            "asked for before."
         ),
     )
     soak: Soak | None = Field(

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from dchat_operator.api.constants import switchover_member
 from dchat_operator.builders.common import Obj
 
 SWITCHOVER_TIMEOUT_SECONDS = 60.0
@@ -173,17 +174,19 @@ def switchover_step(
     if phase != "Running":
         status["finishedAt"] = _iso(now)
     status["message"] = message
-    return SwitchoverStep(status, ask=(leader, request) if phase == "Running" else None)
+    ask = (leader, switchover_member(request)) if phase == "Running" else None
+    return SwitchoverStep(status, ask=ask)
 
 
 def _judge(
     request: str, *, scope: str, leader: str, members: dict[str, Member] | None
 ) -> tuple[str, str]:
     """(phase, message) for a new request: Running when Patroni is to be asked."""
-    if not scope:
-        return "Failed", "database.postgres.patroni is not set: no Patroni cluster to switch over"
     if len(request) > _SHOWN:
         return "Failed", f"not a member name (longer than {_SHOWN} characters)"
+    request = switchover_member(request)
+    if not scope:
+        return "Failed", "database.postgres.patroni is not set: no Patroni cluster to switch over"
     if not leader:
         return "Failed", "no primary to switch over from: Patroni's leader lock is free"
     if request == leader:
@@ -199,7 +202,7 @@ def _judge(
 
 
 def _running(previous: Obj, leader: str, pending: str, now: dt.datetime) -> SwitchoverStep:
-    candidate = str(previous.get("request") or "")
+    candidate = switchover_member(str(previous.get("request") or ""))
     was = str(previous.get("from") or "")
     elapsed = _since(str(previous.get("startedAt") or ""), now)
     done = {**previous, "finishedAt": _iso(now)}

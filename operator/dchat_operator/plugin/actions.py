@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dchat_operator.api import constants as c
+from dchat_operator.api.constants import switchover_member
 from dchat_operator.api.kinds import CLUSTER
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import err
@@ -191,25 +193,16 @@ def cmd_promote(kube: Kube, args: argparse.Namespace) -> int:
         print(f"{args.member} is already the primary of Patroni cluster {scope}")
         return 0
     annotations = (cluster.get("metadata") or {}).get("annotations") or {}
-    handled = status.get("switchover") or {}
-    if (
-        annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) == args.member
-        and handled.get("request") == args.member[:SHOWN]
-        and handled.get("phase") != "Running"
-    ):
-        err(
-            f"the operator already handled the switchover request {args.member} "
-            f"({handled.get('phase')}: {handled.get('message', '')}) and acts once per value "
-            f"of {c.ANNOTATION_SWITCHOVER_REQUEST}; a request for another member in between "
-            "makes this one new again"
-        )
-        return 1
-    patch = {"metadata": {"annotations": {c.ANNOTATION_SWITCHOVER_REQUEST: args.member}}}
+    handled = (status.get("switchover") or {}).get("request") or ""
+    asked = str(annotations.get(c.ANNOTATION_SWITCHOVER_REQUEST) or "")
+    value = args.member
+    if switchover_member(asked) == args.member or switchover_member(handled) == args.member:
+        # the operator acts once per value: a member asked for before gets a new one
+        value = f"{args.member}@{int(time.time())}"
+    patch = {"metadata": {"annotations": {c.ANNOTATION_SWITCHOVER_REQUEST: value}}}
     kube.merge_patch(CLUSTER, args.cluster, patch)
     print(
-        f"dchatcluster/{args.cluster} annotated {c.ANNOTATION_SWITCHOVER_REQUEST}={args.member} "
+        f"dchatcluster/{args.cluster} annotated {c.ANNOTATION_SWITCHOVER_REQUEST}={value} "
         f"(Patroni cluster {scope}, primary {primary or 'none'})"
     )
-    return _follow(
-        kube, args, judge_switchover(args.member), f"switchover of {scope} to {args.member}"
-    )
+    return _follow(kube, args, judge_switchover(value), f"switchover of {scope} to {args.member}")

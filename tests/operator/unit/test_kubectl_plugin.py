@@ -542,6 +542,50 @@ def test_promote_is_judged_by_the_operators_switchover_status() -> None:
     assert judge(running) == actions.Verdict(True, False, "Failed: not a member")
 
 
+class _PromoteKube:
+    """What cmd_promote uses of the plugin's Kube: get and merge_patch of the cluster."""
+
+    namespace = "default"
+
+    def __init__(self, cluster: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.patches: list[dict[str, Any]] = []
+
+    def get(self, kind: Any, name: str, namespace: str | None = "") -> dict[str, Any]:
+        return self.cluster
+
+    def merge_patch(self, kind: Any, name: str, patch: dict[str, Any], sub: str = "") -> Any:
+        self.patches.append(patch)
+        return self.cluster
+
+
+def test_promote_asks_again_for_a_member_it_asked_for_before(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pg-1 was promoted, then a failover moved the primary back to pg-0: promoting pg-1
+    again writes a new annotation value naming pg-1 (the operator acts once per value)."""
+    key = "dchat.dev/switchover-request"
+    cluster: dict[str, Any] = {
+        "metadata": {"name": "ha", "annotations": {key: "pg-1"}},
+        "spec": {"database": {"postgres": {"patroni": {"scope": "pg"}}}},
+        "status": {
+            "currentPrimary": {"name": "pg-0"},
+            "switchover": {"request": "pg-1", "phase": "Completed", "from": "pg-0"},
+        },
+    }
+    kube = _PromoteKube(cluster)
+    args = parser().parse_args(["promote", "ha", "pg-1", "--no-wait"])
+    assert actions.cmd_promote(kube, args) == 0  # type: ignore[arg-type]
+    value = kube.patches[-1]["metadata"]["annotations"][key]
+    member, _, token = value.partition("@")
+    assert (member, token.isdigit()) == ("pg-1", True)
+    assert f"{key}={value}" in capsys.readouterr().out
+    # a member not asked for before: its plain name
+    args = parser().parse_args(["promote", "ha", "pg-2", "--no-wait"])
+    assert actions.cmd_promote(kube, args) == 0  # type: ignore[arg-type]
+    assert kube.patches[-1]["metadata"]["annotations"][key] == "pg-2"
+
+
 def test_rollback_is_judged_by_the_handled_value() -> None:
     judge = actions.judge_rollback("t1")
     obj = {"status": {"rollbackRequest": {"value": "t0", "result": "rolled back to version 1"}}}

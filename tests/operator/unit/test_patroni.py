@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from dchat_operator.api.constants import ANNOTATION_SWITCHOVER_REQUEST
+from dchat_operator.api.constants import ANNOTATION_SWITCHOVER_REQUEST, switchover_member
 from dchat_operator.api.kinds import CLUSTER, CONFIG_MAP, POD
 from dchat_operator.builders.patroni import (
     Member,
@@ -291,3 +291,26 @@ async def test_a_failover_configmap_that_is_not_patronis_is_left_alone(
     left = world.kube.obj(CONFIG_MAP, NS, "pg-failover")
     assert left is not None
     assert not left["metadata"].get("annotations")  # nothing injected
+
+
+def test_a_member_asked_for_again_gets_a_new_value() -> None:
+    """pg-1 was asked for and became primary; a failover moved the primary back to pg-0:
+    ``pg-1@<token>`` is a new value naming pg-1 again, and is checked and asked like one."""
+    assert switchover_member("pg-1@1764567890") == "pg-1"
+    assert switchover_member("pg-1") == "pg-1"
+    handled = {"request": "pg-1", "phase": "Completed", "from": "pg-0", "startedAt": "t"}
+    assert _step("pg-1", handled) == SwitchoverStep(None)
+    again = _step("pg-1@2", handled)
+    assert again.ask == ("pg-0", "pg-1")
+    assert again.status is not None
+    assert again.status["request"] == "pg-1@2"
+    assert again.status["message"] == "asked Patroni to hand the primary role from pg-0 to pg-1"
+    later = NOW + dt.timedelta(seconds=3)
+    done = _step("pg-1@2", again.status, leader="pg-1", now=later).status
+    assert done is not None
+    assert done["phase"] == "Completed"
+    assert done["message"] == "pg-1 is the primary (was pg-0), 3 s after the request"
+    unknown = _step("pg-9@2").status
+    assert unknown is not None
+    assert unknown["message"].startswith("pg-9 is not a member of Patroni cluster pg")
+    assert _step("pg-0@x").status["phase"] == "Completed"  # type: ignore[index]
