@@ -23,6 +23,8 @@ The test cluster is sized for N: fake nodes at 90 pods each (at least 3); the Se
 of the test cluster is a /16 (tests/cluster/up.sh), so 3 Services per cluster fit at N=500.
 
 Usage: .venv/bin/python bench/operator_converge.py [--n 50] [--runs 2]
+(DCHAT_BENCH_BREAKDOWN=1: requests and reconciles per cluster by kind; DCHAT_BENCH_TIMELINE=1:
+when the Deployments and CRs were created and done, and the operator's CPU)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,13 +127,79 @@ def apply_list(kube: KubeCluster, namespace: str, objs: list[dict[str, Any]]) ->
     kube.kubectl("apply", "-n", namespace, "-f", "-", input=payload, timeout=300)
 
 
+class Timeline:
+    """With DCHAT_BENCH_TIMELINE set: a ``kubectl get -w`` of one resource in the run's
+    namespace, recording when each object was first seen and first ``done``; ``report``
+    prints the median and the last of both, relative to the run's start."""
+
+    def __init__(self, kube: KubeCluster, ns: str, resource: str, done: Any) -> None:
+        self.on = bool(os.environ.get("DCHAT_BENCH_TIMELINE"))
+        self.resource, self.done = resource, done
+        self.seen: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        if not self.on:
+            return
+        args = [str(kube.bin_dir / "kubectl"), "--kubeconfig", str(kube.kubeconfig)]
+        args += ["get", resource, "-n", ns, "-w", "-o", "json"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        decoder, buf = json.JSONDecoder(), ""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            buf += line
+            try:
+                obj, end = decoder.raw_decode(buf.lstrip())
+            except ValueError:
+                continue
+            buf = buf.lstrip()[end:]
+            now, name = time.monotonic(), obj["metadata"]["name"]
+            self.seen.setdefault(name, now)
+            if name not in self.finished and self.done(obj):
+                self.finished[name] = now
+
+    def report(self, start: float, label: str) -> None:
+        if not self.on:
+            return
+        self.proc.terminate()
+
+        def span(times: dict[str, float]) -> str:
+            t = sorted(v - start for v in times.values())
+            return f"median {statistics.median(t):5.2f} s, last {t[-1]:5.2f} s" if t else "-"
+
+        print(
+            f"    {label}: {self.resource} created {span(self.seen)}; done {span(self.finished)}",
+            file=sys.stderr,
+        )
+
+
+def _rolled_out(dep: dict[str, Any]) -> bool:
+    st = dep.get("status") or {}
+    want = dep["spec"]["replicas"]
+    return bool(
+        st.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+        and st.get("updatedReplicas", 0) == want
+        and st.get("availableReplicas", 0) >= want
+    )
+
+
+def _cr_ready(cr: dict[str, Any]) -> bool:
+    conds = (cr.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
 def run_baseline(kube: KubeCluster, n: int) -> float:
     ns = kube.create_namespace("bench-base")
     try:
         objs = [SECRET, *rendered(ns, n)]
+        deployments = Timeline(kube, ns, "deployments", _rolled_out)
+        time.sleep(1 if deployments.on else 0)
         start = time.monotonic()
         apply_list(kube, ns, objs)
         wait(lambda: all_deployments_ready(kube, ns, n))
+        deployments.report(start, "baseline")
         return time.monotonic() - start
     finally:
         kube.delete_namespace(ns)
@@ -184,13 +253,28 @@ def run_operator(kube: KubeCluster, n: int, logdir: Path) -> OperatorRun:
     try:
         kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(SECRET))
         crs = [cluster_cr(i) for i in range(n)]
+        deployments = Timeline(kube, ns, "deployments", _rolled_out)
+        clusters = Timeline(kube, ns, "dchatclusters", _cr_ready)
+        time.sleep(1 if deployments.on else 0)
         start = time.monotonic()
         apply_list(kube, ns, crs)
         wait(lambda: all_crs_ready(kube, ns, n))
         elapsed = time.monotonic() - start
+        deployments.report(start, "operator")
+        clusters.report(start, "operator")
+        if deployments.on:
+            fields = Path(f"/proc/{op.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            print(f"    operator: CPU {cpu:.2f} s since its start", file=sys.stderr)
         rss = op.rss_mib()
         writes = op.writes()
-        requests = metric_sum(op.metrics(), "dchat_operator_api_requests_total")
+        metrics = op.metrics()
+        requests = metric_sum(metrics, "dchat_operator_api_requests_total")
+        if os.environ.get("DCHAT_BENCH_BREAKDOWN"):  # where the requests and reconciles went
+            for key, value in sorted(metrics.items(), key=lambda kv: -kv[1]):
+                names = ("dchat_operator_api_requests_total{", "dchat_operator_reconciles_total{")
+                if key.startswith(names):
+                    print(f"    {value / n:6.2f} per cluster  {key}", file=sys.stderr)
         resync_seconds, resync_writes = idle_resync(op, n)
         status = Path(f"/proc/{op.process.pid}/status").read_text()
         peak = int(status.split("VmHWM:")[1].split()[0]) / 1024

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from dchat_operator.api import constants as c
 from dchat_operator.api.kinds import BACKUP, CLUSTER, POD
-from dchat_operator.api.models import DchatCluster
+from dchat_operator.api.models import DatabaseEngine, DchatCluster
 from dchat_operator.builders import litestream
 from dchat_operator.builders.backup import scheduled_backup
 from dchat_operator.builders.common import selector_string
@@ -79,6 +79,9 @@ def _utcnow() -> dt.datetime:
 class ScheduleState:
     uid: str = ""
     requested_generation: int = 0
+    archives: bool = True
+    """The cluster's spec (as last seen on the watch) may replicate continuously: SQLite, or
+    no engine said, with backups enabled. Only then do its pods matter here."""
 
 
 class ScheduleController:
@@ -104,17 +107,20 @@ class ScheduleController:
             engine.forget(key)
             return
         state = engine.ensure(key)
+        state.archives = _may_archive(body)
         uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
         if uid != state.uid or generation > state.requested_generation:
             state.uid, state.requested_generation = uid, generation
             engine.trigger(key, "spec")
 
     def deployment_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
-        """The node Deployment changed (pods came or went): ContinuousArchiving may have."""
+        """The node Deployment changed (pods came or went): ContinuousArchiving may have, on a
+        cluster that archives (the others' schedule has nothing to do with their pods)."""
         meta = body.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
         key = (str(meta.get("namespace") or "default"), str(owner or ""))
-        if owner and engine.state(key) is not None:
+        state = engine.state(key) if owner else None
+        if state is not None and state.archives:
             engine.trigger(key, "child")
 
     def backup_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
@@ -235,6 +241,15 @@ class ScheduleController:
             return None
         log.info("schedule: created DchatBackup %s/%s", cluster.namespace, obj["metadata"]["name"])
         return created
+
+
+def _may_archive(body: Mapping[str, Any]) -> bool:
+    """``litestream.target`` on the raw spec, without parsing it: backups enabled and the
+    engine SQLite (or not said: the default). Errs on True, which costs a reconcile."""
+    spec = body.get("spec") or {}
+    backup = spec.get("backup") or {}
+    engine = (spec.get("database") or {}).get("engine", DatabaseEngine.sqlite.value)
+    return bool(backup.get("enabled")) and engine == DatabaseEngine.sqlite.value
 
 
 def _export(cluster: DchatCluster, backups: list[BackupView], conditions: list[Obj]) -> None:

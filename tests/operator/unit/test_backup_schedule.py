@@ -410,3 +410,45 @@ async def test_no_new_backup_while_the_last_scheduled_one_has_not_finished(world
     world.finish("c1-20261130110000", "Completed", "2026-11-30T13:31:00Z")
     await world.tick(at(14, 0))
     assert world.backups() == ["c1-20261130110000", "c1-20261130140000"]
+
+
+async def test_deployment_events_reach_only_the_schedules_of_archiving_clusters(
+    world: World,
+) -> None:
+    """The node Deployment's events matter to a schedule only for ContinuousArchiving
+    (SQLite with backups on): a cluster without backups, or on PostgreSQL, is not run for
+    them (at 50 new clusters this was ~8 of ~43 API requests per cluster)."""
+    world.kube.put(CLUSTER, cluster_cr("plain", NS))
+    world.kube.put(CLUSTER, cluster_cr("pg", NS, database=PG, backup={"enabled": True, "s3": S3}))
+    world.kube.put(CLUSTER, cluster_cr("lite", NS, backup={"enabled": True, "s3": S3}))
+    for name in ("plain", "pg", "lite"):
+        world.event(name)
+    await asyncio.sleep(0)
+    await world.engine.wait_idle()
+    world.kube.calls.clear()
+    for name in ("plain", "pg", "lite"):
+        deployment = {
+            "metadata": {"name": name, "namespace": NS, "labels": {c.LABEL_INSTANCE: name}}
+        }
+        world.controller.deployment_event(world.engine, deployment)
+    await asyncio.sleep(0)
+    await world.engine.wait_idle()
+    read = {call.name for call in world.kube.calls if call.plural == CLUSTER.plural}
+    assert read == {"lite"}
+    # backups turned on for the plain cluster: its Deployment events count from then on
+    found = world.kube.obj(CLUSTER, NS, "plain")
+    assert found is not None
+    found["spec"]["backup"] = {"enabled": True, "s3": S3}
+    found["metadata"]["generation"] = 2
+    world.kube.put(CLUSTER, found)
+    world.event("plain")
+    await asyncio.sleep(0)
+    await world.engine.wait_idle()
+    world.kube.calls.clear()
+    deployment = {
+        "metadata": {"name": "plain", "namespace": NS, "labels": {c.LABEL_INSTANCE: "plain"}}
+    }
+    world.controller.deployment_event(world.engine, deployment)
+    await asyncio.sleep(0)
+    await world.engine.wait_idle()
+    assert {call.name for call in world.kube.calls if call.plural == CLUSTER.plural} == {"plain"}

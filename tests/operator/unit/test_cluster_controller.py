@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT, PVC, SECRET, SERVICE
+from dchat_operator.api.kinds import CLUSTER, DEPLOYMENT, PDB, PVC, SECRET, SERVICE
 from dchat_operator.api.policy import Policy
 from dchat_operator.controllers.cluster import ClusterController, ClusterState
 from dchat_operator.controllers.engine import Backoff, Engine
@@ -368,3 +368,36 @@ async def test_a_restore_hold_scales_the_deployment_to_zero_and_back(world: Worl
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")
     assert dep is not None
     assert dep["spec"]["replicas"] == 2
+
+
+async def test_prune_reads_nothing_when_nothing_can_be_unwanted(world: World) -> None:
+    """A new cluster (generation 1, never reconciled) controls nothing built from another
+    spec, and a cluster pruned at this generation has nothing new to prune: no GET of the
+    ~14 optional children. A new generation prunes again (and removes what it dropped)."""
+    world.add("c1", replicas=2, database=PG)
+    await world.idle()
+    optional = {
+        ("ingresses", "c1"),
+        ("statefulsets", "c1-postgres"),
+        ("services", "c1-postgres-rw"),
+        ("rolebindings", "c1-postgres"),
+    }
+    gets = {(c.plural, c.name) for c in world.kube.calls if c.verb == "GET"}
+    assert not gets & optional, gets & optional
+    world.roll_out("c1")
+    await world.idle()
+    world.kube.calls.clear()
+    world.engine.resync()  # a resync of the same generation after a restart-free run
+    await world.idle()
+    gets = {(c.plural, c.name) for c in world.kube.calls if c.verb == "GET"}
+    assert not gets & optional, gets & optional
+    # generation 2 without the PodDisruptionBudget: pruned
+    assert world.kube.obj(PDB, NS, "c1") is not None
+    found = world.kube.obj(CLUSTER, NS, "c1")
+    assert found is not None
+    found["spec"]["disruption"] = {"enabled": False}
+    found["metadata"]["generation"] = 2
+    world.kube.put(CLUSTER, found)
+    world.event("c1")
+    await world.idle()
+    assert world.kube.obj(PDB, NS, "c1") is None
