@@ -102,11 +102,16 @@ async def make_node(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Callable[..
     clients: list[ChainClient] = []
 
     async def make(
-        index: int, *, validator: bool = True, relayer: bool = False, **extra: Any
+        index: int,
+        *,
+        validator: bool = True,
+        relayer: bool = False,
+        database_url: str | None = None,
+        peer: str | None = None,
+        **extra: Any,
     ) -> Node:
-        storage = create_storage(
-            DatabaseConfig(url=f"sqlite:///{tmp_path}/n{len(nodes)}/db.sqlite")
-        )
+        url = database_url or f"sqlite:///{tmp_path}/n{len(nodes)}/db.sqlite"
+        storage = create_storage(DatabaseConfig(url=url))
         await storage.open()
         await storage.migrate()
         store = SqlBridgeStore(storage)
@@ -127,7 +132,7 @@ async def make_node(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Callable[..
             _config(bridge, roles, **extra),
             store,
             sides,
-            LocalPubSub(network, f"peer{index}"),
+            LocalPubSub(network, peer or f"peer{index}"),
             metrics,
             validator=bridge.validators[index] if validator else None,
             relayer=Signer(private_key(RELAYER_ACCOUNT)) if relayer else None,
@@ -282,3 +287,59 @@ async def test_snapshot_after_n_transfers_is_signed_by_the_validators(
         theirs = await node.store.snapshot(1)
         assert theirs is not None
         assert theirs.hash == snap.hash
+
+
+async def test_two_pods_of_one_validator_share_its_key_and_database(
+    bridge: Bridge, make_node: Callable[..., Any], new_database: Callable[[], str]
+) -> None:
+    """A DchatCluster is one validator: its pods (PostgreSQL mode, 2 replicas) run the bridge
+    with the same validator and relayer keys over the same database. Both observe, sign and
+    submit; the signatures are identical (RFC 6979) and count once, a transfer is released
+    once, and the shared store keeps one snapshot per sequence number, signed once by each
+    validator. Validator 1 is another cluster (its own database); validator 2 is down."""
+    a, b = bridge.a, bridge.b
+    shared = new_database()
+    pods = [
+        await make_node(
+            0, relayer=True, database_url=shared, peer=f"pod{i}", state_snapshot_interval=2
+        )
+        for i in (0, 1)
+    ]
+    other = await make_node(1, state_snapshot_interval=2)
+    recipient = b.accounts[7]
+    before = b.balance(recipient)
+    ids = []
+    with Miner([a, b]):
+        for _ in range(2):
+            t = await asyncio.to_thread(bridge.deposit, a, b, 10**16, recipient=recipient)
+            ids.append(t.id)
+            await wait_state(pods[0], t.id, {"released"})
+            await wait_state(other, t.id, {"released"})
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 20
+        sigs: dict[str, Any] = {}
+        while loop.time() < end:
+            snap = await pods[0].store.snapshot(1)
+            sigs = {} if snap is None else await pods[0].store.snapshot_signatures(snap.hash)
+            if len(sigs) == 2:
+                break
+            await asyncio.sleep(0.1)
+    assert b.balance(recipient) - before == 2 * 10**16  # each released once
+    assert snap is not None
+    assert sorted(sigs) == sorted(s.address for s in bridge.validators[:2])
+    theirs = await other.store.snapshot(1)
+    assert theirs is not None
+    assert theirs.hash == snap.hash
+    assert await pods[0].store.snapshot(2) is None
+    # both pods kept running (no unique-key race killed a worker) and report the same state
+    for node in (*pods, other):
+        assert node.task is not None
+        assert not node.task.done(), node.task
+    for pod in pods:
+        status = await pod.worker.status()
+        assert status.state == "ok", status.details
+        assert status.details["validators_reachable"] == 2
+        for tid in ids:
+            rec = await pod.store.get(tid)
+            assert rec is not None
+            assert rec.state == "released"

@@ -440,6 +440,32 @@ CASES: list[Case] = [
         {"observability": {"prometheusPushgatewaySecretRef": _ref("pgw")}},
         "prometheusPushgateway and prometheusPushgatewaySecretRef are mutually exclusive",
     ),
+    # --- a bridge role needs its key's Secret ---
+    Case(
+        "bridge-validator-without-key",
+        {"bridge": {"roles": ["validator"]}},
+        {"bridge": {"roles": ["validator"], "validatorKeySecretRef": _ref("v0", "key")}},
+        "bridge.roles has validator: give bridge.validatorKeySecretRef",
+    ),
+    Case(
+        "bridge-relayer-without-key",
+        {"bridge": {"roles": ["validator", "relayer"], "validatorKeySecretRef": _ref("v0")}},
+        {
+            "bridge": {
+                "roles": ["validator", "relayer"],
+                "validatorKeySecretRef": _ref("v0"),
+                "relayerKeySecretRef": _ref("r0"),
+            }
+        },
+        "bridge.roles has relayer: give bridge.relayerKeySecretRef",
+    ),
+    Case(
+        "bridge-key-path-by-hand",
+        {"bridge": {"validatorKeyPath": "/etc/keys/v"}},
+        {"bridge": {"validatorKeySecretRef": _ref("v0")}},
+        'unknown field "spec.bridge.validatorKeyPath"',
+        model_message="Extra inputs are not permitted",
+    ),
     # --- backups ---
     Case(
         "s3-kms-key-without-kms",

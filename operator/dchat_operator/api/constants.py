@@ -47,6 +47,9 @@ POSTGRES_URL_PLACEHOLDER: Final = "postgresql://set-by-DATABASE_URL_FILE"
 DB_SECRET_DIR: Final = "/etc/dchat/secrets/database"  # noqa: S105 - a mount path
 DB_URL_FILE: Final = "url"
 JWT_DIR: Final = "/etc/dchat/secrets/jwt"
+SECRETS_DIR: Final = "/etc/dchat/secrets"
+"""Where Secret keys the node reads as files are mounted, one directory per volume."""
+BRIDGE_KEY_FILE: Final = "key"
 JWT_FILE: Final = "jwt-secret"
 TLS_DIR: Final = "/etc/tls/certs"
 NODE_UID: Final = 1000

@@ -431,7 +431,7 @@ if TYPE_CHECKING:
     ServerSpec = ServerConfig
     RelaySpec = RelayConfig
     MarketplaceSpec = MarketplaceConfig
-    BridgeSpec = BridgeConfig
+    _BridgeBase = BridgeConfig
     AccessibilitySpec = AccessibilityConfig
     LoggingSpec = LoggingConfig
 
@@ -513,23 +513,16 @@ else:
             "chain (purchases need chain.currencyChainRpc, escrowAddress and chainId)."
         ),
     )
-    BridgeSpec = mirror(
+    _BridgeBase = mirror(
         BridgeConfig,
-        "BridgeSpec",
-        doc=(
-            "Cross-chain bridge service (docs/bridge.md). Set paused: true to stop signing and "
-            "submitting (it reaches the pods as a ConfigMap key, without a restart)."
-        ),
+        "BridgeBase",
+        exclude=frozenset({"validator_key_path", "relayer_key_path"}),
         types={
             "transaction_timeout_secs": _le(DAY),
             "finality_proof_timeout_secs": _le(DAY),
             "validator_quorum": _le(100),
             "state_snapshot_interval": _le(1_000_000),
         },
-        note=(
-            "The node's bridge runs when both vault addresses and the validators are set; "
-            "the operator does not render validator or relayer key Secrets yet."
-        ),
     )
     AccessibilitySpec = mirror(
         AccessibilityConfig,
@@ -625,6 +618,65 @@ class ObservabilitySpec(_ObservabilityBase):
     def _one_source(self) -> ObservabilitySpec:
         _check_exclusive(self, "prometheus_pushgateway", "prometheusPushgateway")
         return self
+
+
+def _role_key_rule(role: str) -> dict[str, Any]:
+    return cel(
+        f"!has(self.roles) || !('{role}' in self.roles) || has(self.{role}KeySecretRef)",
+        f"bridge.roles has {role}: give bridge.{role}KeySecretRef (the {role} key's Secret)",
+    )
+
+
+def _key_ref_doc(role: str, use: str) -> str:
+    return (
+        f"Secret key holding the {role}'s private key (64 hex digits, 0x optional; {use}). "
+        f"Mounted read-only in the node container only, at "
+        f"/etc/dchat/secrets/bridge-{role}-key/key, and named by bridge.{role}_key_path in "
+        "config.toml; rotating the Secret rolls the pods. Required when roles has "
+        f"{role}. Every pod of the cluster uses this one key: the cluster is one {role} "
+        "(two pods sign identical attestations, RFC 6979; the contract counts a signer once)."
+    )
+
+
+class BridgeSpec(_BridgeBase):
+    """Cross-chain bridge service (docs/bridge.md). Set paused: true to stop signing and
+    submitting (it reaches the pods as a ConfigMap key, without a restart). The node's bridge
+    runs when both vault addresses and the validators are set; its keys come from Secrets."""
+
+    model_config = ConfigDict(
+        **MODEL_CONFIG,
+        json_schema_extra=validations(_role_key_rule("validator"), _role_key_rule("relayer")),
+    )
+
+    validator_key_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=_key_ref_doc(
+            "validator",
+            "it signs attestations and snapshots, its address must be listed in validators",
+        ),
+    )
+    relayer_key_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=_key_ref_doc("relayer", "it pays the gas of releases and refunds"),
+    )
+
+    @_model_validator(mode="after")
+    def _roles_have_keys(self) -> BridgeSpec:
+        for role in ("validator", "relayer"):
+            if role in self.roles and getattr(self, f"{role}_key_secret_ref") is None:
+                raise ValueError(
+                    f"bridge.roles has {role}: give bridge.{role}KeySecretRef "
+                    f"(the {role} key's Secret)"
+                )
+        return self
+
+    def node_keys(self) -> dict[str, str]:
+        """bridge.<role>_key_path for each key Secret given (where the pod mounts it)."""
+        return {
+            f"{role}_key_path": f"{c.SECRETS_DIR}/bridge-{role}-key/{c.BRIDGE_KEY_FILE}"
+            for role in ("validator", "relayer")
+            if getattr(self, f"{role}_key_secret_ref") is not None
+        }
 
 
 def _check_exclusive(model: BaseModel, field: str, wire: str) -> None:
@@ -1660,10 +1712,10 @@ class DchatClusterSpec(CRModel):
     bridge: BridgeSpec = Field(
         default_factory=BridgeSpec,
         description=(
-            "Bridge service and its pause switch (docs/bridge.md). The node's bridge runs when "
-            "its vault addresses and validators are configured; the operator does not yet "
-            "render validator or relayer key Secrets, so a bridge validator needs its keys "
-            "mounted by other means."
+            "Bridge service, its keys and its pause switch (docs/bridge.md). The node's "
+            "bridge runs when its vault addresses and validators are configured; the "
+            "validator and relayer keys come from Secrets (validatorKeySecretRef, "
+            "relayerKeySecretRef) mounted in the node container."
         ),
     )
     accessibility: AccessibilitySpec = Field(
@@ -1750,7 +1802,12 @@ class DchatClusterSpec(CRModel):
                 "relay": self.relay.model_dump(),
                 "observability": observability,
                 "marketplace": self.marketplace.model_dump(),
-                "bridge": self.bridge.model_dump(),
+                "bridge": {
+                    **self.bridge.model_dump(
+                        exclude={"validator_key_secret_ref", "relayer_key_secret_ref"}
+                    ),
+                    **self.bridge.node_keys(),
+                },
                 "accessibility": self.accessibility.model_dump(),
                 "logging": self.logging.model_dump(),
                 "security": security,

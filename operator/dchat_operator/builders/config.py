@@ -23,20 +23,21 @@ from dchat_operator.builders import litestream
 from dchat_operator.builders import postgres as pg
 from dchat_operator.builders.common import Obj, digest, metadata, names
 
-SECRETS_DIR = f"{c.CONFIG_DIR}/secrets"
+SECRETS_DIR = c.SECRETS_DIR
 BRIDGE_PAUSED_KEY = "bridge-paused"
 URL_FILE = "url"
 
 
 @dataclass(frozen=True)
 class SecretFile:
-    """One Secret key mounted as a file; the node gets its path as ``<env>_FILE``."""
+    """One Secret key mounted as a file; the node gets its path as ``<env>_FILE``, or from
+    config.toml when ``env`` is None (the bridge keys)."""
 
     volume: str
     ref: SecretKeyRef
     directory: str
     file: str
-    env: str
+    env: str | None
 
     @property
     def path(self) -> str:
@@ -76,6 +77,14 @@ def secret_files(cluster: DchatCluster) -> list[SecretFile]:
     ):
         if ref is not None:
             files.append(SecretFile(volume, ref, f"{SECRETS_DIR}/{volume}", URL_FILE, env))
+    # the bridge keys: config.toml names their paths (BridgeSpec.node_keys), no variable
+    for role in ("validator", "relayer"):
+        ref = getattr(spec.bridge, f"{role}_key_secret_ref")
+        if ref is not None:
+            volume = f"bridge-{role}-key"
+            files.append(
+                SecretFile(volume, ref, f"{SECRETS_DIR}/{volume}", c.BRIDGE_KEY_FILE, None)
+            )
     return files
 
 

@@ -133,7 +133,7 @@ def secret_file_volume(file: SecretFile) -> tuple[Obj, Obj]:
 
 def secret_file_env(files: list[SecretFile]) -> list[Obj]:
     """``<VAR>_FILE`` variables naming the mounted Secret files."""
-    return [{"name": f"{f.env}_FILE", "value": f.path} for f in files]
+    return [{"name": f"{f.env}_FILE", "value": f.path} for f in files if f.env is not None]
 
 
 def _volumes(cluster: DchatCluster) -> tuple[list[Obj], list[Obj]]:

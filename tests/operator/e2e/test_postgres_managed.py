@@ -104,6 +104,38 @@ def _messages(base: str, channel: str) -> set[str]:
             return found
 
 
+def _sync_standby(kube: KubeCluster, namespace: str) -> str:
+    """The member Patroni's sync key names as the synchronous standby ('' before it has
+    one): in synchronous mode only that member may be promoted, so a primary that dies
+    before its replica is in sync is not failed over (Patroni keeps RPO 0 instead)."""
+    done = kube.kubectl(
+        "-n", namespace, "get", "configmap", "chat-postgres-sync", "-o", "json", check=False
+    )
+    if done.returncode != 0:
+        return ""
+    annotations = json.loads(done.stdout)["metadata"].get("annotations") or {}
+    return str(annotations.get("sync_standby") or "")
+
+
+def _wait_sync_standby(kube: KubeCluster, namespace: str, members: list[dict[str, Any]]) -> str:
+    """The replica, once Patroni's sync key names it: the primary is frozen only then, since
+    before that Patroni will not promote it (no failover may lose an acknowledged write)."""
+    (replica,) = [p["metadata"]["name"] for p in members if _role(p) == "replica"]
+    start = time.monotonic()
+    kube.wait_for(
+        lambda: _sync_standby(kube, namespace) == replica,
+        timeout=60,
+        what=f"Patroni's sync key naming {replica}",
+    )
+    print(f"{replica} the synchronous standby {time.monotonic() - start:.1f} s after Ready")
+    return replica
+
+
+def _patroni_log(kube: KubeCluster, namespace: str, pod: str, lines: int = 60) -> str:
+    done = kube.kubectl("-n", namespace, "logs", pod, f"--tail={lines}", check=False)
+    return f"--- {pod} (last {lines} lines) ---\n{done.stdout}{done.stderr}"
+
+
 def _primary(kube: KubeCluster, namespace: str) -> str:
     status = get_cluster(kube, namespace, "chat").get("status") or {}
     return str((status.get("currentPrimary") or {}).get("name") or "")
@@ -158,6 +190,7 @@ def test_managed_postgres_fails_over_and_the_node_follows(
         what="status.currentPrimary = the Patroni leader",
     )
     secret = _generated_secret(kube, namespace)
+    replica = _wait_sync_standby(kube, namespace, members)
 
     base = service_url(kube, namespace, "chat-api")
     wait_serving(kube, base)
@@ -177,6 +210,8 @@ def test_managed_postgres_fails_over_and_the_node_follows(
         assert first is not None
         rto = first - killed
         print(f"first write acknowledged {rto:.1f} s after the primary was frozen")
+        if rto >= 30:  # what Patroni on the replica decided, for the failure below
+            print(_patroni_log(kube, namespace, replica))
         writer.wait_acked(40, timeout=60)
     finally:
         writer.stop()

@@ -489,3 +489,78 @@ def test_service_monitor_labels_series_with_the_cluster_the_rules_group_by() -> 
     (relabel,) = endpoint["relabelings"]
     assert relabel["targetLabel"] == monitoring.CLUSTER_LABEL == "dchat_cluster"
     assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"]
+
+
+BRIDGE_KEYS = {
+    "database": {"engine": "postgres", "postgres": {"primary": {"name": "db", "key": "url"}}},
+    "replicas": 2,
+    "bridge": {
+        "chatVaultAddress": "0x" + "1" * 40,
+        "currencyVaultAddress": "0x" + "2" * 40,
+        "validators": ["0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40],
+        "roles": ["validator", "relayer"],
+        "validatorKeySecretRef": {"name": "bridge-keys", "key": "validator"},
+        "relayerKeySecretRef": {"name": "relayer", "key": "key"},
+    },
+}
+
+
+def test_bridge_keys_from_secrets_are_files_named_in_config_toml(tmp_path: Path) -> None:
+    cl = cluster(**BRIDGE_KEYS)
+    dep = workload.deployment(cl)
+    container = _container(dep)
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["bridge-validator-key"]["secret"] == {
+        "secretName": "bridge-keys",
+        "items": [{"key": "validator", "path": "key"}],
+        "defaultMode": 0o440,
+    }
+    assert volumes["bridge-relayer-key"]["secret"]["items"] == [{"key": "key", "path": "key"}]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["bridge-validator-key"] == {
+        "name": "bridge-validator-key",
+        "mountPath": "/etc/dchat/secrets/bridge-validator-key",
+        "readOnly": True,
+    }
+    # no variable: config.toml names the files, the node's own keys
+    assert not [e for e in container["env"] if "KEY" in e["name"]]
+    data = tomllib.loads(config_toml(cl))
+    assert data["bridge"]["validator_key_path"] == "/etc/dchat/secrets/bridge-validator-key/key"
+    assert data["bridge"]["relayer_key_path"] == "/etc/dchat/secrets/bridge-relayer-key/key"
+    assert data["bridge"]["roles"] == ["validator", "relayer"]
+    assert "bridge-keys" not in config_toml(cl)  # the Secret's name is not the node's business
+    # the controller checks they exist; rotating a key (its Secret's version) rolls the pods
+    assert secret_references(cl)[-2:] == [("bridge-keys", "validator"), ("relayer", "key")]
+    # the node accepts what the operator rendered
+    parsed = parse_config(data, environ={})
+    assert parsed.bridge.roles == ["validator", "relayer"]
+    # only the node container mounts the keys: not the backup Jobs nor other pods
+    for obj in desired_children(cl, Capabilities()):
+        if obj["kind"] == "Deployment":
+            continue
+        assert "'secretName': 'bridge-keys'" not in str(obj), obj["kind"]
+
+
+def test_no_bridge_key_no_key_volume_and_checksums_unchanged() -> None:
+    plain = cluster(**{**BRIDGE_KEYS, "bridge": {}})
+    dep = workload.deployment(plain)
+    names = {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert not {"bridge-validator-key", "bridge-relayer-key"} & names
+    assert "key_path" not in config_toml(plain)
+    keyed = cluster(**BRIDGE_KEYS)
+    other = cluster(
+        **{
+            **BRIDGE_KEYS,
+            "bridge": {
+                **BRIDGE_KEYS["bridge"],  # type: ignore[dict-item]
+                "validatorKeySecretRef": {"name": "bridge-keys-2", "key": "validator"},
+            },
+        }
+    )
+    assert config_checksum(other) != config_checksum(keyed)
+
+
+def test_a_bridge_role_without_its_key_secret_is_refused() -> None:
+    bridge = {k: v for k, v in BRIDGE_KEYS["bridge"].items() if k != "relayerKeySecretRef"}  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"give bridge\.relayerKeySecretRef"):
+        cluster(**{**BRIDGE_KEYS, "bridge": bridge})
