@@ -81,6 +81,18 @@ def backup_spec(s3: S3Server, bucket: str, schedule: str = NEVER) -> dict[str, A
     }
 
 
+def pg_database(kube: KubeCluster, namespace: str, pg: PostgresServer, name: str) -> str:
+    """An empty database of the harness server for cluster ``name``, its URL in the Secret
+    ``<name>-db`` (key ``url``); its role may create databases (verifying a backup restores
+    it into a throw-away one). The database's name."""
+    db = f"bk_{uuid.uuid4().hex[:10]}"
+    url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE, createdb=True)
+    secret = db_secret(url)
+    secret["metadata"]["name"] = f"{name}-db"
+    kube.apply([secret], namespace)
+    return db
+
+
 def pg_cluster(
     kube: KubeCluster,
     namespace: str,
@@ -89,16 +101,12 @@ def pg_cluster(
     backup: dict[str, Any],
     **spec: Any,
 ) -> str:
-    """A one-replica PostgreSQL cluster on its own, empty database of the harness server; its
-    role may create databases (verifying a backup restores it into a throw-away one). The
+    """A one-replica PostgreSQL cluster on its own, empty database (``pg_database``). The
     database's name."""
-    db = f"bk_{uuid.uuid4().hex[:10]}"
-    url = pg.create_login_database(db, uuid.uuid4().hex, BRIDGE, createdb=True)
-    secret = db_secret(url)
-    secret["metadata"]["name"] = f"{name}-db"
+    db = pg_database(kube, namespace, pg, name)
     database = {**PG, "postgres": {"primary": {"name": f"{name}-db", "key": "url"}}}
     cr = real_cr(name, replicas=1, database=database, backup=backup, **spec)
-    kube.apply([secret, cr], namespace)
+    kube.apply([cr], namespace)
     return db
 
 
@@ -217,15 +225,24 @@ def kill_operator_while_running(
     return uid
 
 
+def plugin(kube: KubeCluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl dchat ARGS -n NAMESPACE`` as on-call runs it (exit code, stdout, stderr)."""
+    exe = Path(sys.executable).parent / "kubectl-dchat"
+    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
+    return subprocess.run(
+        [str(exe), *args, "-n", namespace],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=330,
+        check=False,
+    )
+
+
 def plugin_restore(kube: KubeCluster, namespace: str, backup: str, target: str) -> dict[str, Any]:
     """``kubectl dchat restore BACKUP --to TARGET --wait``; the status of the DchatRestore it
     created (Completed, or the test fails with the plugin's output)."""
-    plugin = Path(sys.executable).parent / "kubectl-dchat"
-    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
-    args = ["restore", backup, "--to", target, "--wait", "--timeout", "300", "-n", namespace]
-    out = subprocess.run(
-        [str(plugin), *args], capture_output=True, text=True, env=env, timeout=330, check=False
-    )
+    out = plugin(kube, namespace, "restore", backup, "--to", target, "--wait", "--timeout", "300")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"-> dchatcluster/{target} (data REPLACED)" in out.stdout, out.stdout
     items = kube.get_json("-n", namespace, "dchatrestores")["items"]
@@ -233,6 +250,45 @@ def plugin_restore(kube: KubeCluster, namespace: str, backup: str, target: str) 
     status: dict[str, Any] = restore.get("status") or {}
     assert status.get("phase") == "Completed", status
     return status
+
+
+def plugin_doctor_ok(kube: KubeCluster, namespace: str, cluster: str) -> None:
+    """``kubectl dchat doctor CLUSTER -o json`` asks the Ready node pod for its database and
+    reads the last backup: both ok, exit 0."""
+    doctor = plugin(kube, namespace, "doctor", cluster, "-o", "json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    checks = {x["name"]: x for x in json.loads(doctor.stdout)["checks"]}
+    assert checks["database reachable"]["result"] == "ok", checks["database reachable"]
+    assert checks["S3 reachable"]["result"] == "ok", checks["S3 reachable"]
+
+
+def plugin_backup(kube: KubeCluster, namespace: str, cluster: str, name: str, bucket: str) -> None:
+    """``kubectl dchat backup CLUSTER --name NAME --wait`` follows a new backup to Completed;
+    ``backups CLUSTER -o json`` lists it."""
+    taken = plugin(kube, namespace, "backup", cluster, "--name", name, "--wait", "--timeout", "240")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    status = backup_obj(kube, namespace, name)["status"]
+    assert status["phase"] == "Completed", status
+    assert status["location"].startswith(f"s3://{bucket}/"), status
+    listed = plugin(kube, namespace, "backups", cluster, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert name in {i["metadata"]["name"] for i in json.loads(listed.stdout)["items"]}
+
+
+def plugin_restore_new(
+    kube: KubeCluster, namespace: str, pg: PostgresServer, backup: str, new: str
+) -> None:
+    """``kubectl dchat restore BACKUP --new NEW --database-secret NEW-db:url --wait`` onto a
+    new, empty database: the plugin copies the source's spec and follows the bootstrap."""
+    pg_database(kube, namespace, pg, new)
+    made = plugin(
+        kube, namespace, "restore", backup, "--new", new, "--database-secret", f"{new}-db:url",
+        "--wait", "--timeout", "300",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert f"dchatcluster/{new} created from dchatbackup/{backup}" in made.stdout, made.stdout
+    boot = get_cluster(kube, namespace, new)["status"]["bootstrap"]
+    assert boot["phase"] == "Completed", boot
 
 
 def flip_one_byte(s3: S3Server, bucket: str, location: str) -> str:
@@ -289,18 +345,11 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     assert len(manifests) == 1, manifests
     wait_verified(kube, namespace, "b1", True)
     cluster_verified(kube, namespace, "src", "True")
+    plugin_doctor_ok(kube, namespace, "src")
 
-    # A new cluster from it serves the same data.
-    pg_cluster(
-        kube, namespace, bridge_postgres, "dst", spec, bootstrap={"fromBackup": {"name": "b1"}}
-    )
-
-    def bootstrapped() -> dict[str, Any] | None:
-        st = (get_cluster(kube, namespace, "dst").get("status") or {}).get("bootstrap") or {}
-        assert st.get("phase") != "Failed", st
-        return st if st.get("phase") == "Completed" else None
-
-    kube.wait_for(bootstrapped, timeout=240, interval=2, what="dst bootstrapped")
+    # A new cluster from it serves the same data: `kubectl dchat restore --new` copies src's
+    # spec onto a new, empty database and follows the bootstrap until the cluster is Ready.
+    plugin_restore_new(kube, namespace, bridge_postgres, "b1", "dst")
     wait_ready(kube, namespace, "dst", replicas=1, timeout=180)
     dst = service_url(kube, namespace, "dst-api")
     wait_serving(kube, dst)
@@ -318,6 +367,7 @@ def test_backup_verify_restore_and_a_tampered_backup_is_refused(
     wait_ready(kube, namespace, "src", replicas=1, timeout=180)
     wait_serving(kube, src)
     assert chat_data(src) == before
+    plugin_backup(kube, namespace, "src", "b2", bucket)
 
     # One flipped byte: verification fails, and a bootstrap from it is refused.
     flip_one_byte(bridge_s3, bucket, status["location"])
