@@ -3,7 +3,12 @@
 Design: pure (no writing); ``__main__`` writes or checks. The rules are the operator's
 builder's (``dchat_operator.builders.monitoring``) scoped to every cluster; the per-cluster
 PrometheusRule objects are created by the operator itself, so the Prometheus Operator file
-here holds only the operator-wide alerts and a PodMonitor for the operator's own metrics.
+here holds only the operator-wide alerts and a PodMonitor for the operator's own metrics. A
+``kustomization.yaml`` lists that file alone, so the opt-in install variant
+``manifests/overlays/prometheus-operator`` (the base plus this) can take it as a resource:
+kustomize accepts a kustomization directory outside an overlay's root, not a single file.
+The default bundle (``manifests/base``) never includes it: it must install where the
+Prometheus Operator's CRDs do not exist.
 """
 
 from __future__ import annotations
@@ -82,6 +87,24 @@ def prometheus_operator_objects() -> list[dict[str, Any]]:
     ]
 
 
+KUSTOMIZATION = (
+    "# The Prometheus Operator objects of this folder (prometheus-operator.yaml) as a\n"
+    "# kustomization, for manifests/overlays/prometheus-operator (the install bundle plus\n"
+    "# these) or `kubectl apply --server-side -k manifests/monitoring`. Needs the\n"
+    "# monitoring.coreos.com CRDs. The other files here are not Kubernetes objects\n"
+    "# (rules.yaml, prometheus.yml) or belong to Grafana's namespace (dashboards/).\n"
+)
+
+
+def kustomization() -> str:
+    body = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["prometheus-operator.yaml"],
+    }
+    return HEADER + KUSTOMIZATION + yaml.dump(body, Dumper=_Dumper, sort_keys=False)
+
+
 def dashboard_configmaps(boards: dict[str, str]) -> list[dict[str, Any]]:
     return [
         {
@@ -104,6 +127,7 @@ def files() -> dict[str, str]:
         "rules.yaml": _yaml(rules()),
         "prometheus.yml": _yaml(monitoring.prometheus_config(["rules.yaml"])),
         "prometheus-operator.yaml": _yaml(*prometheus_operator_objects()),
+        "kustomization.yaml": kustomization(),
         "dashboards/configmaps.yaml": _yaml(*dashboard_configmaps(boards)),
     }
     for uid, text in boards.items():

@@ -6,20 +6,24 @@ Design:
   ... and a fixed grid (24 columns). The JSON is the SDK's encoding, sorted, so a regenerated
   board diffs cleanly.
 - Every query is scoped with the ``$namespace`` and ``$cluster`` variables (label values of
-  the node's request counter) through ``SEL``; windows are fixed ``[5m]`` (PromQL that any
-  parser reads; no Grafana macros inside queries).
+  the node's request counter) through ``SEL``; windows are fixed (``[5m]`` for rates,
+  ``[10m]``/``[1h]`` for counts of sparse events: PromQL that any parser reads; no Grafana
+  macros inside queries).
 - Only series the node, its Litestream sidecar or the operator export, the recording rules
   of ``dchat_operator.builders.monitoring``, Prometheus's own per-target series (``up``,
   ``scrape_samples_scraped``, ``ALERTS``) and, on the Infrastructure board, the kubelet's
   volume and cAdvisor's network series (every Kubernetes node exports them). The guide's
   panels with no metric behind them are not drawn: no average purchase value (the node
-  exports no amount), no validator health (no bridge validators in the node), no span counts
-  (spans go to the OTLP collector; only export errors are counted here). The marketplace
-  board uses the marketplace's own series (purchases by outcome, handling latency, payment
-  confirmation, chain errors); the bridge board the DESIGN.md contract name
-  ``bridge_finality_proof_timeout_total`` and the API's request series of its routes, which
-  fill once the bridge serves. The test that parses every query (``queries``: every panel's
-  targets, inside collapsed rows too, and the query variables) lists these sources.
+  exports no amount), no span counts (spans go to the OTLP collector; only export errors are
+  counted here). The marketplace board uses the marketplace's own series (purchases by
+  outcome, handling latency, payment confirmation, chain errors); the bridge board the bridge
+  worker's (``bridge_*``: validators reachable and quorum, paused, deposits observed,
+  transfers finished by outcome and their success rate, latency to final and to released,
+  the DESIGN.md contract's ``bridge_finality_proof_timeout_total``, attestations signed and
+  transactions submitted) and the API's request series of its routes. Sparse events (bridge
+  transfers) are shown as ``increase``/``rate`` over ``[1h]``. The test that parses every
+  query (``queries``: every panel's targets, inside collapsed rows too, and the query
+  variables) lists these sources.
 """
 
 from __future__ import annotations
@@ -338,42 +342,144 @@ def bridge() -> Board:
     b = Board(
         "dchat-bridge",
         "dchat / Bridge",
-        "Finality proof timeouts (bridge_finality_proof_timeout_total, DESIGN.md contract) "
-        "and the bridge API's requests, success rate and latency.",
+        "The bridge worker's own series (bridge_*): validators reachable against the quorum, "
+        "pause, transfers initiated (deposits observed) and finished by outcome, success "
+        "rate, latency from observation to final and to released, finality proof timeouts "
+        "(DESIGN.md contract), attestations signed and releases/refunds submitted; then the "
+        "bridge API's requests and latency.",
     )
-    route = 'route=~"/api/v1/bridge.*"'
-    b.row("Transactions")
+    br = f"{{{SEL}}}"
+    per_cluster = "sum by (dchat_cluster"
+    b.row("Health")
+    b.single(
+        "Validators reachable (lowest pod)",
+        Query(f"min(bridge_validators_reachable{br})"),
+        description="Registered validators a pod heard from in the last 6 s, its own included "
+        "(/health/bridge validators_reachable). Below the quorum nothing is released.",
+    )
+    b.single("Validator quorum", Query(f"max(bridge_validator_quorum{br})"))
+    b.single(
+        "Pods paused",
+        Query(f"sum(bridge_paused{br})"),
+        description="kubectl dchat pause-bridge: no signing, no submitting; observing goes on.",
+    )
+    b.single(
+        "Finality proof timeouts (1h)",
+        Query(f"sum(increase(bridge_finality_proof_timeout_total{br}[1h]))"),
+        description="Alert BridgeFinalityProofTimeout: more than 5 in 10 minutes.",
+    )
     b.graph(
-        "Bridge requests (initiated) by route",
+        "Validators reachable vs quorum",
+        [
+            Query(f"min by (pod) (bridge_validators_reachable{br})", "{{pod}} reachable"),
+            Query(f"max by (dchat_cluster) (bridge_validator_quorum{br})", "quorum"),
+        ],
+        "short",
+        "Per pod: validators heard from (heartbeat or signature) within max(6 s, 2 polls).",
+        w=24,
+    )
+    b.row("Transfers")
+    b.graph(
+        "Transfers initiated (deposits observed, 1h) by source chain",
         [
             Query(
-                f"sum by (method, route) (rate({REQ}{{{SEL},{route}}}[5m]))", "{{method}} {{route}}"
+                f"{per_cluster}, chain) (increase(bridge_deposits_observed_total{br}[1h]))",
+                "{{dchat_cluster}} from {{chain}}",
             )
         ],
-        "reqps",
+        "short",
+        "Vault Deposit logs first recorded by the cluster's store.",
     )
     b.graph(
-        "Success rate (non-5xx share)",
+        "Transfers finished (1h) by outcome",
         [
             Query(
-                f'1 - sum(rate({REQ}{{{SEL},{route},status=~"5.."}}[5m])) / '
-                f"clamp_min(sum(rate({REQ}{{{SEL},{route}}}[5m])), 1e-9)",
-                "success",
+                f"{per_cluster}, outcome) (increase(bridge_transfers_finished_total{br}[1h]))",
+                "{{dchat_cluster}} {{outcome}}",
+            )
+        ],
+        "short",
+        "released (executed on the destination), refunded (back to the depositor), dropped "
+        "(the deposit left the chain in a reorg).",
+    )
+    finished, released = "bridge_transfers_finished_total", 'outcome="released"'
+    b.graph(
+        "Success rate (released / finished, 1h)",
+        [
+            Query(
+                f"{per_cluster}) (increase({finished}{{{SEL},{released}}}[1h]))"
+                f" / {per_cluster}) (increase({finished}{br}[1h]))",
+                "{{dchat_cluster}}",
             )
         ],
         "percentunit",
+        "No value while no transfer finished in the window.",
     )
-    b.row("Finality")
     b.graph(
         "Finality proof timeouts (10m)",
         [
             Query(
-                f"sum by (pod) (increase(bridge_finality_proof_timeout_total{{{SEL}}}[10m]))",
+                f"sum by (pod) (increase(bridge_finality_proof_timeout_total{br}[10m]))",
                 "{{pod}}",
             )
         ],
         "short",
-        "Alert BridgeFinalityProofTimeout: more than 5 in 10 minutes.",
+        "Transfers without source finality plus quorum signatures within "
+        "bridge.finality_proof_timeout_secs; they turn refund_pending. Alert "
+        "BridgeFinalityProofTimeout: more than 5 in 10 minutes.",
+    )
+    b.row("Finality latency")
+    lat = "bridge_transfer_latency_seconds_bucket"
+    b.graph(
+        "Latency from observation, p50 / p99 (1h)",
+        [
+            Query(
+                f"histogram_quantile({q}, sum by (stage, le) (rate({lat}{br}[1h])))",
+                f"p{int(q * 100)} {{{{stage}}}}",
+            )
+            for q in (0.5, 0.99)
+        ],
+        "s",
+        "final: the deposit's block final on the source chain (its finality policy); "
+        "released: the release executed on the destination.",
+        w=24,
+    )
+    b.row("Validator and relayer work")
+    b.graph(
+        "Attestations signed (1h) by kind",
+        [
+            Query(
+                f"sum by (pod, kind) (increase(bridge_attestations_signed_total{br}[1h]))",
+                "{{pod}} {{kind}}",
+            )
+        ],
+        "short",
+        "Signatures by this cluster's validator key (release, refund).",
+    )
+    b.graph(
+        "Releases and refunds submitted (1h)",
+        [
+            Query(
+                f"sum by (pod, kind) (increase(bridge_transactions_submitted_total{br}[1h]))",
+                "{{pod}} {{kind}}",
+            )
+        ],
+        "short",
+        "Transactions sent by the relayer role (release on the destination, refund on the source).",
+    )
+    route = 'route=~"/api/v1/bridge.*"'
+    b.row("Bridge API")
+    b.graph(
+        "Bridge API requests by route and status",
+        [
+            Query(
+                f"sum by (method, route, status) (rate({REQ}{{{SEL},{route}}}[5m]))",
+                "{{method}} {{route}} {{status}}",
+            )
+        ],
+        "reqps",
+        "POST /api/v1/bridge/initiate builds a deposit for a wallet to send; transfers and "
+        "proofs are read here.",
     )
     b.graph(
         "Bridge API latency p50 / p99",

@@ -180,10 +180,20 @@ async def test_two_of_three_release_and_pause_stops_signing(
     m = aggregator.metrics
     assert m.attestations_signed_total.labels(kind="release")._value.get() == 1
     assert m.transactions_submitted_total.labels(kind="release")._value.get() == 1
+    assert m.deposits_observed_total.labels(chain="chat")._value.get() == 1
+    assert m.transfers_finished_total.labels(outcome="released")._value.get() == 1
+    for stage in ("final", "released"):
+        assert (
+            aggregator.registry.get_sample_value(
+                "bridge_transfer_latency_seconds_count", {"stage": stage}
+            )
+            == 1
+        )
     status = await aggregator.worker.status()
     assert status.state == "ok"
     assert status.details["validators_reachable"] == 2
     assert [v["reachable"] for v in status.details["validators"]] == [True, True, False]
+    assert aggregator.registry.get_sample_value("bridge_validators_reachable") == 2
     assert status.details["backlog"] == 0
 
     # paused: observes the next deposit, signs and submits nothing
@@ -200,6 +210,7 @@ async def test_two_of_three_release_and_pause_stops_signing(
     assert again is not None
     assert again.state == "attesting"
     assert (await aggregator.worker.status()).state == "paused"
+    assert aggregator.registry.get_sample_value("bridge_paused") == 1
 
 
 async def test_one_of_three_never_releases_and_is_refunded_after_the_deadline(
@@ -228,6 +239,8 @@ async def test_one_of_three_never_releases_and_is_refunded_after_the_deadline(
     assert lone.metrics.transactions_submitted_total.labels(kind="release")._value.get() == 0
     assert lone.metrics.transactions_submitted_total.labels(kind="refund")._value.get() == 1
     assert lone.metrics.finality_proof_timeout_total._value.get() == 1  # counted once
+    assert lone.metrics.transfers_finished_total.labels(outcome="refunded")._value.get() == 1
+    assert lone.metrics.transfers_finished_total.labels(outcome="released")._value.get() == 0
 
 
 async def test_forged_and_malformed_gossip_is_dropped(

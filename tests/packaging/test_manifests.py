@@ -1,5 +1,7 @@
-"""The install bundle (manifests/base and the namespaced overlay), rendered with kustomize
-and checked offline: schema validity, least-privilege RBAC, Pod Security "restricted"."""
+"""The install bundle (manifests/base, the namespaced overlay and the opt-in Prometheus
+Operator overlay), rendered with kustomize and checked offline: schema validity,
+least-privilege RBAC, Pod Security "restricted", no Prometheus Operator kind in the default
+bundles."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from dchat_operator.api.kinds import CHILD_KINDS
 from dchat_operator.api.rbac import CLUSTER_SCOPED, RULES
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.unit
 
 BASE = REPO / "manifests" / "base"
 NAMESPACED = REPO / "manifests" / "overlays" / "namespaced"
+PROMETHEUS_OPERATOR = "manifests/overlays/prometheus-operator"
 ENTRY = REPO / "manifests"
 
 # The oldest Kubernetes the bundle supports, and the newest schema kubernetes-validate ships.
@@ -136,6 +140,36 @@ def test_every_crd_file_is_in_the_bundle() -> None:
 def test_every_object_validates_offline(bundle: str, version: str) -> None:
     for obj in _render(bundle):
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("bundle", ["manifests", "manifests/base", "manifests/overlays/namespaced"])
+def test_the_default_bundles_need_no_prometheus_operator(bundle: str) -> None:
+    """They install where the monitoring.coreos.com CRDs do not exist."""
+    groups = {o["apiVersion"].split("/")[0] for o in _render(bundle)}
+    assert "monitoring.coreos.com" not in groups
+
+
+def test_the_prometheus_operator_overlay_is_the_base_plus_the_operators_monitor(
+    base: list[dict[str, Any]],
+) -> None:
+    """The opt-in variant: the base unchanged, plus the shipped PodMonitor (what makes the
+    Prometheus Operator scrape the operator, whose metrics the backup, failover, rollback
+    and reconcile alerts read) and the operator-wide PrometheusRule."""
+    rendered = list(_render(PROMETHEUS_OPERATOR))
+    extra = [o for o in rendered if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert [o for o in rendered if o not in extra] == base
+    shipped = REPO / "manifests" / "monitoring" / "prometheus-operator.yaml"
+    objects = [d for d in yaml.safe_load_all(shipped.read_text()) if d]
+    assert sorted(extra, key=lambda o: o["kind"]) == sorted(objects, key=lambda o: o["kind"])
+    monitor = one(extra, "PodMonitor", "dchat-operator")
+    assert monitor["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    deployment = one(base, "Deployment", "dchat-operator")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"]
+             for p in c.get("ports", [])}  # fmt: skip
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    assert "metrics" in ports
 
 
 def test_namespace_enforces_restricted(base: list[dict[str, Any]]) -> None:
@@ -261,7 +295,9 @@ def test_namespaced_overlay_moves_rules_to_a_role(namespaced: list[dict[str, Any
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-@pytest.mark.parametrize("bundle", ["manifests/base", "manifests/overlays/namespaced"])
+@pytest.mark.parametrize(
+    "bundle", ["manifests/base", "manifests/overlays/namespaced", PROMETHEUS_OPERATOR]
+)
 def test_every_pod_template_meets_restricted(bundle: str) -> None:
     specs = list(pod_specs(list(_render(bundle))))
     assert specs

@@ -38,6 +38,11 @@ Design:
   was observed counts ``bridge_finality_proof_timeout_total`` once and becomes
   ``refund_pending`` (a late quorum may still release it before the deadline); a transfer open
   longer than ``transaction_timeout_secs`` is reported (health ``overdue``, one log line).
+- Metrics (``observability.metrics.register_bridge``): a state change is counted by the
+  worker whose transition won in the store (once per store, also with pods sharing one):
+  deposits recorded by a scan, transfers finished by outcome, and the latency from
+  observation to final (source chain) and to released. The validator gauges (reachable,
+  quorum) and ``bridge_paused`` are set on every poll, from what health reports.
 """
 
 from __future__ import annotations
@@ -178,6 +183,8 @@ class BridgeWorker:
         self.clock = clock
         self.state = WorkerState(paused=config.paused)
         self.topic = config.gossip_topic
+        metrics.validator_quorum.set(config.validator_quorum)
+        metrics.paused.set(int(config.paused))
 
     # -- run ---------------------------------------------------------------------------
 
@@ -322,6 +329,7 @@ class BridgeWorker:
         if paused != self.state.paused:
             log.warning("bridge %s", "paused: no signing, no submitting" if paused else "resumed")
         self.state.paused = paused
+        self.metrics.paused.set(int(paused))
 
     async def tick(self) -> None:
         self._refresh_paused()
@@ -343,6 +351,7 @@ class BridgeWorker:
                 # the transfer stays where it is in the store; the next poll retries
                 log.warning("bridge: transfer %s waits: %s", record.transfer_id, exc)
         await self.snapshots()
+        self.metrics.validators_reachable.set(self._reachability()[1])
 
     def _unreachable(self, side: ChainSide, exc: ChainUnavailable) -> None:
         if side.reachable or side.last_error is None:
@@ -386,6 +395,7 @@ class BridgeWorker:
             )  # fmt: skip
         new = await self.store.record_scan(side.chain_id, end + 1, found)
         if new:
+            self.metrics.deposits_observed_total.labels(chain=side.name).inc(new)
             log.info("bridge: %d new deposits on the %s chain", new, side.name)
 
     # -- one transfer ------------------------------------------------------------------
@@ -409,6 +419,7 @@ class BridgeWorker:
                 return
         if await self._executed(dst, r.transfer_id):
             if await self.store.transition(r.transfer_id, (r.state,), "released"):
+                self._finished(r, "released")
                 log.info("bridge: transfer %s released", r.transfer_id)
             return
         t = self._transfer(r)
@@ -444,9 +455,10 @@ class BridgeWorker:
         if block is None or block.hash != r.src_block_hash:
             receipt = await src.client.receipt(r.src_tx_hash)
             if receipt is None:
-                await self.store.transition(
+                if await self.store.transition(
                     r.transfer_id, (r.state,), "dropped", last_error="deposit left the chain"
-                )
+                ):
+                    self._finished(r, "dropped")
                 log.warning("bridge: deposit %s dropped in a reorg", r.transfer_id)
                 return await self._reload(r)
             await self.store.update(
@@ -457,11 +469,23 @@ class BridgeWorker:
             return await self._reload(r)
         if status.final:
             target = "attesting" if r.state == "observed" else r.state
-            await self.store.transition(
-                r.transfer_id, (r.state,), target, final_at=int(self.clock() * 1e6)
-            )
+            now = self.clock()
+            if await self.store.transition(
+                r.transfer_id, (r.state,), target, final_at=int(now * 1e6)
+            ):
+                self._latency(r, "final", now)
             return await self._reload(r)
         return r
+
+    def _latency(self, r: TransferRecord, stage: str, now: float) -> None:
+        seconds = max(0.0, now - r.observed_at / 1e6)
+        self.metrics.transfer_latency_seconds.labels(stage=stage).observe(seconds)
+
+    def _finished(self, r: TransferRecord, outcome: str) -> None:
+        """Counts a transfer this worker moved to a final state (its transition won)."""
+        self.metrics.transfers_finished_total.labels(outcome=outcome).inc()
+        if outcome == "released":
+            self._latency(r, "released", self.clock())
 
     async def _reload(self, r: TransferRecord) -> TransferRecord:
         fresh = await self.store.get(r.transfer_id)
@@ -609,7 +633,8 @@ class BridgeWorker:
         deadline and shows no execution; submit with a quorum; notice a done refund."""
         state = decode_uint(await src.client.call(src.vault, deposit_state_calldata(r.transfer_id)))
         if state == 2:
-            await self.store.transition(r.transfer_id, ("refund_pending",), "refunded")
+            if await self.store.transition(r.transfer_id, ("refund_pending",), "refunded"):
+                self._finished(r, "refunded")
             log.info("bridge: transfer %s refunded", r.transfer_id)
             return
         if self.paused:
@@ -799,8 +824,9 @@ class BridgeWorker:
             "signatures": len(sigs),
         }
 
-    async def status(self) -> ComponentStatus:
-        backlog = await self.store.backlog()
+    def _reachability(self) -> tuple[list[dict[str, Any]], int]:
+        """Each registered validator with whether it was heard from within the window (this
+        node's own validator always is), and how many were."""
         now_mono = time.monotonic()
         window = max(3 * HEARTBEAT_SECS, 2 * self.config.poll_interval_secs)
         validators = []
@@ -817,6 +843,12 @@ class BridgeWorker:
                     "last_seen_secs_ago": None if seen is None else round(now_mono - seen, 1),
                 }
             )
+        return validators, reachable
+
+    async def status(self) -> ComponentStatus:
+        backlog = await self.store.backlog()
+        validators, reachable = self._reachability()
+        self.metrics.validators_reachable.set(reachable)
         oldest = (
             None
             if backlog.oldest_observed_at is None

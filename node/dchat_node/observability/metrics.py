@@ -95,6 +95,20 @@ class BridgeMetrics:
     finality_proof_timeout_total: Counter
     attestations_signed_total: Counter  # label kind: release | refund
     transactions_submitted_total: Counter  # label kind: release | refund
+    deposits_observed_total: Counter  # label chain: chat | currency (the source chain)
+    transfers_finished_total: Counter  # label outcome: BRIDGE_OUTCOMES
+    transfer_latency_seconds: Histogram  # label stage: final | released
+    validators_reachable: Gauge
+    validator_quorum: Gauge
+    paused: Gauge
+
+
+BRIDGE_CHAINS: tuple[str, ...] = ("chat", "currency")
+BRIDGE_OUTCOMES: tuple[str, ...] = ("released", "refunded", "dropped")  # TERMINAL_STATES
+BRIDGE_STAGES: tuple[str, ...] = ("final", "released")
+BRIDGE_LATENCY_BUCKETS: tuple[float, ...] = (
+    1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,16 @@ def register_marketplace(
 
 
 def register_bridge(registry: CollectorRegistry) -> BridgeMetrics:
+    """The bridge worker's series (``bridge/worker.py``). Counters of what this node did
+    (signed, submitted) and of transfers this node's store saw (observed, finished, timed
+    out): with a store shared by the pods of one cluster (PostgreSQL) a transfer is counted
+    by the pod whose state transition won, once. ``bridge_transfer_latency_seconds{stage}``
+    is measured from this node's observation of the deposit: ``final`` when the deposit's
+    block is final on the source chain (the chain's finality policy), ``released`` when the
+    release is seen executed on the destination. The gauges say what ``/health/bridge``
+    says: validators heard from recently (this node's own validator included) against the
+    quorum, and whether signing and submitting are paused. Every label exists from the
+    first scrape; a node without a bridge exports them at zero."""
     # prometheus_client appends _total to counters; the exposed name is the alert's name.
     metrics = BridgeMetrics(
         Counter(
@@ -163,10 +187,54 @@ def register_bridge(registry: CollectorRegistry) -> BridgeMetrics:
             ["kind"],
             registry=registry,
         ),
+        Counter(
+            "bridge_deposits_observed",
+            "Vault deposits (bridge transfers initiated) first recorded by this node's store, "
+            "by source chain (chat, currency).",
+            ["chain"],
+            registry=registry,
+        ),
+        Counter(
+            "bridge_transfers_finished",
+            "Bridge transfers that reached a final state in this node's store, by outcome "
+            "(released, refunded, dropped).",
+            ["outcome"],
+            registry=registry,
+        ),
+        Histogram(
+            "bridge_transfer_latency_seconds",
+            "Time from this node's observation of a deposit to its block being final on the "
+            "source chain (stage final) or to its release executed (stage released), seconds.",
+            ["stage"],
+            buckets=BRIDGE_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        Gauge(
+            "bridge_validators_reachable",
+            "Registered validators heard from recently (heartbeat or signature), this node's "
+            "own validator included.",
+            registry=registry,
+        ),
+        Gauge(
+            "bridge_validator_quorum",
+            "Signatures a release or refund needs (bridge.validator_quorum); 0 without a bridge.",
+            registry=registry,
+        ),
+        Gauge(
+            "bridge_paused",
+            "1 while the bridge signs and submits nothing (bridge.paused or the paused file).",
+            registry=registry,
+        ),
     )
     for kind in ("release", "refund"):  # both series exist from the start
         metrics.attestations_signed_total.labels(kind=kind)
         metrics.transactions_submitted_total.labels(kind=kind)
+    for chain in BRIDGE_CHAINS:
+        metrics.deposits_observed_total.labels(chain=chain)
+    for outcome in BRIDGE_OUTCOMES:
+        metrics.transfers_finished_total.labels(outcome=outcome)
+    for stage in BRIDGE_STAGES:
+        metrics.transfer_latency_seconds.labels(stage=stage)
     return metrics
 
 

@@ -33,7 +33,7 @@ from dchat_operator.api.constants import switchover_member
 from dchat_operator.api.kinds import CLUSTER
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import err
-from dchat_operator.plugin.wait import Verdict, follow
+from dchat_operator.plugin.wait import Verdict, follow, ready_fraction
 
 Obj = dict[str, Any]
 SHOWN = 63
@@ -137,7 +137,7 @@ def judge_scaled(replicas: int) -> Any:
         seen = status.get("observedGeneration") == obj["metadata"].get("generation")
         if seen and ready == replicas and int(status.get("replicas") or 0) == replicas:
             return Verdict(True, True, f"{ready}/{replicas} ready")
-        return Verdict(False, False, f"{ready}/{replicas} ready")
+        return Verdict(False, False, f"{ready}/{replicas} ready", ready_fraction(ready, replicas))
 
     return judge
 

@@ -21,7 +21,7 @@ from dchat_operator.api.kinds import BACKUP, CLUSTER, RESTORE
 from dchat_operator.plugin.kube import Kube
 from dchat_operator.plugin.output import FAIL, MARKS, OK, WARN, age, emit_json, err, size, table
 from dchat_operator.plugin.status import trim
-from dchat_operator.plugin.wait import Verdict, follow
+from dchat_operator.plugin.wait import Verdict, follow, ready_fraction
 
 Obj = dict[str, Any]
 RESTORE_DONE = {"Completed", "Failed"}
@@ -163,8 +163,17 @@ def judge_bootstrap(obj: Obj | None) -> Verdict:
     if phase == "Failed":
         return Verdict(True, False, state)
     if phase == "Completed":
-        ready = (obj.get("status") or {}).get("phase") == "Ready"
-        return Verdict(ready, ready, "Completed, cluster " + str(obj["status"].get("phase")))
+        status = obj.get("status") or {}
+        ready = status.get("phase") == "Ready"
+        pods = int(status.get("readyReplicas") or 0)
+        desired = int((obj.get("spec") or {}).get("replicas") or 0)
+        state = f"Completed, cluster {status.get('phase')}"
+        if ready:
+            return Verdict(True, True, state)
+        fraction = ready_fraction(pods, desired)
+        if fraction is not None:
+            state += f", {pods}/{desired} pods ready"
+        return Verdict(False, False, state, fraction)
     return Verdict(False, False, state)
 
 

@@ -3,13 +3,18 @@
 Design: pure formatting (strings in, strings out) so the unit tests render recorded objects;
 the only side effects are in ``Progress`` (stderr) and ``emit_json`` (stdout). Data goes to
 stdout, progress and notes to stderr, so ``-o json | jq`` stays clean. The progress line
-redraws in place on a terminal and prints one line per change otherwise (CI logs).
+redraws in place on a terminal (stderr a TTY, ``TERM`` not ``dumb``): a bar with a percentage
+when the wait knows a fraction (pods ready of desired), else a spinner with the elapsed time;
+the line is cut to the terminal's width so it never wraps (a wrapped line cannot be redrawn).
+Not on a terminal, or ``live=False``, it prints one line per change of state, no bar and no
+escape sequences (CI logs, pipes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -82,25 +87,67 @@ def emit_json(data: Any, out: TextIO | None = None) -> None:
     (out or sys.stdout).write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+BAR_WIDTH = 20
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """``[██████░░░░░░░░░░░░░░]  30%``: ``fraction`` clamped to 0..1, floored, so 100 % is
+    shown only when complete."""
+    part = min(1.0, max(0.0, fraction))
+    filled = int(part * width)
+    return f"[{'█' * filled}{'░' * (width - filled)}] {int(part * 100):3d}%"
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM", "") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
 class Progress:
-    """One status line on stderr while waiting: spinner, elapsed seconds, the current state."""
+    """One status line on stderr while waiting: a bar when the fraction done is known, else
+    a spinner; elapsed seconds and the current state."""
 
     FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
-    def __init__(self, what: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        what: str,
+        stream: TextIO | None = None,
+        *,
+        live: bool = True,
+        columns: int | None = None,
+    ) -> None:
         self.what = what
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = live and _is_terminal(self.stream)
+        self.columns = columns
         self.start = time.monotonic()
         self.last = ""
         self.frame = 0
 
-    def update(self, state: str) -> None:
+    def line(self, state: str, fraction: float | None, elapsed: float) -> str:
+        """The in-place line: bar or spinner, cut to the terminal's width."""
+        if fraction is None:
+            self.frame = (self.frame + 1) % len(self.FRAMES)
+            text = f"{self.FRAMES[self.frame]} {self.what}: {state} ({elapsed:.0f}s)"
+        else:
+            text = f"{self.what}: {bar(fraction)} {state} ({elapsed:.0f}s)"
+        width = (self.columns or _columns(self.stream)) - 1
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+    def update(self, state: str, fraction: float | None = None) -> None:
         elapsed = time.monotonic() - self.start
         if self.tty:
-            self.frame = (self.frame + 1) % len(self.FRAMES)
-            line = f"{self.FRAMES[self.frame]} {self.what}: {state} ({elapsed:.0f}s)"
-            self.stream.write("\r\x1b[K" + line)
+            self.stream.write("\r\x1b[K" + self.line(state, fraction, elapsed))
             self.stream.flush()
         elif state != self.last:
             self.stream.write(f"[{elapsed:5.1f}s] {self.what}: {state}\n")
