@@ -312,6 +312,15 @@ async def test_health_component_reports_isolation_and_failure(tmp_path: Path) ->
         assert (lone.healthy, lone.state) == (True, "isolated")
         expecting = RelayConfig(bootstrap_nodes=["/ip4/127.0.0.1/tcp/1/p2p/x"])
         assert (await RelayComponent(svc, expecting).status()).healthy is False
+        # DNS discovery (a cluster's peers Service) that lists only this node: alone, healthy
+        by_dns = RelayConfig(bootstrap_dns="c-p2p-peers.ns.svc")
+        alone = await RelayComponent(svc, by_dns).status()
+        assert (alone.healthy, alone.state) == (True, "isolated")
+        assert alone.details["reason"] == "c-p2p-peers.ns.svc lists no other node"
+        # ... and once it found another node to dial, not connecting to it is unhealthy
+        snapshot.update(dial_targets=["/ip4/10.0.0.2/tcp/7000/p2p/q"])
+        assert (await RelayComponent(svc, by_dns).status()).healthy is False
+        snapshot.update(dial_targets=[])
         snapshot.update(connected_peers=["q"], mesh={TOPIC: 1})
         ok = await RelayComponent(svc, expecting).status()
         assert (ok.healthy, ok.state, ok.details["connected_peers"]) == (True, "ok", 1)

@@ -483,8 +483,10 @@ class RelayService:
 
 class RelayComponent:
     """``/health/relay``: the host's real state. Healthy while the host runs; with no peer
-    it is ``isolated`` (healthy only when no bootstrap peer or DNS name is configured: a
-    lone node is a valid deployment). ``/ready`` never looks at it."""
+    it is ``isolated``: unhealthy while peers are expected (bootstrap nodes configured, or
+    DNS discovery found other nodes to dial), healthy otherwise (a lone node, or a one-pod
+    cluster whose peers Service lists only itself, is a valid deployment). ``/ready`` never
+    looks at it."""
 
     name = "relay"
 
@@ -508,6 +510,10 @@ class RelayComponent:
             details["failure"] = host.get("failure") or "the P2P host is not running"
             return ComponentStatus(False, "failed", details)
         if details["connected_peers"] == 0:
-            expects_peers = bool(self.config.bootstrap_nodes or self.config.bootstrap_dns)
+            # peers are expected from bootstrap nodes, or from DNS discovery once it found
+            # another node under the name (a one-pod cluster finds only itself: alone is fine)
+            expects_peers = bool(self.config.bootstrap_nodes or details["dial_targets"])
+            if not expects_peers and self.config.bootstrap_dns:
+                details["reason"] = f"{self.config.bootstrap_dns} lists no other node"
             return ComponentStatus(not expects_peers, "isolated", details)
         return ComponentStatus(True, "ok", details)
