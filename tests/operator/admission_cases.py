@@ -459,13 +459,6 @@ CASES: list[Case] = [
         },
         "bridge.roles has relayer: give bridge.relayerKeySecretRef",
     ),
-    Case(
-        "bridge-key-path-by-hand",
-        {"bridge": {"validatorKeyPath": "/etc/keys/v"}},
-        {"bridge": {"validatorKeySecretRef": _ref("v0")}},
-        'unknown field "spec.bridge.validatorKeyPath"',
-        model_message="Extra inputs are not permitted",
-    ),
     # --- backups ---
     Case(
         "s3-kms-key-without-kms",

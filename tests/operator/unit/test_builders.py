@@ -564,3 +564,10 @@ def test_a_bridge_role_without_its_key_secret_is_refused() -> None:
     bridge = {k: v for k, v in BRIDGE_KEYS["bridge"].items() if k != "relayerKeySecretRef"}  # type: ignore[union-attr]
     with pytest.raises(ValueError, match=r"give bridge\.relayerKeySecretRef"):
         cluster(**{**BRIDGE_KEYS, "bridge": bridge})
+
+
+def test_the_bridge_key_paths_are_not_cr_fields() -> None:
+    """The operator names the mounted files itself; a path typed into the CR would point at
+    nothing (the apiserver refuses the unknown field too)."""
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        cluster(bridge={"validatorKeyPath": "/etc/keys/v"})
