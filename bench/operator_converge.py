@@ -308,9 +308,11 @@ def main() -> int:
     nodes = max(3, math.ceil(args.n / 90))
     if kube.scale_nodes(nodes):
         print(f"test cluster: {nodes} fake nodes", flush=True)
-    crd = REPO / "crds" / "dchat.dev_dchatclusters.yaml"
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kube.kubectl("wait", "--for=condition=Established", "crd/dchatclusters.dchat.dev")
+    # all three CRDs, as an install has them: without DchatBackup's, the backup schedule's
+    # reads of a new cluster's backups answer 404 and retry (extra requests, errors in the log)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
+    for plural in ("dchatclusters", "dchatbackups", "dchatrestores"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{plural}.dchat.dev")
     logdir = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
 
     base_times: list[float] = []
