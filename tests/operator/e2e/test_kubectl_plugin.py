@@ -87,6 +87,43 @@ def plugin(
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def test_context_picks_the_kubeconfig_context_like_kubectl(setup: Any, tmp_path: Path) -> None:
+    """A kubeconfig whose current context names a server that refuses connections, and a
+    second context for the test cluster: ``--context`` picks the second, as kubectl does;
+    without it the plugin fails with the server's address, exit 1, nothing on stdout."""
+    kube, namespace, _ = setup
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    (ctx,) = [c for c in config["contexts"] if c["name"] == config["current-context"]]
+    (cluster,) = [c for c in config["clusters"] if c["name"] == ctx["context"]["cluster"]]
+    dead = {**cluster, "name": "dead", "cluster": {**cluster["cluster"]}}
+    dead["cluster"]["server"] = "https://127.0.0.1:1"
+    config["clusters"].append(dead)
+    config["contexts"] = [
+        {**ctx, "name": "test-cluster"},
+        {"name": "elsewhere", "context": {**ctx["context"], "cluster": "dead"}},
+    ]
+    config["current-context"] = "elsewhere"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    env = {**kube.env, "KUBECONFIG": str(path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(PLUGIN), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    picked = run("status", "demo", "--context", "test-cluster", "-n", namespace, "-o", "json")
+    assert picked.returncode == 0, picked.stdout + picked.stderr
+    assert json.loads(picked.stdout)["cluster"]["metadata"]["name"] == "demo"
+    # before the subcommand, as kubectl's global flags may be
+    before = run("--context", "test-cluster", "-n", namespace, "status", "demo")
+    assert before.returncode == 0, before.stdout + before.stderr
+    refused = run("status", "demo", "-n", namespace)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stdout == ""
+    assert "127.0.0.1:1" in refused.stderr, refused.stderr
+
+
 def test_status_shows_the_tree_of_children_with_their_health(setup: Any) -> None:
     kube, namespace, _ = setup
     out = plugin(setup, "status", "demo")
