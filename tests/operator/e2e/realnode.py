@@ -85,6 +85,33 @@ def http(
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def message_bodies(base: str, channel: str) -> set[str]:
+    """Every message body of the channel, read through the API page by page."""
+    found: set[str] = set()
+    cursor = ""
+    while True:
+        url = f"{base}/api/v1/channels/{channel}/messages?limit=200"
+        code, page = http("GET", url + (f"&cursor={cursor}" if cursor else ""), timeout=10)
+        assert code == 200, page
+        found.update(m["body"] for m in page["items"])
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            return found
+
+
+def wait_archiving(kube: KubeCluster, namespace: str, name: str, timeout: float = 90) -> None:
+    """Until the cluster reports ContinuousArchiving=True (Litestream replicating to S3)."""
+
+    def archiving() -> bool:
+        status = kube.get_json("-n", namespace, "dchatcluster", name).get("status") or {}
+        return any(
+            c.get("type") == "ContinuousArchiving" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+
+    kube.wait_for(archiving, timeout=timeout, interval=1, what=f"{name} ContinuousArchiving")
+
+
 def service_url(kube: KubeCluster, namespace: str, service: str) -> str:
     svc = kube.get_json("-n", namespace, "service", service)
     port = svc["spec"]["ports"][0]["port"]

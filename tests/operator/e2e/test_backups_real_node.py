@@ -43,9 +43,11 @@ from .realnode import (
     http,
     is_ready,
     jwt_secret,
+    message_bodies,
     pods,
     real_cr,
     service_url,
+    wait_archiving,
     wait_serving,
 )
 
@@ -590,15 +592,7 @@ def test_sqlite_replica_recovery_point_after_losing_pod_and_volume(
     )
     kube.apply(cr, namespace)
     wait_ready(kube, namespace, "lite", replicas=1, timeout=180)
-    kube.wait_for(
-        lambda: (
-            condition(get_cluster(kube, namespace, "lite"), "ContinuousArchiving").get("status")
-            == "True"
-        ),
-        timeout=90,
-        interval=2,
-        what="ContinuousArchiving",
-    )
+    wait_archiving(kube, namespace, "lite")
     base = service_url(kube, namespace, "lite-api")
     wait_serving(kube, base)
     status, channel = http("POST", f"{base}/api/v1/channels", {"name": "rpo"})
@@ -643,15 +637,7 @@ def test_sqlite_replica_recovery_point_after_losing_pod_and_volume(
 
     kube.wait_for(restored, timeout=180, interval=1, what="the new pod restored and Ready")
     wait_serving(kube, base)
-    survived: set[str] = set()
-    after = ""
-    while True:
-        code, page = http("GET", f"{posts}?limit=200" + (f"&cursor={after}" if after else ""))
-        assert code == 200, page
-        survived.update(m["body"] for m in page["items"])
-        after = page.get("next_cursor") or ""
-        if not after:
-            break
+    survived = message_bodies(base, channel["id"])
     last_ack = acked[-1][0]
     kept = [t for t, body in acked if body in survived]
     assert kept, f"nothing of {len(acked)} writes survived"

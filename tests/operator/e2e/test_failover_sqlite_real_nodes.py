@@ -27,22 +27,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.harness.cluster import KubeCluster
 from tests.harness.s3 import S3Server
 from tests.harness.writer import Writer
 
-from .conftest import condition, get_cluster, wait_ready
+from .conftest import wait_ready
 from .realnode import (
     hostpath_volume,
     is_ready,
     jwt_secret,
+    message_bodies,
     pods,
     real_cr,
     service_url,
     token,
+    wait_archiving,
     wait_serving,
 )
 from .test_backups_real_node import backup_spec, s3_secret
@@ -86,21 +87,6 @@ def _ready_status(kube: KubeCluster, node: str) -> str:
         if cond.get("type") == "Ready":
             return str(cond.get("status"))
     return "absent"
-
-
-def _survivors(base: str, channel: str) -> set[str]:
-    seen: set[str] = set()
-    cursor = ""
-    headers = {"Authorization": f"Bearer {token()}"}
-    while True:
-        url = f"{base}/api/v1/channels/{channel}/messages?limit=200"
-        r = httpx.get(url + (f"&cursor={cursor}" if cursor else ""), headers=headers, timeout=10)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        seen.update(m["body"] for m in page["items"])
-        cursor = page.get("next_cursor") or ""
-        if not cursor:
-            return seen
 
 
 def _kill_and_recover(
@@ -174,15 +160,7 @@ def test_sqlite_fails_over_to_another_real_node_with_the_replicas_data(
     wait_ready(kube, namespace, "fo", replicas=1, timeout=240)
     (first,) = pods(kube, namespace, "fo")
     assert first["spec"]["nodeName"] == second_real_node, first["spec"].get("nodeName")
-    kube.wait_for(
-        lambda: (
-            condition(get_cluster(kube, namespace, "fo"), "ContinuousArchiving").get("status")
-            == "True"
-        ),
-        timeout=90,
-        interval=1,
-        what="ContinuousArchiving",
-    )
+    wait_archiving(kube, namespace, "fo")
     base = service_url(kube, namespace, "fo-api")
     wait_serving(kube, base)
     writer = Writer(base, {"Authorization": f"Bearer {token()}"}, rate=20, limit_s=420).start()
@@ -192,7 +170,7 @@ def test_sqlite_fails_over_to_another_real_node_with_the_replicas_data(
     finally:
         writer.stop()
 
-    survived = _survivors(base, writer.channel)
+    survived = message_bodies(base, writer.channel)
     before = [(t, body) for t, body in writer.acked if t <= at["last_before"]]
     lost = [body for _, body in before if body not in survived]
     kept = [t for t, body in before if body in survived]

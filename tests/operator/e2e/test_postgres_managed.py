@@ -35,9 +35,9 @@ from tests.harness.writer import Writer
 from .conftest import get_cluster, wait_ready
 from .realnode import (
     hostpath_volume,
-    http,
     is_ready,
     jwt_secret,
+    message_bodies,
     real_cr,
     service_url,
     token,
@@ -88,20 +88,6 @@ def _task(pod: dict[str, Any], action: str) -> None:
     # a resume may find the task gone: the kubelet's liveness probe (Patroni's /liveness,
     # 60 s) restarted the frozen container meanwhile, which thaws it just as well
     assert done.returncode == 0 or action == "resume", done.stderr
-
-
-def _messages(base: str, channel: str) -> set[str]:
-    """Every message body of the channel, read through the API page by page."""
-    found: set[str] = set()
-    cursor = ""
-    while True:
-        url = f"{base}/api/v1/channels/{channel}/messages?limit=200"
-        code, page = http("GET", url + (f"&cursor={cursor}" if cursor else ""))
-        assert code == 200, page
-        found.update(m["body"] for m in page["items"])
-        cursor = page.get("next_cursor") or ""
-        if not cursor:
-            return found
 
 
 def _sync_standby(kube: KubeCluster, namespace: str) -> str:
@@ -231,7 +217,7 @@ def test_managed_postgres_fails_over_and_the_node_follows(
     ), [e["reason"] for e in events]
 
     # RPO: every acknowledged write is there (synchronous mode)
-    lost = {body for _, body in writer.acked} - _messages(base, writer.channel)
+    lost = {body for _, body in writer.acked} - message_bodies(base, writer.channel)
     print(
         "managed PostgreSQL failover (primary frozen; synchronous, ttl 20 s, loop_wait 2 s): "
         f"RTO {rto:.1f} s, "
