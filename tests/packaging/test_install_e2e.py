@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,35 +111,47 @@ def _exists(cluster: KubeCluster, obj: dict[str, Any]) -> bool:
     return bool(result.stdout.strip())
 
 
+def _namespace_usable(kube_cluster: KubeCluster) -> bool:
+    """The operator namespace is absent, or present and not being deleted."""
+    found = kube_cluster.kubectl(
+        "get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "json"
+    ).stdout.strip()
+    if not found:
+        return True
+    ns = json.loads(found)
+    return not ns["metadata"].get("deletionTimestamp") and ns["status"]["phase"] == "Active"
+
+
 @pytest.fixture(scope="module")
 def installed(crd_installed: KubeCluster) -> Iterator[tuple[KubeCluster, str]]:
     """`kubectl apply --server-side -k manifests/base`; afterwards, delete what it created
     (objects that were there before stay: the CRDs are applied first, as other tests,
     perhaps running beside this one, use them)."""
     kube_cluster = crd_installed
-    # A namespace left Terminating by an earlier run must be gone before applying again.
-    kube_cluster.wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "name"
-            ).stdout.strip()
-            == ""
-            or kube_cluster.get_json("namespace", OPERATOR_NAMESPACE)["status"]["phase"] == "Active"
-        ),
-        timeout=90,
-        what=f"namespace {OPERATOR_NAMESPACE} not terminating",
-    )
     objects = kustomize(BASE)
-    created = [o for o in objects if not _exists(kube_cluster, o)]
-    result = kube_cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=dchat-packaging-e2e",
-        "--force-conflicts",
-        "-k",
-        str(BASE),
-        check=False,
-    )
+    created: list[dict[str, Any]] = []
+    result = None
+    deadline = time.monotonic() + 120
+    while result is None or ("being terminated" in result.stderr and time.monotonic() < deadline):
+        # A namespace left Terminating (an earlier run, or this module's own teardown when
+        # xdist ran its tests in two pieces) must be gone before applying again; one
+        # deleted between this check and the apply is waited for too.
+        kube_cluster.wait_for(
+            lambda: _namespace_usable(kube_cluster),
+            timeout=90,
+            what=f"namespace {OPERATOR_NAMESPACE} not terminating",
+        )
+        # what a refused try already made counts as ours too (removed after)
+        created += [o for o in objects if o not in created and not _exists(kube_cluster, o)]
+        result = kube_cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=dchat-packaging-e2e",
+            "--force-conflicts",
+            "-k",
+            str(BASE),
+            check=False,
+        )
     try:
         assert result.returncode == 0, result.stderr
         yield kube_cluster, result.stderr
