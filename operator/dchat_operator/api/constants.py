@@ -50,6 +50,16 @@ JWT_DIR: Final = "/etc/dchat/secrets/jwt"
 SECRETS_DIR: Final = "/etc/dchat/secrets"
 """Where Secret keys the node reads as files are mounted, one directory per volume."""
 BRIDGE_KEY_FILE: Final = "key"
+BRIDGE_KEY_ROLES: Final = ("validator", "relayer")
+"""The bridge roles that hold a key: spec.bridge.<role>KeySecretRef, bridge.<role>_key_path."""
+
+
+def bridge_key_dir(role: str) -> str:
+    """Where the node container mounts the bridge key of ``role`` (its volume's name is the
+    last part)."""
+    return f"{SECRETS_DIR}/bridge-{role}-key"
+
+
 JWT_FILE: Final = "jwt-secret"
 TLS_DIR: Final = "/etc/tls/certs"
 NODE_UID: Final = 1000

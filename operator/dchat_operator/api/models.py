@@ -662,7 +662,7 @@ class BridgeSpec(_BridgeBase):
 
     @_model_validator(mode="after")
     def _roles_have_keys(self) -> BridgeSpec:
-        for role in ("validator", "relayer"):
+        for role in c.BRIDGE_KEY_ROLES:
             if role in self.roles and getattr(self, f"{role}_key_secret_ref") is None:
                 raise ValueError(
                     f"bridge.roles has {role}: give bridge.{role}KeySecretRef "
@@ -673,8 +673,8 @@ class BridgeSpec(_BridgeBase):
     def node_keys(self) -> dict[str, str]:
         """bridge.<role>_key_path for each key Secret given (where the pod mounts it)."""
         return {
-            f"{role}_key_path": f"{c.SECRETS_DIR}/bridge-{role}-key/{c.BRIDGE_KEY_FILE}"
-            for role in ("validator", "relayer")
+            f"{role}_key_path": f"{c.bridge_key_dir(role)}/{c.BRIDGE_KEY_FILE}"
+            for role in c.BRIDGE_KEY_ROLES
             if getattr(self, f"{role}_key_secret_ref") is not None
         }
 

@@ -78,13 +78,12 @@ def secret_files(cluster: DchatCluster) -> list[SecretFile]:
         if ref is not None:
             files.append(SecretFile(volume, ref, f"{SECRETS_DIR}/{volume}", URL_FILE, env))
     # the bridge keys: config.toml names their paths (BridgeSpec.node_keys), no variable
-    for role in ("validator", "relayer"):
+    for role in c.BRIDGE_KEY_ROLES:
         ref = getattr(spec.bridge, f"{role}_key_secret_ref")
         if ref is not None:
-            volume = f"bridge-{role}-key"
-            files.append(
-                SecretFile(volume, ref, f"{SECRETS_DIR}/{volume}", c.BRIDGE_KEY_FILE, None)
-            )
+            directory = c.bridge_key_dir(role)
+            volume = directory.rsplit("/", 1)[1]
+            files.append(SecretFile(volume, ref, directory, c.BRIDGE_KEY_FILE, None))
     return files
 
 

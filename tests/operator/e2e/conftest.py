@@ -213,6 +213,25 @@ def load_sample(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
 
 
+KUBECTL_DCHAT = Path(sys.executable).parent / "kubectl-dchat"
+
+
+def kubectl_dchat(
+    kube: KubeCluster, namespace: str, *args: str, timeout: float = 330
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl dchat ARGS -n NAMESPACE`` as on-call runs it: the console script in a
+    subprocess with the test cluster's kubeconfig (exit code, stdout, stderr)."""
+    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
+    return subprocess.run(
+        [str(KUBECTL_DCHAT), *args, "-n", namespace],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def get_cluster(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
     data: dict[str, Any] = kube.get_json("-n", namespace, "dchatcluster", name)
     return data

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +32,15 @@ from tests.harness.net import CuttingProxy
 from tests.harness.postgres import PostgresServer, bulk_messages
 from tests.harness.s3 import S3Server
 
-from .conftest import PG, Operator, condition, db_secret, get_cluster, wait_ready
+from .conftest import (
+    PG,
+    Operator,
+    condition,
+    db_secret,
+    get_cluster,
+    kubectl_dchat,
+    wait_ready,
+)
 from .realnode import (
     BRIDGE,
     VOLUMES,
@@ -227,24 +232,12 @@ def kill_operator_while_running(
     return uid
 
 
-def plugin(kube: KubeCluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kubectl dchat ARGS -n NAMESPACE`` as on-call runs it (exit code, stdout, stderr)."""
-    exe = Path(sys.executable).parent / "kubectl-dchat"
-    env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
-    return subprocess.run(
-        [str(exe), *args, "-n", namespace],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=330,
-        check=False,
-    )
-
-
 def plugin_restore(kube: KubeCluster, namespace: str, backup: str, target: str) -> dict[str, Any]:
     """``kubectl dchat restore BACKUP --to TARGET --wait``; the status of the DchatRestore it
     created (Completed, or the test fails with the plugin's output)."""
-    out = plugin(kube, namespace, "restore", backup, "--to", target, "--wait", "--timeout", "300")
+    out = kubectl_dchat(
+        kube, namespace, "restore", backup, "--to", target, "--wait", "--timeout", "300"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"-> dchatcluster/{target} (data REPLACED)" in out.stdout, out.stdout
     items = kube.get_json("-n", namespace, "dchatrestores")["items"]
@@ -257,7 +250,7 @@ def plugin_restore(kube: KubeCluster, namespace: str, backup: str, target: str) 
 def plugin_doctor_ok(kube: KubeCluster, namespace: str, cluster: str) -> None:
     """``kubectl dchat doctor CLUSTER -o json`` asks the Ready node pod for its database and
     reads the last backup: both ok, exit 0."""
-    doctor = plugin(kube, namespace, "doctor", cluster, "-o", "json")
+    doctor = kubectl_dchat(kube, namespace, "doctor", cluster, "-o", "json")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     checks = {x["name"]: x for x in json.loads(doctor.stdout)["checks"]}
     assert checks["database reachable"]["result"] == "ok", checks["database reachable"]
@@ -267,12 +260,14 @@ def plugin_doctor_ok(kube: KubeCluster, namespace: str, cluster: str) -> None:
 def plugin_backup(kube: KubeCluster, namespace: str, cluster: str, name: str, bucket: str) -> None:
     """``kubectl dchat backup CLUSTER --name NAME --wait`` follows a new backup to Completed;
     ``backups CLUSTER -o json`` lists it."""
-    taken = plugin(kube, namespace, "backup", cluster, "--name", name, "--wait", "--timeout", "240")
+    taken = kubectl_dchat(
+        kube, namespace, "backup", cluster, "--name", name, "--wait", "--timeout", "240"
+    )
     assert taken.returncode == 0, taken.stdout + taken.stderr
     status = backup_obj(kube, namespace, name)["status"]
     assert status["phase"] == "Completed", status
     assert status["location"].startswith(f"s3://{bucket}/"), status
-    listed = plugin(kube, namespace, "backups", cluster, "-o", "json")
+    listed = kubectl_dchat(kube, namespace, "backups", cluster, "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert name in {i["metadata"]["name"] for i in json.loads(listed.stdout)["items"]}
 
@@ -283,7 +278,7 @@ def plugin_restore_new(
     """``kubectl dchat restore BACKUP --new NEW --database-secret NEW-db:url --wait`` onto a
     new, empty database: the plugin copies the source's spec and follows the bootstrap."""
     pg_database(kube, namespace, pg, new)
-    made = plugin(
+    made = kubectl_dchat(
         kube, namespace, "restore", backup, "--new", new, "--database-secret", f"{new}-db:url",
         "--wait", "--timeout", "300",
     )  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,12 +24,10 @@ from tests.harness.cluster import KubeCluster
 from tests.harness.patroni import PatroniCluster, patroni_venv
 from tests.harness.postgres import pg_bin_dir
 
-from .conftest import Operator, get_cluster, wait_ready
+from .conftest import Operator, get_cluster, kubectl_dchat, wait_ready
 from .objects import cluster_cr, db_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kubectl-dchat-promote")]
-
-PLUGIN = Path(sys.executable).parent / "kubectl-dchat"
 
 
 @pytest.fixture
@@ -65,17 +62,8 @@ def test_promote_switches_the_patroni_leader_and_the_status_follows(
         wait_ready(kube, namespace, "ha", replicas=1)
         kube.wait_for(lambda: _primary(kube, namespace) == old, timeout=30, what="primary")
 
-        env = {**kube.env, "KUBECONFIG": str(kube.kubeconfig)}
-
         def plugin(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [str(PLUGIN), *args, "-n", namespace],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=90,
-                check=False,
-            )
+            return kubectl_dchat(kube, namespace, *args, timeout=90)
 
         refused = plugin("promote", "ha", "pg-9", "--timeout", "30")
         assert refused.returncode == 1, refused.stdout + refused.stderr
