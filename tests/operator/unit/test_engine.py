@@ -193,3 +193,133 @@ async def test_a_paused_engine_collects_triggers_and_runs_them_on_resume() -> No
     await engine.wait_idle()
     assert {k for k, _, _ in probe.runs} == {A, B}
     await engine.stop()
+
+
+def _keys(n: int) -> list[Key]:
+    return [("ns", f"c{i:03d}") for i in range(n)]
+
+
+async def test_an_event_runs_before_a_queued_resync_pass_and_only_once() -> None:
+    """The N=500 tail: a Deployment event must not wait behind a resync pass of every key."""
+    keys = _keys(50)
+    probe = Probe(gates={keys[0]: asyncio.Event()})
+    engine = _engine(probe, workers=1)
+    engine.trigger_many(keys[1:], "spec")
+    await engine.wait_idle()
+    probe.runs.clear()
+    engine.trigger(keys[0], "spec")  # holds the only worker
+    await probe.started.setdefault(keys[0], asyncio.Event()).wait()
+    engine.resync()  # keys[1:] queued in the resync lane (keys[0] runs: marked dirty)
+    engine.trigger(keys[40], "deployment")  # promoted to the event lane
+    engine.trigger(B, "spec")  # a new key, after the resync was queued
+    probe.gates[keys[0]].set()
+    await engine.wait_idle()
+    order = [k for k, _, _ in probe.runs]
+    assert order[:3] == [keys[0], keys[40], B]
+    assert probe.runs[1][1] == {"resync", "deployment"}
+    assert order[3:] == [*keys[1:40], *keys[41:], keys[0]]  # FIFO; keys[0]'s rerun is last
+    assert probe.count(keys[40]) == 1
+    assert engine.keys[keys[40]].queued is False
+    await engine.stop()
+
+
+async def test_a_rerun_waits_in_the_lane_of_what_came_in_while_it_ran() -> None:
+    probe = Probe(gates={A: asyncio.Event()})
+    engine = _engine(probe, workers=1)
+    engine.trigger(A, "spec")
+    await probe.started.setdefault(A, asyncio.Event()).wait()
+    engine.trigger(A, "resync")  # A's rerun: resync lane
+    engine.trigger(B, "child")
+    probe.gates[A].set()
+    await engine.wait_idle()
+    assert [k for k, _, _ in probe.runs] == [A, B, A]
+
+    probe.runs.clear()
+    probe.gates[A] = asyncio.Event()
+    probe.started[A] = asyncio.Event()
+    engine.trigger(A, "spec")
+    await probe.started[A].wait()
+    engine.trigger(A, "resync")
+    engine.trigger(A, "deployment")  # the best lane of the two: the event lane
+    engine.trigger(B, "resync")
+    probe.gates[A].set()
+    await engine.wait_idle()
+    assert [k for k, _, _ in probe.runs] == [A, A, B]
+    assert probe.runs[1][1] == {"resync", "deployment"}
+    await engine.stop()
+
+
+async def test_a_requeue_that_comes_due_moves_a_key_out_of_the_resync_lane() -> None:
+    keys = _keys(20)
+    probe = Probe(outcomes={A: [Outcome(requeue_after=0.02)]}, gates={keys[0]: asyncio.Event()})
+    engine = _engine(probe, workers=1)
+    engine.trigger_many(keys[1:], "spec")
+    engine.trigger(A, "spec")
+    await engine.wait_idle()
+    probe.runs.clear()
+    engine.trigger(keys[0], "spec")
+    await probe.started.setdefault(keys[0], asyncio.Event()).wait()
+    engine.resync()  # A and keys[1:] in the resync lane
+    await asyncio.sleep(0.05)  # A's requeue comes due while it waits there
+    probe.gates[keys[0]].set()
+    await engine.wait_idle()
+    order = [k for k, _, _ in probe.runs]
+    assert order[:2] == [keys[0], A]
+    assert probe.runs[1][1] == {"resync", "requeue"}
+    assert probe.count(A) == 1
+    assert order[2:] == [*keys[1:], keys[0]]
+    await engine.stop()
+
+
+async def test_a_quarter_of_the_workers_stay_free_for_events_during_a_resync_pass() -> None:
+    keys = _keys(12)
+    gate = asyncio.Event()
+    probe = Probe(gates=dict.fromkeys(keys, gate))
+    engine = _engine(probe, workers=4)  # at most 3 run resync keys
+    for key in keys:
+        engine.ensure(key)
+    engine.resync()
+    await asyncio.sleep(0.05)
+    assert len(probe.runs) == 3  # the 4th worker does not take a resync key
+    engine.trigger(A, "child")
+    await probe.started.setdefault(A, asyncio.Event()).wait()  # runs now, on the free worker
+    assert [k for k, _, _ in probe.runs] == [*keys[:3], A]
+    gate.set()
+    await engine.wait_idle()
+    assert sorted(k for k, _, _ in probe.runs) == sorted([*keys, A])
+    await engine.stop()
+
+
+async def test_one_worker_still_runs_the_resync_lane() -> None:
+    probe = Probe()
+    engine = _engine(probe, workers=1)
+    engine.ensure(A)
+    engine.ensure(B)
+    engine.resync()
+    await engine.wait_idle()
+    assert [k for k, _, _ in probe.runs] == [A, B]
+    await engine.stop()
+
+
+async def test_a_requeue_asked_by_a_run_that_a_resync_made_dirty_stays_armed() -> None:
+    keys = _keys(10)
+    probe = Probe(outcomes={A: [Outcome(), Outcome(requeue_after=0.05)]})
+    engine = _engine(probe, workers=2)  # one resync slot
+    engine.trigger_many(keys, "spec")
+    engine.trigger(A, "spec")
+    await engine.wait_idle()
+    probe.runs.clear()
+    probe.started.clear()
+    probe.gates[A], probe.gates[keys[0]] = asyncio.Event(), asyncio.Event()
+    engine.trigger(A, "child")
+    await probe.started.setdefault(A, asyncio.Event()).wait()
+    engine.resync()  # A runs: marked dirty; keys[0] takes the resync slot and is held
+    await probe.started.setdefault(keys[0], asyncio.Event()).wait()
+    probe.gates[A].set()  # A ends asking for a requeue in 0.05 s; its rerun waits in the lane
+    await asyncio.sleep(0.2)
+    assert [k for k, _, _ in probe.runs] == [A, keys[0], A]  # the requeue moved it ahead
+    assert probe.runs[2][1] == {"resync", "requeue"}
+    probe.gates[keys[0]].set()
+    await engine.wait_idle()
+    assert probe.count(A) == 2
+    await engine.stop()
