@@ -20,8 +20,13 @@ Design:
   cheap. Such a run (and a requeue of a clean cluster: soak checks, primary polls) takes the
   CR from the watch instead of a GET: ``ClusterState.body`` is the newest body seen, from the
   watch or from our own status patch's response (the higher resourceVersion wins; a stale
-  body costs one 409, after which the status is rebuilt from a fresh GET). Every other run
-  (a new generation, a resync, a retry) reads the CR fresh.
+  body costs one 409, after which the status is rebuilt from a fresh GET). So does the first
+  run of a cluster just created (the watched body of a CR that has no status yet: no other
+  controller has written to it, and a restore's hold is the absence of a finished
+  bootstrap). Every other run (a new generation, a resync, a retry) reads the CR fresh.
+- The first reads are concurrent: the referenced Secrets (their versions go into the pod
+  template) and the live children (looked up by the names of the children built from the
+  versions seen before; built again if the versions differ).
 - Never takes over: an existing object with a child's name that this cluster does not control
   (no controller reference to it) is left untouched and reported (``Degraded``,
   ``ChildConflict``); only objects it controls are applied with ``force``, new ones without it.
@@ -164,6 +169,10 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def _ident(desired: Obj) -> tuple[str, str]:
+    return (str(desired.get("kind")), str(desired["metadata"]["name"]))
 
 
 def slim(body: Mapping[str, Any]) -> Obj:
@@ -373,15 +382,22 @@ class ClusterController:
 
     @staticmethod
     def _watched(state: ClusterState, attempt: Attempt) -> Obj | None:
-        """The watched CR when this run can only be a status refresh (see the design)."""
+        """The watched CR when this run can only be a status refresh, or is the first run of
+        a cluster just created (see the design)."""
         body = state.body
-        if body is None or attempt.failures or not attempt.reasons <= {"deployment", "requeue"}:
+        if body is None or attempt.failures:
             return None
         meta = body.get("metadata") or {}
         if meta.get("uid") != state.uid:
             return None
         generation = int(meta.get("generation") or 0)
-        if state.clean_generation != generation or generation < state.requested_generation:
+        if generation < state.requested_generation:
+            return None
+        if attempt.reasons == {"spec"} and not body.get("status"):
+            return body  # just created: nothing but its author has written to it
+        if not attempt.reasons <= {"deployment", "requeue"}:
+            return None
+        if state.clean_generation != generation:
             return None
         return body
 
@@ -445,11 +461,9 @@ class ClusterController:
 
         caps = await self.capabilities()
         generated = await self._postgres_secret(cluster, result)
-        missing, state.secret_versions = await self.read_secrets(cluster)
+        missing, children, lives, conflicts = await self._read_live(cluster, state, caps)
         if generated:
             missing.append(generated)
-        children = desired_children(cluster, caps, state.secret_versions)
-        lives, conflicts = await self._read_children(cluster, state, children)
         errors: list[str] = []
         deployment: Obj | None = None
         if conflicts:  # apply nothing: the pods would mount or expose someone else's object
@@ -762,6 +776,24 @@ class ClusterController:
             return True
         desired = with_spec_hash(workload.deployment(cluster, state.secret_versions))
         return covers(desired, seen)
+
+    async def _read_live(
+        self, cluster: DchatCluster, state: ClusterState, caps: Capabilities
+    ) -> tuple[list[str], list[Obj], list[Obj | None], list[str]]:
+        """(missing Secrets, the desired children, their live objects, conflicts): the
+        Secrets and the children are read at once (the children's names do not depend on the
+        Secrets' versions; the pod template does, so it is built again when they moved)."""
+        guess = desired_children(cluster, caps, state.secret_versions)
+        (missing, versions), (lives, conflicts) = await asyncio.gather(
+            self.read_secrets(cluster), self._read_children(cluster, state, guess)
+        )
+        if versions == state.secret_versions:
+            return missing, guess, lives, conflicts
+        state.secret_versions = versions
+        children = desired_children(cluster, caps, versions)
+        if [_ident(d) for d in children] != [_ident(d) for d in guess]:
+            lives, conflicts = await self._read_children(cluster, state, children)
+        return missing, children, lives, conflicts
 
     async def _read_children(
         self, cluster: DchatCluster, state: ClusterState, children: list[Obj]

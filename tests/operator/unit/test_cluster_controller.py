@@ -116,6 +116,46 @@ async def test_a_new_cluster_converges_with_one_ready_event_and_idle_resyncs_wri
     assert len(world.kube.writes()) == writes
 
 
+async def test_a_new_clusters_first_run_takes_the_cr_from_the_watch_later_specs_read_it(
+    world: World,
+) -> None:
+    """A CR with no status yet comes from the watch (one round trip less before its
+    Deployment exists); a new generation of a cluster with a status is read fresh."""
+    world.add("c1", replicas=1, database=PG)
+    await world.idle()
+    assert world.kube.count("GET", "dchatclusters") == 0
+    assert world.kube.obj(DEPLOYMENT, NS, "c1") is not None
+    assert world.status("c1")["phase"] == "Progressing"
+    body = world.kube.obj(CLUSTER, NS, "c1")
+    assert body is not None
+    body["spec"]["replicas"] = 2
+    world.kube.put(CLUSTER, body)
+    world.event("c1")
+    await world.idle()
+    assert world.kube.count("GET", "dchatclusters") == 1
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    assert dep["spec"]["replicas"] == 2
+
+
+async def test_a_rotated_secret_rebuilds_the_children_read_at_the_same_time(world: World) -> None:
+    world.add("c1", replicas=1, database=PG)
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    before = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    world.kube.put(
+        SECRET,
+        {"metadata": {"name": "db", "namespace": NS}, "data": {"url": "cG9zdGdyZXNxbDovL3k="}},
+    )
+    world.engine.resync()
+    await world.idle()
+    dep = world.kube.obj(DEPLOYMENT, NS, "c1")
+    assert dep is not None
+    after = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    assert after != before  # the pods roll for the new Secret version
+
+
 async def test_the_status_path_of_a_deployment_event_reads_nothing(world: World) -> None:
     """The CR comes from the watch (or our own status patch's response), not a GET."""
     world.add("c1", replicas=1, database=PG)
