@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -198,6 +199,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     runtime.tasks.append(
         asyncio.create_task(_resync_loop(runtime, options.resync_seconds), name="dchat-resync")
     )
+    # What exists now (modules, kopf, the models and clients) lives as long as the process:
+    # out of the cyclic collector's sight, its full collections scan only what came later
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()
