@@ -33,6 +33,14 @@ class World:
         self.kube.put(CLUSTER, cluster_cr(name, NS, resources=SMALL, **spec))
         self.event(name)
 
+    def edit_spec(self, name: str, **spec: Any) -> None:
+        """The author edits the CR's spec (a new generation) and the watch delivers it."""
+        found = self.kube.obj(CLUSTER, NS, name)
+        assert found is not None
+        found["spec"].update(spec)
+        self.kube.put(CLUSTER, found)
+        self.event(name)
+
     def event(self, name: str, event_type: str = "MODIFIED") -> None:
         body = self.kube.obj(CLUSTER, NS, name)
         assert body is not None
@@ -126,11 +134,7 @@ async def test_a_new_clusters_first_run_takes_the_cr_from_the_watch_later_specs_
     assert world.kube.count("GET", "dchatclusters") == 0
     assert world.kube.obj(DEPLOYMENT, NS, "c1") is not None
     assert world.status("c1")["phase"] == "Progressing"
-    body = world.kube.obj(CLUSTER, NS, "c1")
-    assert body is not None
-    body["spec"]["replicas"] = 2
-    world.kube.put(CLUSTER, body)
-    world.event("c1")
+    world.edit_spec("c1", replicas=2)
     await world.idle()
     assert world.kube.count("GET", "dchatclusters") == 1
     dep = world.kube.obj(DEPLOYMENT, NS, "c1")
@@ -291,11 +295,7 @@ async def test_a_failed_deployment_apply_keeps_reporting_the_running_pods(world:
     world.roll_out("c1")
     await world.idle()
     world.kube.fail[("APPLY", "deployments", "c1")] = lambda: api_error(422, "bad template")
-    found = world.kube.obj(CLUSTER, NS, "c1")
-    assert found is not None
-    found["spec"]["replicas"] = 3
-    world.kube.put(CLUSTER, found)
-    world.event("c1")
+    world.edit_spec("c1", replicas=3)
     await world.idle()
     status = world.status("c1")
     assert status["readyReplicas"] == 2
@@ -323,12 +323,7 @@ async def test_a_child_rejected_forever_is_retried_with_backoff_not_per_resync(
     assert "next retry in" in world.condition("c1", "Degraded")["message"]
     # the author fixes the cause and edits the spec: retried at once
     world.kube.fail.clear()
-    found = world.kube.obj(CLUSTER, NS, "c1")
-    assert found is not None
-    found["spec"]["replicas"] = 1
-    found["spec"]["marketplace"] = {"cacheSize": 7}
-    world.kube.put(CLUSTER, found)
-    world.event("c1")
+    world.edit_spec("c1", replicas=1, marketplace={"cacheSize": 7})
     await world.idle()
     assert world.condition("c1", "Degraded")["status"] == "False"
     assert not world.engine.in_backoff((NS, "c1"))
