@@ -27,7 +27,9 @@ Design:
   behind up to 500 full reconciles (seconds under load: the tail of the N=500 benchmark).
   A queue entry carries the key's ticket; an entry whose ticket is stale (the key moved
   lanes or already ran) is skipped. A quarter of the workers (at least one) never take a
-  resync key, so an event finds a free worker even while a pass occupies the others.
+  resync key, so an event finds a free worker even while a pass occupies the others. A
+  resync key that has waited ``resync_max_wait`` goes before the events: a steady stream of
+  events never starves the resync (the drift check of what no watch covers).
 - The clock (``time.monotonic``) and the random source of the jitter are injectable for tests.
 """
 
@@ -135,12 +137,14 @@ class Engine(Generic[T]):
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        resync_max_wait: float = 30.0,
     ) -> None:
         self.reconciler = reconciler
         self.kind = reconciler.kind
         self.keys: dict[Key, KeyState[T]] = {}
-        # per lane, FIFO: (key, ticket)
-        self._lanes: tuple[deque[tuple[Key, int]], ...] = (deque(), deque())
+        # per lane, FIFO: (key, ticket, when queued)
+        self._lanes: tuple[deque[tuple[Key, int, float]], ...] = (deque(), deque())
+        self.resync_max_wait = resync_max_wait
         self._ready = asyncio.Event()
         self._resync_limit = max(1, workers - max(1, workers // 4))
         self._resync_running = 0
@@ -279,7 +283,7 @@ class Engine(Generic[T]):
     def _put(self, key: Key, state: KeyState[T], lane: int) -> None:
         state.lane = lane
         state.ticket += 1
-        self._lanes[lane].append((key, state.ticket))
+        self._lanes[lane].append((key, state.ticket, self._clock()))
         self._ready.set()
 
     async def _take(self) -> tuple[int, Key, int]:
@@ -288,10 +292,14 @@ class Engine(Generic[T]):
         while True:
             await self._active.wait()
             events, resyncs = self._lanes
-            if events:
-                return (EVENT_LANE, *events.popleft())
-            if resyncs and self._resync_running < self._resync_limit:
-                return (RESYNC_LANE, *resyncs.popleft())
+            resync_ok = bool(resyncs) and self._resync_running < self._resync_limit
+            overdue = resync_ok and self._clock() - resyncs[0][2] >= self.resync_max_wait
+            if events and not overdue:
+                key, ticket, _ = events.popleft()
+                return EVENT_LANE, key, ticket
+            if resync_ok:
+                key, ticket, _ = resyncs.popleft()
+                return RESYNC_LANE, key, ticket
             self._ready.clear()
             await self._ready.wait()
 

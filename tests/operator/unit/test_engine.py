@@ -323,3 +323,32 @@ async def test_a_requeue_asked_by_a_run_that_a_resync_made_dirty_stays_armed() -
     await engine.wait_idle()
     assert probe.count(A) == 2
     await engine.stop()
+
+
+async def test_a_stream_of_events_does_not_starve_the_resync_lane() -> None:
+    now = [0.0]
+    probe = Probe()
+    engine: Engine[dict[str, int]] = Engine(
+        probe,  # type: ignore[arg-type]
+        workers=1,
+        clock=lambda: now[0],
+        resync_max_wait=30.0,
+    )
+    keys = _keys(3)
+    for key in keys:
+        engine.ensure(key)
+    engine.resync()  # queued at t=0
+    engine.trigger(A, "child")
+    engine.trigger(B, "child")
+    engine.start()
+    await engine.wait_idle()
+    assert [k for k, _, _ in probe.runs] == [A, B, *keys]  # events first while fresh
+
+    probe.runs.clear()
+    engine.resync()  # queued at t=0
+    now[0] = 31.0  # ... and overdue by the time the events come
+    engine.trigger(A, "child")
+    await engine.wait_idle()
+    # the overdue resync lane first (A's resync entry was replaced by its event)
+    assert [k for k, _, _ in probe.runs] == [*keys, B, A]
+    await engine.stop()
