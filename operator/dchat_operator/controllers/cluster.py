@@ -171,8 +171,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _ident(desired: Obj) -> tuple[str, str]:
-    return (str(desired.get("kind")), str(desired["metadata"]["name"]))
+def _ref(child: Obj) -> str:
+    """``Kind/name`` of a desired child (as the Applied event names it)."""
+    return f"{child['kind']}/{child['metadata']['name']}"
 
 
 def slim(body: Mapping[str, Any]) -> Obj:
@@ -266,7 +267,7 @@ class Result:
 def _position(children: list[Obj], ref: str) -> int:
     """Index of the child named by ``Kind/name`` (keeps the Applied event in build order)."""
     for i, child in enumerate(children):
-        if f"{child['kind']}/{child['metadata']['name']}" == ref:
+        if _ref(child) == ref:
             return i
     return len(children)
 
@@ -791,7 +792,7 @@ class ClusterController:
             return missing, guess, lives, conflicts
         state.secret_versions = versions
         children = desired_children(cluster, caps, versions)
-        if [_ident(d) for d in children] != [_ident(d) for d in guess]:
+        if [_ref(d) for d in children] != [_ref(d) for d in guess]:
             lives, conflicts = await self._read_children(cluster, state, children)
         return missing, children, lives, conflicts
 
