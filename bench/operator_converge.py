@@ -144,6 +144,7 @@ class Timeline:
         self.resource, self.done = resource, done
         self.seen: dict[str, float] = {}
         self.finished: dict[str, float] = {}
+        self.events = 0
         args = [str(kube.bin_dir / "kubectl"), "--kubeconfig", str(kube.kubeconfig)]
         args += ["get", resource, "-n", ns, "-w", "-o", "json"]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -161,6 +162,7 @@ class Timeline:
                 continue
             buf = buf.lstrip()[end:]
             now, name = time.monotonic(), obj["metadata"]["name"]
+            self.events += 1
             self.seen.setdefault(name, now)
             if name not in self.finished and self.done(obj):
                 self.finished[name] = now
@@ -182,10 +184,13 @@ class Timeline:
 
         def span(times: dict[str, float]) -> str:
             t = sorted(v - start for v in times.values())
-            return f"median {statistics.median(t):5.2f} s, last {t[-1]:5.2f} s" if t else "-"
+            if not t:
+                return "-"
+            return f"first {t[0]:5.2f} s, median {statistics.median(t):5.2f} s, last {t[-1]:5.2f} s"
 
         print(
-            f"    {label}: {self.resource} created {span(self.seen)}; done {span(self.finished)}",
+            f"    {label}: {self.resource} created {span(self.seen)}; done {span(self.finished)}; "
+            f"{self.events / max(1, len(self.seen)):.1f} watch events each",
             file=sys.stderr,
         )
 
@@ -284,6 +289,17 @@ def run_operator(kube: KubeCluster, n: int, logdir: Path, resync: float) -> Oper
         if deployments is not None:
             deployments.report(start, "operator")
         clusters.report(start, "operator")
+        if deployments is not None:  # CR seen -> its Deployment seen, in the CRs' order
+            chain = [
+                deployments.seen[name] - seen
+                for name, seen in sorted(clusters.seen.items(), key=lambda kv: kv[1])
+                if name in deployments.seen
+            ]
+            print(
+                f"    operator: CR -> Deployment first {chain[0]:.3f} s, median "
+                f"{statistics.median(chain):.3f} s, max {max(chain):.3f} s",
+                file=sys.stderr,
+            )
         if timeline:
             fields = Path(f"/proc/{op.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -308,8 +324,11 @@ def run_operator(kube: KubeCluster, n: int, logdir: Path, resync: float) -> Oper
         kube.delete_namespace(ns)
 
 
-def wait_quiet(kube: KubeCluster) -> None:
-    """Let namespaces of earlier runs finish terminating (their pods load the scheduler)."""
+def wait_quiet(kube: KubeCluster, settle: float) -> None:
+    """Let namespaces of earlier runs finish terminating (their pods load the scheduler), then
+    ``settle`` seconds more: the controller-manager's garbage collector works through the
+    deleted objects' dependents for ~10 s after the namespace is gone (measured at N=50:
+    ~470 GETs answered 404), and a run started then shares the control plane with it."""
 
     def quiet() -> bool:
         out = kube.kubectl("get", "namespaces", "-o", "json").stdout
@@ -320,6 +339,7 @@ def wait_quiet(kube: KubeCluster) -> None:
         )
 
     wait(quiet, timeout=300)
+    time.sleep(settle)
 
 
 def main() -> int:
@@ -332,6 +352,13 @@ def main() -> int:
         default=30.0,
         help="the operator's resync interval (its default is 60; 30 measures the idle pass "
         "sooner, and at N=500 runs three to four full passes during the converge)",
+    )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=15.0,
+        help="the wait before each run after the earlier runs' namespaces are gone (the "
+        "garbage collector's tail; see wait_quiet)",
     )
     args = parser.parse_args()
 
@@ -354,12 +381,12 @@ def main() -> int:
         # the first run on a fresh test cluster is slower: odd runs start with the baseline,
         # even runs with the operator
         if run % 2:
-            wait_quiet(kube)
+            wait_quiet(kube, args.settle_seconds)
             b, b_polled = run_baseline(kube, args.n)
-        wait_quiet(kube)
+        wait_quiet(kube, args.settle_seconds)
         result = run_operator(kube, args.n, logdir, args.resync_seconds)
         if not run % 2:
-            wait_quiet(kube)
+            wait_quiet(kube, args.settle_seconds)
             b, b_polled = run_baseline(kube, args.n)
         base_times.append(b)
         op_times.append(result.seconds)

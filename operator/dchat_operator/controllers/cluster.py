@@ -82,6 +82,7 @@ from dchat_operator.api.kinds import (
     CLUSTER,
     CONFIG_MAP,
     DEPLOYMENT,
+    NETWORK_POLICY,
     NODE,
     PERSISTENT_VOLUME,
     POD,
@@ -830,12 +831,19 @@ class ClusterController:
     ) -> tuple[Obj | None, list[str]]:
         """Apply what differs; (the Deployment as it now is, apply errors).
 
-        In three stages, each applied concurrently: what the pods need (ServiceAccount,
-        ConfigMap, PVC, Services), then the Deployment, then the rest (PDB, NetworkPolicy,
-        Ingress, monitoring). The pods' ServiceAccount must exist before the ReplicaSet
-        creates them, so the Deployment never goes first."""
+        In three stages, each applied concurrently: what comes before the Deployment in
+        ``desired_children`` (managed PostgreSQL, ServiceAccount, ConfigMap, PVC) and the
+        NetworkPolicy, then the Deployment, then the rest (the node's Services, PDB, Ingress,
+        monitoring). The pods' ServiceAccount must exist before the ReplicaSet creates them,
+        so the Deployment never goes first, and no pod runs before its NetworkPolicy."""
         at = next((i for i, d in enumerate(children) if child_kind(d) == DEPLOYMENT), len(children))
-        stages = [range(at), range(at, min(at + 1, len(children))), range(at + 1, len(children))]
+        before = [
+            i
+            for i, d in enumerate(children)
+            if i < at or (i > at and child_kind(d) == NETWORK_POLICY)
+        ]
+        after = [i for i in range(len(children)) if i != at and i not in before]
+        stages = [before, [at] if at < len(children) else [], after]
         outcomes: list[tuple[Obj | None, str | None]] = [(None, None)] * len(children)
         for stage in stages:
             done = await asyncio.gather(

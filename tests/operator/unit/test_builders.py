@@ -52,11 +52,11 @@ def test_children_kinds_sqlite() -> None:
         ("ServiceAccount", "dchat-sqlite"),
         ("ConfigMap", "dchat-sqlite-config"),
         ("PersistentVolumeClaim", "dchat-sqlite-data"),
+        ("Deployment", "dchat-sqlite"),
         ("Service", "dchat-sqlite-api"),
         ("Service", "dchat-sqlite-metrics"),
         ("Service", "dchat-sqlite-p2p"),
         ("Service", "dchat-sqlite-p2p-peers"),
-        ("Deployment", "dchat-sqlite"),
         ("NetworkPolicy", "dchat-sqlite"),
     ]
 

@@ -124,6 +124,27 @@ async def test_a_new_cluster_converges_with_one_ready_event_and_idle_resyncs_wri
     assert len(world.kube.writes()) == writes
 
 
+async def test_children_are_applied_in_stages_around_the_deployment(world: World) -> None:
+    """The ServiceAccount, ConfigMap and NetworkPolicy before the Deployment (its pods need the
+    first two and never run unguarded), the Services and the PDB after it (nothing waits on
+    them): the Deployment's apply starts only once the first stage has returned."""
+    gate = asyncio.Event()
+    world.kube.stall[("APPLY", "networkpolicies", "*")] = gate
+    world.add("c1", replicas=2, database=PG)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    applied = [c.plural for c in world.kube.calls if c.verb == "APPLY"]
+    assert "deployments" not in applied
+    assert {"serviceaccounts", "configmaps", "networkpolicies"} <= set(applied)
+    gate.set()
+    await world.idle()
+    applied = [c.plural for c in world.kube.calls if c.verb == "APPLY"]
+    at = applied.index("deployments")
+    assert set(applied[:at]) == {"serviceaccounts", "configmaps", "networkpolicies"}
+    assert set(applied[at + 1 :]) == {"services", "poddisruptionbudgets"}
+    assert applied.count("services") == 4
+
+
 async def test_a_new_clusters_first_run_takes_the_cr_from_the_watch_later_specs_read_it(
     world: World,
 ) -> None:
