@@ -137,7 +137,7 @@ from dchat_operator.clients.metrics import (
 )
 from dchat_operator.clients.podmetrics import PodMetrics, ScrapeError
 from dchat_operator.controllers.compare import covers, differences
-from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome
+from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome, slim
 
 log = logging.getLogger("dchat_operator.controller")
 Obj = dict[str, Any]
@@ -163,27 +163,9 @@ def _rfc3339(now: dt.datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def plain(value: Any) -> Any:
-    """A deep copy of a kopf Body (or any mapping/sequence) as plain dicts and lists."""
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
 def _ref(child: Obj) -> str:
     """``Kind/name`` of a desired child (as the Applied event names it)."""
     return f"{child['kind']}/{child['metadata']['name']}"
-
-
-def slim(body: Mapping[str, Any]) -> Obj:
-    """A plain copy of a watched object without what the controller never reads."""
-    out: Obj = plain(body)
-    meta = out.get("metadata") or {}
-    meta.pop("managedFields", None)
-    (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return out
 
 
 @dataclass

@@ -451,6 +451,24 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 
 
+def plain(value: Any) -> Any:
+    """A deep copy of a kopf Body (or any mapping/sequence) as plain dicts and lists."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of a watched object without what no controller reads."""
+    out: dict[str, Any] = plain(body)
+    meta = out.get("metadata") or {}
+    meta.pop("managedFields", None)
+    (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return out
+
+
 def object_key(body: Mapping[str, Any]) -> Key:
     """The engine key (namespace, name) of a watched object."""
     meta = body.get("metadata") or {}

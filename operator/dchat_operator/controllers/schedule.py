@@ -6,7 +6,8 @@ Design:
   event of one of its DchatBackups (label ``dchat.dev/cluster``), the resync, and its own
   ``requeue_after`` until the next cron time (CloudNativePG's ScheduledBackup way; no
   CronJob).
-- Each run: read the cluster and its DchatBackups (one list by label), decide with the pure
+- Each run: read the cluster (the first run of a cluster just created takes it from the
+  watch) and its DchatBackups (one list by label), decide with the pure
   ``builders.schedule.plan`` (one backup when due, however many times were missed), create
   that DchatBackup (named after its cron time, so a crash between the create and the status
   write finds it existing and moves on; none while the previous scheduled one is still
@@ -62,6 +63,7 @@ from dchat_operator.controllers.engine import (
     Outcome,
     object_key,
     route_child_event,
+    slim,
 )
 
 log = logging.getLogger("dchat_operator.schedule")
@@ -82,6 +84,8 @@ class ScheduleState:
     archives: bool = True
     """The cluster's spec (as last seen on the watch) may replicate continuously: SQLite, or
     no engine said, with backups enabled. Only then do its pods matter here."""
+    created: Obj | None = None
+    """The watched body of a cluster just created (no status yet), for its first run."""
 
 
 class ScheduleController:
@@ -111,6 +115,7 @@ class ScheduleController:
         uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
         if uid != state.uid or generation > state.requested_generation:
             state.uid, state.requested_generation = uid, generation
+            state.created = slim(body) if not body.get("status") else None
             engine.trigger(key, "spec")
 
     def deployment_event(self, engine: Engine[ScheduleState], body: Mapping[str, Any]) -> None:
@@ -133,7 +138,7 @@ class ScheduleController:
 
     async def reconcile(self, key: Key, state: ScheduleState, attempt: Attempt) -> Outcome:
         namespace, name = key
-        body = await self.kube.get(CLUSTER, namespace, name)
+        body, watched = await self._read(key, state, attempt)
         if body is None:
             _forget(namespace, name)
             return Outcome(forget=True, result="gone")
@@ -147,21 +152,8 @@ class ScheduleController:
         items = await self.kube.list_objects(BACKUP, namespace, f"{c.LABEL_CLUSTER}={name}")
         backups = [BackupView.of(item) for item in items]
         decision = plan(spec, previous.get("backupSchedule"), now)
-        unfinished = [b.name for b in backups if b.scheduled and b.phase in ("Pending", "Running")]
-        if decision.due is not None and unfinished:
-            # never stack backups on a cluster that cannot take them (BackupHealthy turns
-            # False as the schedule gets overdue)
-            log.warning(
-                "schedule of %s/%s: skipping the backup due at %s, %s has not finished",
-                namespace,
-                name,
-                decision.due.isoformat(),
-                unfinished[0],
-            )
-        elif decision.due is not None:
-            created = await self._create(cluster, decision.due, decision.verify)
-            if created is not None:
-                backups.append(BackupView.of(created))
+        if decision.due is not None:
+            backups = await self._due(cluster, decision.due, decision.verify, backups)
         backups = await self._retention(namespace, backups, cluster, now)
         archiving = await self._archiving(cluster)
         owned = backup_status(
@@ -174,14 +166,50 @@ class ScheduleController:
             archiving,
         )
         _export(cluster, backups, owned["conditions"])
-        if not await self._write(body, previous, owned):
-            return Outcome(forget=True, result="gone")
+        try:
+            if not await self._write(body, previous, owned):
+                return Outcome(forget=True, result="gone")
+        except ApiException as exc:
+            if not (watched and exc.status == 409):
+                raise
+            # the cluster controller wrote its status since the watch event: run again on a
+            # fresh read (the backup created above is found by its name, not made twice)
+            return Outcome(requeue_after=0.0, result="stale")
         if decision.schedule_status is None:
             return Outcome(result="unscheduled")
         wait = decision.requeue_after if decision.requeue_after is not None else MAX_REQUEUE
         if any(cond["status"] != "True" for cond in archiving):
             wait = min(wait, ARCHIVING_POLL)  # pod changes do not all reach this engine
         return Outcome(requeue_after=min(wait, MAX_REQUEUE), result="scheduled")
+
+    async def _read(
+        self, key: Key, state: ScheduleState, attempt: Attempt
+    ) -> tuple[Obj | None, bool]:
+        """(the cluster, whether it came from the watch): the first run of a cluster just
+        created takes it from the watch (nothing but its author has written to it yet)."""
+        body, state.created = state.created, None
+        if body is not None and attempt.reasons == {"spec"} and not attempt.failures:
+            return body, True
+        return await self.kube.get(CLUSTER, *key), False
+
+    async def _due(
+        self, cluster: DchatCluster, due: dt.datetime, verify: bool, backups: list[BackupView]
+    ) -> list[BackupView]:
+        """Create the backup that is due, unless the last scheduled one has not finished."""
+        unfinished = [b.name for b in backups if b.scheduled and b.phase in ("Pending", "Running")]
+        if unfinished:
+            # never stack backups on a cluster that cannot take them (BackupHealthy turns
+            # False as the schedule gets overdue)
+            log.warning(
+                "schedule of %s/%s: skipping the backup due at %s, %s has not finished",
+                cluster.namespace,
+                cluster.metadata.name,
+                due.isoformat(),
+                unfinished[0],
+            )
+            return backups
+        created = await self._create(cluster, due, verify)
+        return [*backups, BackupView.of(created)] if created is not None else backups
 
     async def _archiving(self, cluster: DchatCluster) -> tuple[Obj, ...]:
         """The ContinuousArchiving condition of a SQLite cluster with backups on."""

@@ -292,6 +292,38 @@ async def test_the_schedule_creates_backups_on_time_and_once_after_downtime(worl
     assert len(world.backups()) == 2
 
 
+async def test_a_new_clusters_first_run_takes_it_from_the_watch(world: World) -> None:
+    world.cluster()
+    await world.engine.wait_idle()
+    assert world.kube.count("GET", CLUSTER.plural) == 0
+    assert world.status()["backupSchedule"]["nextScheduleTime"] == "2026-11-30T11:00:00Z"
+
+
+async def test_a_stale_watched_body_on_the_first_run_means_a_rerun_on_a_fresh_read(
+    world: World,
+) -> None:
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"kind": "DchatClusterBackups", **labels}) or 0.0
+
+    errors = count("dchat_operator_reconcile_errors_total", trigger="spec")
+    stale = count("dchat_operator_reconciles_total", trigger="spec", result="stale")
+    world.cluster("c2")
+    # the cluster controller writes its status before the schedule's first run
+    world.kube.set_status(CLUSTER, NS, "c2", {"phase": "Progressing"})
+    await asyncio.sleep(0)
+    await world.engine.wait_idle()  # the first run: 409, a requeue at once
+    await asyncio.sleep(0.01)
+    await world.engine.wait_idle()
+    assert world.kube.count("PATCH_STATUS", CLUSTER.plural) == 2  # a 409, then the write
+    assert world.kube.count("GET", CLUSTER.plural) == 1
+    status = world.status("c2")
+    assert status["phase"] == "Progressing"
+    assert status["backupSchedule"]["nextScheduleTime"] == "2026-11-30T11:00:00Z"
+    # a requeue, not a failure retried with backoff
+    assert count("dchat_operator_reconciles_total", trigger="spec", result="stale") == stale + 1
+    assert count("dchat_operator_reconcile_errors_total", trigger="spec") == errors
+
+
 async def test_suspend_stops_the_schedule(world: World) -> None:
     world.cluster(suspend=True)
     await world.tick(at(10, 20))
