@@ -95,9 +95,23 @@ class _Stop(Exception):
 
 
 class _Jobs:
-    """Job helpers shared by both restore controllers."""
+    """What both restore controllers share: their construction, per-key state and Jobs.
 
-    kube: KubeAPI
+    ``wake`` triggers the cluster controller for a cluster (a hold set or cleared)."""
+
+    def __init__(
+        self,
+        kube: KubeAPI,
+        *,
+        wake: Callable[[Key], None] = lambda key: None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.kube = kube
+        self._wake = wake
+        self._clock = clock
+
+    def new_state(self) -> RestoreState:
+        return RestoreState()
 
     async def run_job(self, namespace: str, job_id: str, build: Callable[[], Obj]) -> Obj | None:
         """The Job ``job_id``, created from ``build()`` when missing (None: just created)."""
@@ -131,20 +145,6 @@ class RestoreController(_Jobs):
     """Reconciles DchatRestores."""
 
     kind = c.RESTORE_KIND
-
-    def __init__(
-        self,
-        kube: KubeAPI,
-        *,
-        wake: Callable[[Key], None] = lambda key: None,
-        clock: Callable[[], dt.datetime] = _utcnow,
-    ) -> None:
-        self.kube = kube
-        self._wake = wake
-        self._clock = clock
-
-    def new_state(self) -> RestoreState:
-        return RestoreState()
 
     def restore_event(
         self, engine: Engine[RestoreState], event_type: str, body: Mapping[str, Any]
@@ -348,20 +348,6 @@ class BootstrapController(_Jobs):
     """Restores spec.bootstrap.fromBackup into a new cluster before its pods run."""
 
     kind = "DchatClusterBootstrap"
-
-    def __init__(
-        self,
-        kube: KubeAPI,
-        *,
-        wake: Callable[[Key], None] = lambda key: None,
-        clock: Callable[[], dt.datetime] = _utcnow,
-    ) -> None:
-        self.kube = kube
-        self._wake = wake
-        self._clock = clock
-
-    def new_state(self) -> RestoreState:
-        return RestoreState()
 
     def cluster_event(
         self, engine: Engine[RestoreState], event_type: str, body: Mapping[str, Any]
