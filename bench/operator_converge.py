@@ -361,6 +361,8 @@ def main() -> int:
         "garbage collector's tail; see wait_quiet)",
     )
     args = parser.parse_args()
+    if args.settle_seconds < 0 or args.resync_seconds <= 0:
+        parser.error("--settle-seconds must be >= 0 and --resync-seconds > 0")
 
     kube = KubeCluster.ensure()
     nodes = max(3, math.ceil(args.n / 90))

@@ -137,7 +137,7 @@ from dchat_operator.clients.metrics import (
 )
 from dchat_operator.clients.podmetrics import PodMetrics, ScrapeError
 from dchat_operator.controllers.compare import covers, differences
-from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome, slim
+from dchat_operator.controllers.engine import Attempt, Engine, Key, Outcome, just_created, slim
 
 log = logging.getLogger("dchat_operator.controller")
 Obj = dict[str, Any]
@@ -377,8 +377,8 @@ class ClusterController:
         generation = int(meta.get("generation") or 0)
         if generation < state.requested_generation:
             return None
-        if attempt.reasons == {"spec"} and not body.get("status"):
-            return body  # just created: nothing but its author has written to it
+        if just_created(body, attempt):
+            return body
         if not attempt.reasons <= {"deployment", "requeue"}:
             return None
         if state.clean_generation != generation:
@@ -819,13 +819,13 @@ class ClusterController:
         monitoring). The pods' ServiceAccount must exist before the ReplicaSet creates them,
         so the Deployment never goes first, and no pod runs before its NetworkPolicy."""
         at = next((i for i, d in enumerate(children) if child_kind(d) == DEPLOYMENT), len(children))
-        before = [
-            i
-            for i, d in enumerate(children)
-            if i < at or (i > at and child_kind(d) == NETWORK_POLICY)
-        ]
-        after = [i for i in range(len(children)) if i != at and i not in before]
-        stages = [before, [at] if at < len(children) else [], after]
+
+        def stage_of(i: int) -> int:
+            if i == at:
+                return 1
+            return 0 if i < at or child_kind(children[i]) == NETWORK_POLICY else 2
+
+        stages = [[i for i in range(len(children)) if stage_of(i) == s] for s in range(3)]
         outcomes: list[tuple[Obj | None, str | None]] = [(None, None)] * len(children)
         for stage in stages:
             done = await asyncio.gather(

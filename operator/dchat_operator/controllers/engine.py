@@ -469,6 +469,13 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def just_created(body: Mapping[str, Any], attempt: Attempt) -> bool:
+    """Is this the first run of an object just created, so that its watched body is as good
+    as a read? Triggered by its spec alone, not a retry, and no status yet: nothing but its
+    author has written to it. (A stale one costs the caller a 409 on its status write.)"""
+    return attempt.reasons == {"spec"} and not attempt.failures and not body.get("status")
+
+
 def object_key(body: Mapping[str, Any]) -> Key:
     """The engine key (namespace, name) of a watched object."""
     meta = body.get("metadata") or {}

@@ -61,6 +61,7 @@ from dchat_operator.controllers.engine import (
     Engine,
     Key,
     Outcome,
+    just_created,
     object_key,
     route_child_event,
     slim,
@@ -188,7 +189,7 @@ class ScheduleController:
         """(the cluster, whether it came from the watch): the first run of a cluster just
         created takes it from the watch (nothing but its author has written to it yet)."""
         body, state.created = state.created, None
-        if body is not None and attempt.reasons == {"spec"} and not attempt.failures:
+        if body is not None and just_created(body, attempt):
             return body, True
         return await self.kube.get(CLUSTER, *key), False
 
